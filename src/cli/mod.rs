@@ -1,0 +1,248 @@
+//! The command line: clap definitions (raw arguments) turned into validated options and
+//! handed to library calls. No build logic lives here; this module only maps outcomes to
+//! exit codes and output streams (results on stdout, logs on stderr).
+
+mod build;
+mod parse;
+mod pull;
+
+use crate::error::{Error, ExitCode};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// cairn — build container images from Dockerfiles without a daemon.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, after_help = ExitCode::TABLE)]
+pub struct Cli {
+    /// Store directory (default: $XDG_CACHE_HOME/cairn).
+    #[arg(long, global = true, env = "CAIRN_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Registries to reach over plain HTTP (localhost and 127.0.0.0/8 always are).
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile (flags as `docker build`).
+    Build(BuildArgs),
+    /// Print the final cache key of a build without building.
+    Key(BuildArgs),
+    /// Pull an image into the store and print its manifest digest.
+    Pull(PullArgs),
+    /// Parse a Dockerfile and print its stages and instructions.
+    Parse(ParseArgs),
+    /// Print a stored image's manifest and config as JSON.
+    Inspect(InspectArgs),
+    /// Look after the store: list, measure, prune, verify.
+    Cache(CacheArgs),
+}
+
+/// The pull policy for base images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum PullPolicy {
+    /// Always re-resolve tags; fail when the registry is unreachable.
+    Always,
+    /// Re-resolve tags when the registry is reachable, else use the stored digest.
+    #[default]
+    Missing,
+    /// Never open a network connection.
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Progress {
+    #[default]
+    Auto,
+    Plain,
+    Tty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum NetworkArg {
+    #[default]
+    Default,
+    None,
+    Host,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum CompressionArg {
+    Gzip,
+    #[default]
+    Zstd,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build context directory, or `-` to read a Dockerfile from stdin with no context.
+    #[arg(default_value = ".")]
+    pub context: String,
+    /// Dockerfile path (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Name and optionally a tag (repeatable).
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// Set a build-time variable (K=V, or K to take it from the environment).
+    #[arg(long = "build-arg", value_name = "K=V")]
+    pub build_args: Vec<String>,
+    /// Build this stage and what it needs, not the last one.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Target platform (os/arch[/variant]).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Add a label to the image (K=V, repeatable).
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Ignore cache hits (every step runs).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// When to contact the registry for base images.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing, num_args = 0..=1, default_missing_value = "always")]
+    pub pull: PullPolicy,
+    /// Network mode for RUN steps.
+    #[arg(long, value_enum, default_value_t = NetworkArg::Default)]
+    pub network: NetworkArg,
+    /// Write the image ID to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Ignore file to use instead of CONTEXT/.dockerignore (Coder drops dot-files).
+    #[arg(long, value_name = "FILE")]
+    pub ignore_file: Option<PathBuf>,
+    /// Output: type=docker,dest=FILE | type=oci,dest=DIR (default: --load).
+    #[arg(short = 'o', long, value_name = "SPEC")]
+    pub output: Vec<String>,
+    /// Load the result into Docker (the default when no --output is given).
+    #[arg(long)]
+    pub load: bool,
+    /// Progress output.
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+    /// Print only the image ID on stdout.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Print each step's cache key, hit or miss, and what changed for a miss.
+    #[arg(long)]
+    pub explain: bool,
+    /// Result format on stdout: text (the image ID) or one flat JSON object.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Compression of new layers in the store and outputs.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
+    pub compression: CompressionArg,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Image reference, e.g. ubuntu:24.04 or 127.0.0.1:5000/base@sha256:...
+    pub reference: String,
+    #[arg(long)]
+    pub platform: Option<String>,
+    #[arg(long, value_enum, default_value_t = PullPolicy::Always)]
+    pub pull: PullPolicy,
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ParseArgs {
+    /// Dockerfile to parse.
+    #[arg(short = 'f', long = "file", default_value = "Dockerfile")]
+    pub file: PathBuf,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A reference or manifest digest already in the store.
+    pub reference: String,
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List stored images, cache entries and blobs with sizes.
+    Ls,
+    /// Print the store's disk usage by kind.
+    Du,
+    /// Remove what no cache entry or tag references (and old entries with --keep-duration).
+    Prune {
+        /// Keep cache entries used within this duration (e.g. 7d, 12h).
+        #[arg(long, value_name = "DURATION")]
+        keep_duration: Option<String>,
+        /// Remove everything.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Re-hash every blob and report bad ones.
+    Verify {
+        /// Remove bad blobs and the cache entries that reference them.
+        #[arg(long)]
+        repair: bool,
+    },
+}
+
+impl Cli {
+    /// The store root: `--root`, `CAIRN_ROOT`, else `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`.
+    pub fn store_root(&self) -> PathBuf {
+        if let Some(r) = &self.root {
+            return r.clone();
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from("/var/cache"));
+        base.join("cairn")
+    }
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Build(args) => build::build(&cli, args),
+        Command::Key(args) => build::key(&cli, args),
+        Command::Pull(args) => pull::pull(&cli, args),
+        Command::Parse(args) => parse::parse(args),
+        Command::Inspect(args) => pull::inspect(&cli, args),
+        Command::Cache(args) => pull::cache(&cli, args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+/// Prints an error on stderr (`cairn: error: ...`) and returns its exit code.
+pub fn report(e: &Error) -> std::process::ExitCode {
+    eprintln!("cairn: error: {e}");
+    std::process::ExitCode::from(e.exit_code() as u8)
+}
+
+pub(crate) fn not_yet(what: &str) -> Error {
+    Error::Internal(format!("{what} is not implemented yet"))
+}

@@ -1,0 +1,10 @@
+//! The build context: walking it under the ignore rules and hashing COPY/ADD sources.
+//!
+//! (Skeleton: filled in by the module's owner; see DESIGN.md.)
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Message(String),
+}

@@ -1,0 +1,10 @@
+//! OCI image config (own struct with sorted maps, canonical JSON), history, manifest.
+//!
+//! (Skeleton: filled in by the module's owner; see DESIGN.md.)
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Message(String),
+}

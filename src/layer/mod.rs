@@ -1,0 +1,10 @@
+//! Layers: overlay upper directory to OCI changeset, deterministic tar, one-pass digests.
+//!
+//! (Skeleton: filled in by the module's owner; see DESIGN.md.)
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Message(String),
+}

@@ -1,0 +1,30 @@
+//! cairn builds container images from Dockerfiles without a daemon, BuildKit, runc or crun.
+//!
+//! The pipeline (see `DESIGN.md` in the shared design folder) is one module per stage:
+//! [`dockerfile`] reads the file, [`plan`] orders the stages, [`context`] hashes COPY/ADD
+//! sources, [`registry`] pulls bases into the [`store`], [`rootfs`] and [`sandbox`] run
+//! `RUN` steps, [`layer`] turns changes into OCI layers, [`image`] writes configs and
+//! manifests, [`export`] hands the result to Docker, and [`executor`] walks the plan,
+//! keyed on [`cache`] keys that depend on nothing but a step's inputs.
+
+pub mod cache;
+pub mod cli;
+pub mod context;
+pub mod digest;
+pub mod dockerfile;
+pub mod error;
+pub mod executor;
+pub mod export;
+pub mod idmap;
+pub mod image;
+pub mod layer;
+pub mod plan;
+pub mod platform;
+pub mod registry;
+pub mod rootfs;
+pub mod sandbox;
+pub mod store;
+
+pub use digest::Digest;
+pub use error::{Error, ExitCode, Result};
+pub use platform::Platform;

@@ -1,0 +1,10 @@
+//! The build plan: stages, ARG scoping, --target and COPY --from graph; pure.
+//!
+//! (Skeleton: filled in by the module's owner; see DESIGN.md.)
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Message(String),
+}

@@ -1,0 +1,10 @@
+//! Registry client: references, auth, manifest resolution, verified streaming blob pulls.
+//!
+//! (Skeleton: filled in by the module's owner; see DESIGN.md.)
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Message(String),
+}

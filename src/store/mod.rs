@@ -1,0 +1,10 @@
+//! The content-addressed store: blobs, tag index, cache index, unpacked layers, locks.
+//!
+//! (Skeleton: filled in by the module's owner; see DESIGN.md.)
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Message(String),
+}

@@ -1,0 +1,1 @@
+//! Base images for tests, made from Debian packages and pushed to the harness registry.

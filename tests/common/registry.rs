@@ -1,0 +1,1 @@
+//! The real registry harness (owned by the registry work).

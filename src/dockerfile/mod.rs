@@ -8,3 +8,5 @@ pub enum Error {
     #[error("{0}")]
     Message(String),
 }
+
+pub mod ignore;

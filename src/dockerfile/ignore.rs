@@ -1,0 +1,1 @@
+//! `.dockerignore` matching with Docker's own rules (not gitignore's).

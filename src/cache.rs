@@ -6,7 +6,9 @@ use std::fmt;
 
 /// The key of one build step. Equal keys promise equal results; keys never depend on
 /// mtimes, host names, clocks, image names or tags.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct CacheKey(pub Digest);
 

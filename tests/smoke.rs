@@ -13,6 +13,7 @@ fn help_lists_subcommands_and_exit_codes() {
 
 #[test]
 fn unknown_flag_is_usage_error() {
-    let out = common::run(std::process::Command::new(common::cairn_bin()).args(["build", "--bogus"]));
+    let out =
+        common::run(std::process::Command::new(common::cairn_bin()).args(["build", "--bogus"]));
     assert_eq!(out.status.code(), Some(2));
 }

@@ -25,7 +25,9 @@ pub fn cairn(root: &Path) -> Command {
 
 /// Runs a command and returns its output, printing both streams on failure to help debugging.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         eprintln!(
             "command {cmd:?} exited {:?}\n--- stdout\n{}\n--- stderr\n{}",
@@ -70,10 +72,16 @@ pub fn require_docker() {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(ok, "this test needs a running Docker Engine (scripts/setup starts one)");
+    assert!(
+        ok,
+        "this test needs a running Docker Engine (scripts/setup starts one)"
+    );
 }
 
 /// A fresh temporary directory removed on drop.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("cairn-test-").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("cairn-test-")
+        .tempdir()
+        .unwrap()
 }

@@ -10,7 +10,7 @@
 //! complete and on disk (written to `tmp/`, fsynced, renamed, directory fsynced), and an
 //! index entry is written only after every blob it points to. A process killed at any
 //! moment leaves at worst temp files, which the next [`Store::open`] removes once their
-//! owner is gone (each process holds a lock that dies with it; see [`lock`]).
+//! owner is gone (each process holds a lock that dies with it; see [`Lock`]).
 
 mod blob;
 mod index;

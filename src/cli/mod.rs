@@ -3,6 +3,7 @@
 //! exit codes and output streams (results on stdout, logs on stderr).
 
 mod build;
+mod doctor;
 mod parse;
 mod pull;
 
@@ -40,6 +41,15 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Look after the store: list, measure, prune, verify.
     Cache(CacheArgs),
+    /// Check that builds can work here (namespaces, ids, store, Docker) and say how to fix what is missing.
+    Doctor,
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 /// The pull policy for base images.
@@ -230,6 +240,15 @@ pub fn main() -> std::process::ExitCode {
         Command::Parse(args) => parse::parse(args),
         Command::Inspect(args) => pull::inspect(&cli, args),
         Command::Cache(args) => pull::cache(&cli, args),
+        Command::Doctor => doctor::doctor(&cli.store_root()),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "cairn", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| Error::Internal(format!("cannot write the man page: {e}"))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

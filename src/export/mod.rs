@@ -1,10 +1,98 @@
-//! Outputs: docker-archive, OCI layout, docker load, registry push.
+//! [`BuiltImage`]: a finished image whose blobs are all in the store, and the ways out of
+//! cairn — a docker-archive tar, an OCI layout directory, and `docker load`.
 //!
-//! (Skeleton: filled in by the module's owner; see DESIGN.md.)
+//! The docker-archive is what `docker save` writes since Docker 25: an OCI image layout
+//! (`oci-layout`, `index.json`, `blobs/sha256/…`) plus Docker's `manifest.json` and
+//! `repositories` in one tar, so old engines (which read only `manifest.json`) and new ones
+//! load it alike. Engines before 23.0 cannot decompress zstd layers (Docker 20.10's
+//! `docker load` fails with "archive/tar: invalid tar header"), so an archive carries gzip
+//! copies of zstd layers, under a manifest of its own; the image ID (the config digest)
+//! does not change. `docker load` goes through the docker CLI when there is one (so
+//! `DOCKER_HOST` and contexts work as the user expects), else the Engine API on the socket.
+
+mod archive;
+mod docker;
+mod engine;
+mod tags;
+
+pub use archive::{docker_compatible, write_docker_archive, write_oci_layout};
+pub use docker::{docker_load, docker_load_via, LoadVia};
+pub use tags::{full_name, normalize_tag};
+
+use crate::digest::Digest;
+use crate::image::LayerDesc;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::PathBuf;
+
+/// A built image: manifest, config and layers, every blob already in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltImage {
+    pub manifest: Digest,
+    pub config: Digest,
+    pub layers: Vec<LayerDesc>,
+}
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(
+        "cannot reach the Docker daemon: {0}\nis it running? (`docker info`; check DOCKER_HOST and `docker context ls`)"
+    )]
+    DockerUnreachable(String),
+    #[error(
+        "permission denied talking to the Docker daemon: {0}\nadd your user to the docker group \
+         (`sudo usermod -aG docker $USER`, then log in again) or run cairn with sudo"
+    )]
+    DockerPermission(String),
+    #[error("docker {action} failed: {detail}")]
+    Docker { action: String, detail: String },
+    #[error("invalid image tag {0:?}: expected name[:tag], e.g. myapp:1.0")]
+    InvalidTag(String),
+    #[error("export: {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("export: writing the image: {0}")]
+    Write(#[source] io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Layer(#[from] crate::layer::Error),
     #[error("{0}")]
     Message(String),
+}
+
+impl Error {
+    fn io(path: &std::path::Path) -> impl FnOnce(io::Error) -> Error + '_ {
+        move |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Classifies what the docker CLI or the Engine said when something failed.
+    fn from_docker(action: &str, detail: &str) -> Error {
+        let d = detail.trim().to_string();
+        let lower = d.to_ascii_lowercase();
+        if lower.contains("permission denied")
+            && (lower.contains("docker") || lower.contains(".sock"))
+        {
+            Error::DockerPermission(d)
+        } else if lower.contains("cannot connect to the docker daemon")
+            || lower.contains("is the docker daemon running")
+            || lower.contains("connection refused")
+            || lower.contains("no such file or directory") && lower.contains(".sock")
+            || lower.contains("error during connect")
+        {
+            Error::DockerUnreachable(d)
+        } else {
+            Error::Docker {
+                action: action.to_string(),
+                detail: d,
+            }
+        }
+    }
 }

@@ -10,7 +10,11 @@ use std::path::Path;
 
 /// Writes the layer of an overlay upper directory into the store. `None` when the directory
 /// is empty (the step changed nothing; its history entry gets `empty_layer`).
-pub fn from_upper(store: &Store, upper: &Path, opts: &LayerOptions) -> Result<Option<Layer>, Error> {
+pub fn from_upper(
+    store: &Store,
+    upper: &Path,
+    opts: &LayerOptions,
+) -> Result<Option<Layer>, Error> {
     let blob = store.blob_writer()?;
     let Some((blob, diff_id)) = write_layer(upper, blob, opts)? else {
         return Ok(None);

@@ -1,0 +1,237 @@
+//! [`write_docker_archive`] and [`write_oci_layout`]: a [`BuiltImage`] written out as a
+//! docker-archive tar (OCI layout + `manifest.json` + `repositories`) or an OCI layout
+//! directory. Both are deterministic: sorted entries, fixed modes, owners and mtimes.
+
+use super::tags::{full_name, normalize_tag, repo_and_tag};
+use super::{BuiltImage, Error};
+use crate::digest::Digest;
+use crate::image::{
+    index_json, manifest_json, to_canonical_json, Descriptor, LayerDesc, ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF_NAME, MEDIA_TYPE_MANIFEST,
+};
+use crate::layer::{self, Compression};
+use crate::store::Store;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// One image in Docker's `manifest.json`.
+#[derive(Serialize)]
+struct DockerManifest<'a> {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags")]
+    repo_tags: &'a [String],
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+/// The image as an engine that reads no zstd can load it: zstd layers recompressed to gzip
+/// (into the store) under a new manifest, also stored. An image without zstd layers is
+/// returned unchanged. The config, and so the image ID, stays the same.
+pub fn docker_compatible(store: &Store, img: &BuiltImage) -> Result<BuiltImage, Error> {
+    let needs =
+        |l: &LayerDesc| Compression::from_media_type(&l.media_type) == Some(Compression::Zstd);
+    if !img.layers.iter().any(needs) {
+        return Ok(img.clone());
+    }
+    let mut layers = Vec::with_capacity(img.layers.len());
+    for l in &img.layers {
+        if needs(l) {
+            let gz = layer::recompress(store, &layer::Layer::from(l), Compression::Gzip)?;
+            layers.push(LayerDesc::from(&gz));
+        } else {
+            layers.push(l.clone());
+        }
+    }
+    let config_size = blob_size(store, &img.config)?;
+    let manifest = store.put_bytes(&manifest_json(&img.config, config_size, &layers))?;
+    Ok(BuiltImage {
+        manifest,
+        config: img.config.clone(),
+        layers,
+    })
+}
+
+/// Writes the docker-archive of `img` (tagged `tags`) to `out`, loadable by `docker load`
+/// of any engine version and readable as an OCI layout (`skopeo`, `oci-archive`).
+pub fn write_docker_archive(
+    store: &Store,
+    img: &BuiltImage,
+    tags: &[String],
+    out: impl Write,
+) -> Result<(), Error> {
+    let img = docker_compatible(store, img)?;
+    let tags = normalized(tags)?;
+    let mut b = tar::Builder::new(out);
+    append_dir(&mut b, "blobs/")?;
+    append_dir(&mut b, "blobs/sha256/")?;
+    for d in blob_set(&img) {
+        let size = blob_size(store, &d)?;
+        let file = store.open_blob(&d)?;
+        append_file(&mut b, &format!("blobs/sha256/{}", d.hex()), size, file)?;
+    }
+    let index = index_for(store, &img, &tags)?;
+    append_bytes(&mut b, "index.json", &index)?;
+    let docker = [DockerManifest {
+        config: format!("blobs/sha256/{}", img.config.hex()),
+        repo_tags: &tags,
+        layers: img
+            .layers
+            .iter()
+            .map(|l| format!("blobs/sha256/{}", l.digest.hex()))
+            .collect(),
+    }];
+    append_bytes(&mut b, "manifest.json", &to_canonical_json(&docker))?;
+    append_bytes(&mut b, "oci-layout", OCI_LAYOUT)?;
+    append_bytes(&mut b, "repositories", &repositories(&img, &tags))?;
+    b.into_inner()
+        .map_err(Error::Write)?
+        .flush()
+        .map_err(Error::Write)
+}
+
+/// Writes `img` as an OCI image layout in `dir` (created if missing). Blobs already there
+/// are kept; `index.json` is replaced by one listing this image once per tag.
+pub fn write_oci_layout(
+    store: &Store,
+    img: &BuiltImage,
+    tags: &[String],
+    dir: &Path,
+) -> Result<(), Error> {
+    let tags = normalized(tags)?;
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).map_err(Error::io(&blobs))?;
+    for d in blob_set(img) {
+        let dest = blobs.join(d.hex());
+        if dest.exists() && Digest::of_bytes(&fs::read(&dest).map_err(Error::io(&dest))?) == d {
+            continue;
+        }
+        let part = blobs.join(format!(".{}.part", d.hex()));
+        fs::copy(store.blob_path(&d), &part).map_err(Error::io(&part))?;
+        fs::rename(&part, &dest).map_err(Error::io(&dest))?;
+    }
+    write_file(&dir.join("oci-layout"), OCI_LAYOUT)?;
+    write_file(&dir.join("index.json"), &index_for(store, img, &tags)?)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    fs::write(path, bytes).map_err(Error::io(path))
+}
+
+fn normalized(tags: &[String]) -> Result<Vec<String>, Error> {
+    let set: BTreeSet<String> = tags
+        .iter()
+        .map(|t| normalize_tag(t))
+        .collect::<Result<_, _>>()?;
+    Ok(set.into_iter().collect())
+}
+
+/// Every blob of the image, each once, in digest order.
+fn blob_set(img: &BuiltImage) -> BTreeSet<Digest> {
+    let mut s: BTreeSet<Digest> = img.layers.iter().map(|l| l.digest.clone()).collect();
+    s.insert(img.config.clone());
+    s.insert(img.manifest.clone());
+    s
+}
+
+fn blob_size(store: &Store, d: &Digest) -> Result<u64, Error> {
+    let p = store.blob_path(d);
+    match fs::metadata(&p) {
+        Ok(m) => Ok(m.len()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(crate::store::Error::MissingBlob(d.clone()).into())
+        }
+        Err(e) => Err(Error::io(&p)(e)),
+    }
+}
+
+/// `index.json`: the manifest once per tag (annotated as Docker 25 and containerd do), or
+/// once without annotations when there are no tags.
+fn index_for(store: &Store, img: &BuiltImage, tags: &[String]) -> Result<Vec<u8>, Error> {
+    let size = blob_size(store, &img.manifest)?;
+    let base = Descriptor::new(MEDIA_TYPE_MANIFEST, &img.manifest, size);
+    let descs: Vec<Descriptor> = if tags.is_empty() {
+        vec![base]
+    } else {
+        tags.iter()
+            .map(|t| {
+                let mut d = base.clone();
+                d.annotations
+                    .insert(ANNOTATION_IMAGE_NAME.into(), full_name(t));
+                d.annotations
+                    .insert(ANNOTATION_REF_NAME.into(), repo_and_tag(t).1.into());
+                d
+            })
+            .collect()
+    };
+    Ok(index_json(&descs))
+}
+
+/// The legacy `repositories` file: `{name: {tag: id}}`, read only by engines that find no
+/// `manifest.json`; the config digest stands in for the v1 layer id.
+fn repositories(img: &BuiltImage, tags: &[String]) -> Vec<u8> {
+    let mut repos: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
+    for t in tags {
+        let (name, tag) = repo_and_tag(t);
+        repos.entry(name).or_default().insert(tag, img.config.hex());
+    }
+    to_canonical_json(&repos)
+}
+
+fn header(path: &str, kind: tar::EntryType, mode: u32, size: u64) -> Result<tar::Header, Error> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(path).map_err(Error::Write)?;
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(size);
+    h.set_cksum();
+    Ok(h)
+}
+
+fn append_dir<W: Write>(b: &mut tar::Builder<W>, path: &str) -> Result<(), Error> {
+    let h = header(path, tar::EntryType::Directory, 0o755, 0)?;
+    b.append(&h, io::empty()).map_err(Error::Write)
+}
+
+fn append_bytes<W: Write>(b: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> Result<(), Error> {
+    append_file(b, path, bytes.len() as u64, bytes)
+}
+
+fn append_file<W: Write>(
+    b: &mut tar::Builder<W>,
+    path: &str,
+    size: u64,
+    data: impl io::Read,
+) -> Result<(), Error> {
+    let h = header(path, tar::EntryType::Regular, 0o644, size)?;
+    let mut counted = CountingReader { inner: data, n: 0 };
+    b.append(&h, &mut counted).map_err(Error::Write)?;
+    if counted.n != size {
+        return Err(Error::Message(format!(
+            "{path}: blob changed size while being exported ({} of {size} bytes)",
+            counted.n
+        )));
+    }
+    Ok(())
+}
+
+struct CountingReader<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: io::Read> io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}

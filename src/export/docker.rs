@@ -1,0 +1,176 @@
+//! [`docker_load`]: hands a [`BuiltImage`] to the Docker Engine — skipped when the engine
+//! already has that image ID — then tags it and reads the ID back as the engine reports it
+//! (with the containerd image store that can be the manifest digest, not the config's).
+
+use super::archive::write_docker_archive;
+use super::engine::Engine;
+use super::tags::normalize_tag;
+use super::{BuiltImage, Error};
+use crate::store::Store;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// How to reach the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadVia {
+    /// The docker CLI at this path: it honours `DOCKER_HOST`, contexts and TLS settings.
+    Cli(PathBuf),
+    /// The Engine API on this unix socket.
+    Socket(PathBuf),
+}
+
+impl LoadVia {
+    /// The docker CLI from `PATH` when there is one, else the socket `DOCKER_HOST` names
+    /// (`unix://…`), else `/var/run/docker.sock`.
+    pub fn detect() -> Result<LoadVia, Error> {
+        if let Some(cli) = find_in_path("docker") {
+            return Ok(LoadVia::Cli(cli));
+        }
+        match std::env::var("DOCKER_HOST") {
+            Ok(h) if !h.is_empty() => match h.strip_prefix("unix://") {
+                Some(p) => Ok(LoadVia::Socket(PathBuf::from(p))),
+                None => Err(Error::DockerUnreachable(format!(
+                    "DOCKER_HOST={h} needs the docker CLI, which is not on PATH; \
+                     install it or use a unix:// socket"
+                ))),
+            },
+            _ => Ok(LoadVia::Socket(PathBuf::from("/var/run/docker.sock"))),
+        }
+    }
+}
+
+/// Loads `img` into Docker (unless it is already there), tags it with `tags`, and returns
+/// the image ID Docker reports.
+pub fn docker_load(store: &Store, img: &BuiltImage, tags: &[String]) -> Result<String, Error> {
+    docker_load_via(&LoadVia::detect()?, store, img, tags)
+}
+
+/// [`docker_load`] through a given way to the engine.
+pub fn docker_load_via(
+    via: &LoadVia,
+    store: &Store,
+    img: &BuiltImage,
+    tags: &[String],
+) -> Result<String, Error> {
+    let tags: Vec<String> = tags
+        .iter()
+        .map(|t| normalize_tag(t))
+        .collect::<Result<_, _>>()?;
+    match via {
+        LoadVia::Cli(cli) => {
+            let docker = Cli(cli);
+            if docker.image_id(img.config.as_str())?.is_none() {
+                docker.load(store, img, &tags)?;
+            }
+            for t in &tags {
+                docker.run("tag", [img.config.as_str(), t.as_str()])?;
+            }
+            docker
+                .image_id(tags.first().map_or(img.config.as_str(), |t| t.as_str()))?
+                .ok_or_else(|| Error::Docker {
+                    action: "load".into(),
+                    detail: format!(
+                        "the engine does not show image {} after loading it",
+                        img.config
+                    ),
+                })
+        }
+        LoadVia::Socket(sock) => {
+            let engine = Engine::new(sock);
+            if engine.image_id(img.config.as_str())?.is_none() {
+                engine.load(|w| write_docker_archive(store, img, &tags, w))?;
+            }
+            for t in &tags {
+                engine.tag(img.config.as_str(), t)?;
+            }
+            engine
+                .image_id(tags.first().map_or(img.config.as_str(), |t| t.as_str()))?
+                .ok_or_else(|| Error::Docker {
+                    action: "load".into(),
+                    detail: format!(
+                        "the engine does not show image {} after loading it",
+                        img.config
+                    ),
+                })
+        }
+    }
+}
+
+struct Cli<'a>(&'a Path);
+
+impl Cli<'_> {
+    /// Runs `docker <action> args…`; stdout on success, a classified error otherwise.
+    fn run<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(
+        &self,
+        action: &str,
+        args: I,
+    ) -> Result<String, Error> {
+        let out = Command::new(self.0)
+            .arg(action)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(Error::io(self.0))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(Error::from_docker(
+                action,
+                &String::from_utf8_lossy(&out.stderr),
+            ))
+        }
+    }
+
+    /// The ID of `reference`, or `None` when the engine has no such image.
+    fn image_id(&self, reference: &str) -> Result<Option<String>, Error> {
+        match self.run("image", ["inspect", "--format", "{{.Id}}", reference]) {
+            Ok(id) => Ok(Some(id)),
+            Err(Error::Docker { detail, .. })
+                if detail.to_ascii_lowercase().contains("no such image") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Streams the docker-archive into `docker load` on stdin.
+    fn load(&self, store: &Store, img: &BuiltImage, tags: &[String]) -> Result<(), Error> {
+        let mut child = Command::new(self.0)
+            .arg("load")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(Error::io(self.0))?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        // Write from a second thread while this one drains stdout/stderr, so neither side
+        // can block the other on a full pipe.
+        let (written, out) = std::thread::scope(|s| {
+            let writer = s.spawn(move || {
+                let r = write_docker_archive(store, img, tags, &mut stdin);
+                drop(stdin);
+                r
+            });
+            let out = child.wait_with_output();
+            (writer.join().expect("archive writer thread"), out)
+        });
+        let out = out.map_err(Error::io(self.0))?;
+        if !out.status.success() {
+            let mut detail = String::from_utf8_lossy(&out.stderr).into_owned();
+            detail.push_str(&String::from_utf8_lossy(&out.stdout));
+            return Err(Error::from_docker("load", &detail));
+        }
+        // A broken pipe after a successful load cannot happen; any other write error is real.
+        written?;
+        Ok(())
+    }
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}

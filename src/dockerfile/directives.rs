@@ -1,0 +1,114 @@
+//! [`Directives`]: the `# syntax=`, `# escape=` and `# check=` parser directives.
+//!
+//! They exist only in the comment block at the very top of the file, as BuildKit reads them:
+//! the first line that is not `# key=value` with a known key (a blank line, an ordinary
+//! comment, an instruction) ends the block, a `#!` shebang may precede them on line 1,
+//! keys are case-insensitive, and a key given twice is an error.
+
+use super::Fault;
+use regex::Regex;
+use std::sync::OnceLock;
+
+/// The parser directives of a Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directives {
+    /// `# syntax=` (a frontend image reference; recorded, not acted on).
+    pub syntax: Option<String>,
+    /// `# escape=`: `\` (default) or `` ` ``.
+    pub escape: char,
+    /// `# check=` (lint configuration; recorded, not acted on).
+    pub check: Option<String>,
+}
+
+impl Default for Directives {
+    fn default() -> Self {
+        Directives {
+            syntax: None,
+            escape: '\\',
+            check: None,
+        }
+    }
+}
+
+fn directive_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$").expect("static regex")
+    })
+}
+
+/// Reads the directives from the top of `lines` (BOM already removed).
+pub(crate) fn scan(lines: &[&str]) -> Result<Directives, Fault> {
+    let mut d = Directives::default();
+    let mut seen: Vec<String> = Vec::new();
+    for (i, raw) in lines.iter().enumerate() {
+        let line = raw.trim_start();
+        if i == 0 && line.starts_with("#!") {
+            continue;
+        }
+        let Some(m) = directive_re().captures(line) else {
+            break;
+        };
+        let key = m[1].to_ascii_lowercase();
+        if !matches!(key.as_str(), "syntax" | "escape" | "check") {
+            break;
+        }
+        let col = raw.len() - line.len() + 1;
+        if seen.contains(&key) {
+            return Err(Fault::new(
+                i + 1,
+                col,
+                format!("only one {key} parser directive can be used"),
+            ));
+        }
+        let value = m[2].to_string();
+        match key.as_str() {
+            "escape" => {
+                d.escape = match value.as_str() {
+                    "\\" => '\\',
+                    "`" => '`',
+                    _ => {
+                        return Err(Fault::new(
+                            i + 1,
+                            col,
+                            format!("invalid escape token '{value}' does not match ` or \\"),
+                        ))
+                    }
+                }
+            }
+            "syntax" => d.syntax = Some(value),
+            _ => d.check = Some(value),
+        }
+        seen.push(key);
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directives_stop_at_first_other_line() {
+        let d = scan(&[
+            "#!/usr/bin/env x",
+            "# Syntax = docker/dockerfile:1",
+            "#ESCAPE=`",
+        ])
+        .unwrap();
+        assert_eq!(d.syntax.as_deref(), Some("docker/dockerfile:1"));
+        assert_eq!(d.escape, '`');
+        let d = scan(&["", "# escape=`"]).unwrap();
+        assert_eq!(d.escape, '\\');
+        let d = scan(&["# hello", "# escape=`"]).unwrap();
+        assert_eq!(d.escape, '\\');
+        let d = scan(&["# check=skip=all", "FROM x", "# escape=`"]).unwrap();
+        assert_eq!((d.check.as_deref(), d.escape), (Some("skip=all"), '\\'));
+    }
+
+    #[test]
+    fn directive_errors() {
+        assert!(scan(&["# escape=`", "# escape=\\"]).is_err());
+        assert!(scan(&["# escape=x"]).is_err());
+    }
+}

@@ -1,10 +1,138 @@
-//! The build context: walking it under the ignore rules and hashing COPY/ADD sources.
+//! [`Context`]: the build context as `docker build` would send it — a directory seen through
+//! its `.dockerignore` — and the COPY/ADD machinery over it: resolving sources with Docker's
+//! rules ([`Context::resolve`], [`resolve_in`] for `COPY --from`), laying them out at their
+//! destination ([`plan_copy`]), hashing that layout for the cache key ([`hash_sources`]) and
+//! materialising it into a layer root ([`stage`]).
 //!
-//! (Skeleton: filled in by the module's owner; see DESIGN.md.)
+//! It exists so that the cache key and the layer are computed from one description of the
+//! copy: the hash covers exactly the entries that staging writes (path, type, mode after
+//! `--chmod`, owner after `--chown`, content, link target, xattrs) and never an mtime, so a
+//! touched file keeps its key and any real change moves it.
 
-/// Errors of this module.
+pub mod glob;
+mod hash;
+mod plan;
+mod resolve;
+mod stage;
+
+pub use hash::{hash_plan, hash_sources, InputsHash};
+pub use plan::{plan_copy, resolve_dest, EntryKind, PlannedEntry};
+pub use resolve::{resolve_in, Source, SourceRoot};
+pub use stage::{stage, stage_plan};
+
+use crate::dockerfile::ignore::{IgnoreError, IgnoreMatcher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Errors of this module. All map to exit code 2 (a bad context or Dockerfile).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Message(String),
+    #[error(transparent)]
+    Ignore(#[from] IgnoreError),
+    /// The context directory cannot be opened.
+    #[error("build context {}: {reason}", path.display())]
+    Open { path: PathBuf, reason: String },
+    /// A source without wildcards that does not exist (or is excluded by `.dockerignore`).
+    #[error("copy source {src:?}: not found in {place}")]
+    NotFound { src: String, place: String },
+    /// Every source was a wildcard and none matched anything.
+    #[error("copy sources {srcs:?}: no files match in {place}")]
+    NoMatch { srcs: Vec<String>, place: String },
+    /// A source pattern Go's `filepath.Match` rejects.
+    #[error("copy source {src:?}: syntax error in pattern")]
+    BadPattern { src: String },
+    /// Several sources need a directory destination.
+    #[error(
+        "copy with more than one source needs a destination directory ending in /, got {dest:?}"
+    )]
+    DestNotDir { dest: String },
+    /// A symlink chain inside the root that does not end.
+    #[error("copy source {src:?}: too many levels of symbolic links")]
+    SymlinkLoop { src: String },
+    /// Reading a source failed (an unreadable file, a vanished directory).
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Writing into the layer root failed.
+    #[error("staging {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Options of a COPY/ADD that change what lands in the layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyOptions {
+    /// `--chmod` (octal, already parsed): the permission bits of every copied file and
+    /// directory; symlinks keep theirs.
+    pub chmod: Option<u32>,
+    /// `--chown`, resolved to numeric ids. Without it, context files belong to 0:0 and
+    /// `COPY --from` files keep their owners.
+    pub chown: Option<(u32, u32)>,
+    /// The destination already exists as a directory in the parent image, so a single file
+    /// goes inside it even without a trailing `/` (only the integrator can know this).
+    pub dest_is_dir: bool,
+}
+
+/// A build context: a directory and the ignore rules that hide parts of it.
+#[derive(Debug, Clone)]
+pub struct Context {
+    root: PathBuf,
+    ignore: Arc<IgnoreMatcher>,
+}
+
+impl Context {
+    /// Opens a context directory (symlinks in its own path are resolved once, here).
+    pub fn open(dir: &Path, ignore: IgnoreMatcher) -> Result<Context, Error> {
+        let open = |reason: String| Error::Open {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        let root = dir.canonicalize().map_err(|e| open(e.to_string()))?;
+        if !root.is_dir() {
+            return Err(open("not a directory".into()));
+        }
+        Ok(Context {
+            root,
+            ignore: Arc::new(ignore),
+        })
+    }
+
+    /// The context directory (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The ignore rules in force.
+    pub fn ignore(&self) -> &IgnoreMatcher {
+        &self.ignore
+    }
+
+    /// Resolves COPY/ADD sources as written: relative to the context root (`..` cannot leave
+    /// it), wildcards with `filepath.Match` semantics, excluded files invisible. A source
+    /// without wildcards must exist; a wildcard may match nothing as long as the instruction
+    /// as a whole matches something (`COPY package.json yarn.lock* ./`).
+    pub fn resolve(&self, srcs: &[String]) -> Result<Vec<Source>, Error> {
+        resolve::resolve(&self.root, Some(&self.ignore), srcs)
+    }
+
+    /// Every path the context holds under its ignore rules, slash-separated and sorted (what
+    /// `docker build` would send); mostly for tests and `--explain`.
+    pub fn files(&self) -> Result<Vec<String>, Error> {
+        let all = self.resolve(&[".".to_string()])?;
+        let plan = plan_copy(&all, "/", &CopyOptions::default())?;
+        Ok(plan.into_iter().map(|e| e.source_rel).collect())
+    }
 }

@@ -1,0 +1,307 @@
+//! [`PlannedEntry`]: one file, directory or link as a COPY will write it, at its final path
+//! under the layer root. [`plan_copy`] turns resolved sources and a destination into the
+//! sorted list of entries that both the cache key ([`super::hash_plan`]) and staging
+//! ([`super::stage_plan`]) read, so the two can never disagree.
+//!
+//! Docker's destination rules: a directory source copies its *contents*; a file source to a
+//! destination ending in `/` (or `.`, or a known directory) goes inside it under its own
+//! name, otherwise it becomes the destination; several sources need a directory
+//! destination ending in `/`. Later sources overwrite earlier ones at the same path.
+
+use super::resolve::Source;
+use super::{read_err, CopyOptions, Error};
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// What an entry is, with what its type needs beyond mode and owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File {
+        size: u64,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    /// A second name of a file earlier in the plan (its `dest`), as the layer tar writes it.
+    Hardlink {
+        first: Vec<u8>,
+    },
+    Fifo,
+    CharDevice {
+        rdev: u64,
+    },
+    BlockDevice {
+        rdev: u64,
+    },
+}
+
+/// One entry of a COPY's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEntry {
+    /// The path under the layer root, slash-separated, no leading `/`.
+    pub dest: Vec<u8>,
+    /// Where the bytes come from.
+    pub source: PathBuf,
+    /// The source path relative to its root, for `--explain` ("context file app/x").
+    pub source_rel: String,
+    pub kind: EntryKind,
+    /// Permission bits (`0o7777`) after `--chmod`.
+    pub mode: u32,
+    /// Owner after `--chown` (or 0:0 from the context, kept for `COPY --from`).
+    pub uid: u32,
+    pub gid: u32,
+    /// Extended attributes, sorted; `security.selinux` is left out (a host label).
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Source mtime (seconds, nanoseconds): staged as Docker does, never hashed.
+    pub mtime: (i64, i64),
+    /// Device and inode of the source, to find hardlinks; never hashed.
+    pub inode: (u64, u64),
+}
+
+/// Joins a WORKDIR and a COPY destination as Docker does: relative destinations are under
+/// the workdir; `.`, an empty string and a trailing `/` mean "a directory" and keep (or
+/// gain) the trailing `/`.
+pub fn resolve_dest(workdir: &str, dest: &str) -> String {
+    let dir = dest.is_empty() || dest == "." || dest.ends_with('/') || dest.ends_with("/.");
+    let joined = if dest.starts_with('/') {
+        dest.to_string()
+    } else {
+        format!("{}/{dest}", if workdir.is_empty() { "/" } else { workdir })
+    };
+    let mut out = super::glob::clean(&format!("/{joined}"));
+    if dir && !out.ends_with('/') {
+        out.push('/');
+    }
+    out
+}
+
+/// Lays out `sources` under `dest` (absolute, after WORKDIR), sorted by destination path
+/// bytes (so parents come before children).
+pub fn plan_copy(
+    sources: &[Source],
+    dest: &str,
+    opts: &CopyOptions,
+) -> Result<Vec<PlannedEntry>, Error> {
+    let dest_is_dir = opts.dest_is_dir
+        || dest.is_empty()
+        || dest == "."
+        || dest.ends_with('/')
+        || dest.ends_with("/.");
+    if sources.len() > 1 && !dest_is_dir {
+        return Err(Error::DestNotDir { dest: dest.into() });
+    }
+    let base = super::glob::clean(&format!("/{dest}"));
+    let base = base.trim_start_matches('/').as_bytes();
+    let mut planner = Planner {
+        opts,
+        entries: BTreeMap::new(),
+    };
+    for src in sources {
+        let abs = src.path();
+        let md = fs::metadata(&abs).map_err(read_err(&abs))?;
+        if src.is_dir {
+            planner.walk_dir(src, &abs, &src.rel, base, &md)?;
+        } else {
+            let target = if dest_is_dir {
+                join(base, &src.name)
+            } else {
+                base.to_vec()
+            };
+            if let Some(e) = planner.entry(src, &abs, &src.rel, target, &md)? {
+                planner.insert(e);
+            }
+        }
+    }
+    let mut plan: Vec<PlannedEntry> = planner.entries.into_values().collect();
+    link_hardlinks(&mut plan);
+    Ok(plan)
+}
+
+fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_vec(),
+        (_, true) => a.to_vec(),
+        _ => [a, b"/", b].concat(),
+    }
+}
+
+struct Planner<'o> {
+    opts: &'o CopyOptions,
+    entries: BTreeMap<Vec<u8>, PlannedEntry>,
+}
+
+impl Planner<'_> {
+    /// Adds an entry; a non-directory replaces whatever was at its path, subtree included.
+    fn insert(&mut self, e: PlannedEntry) {
+        if e.kind == EntryKind::Dir {
+            if let Some(old) = self.entries.get(&e.dest) {
+                if old.kind == EntryKind::Dir {
+                    return; // an existing directory keeps its metadata, as in BuildKit
+                }
+            }
+        } else {
+            let below = [&e.dest[..], b"/"].concat();
+            let doomed: Vec<Vec<u8>> = self
+                .entries
+                .range(below.clone()..)
+                .take_while(|(k, _)| k.starts_with(&below))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in doomed {
+                self.entries.remove(&k);
+            }
+        }
+        self.entries.insert(e.dest.clone(), e);
+    }
+
+    /// Plans a directory and, recursively, what it holds under the ignore rules. Returns
+    /// whether anything was planned (an excluded directory appears only for its exceptions).
+    fn walk_dir(
+        &mut self,
+        src: &Source,
+        abs: &Path,
+        rel: &[u8],
+        dest: &[u8],
+        md: &fs::Metadata,
+    ) -> Result<bool, Error> {
+        if !dest.is_empty() {
+            if let Some(e) = self.entry(src, abs, rel, dest.to_vec(), md)? {
+                self.insert(e);
+            }
+        }
+        let mut names = Vec::new();
+        for entry in fs::read_dir(abs).map_err(read_err(abs))? {
+            names.push(entry.map_err(read_err(abs))?.file_name());
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut any = false;
+        for name in names {
+            let child_abs = abs.join(&name);
+            let child_rel = join(rel, name.as_bytes());
+            let child_dest = join(dest, name.as_bytes());
+            let md = fs::symlink_metadata(&child_abs).map_err(read_err(&child_abs))?;
+            let excluded = src.ignore.as_ref().is_some_and(|m| {
+                let s = String::from_utf8_lossy(&child_rel);
+                m.is_excluded(&s) && !(md.is_dir() && m.may_include_below(&s))
+            });
+            if excluded {
+                continue;
+            }
+            let hidden_dir = md.is_dir()
+                && src
+                    .ignore
+                    .as_ref()
+                    .is_some_and(|m| m.is_excluded(&String::from_utf8_lossy(&child_rel)));
+            if md.is_dir() {
+                let found = self.walk_dir(src, &child_abs, &child_rel, &child_dest, &md)?;
+                if hidden_dir && !found {
+                    self.entries.remove(&child_dest);
+                } else {
+                    any = true;
+                }
+            } else if let Some(e) = self.entry(src, &child_abs, &child_rel, child_dest, &md)? {
+                self.insert(e);
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+
+    /// One entry from a source's metadata; `None` for sockets, which Docker skips.
+    fn entry(
+        &self,
+        src: &Source,
+        abs: &Path,
+        rel: &[u8],
+        dest: Vec<u8>,
+        md: &fs::Metadata,
+    ) -> Result<Option<PlannedEntry>, Error> {
+        let ft = md.file_type();
+        let kind = if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_file() {
+            EntryKind::File { size: md.len() }
+        } else if ft.is_symlink() {
+            let target = fs::read_link(abs).map_err(read_err(abs))?;
+            EntryKind::Symlink {
+                target: target.as_os_str().as_bytes().to_vec(),
+            }
+        } else if ft.is_fifo() {
+            EntryKind::Fifo
+        } else if ft.is_char_device() {
+            EntryKind::CharDevice { rdev: md.rdev() }
+        } else if ft.is_block_device() {
+            EntryKind::BlockDevice { rdev: md.rdev() }
+        } else {
+            return Ok(None);
+        };
+        let is_link = matches!(kind, EntryKind::Symlink { .. });
+        let mode = match (is_link, self.opts.chmod) {
+            (true, _) => 0o777,
+            (false, Some(chmod)) => chmod & 0o7777,
+            (false, None) => md.mode() & 0o7777,
+        };
+        let (uid, gid) = match self.opts.chown {
+            Some(ids) => ids,
+            None if src.keep_owner => (md.uid(), md.gid()),
+            None => (0, 0),
+        };
+        Ok(Some(PlannedEntry {
+            dest,
+            source: abs.to_path_buf(),
+            source_rel: if rel.is_empty() {
+                ".".into()
+            } else {
+                String::from_utf8_lossy(rel).into_owned()
+            },
+            xattrs: read_xattrs(abs)?,
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime: (md.mtime(), md.mtime_nsec()),
+            inode: (md.dev(), md.ino()),
+        }))
+    }
+}
+
+/// The entry's own xattrs (never a symlink target's). A filesystem without xattr support
+/// simply has none.
+fn read_xattrs(path: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Error> {
+    let mut out = BTreeMap::new();
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(out),
+        Err(e) => return Err(read_err(path)(e)),
+    };
+    for name in names {
+        if name == OsStr::new("security.selinux") {
+            continue;
+        }
+        if let Some(value) = xattr::get(path, &name).map_err(read_err(path))? {
+            out.insert(name.as_bytes().to_vec(), value);
+        }
+    }
+    Ok(out)
+}
+
+/// Turns second and later names of one inode into hardlinks to the first (in path order).
+fn link_hardlinks(plan: &mut [PlannedEntry]) {
+    let mut first: BTreeMap<(u64, u64), Vec<u8>> = BTreeMap::new();
+    for e in plan.iter_mut() {
+        if !matches!(e.kind, EntryKind::File { .. }) {
+            continue;
+        }
+        match first.get(&e.inode) {
+            Some(f) => e.kind = EntryKind::Hardlink { first: f.clone() },
+            None => {
+                first.insert(e.inode, e.dest.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! The build context on disk: resolution under ignore rules, COPY layout, staging, and the
+//! inputs hash — which must ignore mtimes and notice everything else.
+
+use cairn::context::{
+    hash_sources, plan_copy, resolve_dest, resolve_in, stage, Context, CopyOptions, EntryKind,
+    Error, InputsHash,
+};
+use cairn::dockerfile::ignore::IgnoreMatcher;
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+fn write(root: &Path, rel: &str, content: &str) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, content).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// app/{main.py, lib/util.py, lib/link -> util.py, empty/}, docs/{a.md, keep.md},
+/// secret.env, build/out.bin, README.md, top -> app
+fn sample() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    write(r, "app/main.py", "print('hi')\n");
+    write(r, "app/lib/util.py", "X = 1\n");
+    symlink("util.py", r.join("app/lib/link")).unwrap();
+    fs::create_dir(r.join("app/empty")).unwrap();
+    write(r, "docs/a.md", "a\n");
+    write(r, "docs/keep.md", "keep\n");
+    write(r, "secret.env", "TOKEN=x\n");
+    write(r, "build/out.bin", "bin\n");
+    write(r, "README.md", "readme\n");
+    symlink("app", r.join("top")).unwrap();
+    for d in ["", "app", "app/lib", "app/empty", "docs", "build"] {
+        fs::set_permissions(r.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+const IGNORE: &str = "# build output\nbuild\n*.env\ndocs\n!docs/keep.md\n";
+
+fn ctx(dir: &Path) -> Context {
+    Context::open(dir, IgnoreMatcher::parse(IGNORE).unwrap()).unwrap()
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn hash(c: &Context, srcs: &[&str], dest: &str, opts: &CopyOptions) -> InputsHash {
+    hash_sources(&c.resolve(&s(srcs)).unwrap(), dest, opts).unwrap()
+}
+
+#[test]
+fn context_lists_what_docker_would_send() {
+    let dir = sample();
+    let files = ctx(dir.path()).files().unwrap();
+    assert_eq!(
+        files,
+        s(&[
+            "README.md",
+            "app",
+            "app/empty",
+            "app/lib",
+            "app/lib/link",
+            "app/lib/util.py",
+            "app/main.py",
+            "docs",
+            "docs/keep.md",
+            "top",
+        ])
+    );
+}
+
+#[test]
+fn resolution_follows_docker_rules() {
+    let dir = sample();
+    let c = ctx(dir.path());
+    // `..` cannot leave the context; a leading `/` is the context root.
+    let r = c
+        .resolve(&s(&["../../README.md", "/app/./main.py"]))
+        .unwrap();
+    assert_eq!(r[0].rel_path(), "README.md");
+    assert_eq!(r[1].rel_path(), "app/main.py");
+    // Wildcards match in sorted order, never across `/`, and skip ignored files.
+    let r = c.resolve(&s(&["*.md", "app/*.py", "*.env"])).unwrap();
+    let got: Vec<String> = r.iter().map(|x| x.rel_path()).collect();
+    assert_eq!(got, s(&["README.md", "app/main.py"]));
+    let r = c.resolve(&s(&["docs/*"])).unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].rel_path(), "docs/keep.md");
+    // A top-level symlink is followed inside the context.
+    let r = c.resolve(&s(&["top/lib/link"])).unwrap();
+    assert_eq!(r[0].rel_path(), "app/lib/util.py");
+    assert!(c.resolve(&s(&["top"])).unwrap()[0].is_dir());
+}
+
+#[test]
+fn missing_sources_are_errors_naming_them() {
+    let dir = sample();
+    let c = ctx(dir.path());
+    for (srcs, needle) in [
+        (s(&["nope.txt"]), "\"nope.txt\": not found in build context"),
+        (s(&["secret.env"]), "\"secret.env\": not found"), // excluded = not sent
+        (s(&["build/out.bin"]), "\"build/out.bin\": not found"),
+        (s(&["*.nothing"]), "no files match"),
+        (s(&["[z"]), "syntax error in pattern"),
+    ] {
+        let err = c.resolve(&srcs).unwrap_err();
+        assert!(err.to_string().contains(needle), "{srcs:?}: {err}");
+    }
+    // An empty wildcard is fine when something else matched (`yarn.lock*`).
+    assert_eq!(
+        c.resolve(&s(&["README.md", "yarn.lock*"])).unwrap().len(),
+        1
+    );
+    // Symlinks cannot lead out of the context.
+    symlink("/etc", dir.path().join("escape")).unwrap();
+    assert!(c.resolve(&s(&["escape/passwd"])).is_err());
+}
+
+#[test]
+fn destination_rules() {
+    let dir = sample();
+    let c = ctx(dir.path());
+    let o = CopyOptions::default();
+    let dests = |srcs: &[&str], dest: &str| -> Vec<String> {
+        let plan = plan_copy(&c.resolve(&s(srcs)).unwrap(), dest, &o).unwrap();
+        plan.iter()
+            .map(|e| String::from_utf8(e.dest.clone()).unwrap())
+            .collect()
+    };
+    assert_eq!(dests(&["README.md"], "/x/"), s(&["x/README.md"]));
+    assert_eq!(dests(&["README.md"], "/x"), s(&["x"]));
+    assert_eq!(dests(&["top/main.py"], "/srv/"), s(&["srv/main.py"]));
+    assert_eq!(
+        dests(&["app/lib"], "/opt/lib"),
+        s(&["opt/lib", "opt/lib/link", "opt/lib/util.py"])
+    );
+    assert_eq!(
+        dests(&["README.md", "docs/keep.md"], "/d/"),
+        s(&["d/README.md", "d/keep.md"])
+    );
+    let err = plan_copy(&c.resolve(&s(&["README.md", "top"])).unwrap(), "/d", &o).unwrap_err();
+    assert!(matches!(err, Error::DestNotDir { .. }), "{err}");
+    let known_dir = CopyOptions {
+        dest_is_dir: true,
+        ..o.clone()
+    };
+    let plan = plan_copy(&c.resolve(&s(&["README.md"])).unwrap(), "/etc", &known_dir).unwrap();
+    assert_eq!(plan[0].dest, b"etc/README.md");
+    assert_eq!(resolve_dest("/app", "."), "/app/");
+    assert_eq!(resolve_dest("/app", "sub/x"), "/app/sub/x");
+    assert_eq!(resolve_dest("/app", "sub/"), "/app/sub/");
+    assert_eq!(resolve_dest("", "x"), "/x");
+    assert_eq!(resolve_dest("/app", "/abs/../y"), "/y");
+}
+
+#[test]
+fn hash_ignores_mtime_and_sees_every_real_change() {
+    let dir = sample();
+    let r = dir.path();
+    let c = ctx(r);
+    let o = CopyOptions::default();
+    let base = hash(&c, &["."], "/app/", &o);
+    assert_eq!(base, hash(&c, &["."], "/app/", &o), "same tree, same hash");
+
+    // Touch: mtime only.
+    let f = fs::File::options()
+        .append(true)
+        .open(r.join("app/main.py"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+    drop(f);
+    assert_eq!(
+        base,
+        hash(&c, &["."], "/app/", &o),
+        "touch changed the hash"
+    );
+
+    // Ignored files do not count.
+    write(r, "build/other.bin", "x");
+    assert_eq!(
+        base,
+        hash(&c, &["."], "/app/", &o),
+        "an ignored file changed the hash"
+    );
+
+    let mut seen = vec![base.digest.clone()];
+    let mut expect_change = |what: &str, h: InputsHash| {
+        assert!(!seen.contains(&h.digest), "{what} did not change the hash");
+        seen.push(h.digest.clone());
+        h
+    };
+    write(r, "app/main.py", "print('bye')\n");
+    let h = expect_change("content", hash(&c, &["."], "/app/", &o));
+    assert_ne!(h.files["app/main.py"], base.files["app/main.py"]);
+    assert_eq!(h.files["app/lib/util.py"], base.files["app/lib/util.py"]);
+
+    fs::set_permissions(r.join("app/main.py"), fs::Permissions::from_mode(0o755)).unwrap();
+    expect_change("mode", hash(&c, &["."], "/app/", &o));
+
+    fs::rename(r.join("app/main.py"), r.join("app/main2.py")).unwrap();
+    let h = expect_change("rename", hash(&c, &["."], "/app/", &o));
+    assert!(h.files.contains_key("app/main2.py") && !h.files.contains_key("app/main.py"));
+
+    fs::remove_file(r.join("app/lib/link")).unwrap();
+    symlink("other.py", r.join("app/lib/link")).unwrap();
+    expect_change("link target", hash(&c, &["."], "/app/", &o));
+
+    xattr::set(r.join("README.md"), "user.cairn", b"1").unwrap();
+    expect_change("xattr", hash(&c, &["."], "/app/", &o));
+
+    write(r, "docs/keep.md", "kept, changed\n");
+    expect_change("an exception's content", hash(&c, &["."], "/app/", &o));
+
+    let chmod = CopyOptions {
+        chmod: Some(0o700),
+        ..o.clone()
+    };
+    expect_change("--chmod", hash(&c, &["."], "/app/", &chmod));
+    let chown = CopyOptions {
+        chown: Some((1000, 1000)),
+        ..o.clone()
+    };
+    expect_change("--chown", hash(&c, &["."], "/app/", &chown));
+    expect_change("dest", hash(&c, &["."], "/srv/", &o));
+    fs::create_dir(r.join("app/newdir")).unwrap();
+    expect_change("an empty dir", hash(&c, &["."], "/app/", &o));
+}
+
+#[test]
+fn same_tree_elsewhere_hashes_the_same() {
+    let a = sample();
+    let b = sample(); // different path, inodes, mtimes
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(b.path(), "README.md", "readme\n");
+    let o = CopyOptions::default();
+    assert_eq!(
+        hash(&ctx(a.path()), &["."], "/app/", &o),
+        hash(&ctx(b.path()), &["."], "/app/", &o)
+    );
+}
+
+#[test]
+fn staging_writes_the_planned_tree() {
+    let dir = sample();
+    let r = dir.path();
+    fs::hard_link(r.join("app/main.py"), r.join("app/main-hard.py")).unwrap();
+    let c = ctx(r);
+    let out = tempfile::tempdir().unwrap();
+    let opts = CopyOptions {
+        chmod: Some(0o750),
+        ..Default::default()
+    };
+    stage(
+        &c.resolve(&s(&["app"])).unwrap(),
+        "/srv/app/",
+        &opts,
+        out.path(),
+    )
+    .unwrap();
+    let o = out.path();
+    assert_eq!(
+        fs::read_to_string(o.join("srv/app/main.py")).unwrap(),
+        "print('hi')\n"
+    );
+    let mode = |p: &str| fs::symlink_metadata(o.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("srv"), 0o755, "dest parents are 0755");
+    assert_eq!(mode("srv/app"), 0o750, "--chmod applies to the copied dir");
+    assert_eq!(mode("srv/app/main.py"), 0o750);
+    assert_eq!(mode("srv/app/empty"), 0o750);
+    assert!(o.join("srv/app/empty").is_dir(), "empty dirs are kept");
+    let link = fs::read_link(o.join("srv/app/lib/link")).unwrap();
+    assert_eq!(link, Path::new("util.py"), "symlinks are copied as links");
+    let ino = |p: &str| fs::metadata(o.join(p)).unwrap().ino();
+    assert_eq!(
+        ino("srv/app/main.py"),
+        ino("srv/app/main-hard.py"),
+        "hardlinks kept"
+    );
+    // Source mtimes are kept, as Docker does (they never reach the key).
+    let src_mtime = fs::metadata(r.join("app/lib/util.py")).unwrap().mtime();
+    assert_eq!(
+        fs::metadata(o.join("srv/app/lib/util.py")).unwrap().mtime(),
+        src_mtime
+    );
+
+    // A single file to a path without `/` becomes that path.
+    let out2 = tempfile::tempdir().unwrap();
+    stage(
+        &c.resolve(&s(&["README.md"])).unwrap(),
+        "/etc/motd",
+        &CopyOptions::default(),
+        out2.path(),
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read_to_string(out2.path().join("etc/motd")).unwrap(),
+        "readme\n"
+    );
+}
+
+#[test]
+fn plans_record_kinds_owners_and_skip_sockets() {
+    let dir = sample();
+    let r = dir.path();
+    let _sock = std::os::unix::net::UnixListener::bind(r.join("app/daemon.sock")).unwrap();
+    let c = ctx(r);
+    let plan = plan_copy(
+        &c.resolve(&s(&["app"])).unwrap(),
+        "/a/",
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        plan.iter().all(|e| !e.dest.ends_with(b".sock")),
+        "sockets are skipped"
+    );
+    assert!(
+        plan.iter().all(|e| (e.uid, e.gid) == (0, 0)),
+        "context files become 0:0"
+    );
+    let link = plan.iter().find(|e| e.dest == b"a/lib/link").unwrap();
+    assert_eq!(
+        link.kind,
+        EntryKind::Symlink {
+            target: b"util.py".to_vec()
+        }
+    );
+}
+
+#[test]
+fn source_roots_keep_owners_and_have_no_ignore_rules() {
+    let dir = sample();
+    let r = dir.path();
+    nix::unistd::chown(&r.join("secret.env"), Some(1234.into()), Some(5678.into())).ok();
+    let srcs = resolve_in(r, &s(&["secret.env", "build"])).unwrap();
+    let plan = plan_copy(&srcs, "/x/", &CopyOptions::default()).unwrap();
+    let secret = plan.iter().find(|e| e.dest == b"x/secret.env").unwrap();
+    let md = fs::metadata(r.join("secret.env")).unwrap();
+    assert_eq!((secret.uid, secret.gid), (md.uid(), md.gid()));
+    assert!(plan.iter().any(|e| e.dest == b"x/out.bin"));
+    let err = resolve_in(r, &s(&["missing"])).unwrap_err().to_string();
+    assert!(err.contains("\"missing\": not found in /"), "{err}");
+}
+
+#[test]
+fn non_utf8_names_are_hashed_and_staged() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let name = OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(dir.path().join(name), "latin-1").unwrap();
+    let c = Context::open(dir.path(), IgnoreMatcher::empty()).unwrap();
+    let srcs = c.resolve(&s(&["*.txt"])).unwrap();
+    let h = hash_sources(&srcs, "/d/", &CopyOptions::default()).unwrap();
+    assert_eq!(h.files.len(), 1);
+    let out = tempfile::tempdir().unwrap();
+    stage(&srcs, "/d/", &CopyOptions::default(), out.path()).unwrap();
+    assert!(out.path().join("d").join(name).is_file());
+}
+
+#[test]
+fn unreadable_file_is_an_error_naming_it() {
+    if nix::unistd::geteuid().is_root() {
+        // root reads anything; a directory that vanishes mid-walk stands in.
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "d/f", "x");
+        let c = Context::open(dir.path(), IgnoreMatcher::empty()).unwrap();
+        let srcs = c.resolve(&s(&["d/f"])).unwrap();
+        fs::remove_file(dir.path().join("d/f")).unwrap();
+        let err = hash_sources(&srcs, "/x", &CopyOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("d/f"), "{err}");
+        return;
+    }
+    let dir = sample();
+    fs::set_permissions(
+        dir.path().join("README.md"),
+        fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let c = ctx(dir.path());
+    let srcs = c.resolve(&s(&["."])).unwrap();
+    let err = hash_sources(&srcs, "/", &CopyOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("README.md"), "{err}");
+}
+
+#[test]
+fn twenty_thousand_files_hash_consistently() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    for d in 0..100 {
+        let sub = r.join(format!("d{d:03}"));
+        fs::create_dir(&sub).unwrap();
+        for f in 0..200 {
+            fs::write(sub.join(format!("f{f:03}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    let c = Context::open(r, IgnoreMatcher::parse("d099\n").unwrap()).unwrap();
+    let t = std::time::Instant::now();
+    let h = hash(&c, &["."], "/src/", &CopyOptions::default());
+    eprintln!("hashed 20,000 files in {:?}", t.elapsed());
+    // 99 visible dirs of 200 files each, the dirs, and the context root as /src itself.
+    assert_eq!(h.files.len(), 99 * 201 + 1);
+    fs::write(r.join("d050/f100"), "changed").unwrap();
+    let h2 = hash(&c, &["."], "/src/", &CopyOptions::default());
+    assert_ne!(h.digest, h2.digest);
+    let changed: Vec<&String> = h
+        .files
+        .keys()
+        .filter(|k| h.files[*k] != h2.files[*k])
+        .collect();
+    assert_eq!(changed, vec!["d050/f100"]);
+}

@@ -1,10 +1,104 @@
 //! Root file systems: secure layer unpacking and overlay assembly.
 //!
-//! (Skeleton: filled in by the module's owner; see DESIGN.md.)
+//! [`unpack_tar`] turns one layer tar into a directory that overlayfs can stack as a lower
+//! layer: OCI whiteouts become overlay whiteouts and opaque markers become the opaque
+//! xattr, and no entry can create, overwrite or follow anything outside the target,
+//! whatever the tar says (the `tar` crate's own `unpack` is unfit: it turns devices into
+//! files and knows no whiteouts). `ensure_unpacked` does it once per layer into the
+//! store. [`overlay`] builds the mount options that stack those directories for a step,
+//! and [`fallback`] gives the same result by copying where overlayfs is unavailable.
+
+mod compress;
+pub mod fallback;
+pub mod overlay;
+mod secure;
+mod unpack;
+
+use std::path::{Path, PathBuf};
+
+pub use compress::{decompressed, Compression};
+pub use unpack::unpack_tar;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Message(String),
+    /// An I/O failure on a path.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tar entry that would reach outside the target or is otherwise malformed.
+    #[error("refusing layer entry {entry:?}: {reason}")]
+    Hostile { entry: String, reason: String },
+    /// The uncompressed layer does not hash to its diff id.
+    #[error("layer {blob} does not match its diff id: expected {expected}, got {actual}")]
+    DiffIdMismatch {
+        blob: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn hostile(entry: &Path, reason: impl Into<String>) -> Error {
+        Error::Hostile {
+            entry: entry.display().to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How to unpack layers.
+#[derive(Debug, Clone, Default)]
+pub struct UnpackOptions {
+    /// Unpacking as an unprivileged user: no ownership changes (every file belongs to the
+    /// invoking user, who is root inside the sandbox), no device nodes, and xattrs the
+    /// user may not set are skipped with a warning. (Opaque markers are always
+    /// `user.overlay.opaque`: every sandbox mounts with `userxattr`.)
+    pub rootless: bool,
+}
+
+impl UnpackOptions {
+    /// Options for this process: rootless unless running as real root.
+    pub fn for_current_user() -> UnpackOptions {
+        UnpackOptions {
+            rootless: !nix::unistd::geteuid().is_root(),
+        }
+    }
+}
+
+/// Unpacks a possibly compressed layer stream into `target` and checks the diff id.
+pub fn unpack_verified(
+    blob_reader: impl std::io::Read,
+    target: &Path,
+    blob: &crate::Digest,
+    diff_id: &crate::Digest,
+    opts: &UnpackOptions,
+) -> Result<(), Error> {
+    let reader = decompressed(blob_reader).map_err(|e| Error::io(target, e))?;
+    let mut hashing = crate::digest::HashingReader::new(reader);
+    unpack_tar(&mut hashing, target, opts)?;
+    // The tar reader stops at the end-of-archive marker; the padding after it is part of
+    // the diff id too.
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| Error::io(target, e))?;
+    let (_, actual, _) = hashing.finish();
+    if &actual != diff_id {
+        return Err(Error::DiffIdMismatch {
+            blob: blob.to_string(),
+            expected: diff_id.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
 }

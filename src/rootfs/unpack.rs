@@ -1,0 +1,338 @@
+//! [`unpack_tar`]: one layer tar into an overlay lower directory, entry by entry, with
+//! every path resolved inside the target (see [`super::secure`]).
+//!
+//! Files are created here rather than by `tar::Entry::unpack`, which turns device nodes
+//! and FIFOs into plain files and knows nothing of whiteouts. Directory modes and times
+//! are applied last, deepest first, so a read-only directory can still be filled and
+//! its mtime is not disturbed by its children.
+
+use super::overlay;
+use super::secure::{clean_entry_path, resolve_in_root};
+use super::{Error, UnpackOptions};
+use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tar::EntryType;
+
+/// The OCI whiteout prefix and the opaque-directory marker.
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+/// Unpacks one uncompressed layer tar into `target` (an existing directory) securely:
+/// nothing is created, overwritten or followed outside `target`; OCI whiteouts and
+/// opaque markers become their overlayfs forms.
+pub fn unpack_tar(reader: impl Read, target: &Path, opts: &UnpackOptions) -> Result<(), Error> {
+    let mut archive = tar::Archive::new(reader);
+    let mut unpacker = Unpacker {
+        root: target.to_path_buf(),
+        opts,
+        dirs: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for entry in archive.entries().map_err(|e| Error::io(target, e))? {
+        let mut entry = entry.map_err(|e| Error::io(target, e))?;
+        unpacker.entry(&mut entry)?;
+    }
+    unpacker.finish()
+}
+
+/// Metadata a tar header carries for one entry.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+struct Unpacker<'a> {
+    root: PathBuf,
+    opts: &'a UnpackOptions,
+    /// Directories whose mode and mtime are applied at the end.
+    dirs: Vec<(PathBuf, Meta)>,
+    /// What a rootless unpack could not reproduce, reported once at the end.
+    skipped: Vec<String>,
+}
+
+impl Unpacker<'_> {
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), Error> {
+        let raw = entry
+            .path()
+            .map_err(|e| Error::io(&self.root, e))?
+            .into_owned();
+        let rel = clean_entry_path(&raw)
+            .ok_or_else(|| Error::hostile(&raw, "the path climbs out of the layer"))?;
+        let meta = read_meta(entry).map_err(|e| Error::io(&raw, e))?;
+        let kind = entry.header().entry_type();
+        let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            // The layer's root itself: only its metadata can be set.
+            if kind.is_dir() {
+                self.set_owner_and_xattrs(&self.root.clone(), &meta)?;
+                self.dirs.push((self.root.clone(), meta));
+            }
+            return Ok(());
+        };
+        let parent = self.resolve_dir(&raw, rel.parent().unwrap_or(Path::new("")))?;
+        if name == OPAQUE_MARKER {
+            return overlay::mark_opaque(&parent).map_err(|e| Error::io(&parent, e));
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            return self.whiteout(&raw, &parent, hidden);
+        }
+        let dest = parent.join(&name);
+        match kind {
+            EntryType::Directory => self.directory(&dest, meta),
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                self.file(entry, &dest, &meta)
+            }
+            EntryType::Symlink => self.symlink(entry, &raw, &dest, &meta),
+            EntryType::Link => self.hardlink(entry, &raw, &dest),
+            EntryType::Char | EntryType::Block | EntryType::Fifo => self.node(entry, &dest, &meta),
+            // Extension headers are folded into the next entry by the tar reader; anything
+            // else is not a file system object.
+            _ => Ok(()),
+        }
+    }
+
+    /// Resolves (creating when missing) the directory an entry goes into.
+    fn resolve_dir(&self, raw: &Path, rel: &Path) -> Result<PathBuf, Error> {
+        let dir = resolve_in_root(&self.root, rel, true, true)
+            .map_err(|e| Error::hostile(raw, format!("cannot resolve its directory: {e}")))?;
+        if !dir.is_dir() {
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&dir)
+                .map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(dir)
+    }
+
+    fn whiteout(&mut self, raw: &Path, parent: &Path, hidden: &str) -> Result<(), Error> {
+        if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
+            return Err(Error::hostile(raw, "malformed whiteout"));
+        }
+        let dest = parent.join(hidden);
+        remove_existing(&dest, false)?;
+        overlay::make_whiteout(&dest).map_err(|e| Error::io(&dest, e))
+    }
+
+    fn directory(&mut self, dest: &Path, meta: Meta) -> Result<(), Error> {
+        if !remove_existing(dest, true)? {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dest)
+                .map_err(|e| Error::io(dest, e))?;
+        }
+        self.set_owner_and_xattrs(dest, &meta)?;
+        self.dirs.push((dest.to_path_buf(), meta));
+        Ok(())
+    }
+
+    fn file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<R>,
+        dest: &Path,
+        meta: &Meta,
+    ) -> Result<(), Error> {
+        remove_existing(dest, false)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dest)
+            .map_err(|e| Error::io(dest, e))?;
+        io::copy(entry, &mut file).map_err(|e| Error::io(dest, e))?;
+        drop(file);
+        self.finish_node(dest, meta)
+    }
+
+    fn symlink<R: Read>(
+        &mut self,
+        entry: &tar::Entry<R>,
+        raw: &Path,
+        dest: &Path,
+        meta: &Meta,
+    ) -> Result<(), Error> {
+        let target = entry
+            .link_name()
+            .map_err(|e| Error::io(raw, e))?
+            .ok_or_else(|| Error::hostile(raw, "symlink without a target"))?;
+        remove_existing(dest, false)?;
+        // The target is stored as written: it is only ever followed inside the sandbox's
+        // root or through `resolve_in_root`, never by the host.
+        std::os::unix::fs::symlink(&target, dest).map_err(|e| Error::io(dest, e))?;
+        self.set_owner_and_xattrs(dest, meta)?;
+        set_mtime(dest, meta.mtime)
+    }
+
+    fn hardlink<R: Read>(
+        &mut self,
+        entry: &tar::Entry<R>,
+        raw: &Path,
+        dest: &Path,
+    ) -> Result<(), Error> {
+        let target = entry
+            .link_name()
+            .map_err(|e| Error::io(raw, e))?
+            .ok_or_else(|| Error::hostile(raw, "hardlink without a target"))?;
+        let rel = clean_entry_path(&target)
+            .ok_or_else(|| Error::hostile(raw, "hardlink target climbs out of the layer"))?;
+        let source = resolve_in_root(&self.root, &rel, false, false)
+            .map_err(|e| Error::hostile(raw, format!("hardlink target: {e}")))?;
+        let meta = fs::symlink_metadata(&source).map_err(|_| {
+            Error::hostile(
+                raw,
+                format!("hardlink target {} is not in the layer", target.display()),
+            )
+        })?;
+        if meta.is_dir() {
+            return Err(Error::hostile(raw, "hardlink to a directory"));
+        }
+        if source == dest {
+            return Ok(());
+        }
+        remove_existing(dest, false)?;
+        fs::hard_link(&source, dest).map_err(|e| Error::io(dest, e))
+    }
+
+    fn node<R: Read>(
+        &mut self,
+        entry: &tar::Entry<R>,
+        dest: &Path,
+        meta: &Meta,
+    ) -> Result<(), Error> {
+        let header = entry.header();
+        let (kind, dev) = match header.entry_type() {
+            EntryType::Fifo => (SFlag::S_IFIFO, 0),
+            t => {
+                if self.opts.rootless {
+                    self.skipped.push(format!("device node {}", dest.display()));
+                    return Ok(());
+                }
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let kind = if t == EntryType::Char {
+                    SFlag::S_IFCHR
+                } else {
+                    SFlag::S_IFBLK
+                };
+                (kind, makedev(major.into(), minor.into()))
+            }
+        };
+        remove_existing(dest, false)?;
+        mknod(dest, kind, Mode::from_bits_truncate(0o600), dev)
+            .map_err(|e| Error::io(dest, e.into()))?;
+        self.finish_node(dest, meta)
+    }
+
+    /// Owner, then mode (a chown clears setuid bits), then xattrs (a chown clears
+    /// `security.capability`), then mtime, for anything but directories and symlinks.
+    fn finish_node(&mut self, dest: &Path, meta: &Meta) -> Result<(), Error> {
+        self.chown(dest, meta)?;
+        fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode))
+            .map_err(|e| Error::io(dest, e))?;
+        self.set_xattrs(dest, meta)?;
+        set_mtime(dest, meta.mtime)
+    }
+
+    fn set_owner_and_xattrs(&mut self, dest: &Path, meta: &Meta) -> Result<(), Error> {
+        self.chown(dest, meta)?;
+        self.set_xattrs(dest, meta)
+    }
+
+    fn chown(&self, dest: &Path, meta: &Meta) -> Result<(), Error> {
+        if self.opts.rootless {
+            return Ok(());
+        }
+        std::os::unix::fs::lchown(dest, Some(meta.uid), Some(meta.gid))
+            .map_err(|e| Error::io(dest, e))
+    }
+
+    fn set_xattrs(&mut self, dest: &Path, meta: &Meta) -> Result<(), Error> {
+        for (name, value) in &meta.xattrs {
+            match xattr::set(dest, name, value) {
+                Ok(()) => {}
+                Err(e) if self.opts.rootless => {
+                    self.skipped
+                        .push(format!("xattr {name} on {}: {e}", dest.display()));
+                }
+                Err(e) => return Err(Error::io(dest, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies directory modes and times, deepest first, and reports what was skipped.
+    fn finish(mut self) -> Result<(), Error> {
+        self.dirs.sort_by(|a, b| b.0.cmp(&a.0));
+        for (dir, meta) in &self.dirs {
+            fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode))
+                .map_err(|e| Error::io(dir, e))?;
+            set_mtime(dir, meta.mtime)?;
+        }
+        if let Some(first) = self.skipped.first() {
+            eprintln!(
+                "cairn: warning: rootless unpack of {} could not reproduce {} entr{} (first: {first})",
+                self.root.display(),
+                self.skipped.len(),
+                if self.skipped.len() == 1 { "y" } else { "ies" }
+            );
+        }
+        Ok(())
+    }
+}
+
+fn read_meta<R: Read>(entry: &mut tar::Entry<R>) -> io::Result<Meta> {
+    let h = entry.header();
+    let id = |v: io::Result<u64>| -> io::Result<u32> {
+        u32::try_from(v?).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "id out of range"))
+    };
+    let mut meta = Meta {
+        mode: h.mode()? & 0o7777,
+        uid: id(h.uid())?,
+        gid: id(h.gid())?,
+        mtime: h.mtime()? as i64,
+        xattrs: Vec::new(),
+    };
+    if let Some(exts) = entry.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            let Ok(key) = ext.key() else { continue };
+            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                // A layer must never steer overlayfs itself (redirects, opaque markers).
+                if !overlay::is_overlay_xattr(name) {
+                    meta.xattrs
+                        .push((name.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+    }
+    Ok(meta)
+}
+
+/// Clears the way for a new entry at `dest`. An existing directory is kept when
+/// `keep_dir` (a directory entry over a directory) and `true` is returned; anything else
+/// there, a symlink included, is removed without being followed.
+fn remove_existing(dest: &Path, keep_dir: bool) -> Result<bool, Error> {
+    match fs::symlink_metadata(dest) {
+        Ok(m) if m.is_dir() && keep_dir => Ok(true),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(dest)
+            .map(|_| false)
+            .map_err(|e| Error::io(dest, e)),
+        Ok(_) => fs::remove_file(dest)
+            .map(|_| false)
+            .map_err(|e| Error::io(dest, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(dest, e)),
+    }
+}
+
+fn set_mtime(path: &Path, mtime: i64) -> Result<(), Error> {
+    let t = TimeSpec::new(mtime, 0);
+    utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink)
+        .map_err(|e| Error::io(path, e.into()))
+}

@@ -1,0 +1,226 @@
+//! [`run`]: the parent's side of a step. It prepares the [`Staging`] directory, starts the
+//! helper (this binary again, with [`CHILD_ARG`]), writes its id maps when asked, streams
+//! the step's output and collects how it ended. When overlayfs cannot be mounted it runs
+//! the step once more on a copied root and writes the difference into the upper
+//! directory (`rootfs::fallback`), so callers see the same result either way.
+
+use super::idmaps::{id_maps, write_maps};
+use super::mounts::RootSource;
+use super::protocol::{ChildSpec, Report, GO};
+use super::staging::Staging;
+use super::{resolve_user, Error, RunSpec, CHILD_ARG, EXE_ENV};
+use crate::rootfs::{fallback, overlay};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+
+/// Host pids of running helpers and step PID 1s, for [`kill_running`].
+static RUNNING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Kills every running step (its PID 1, so the kernel kills the rest) and its helper.
+/// For the CLI's SIGINT/SIGTERM handler; `run` then returns the step's 128+9.
+pub fn kill_running() {
+    let pids = RUNNING.lock().map(|p| p.clone()).unwrap_or_default();
+    for pid in pids {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// How [`run_with`] assembles the step's root.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RootMode {
+    /// Overlayfs, falling back to a copy when it cannot be mounted.
+    #[default]
+    Auto,
+    /// Always the copy-based root (for tests, and machines where overlayfs misbehaves).
+    Copy,
+}
+
+/// Runs one step and returns its exit code (128 + signal when killed). `Err` only when
+/// the sandbox itself fails. `output` receives the step's stdout and stderr as they come.
+/// `CAIRN_NO_OVERLAY=1` in the environment forces the copy-based root.
+pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<i32, Error> {
+    let mode = match std::env::var_os("CAIRN_NO_OVERLAY") {
+        Some(v) if !v.is_empty() && v != "0" => RootMode::Copy,
+        _ => RootMode::Auto,
+    };
+    run_with(spec, mode, output)
+}
+
+/// [`run`] with the root's assembly chosen explicitly.
+pub fn run_with(
+    spec: &RunSpec,
+    mode: RootMode,
+    output: &mut dyn FnMut(&[u8]),
+) -> Result<i32, Error> {
+    if spec.argv.is_empty() {
+        return Err(Error::Message("empty command".into()));
+    }
+    if !spec.workdir.starts_with('/') {
+        return Err(Error::Message(format!(
+            "working directory {:?} is not absolute",
+            spec.workdir
+        )));
+    }
+    let (uid, gid, groups) = resolve_user(&spec.lowers, &spec.user)?;
+    let staging = Staging::new(spec)?;
+    let mut lowers = spec.lowers.clone();
+    lowers.push(staging.top_layer());
+    let options = overlay::mount_options(&lowers, &spec.upper, &spec.work, true)?;
+    let mut child = ChildSpec {
+        run: spec.clone(),
+        root: staging.root(),
+        source: RootSource::Overlay(options),
+        etc_files: staging.etc_files(),
+        uid,
+        gid,
+        groups,
+    };
+    if mode == RootMode::Auto {
+        match attempt(&child, output)? {
+            Report::NoOverlay(_) => {}
+            Report::Exit(code) => return Ok(code),
+            other => {
+                return Err(Error::Message(format!(
+                    "unexpected sandbox report {other:?}"
+                )))
+            }
+        }
+    }
+    let copy = staging.copy_dir();
+    fallback::merge_layers(&lowers, &copy)
+        .map_err(|e| Error::Message(format!("copy-based root: {e}")))?;
+    let snapshot = fallback::Snapshot::take(&copy)
+        .map_err(|e| Error::Message(format!("copy-based root: {e}")))?;
+    child.source = RootSource::Bind(copy.clone());
+    let report = attempt(&child, output)?;
+    fallback::write_changes(&snapshot, &copy, &spec.upper)
+        .map_err(|e| Error::Message(format!("copy-based root: {e}")))?;
+    match report {
+        Report::Exit(code) => Ok(code),
+        other => Err(Error::Message(format!(
+            "unexpected sandbox report {other:?}"
+        ))),
+    }
+}
+
+/// Runs the helper once; returns `Exit` or `NoOverlay`, or the failure as an error.
+fn attempt(spec: &ChildSpec, output: &mut dyn FnMut(&[u8])) -> Result<Report, Error> {
+    let exe = std::env::var_os(EXE_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/proc/self/exe".into());
+    let mut child = Command::new(&exe)
+        .arg(CHILD_ARG)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Out of the terminal's process group: Ctrl-C reaches cairn, which decides.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            Error::Message(format!(
+                "cannot start the sandbox helper {}: {e}",
+                exe.display()
+            ))
+        })?;
+    let _registered = Registered::new(child.id() as i32);
+    let line = serde_json::to_string(spec)
+        .map_err(|e| Error::Message(format!("encode the sandbox spec: {e}")))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    if let Err(e) = writeln!(stdin, "{line}") {
+        return Err(finish_failed(
+            child,
+            format!("cannot send the spec to the sandbox helper: {e}"),
+        ));
+    }
+    let pid = child.id();
+    let control = std::thread::spawn(move || control_loop(BufReader::new(stderr), stdin, pid));
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => output(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let reports = control
+        .join()
+        .unwrap_or_else(|_| vec![Report::Failed("control thread panicked".into())]);
+    let status = child.wait()?;
+    conclude(reports, status)
+}
+
+/// Reads the helper's reports, answering the user-namespace one with the maps.
+fn control_loop(stderr: impl BufRead, mut stdin: ChildStdin, pid: u32) -> Vec<Report> {
+    let mut reports = Vec::new();
+    let mut init = None;
+    for line in stderr.lines() {
+        let Ok(line) = line else { break };
+        let report = Report::parse(&line);
+        match &report {
+            Report::Userns => {
+                let answer = id_maps().and_then(|(u, g)| write_maps(pid, &u, &g));
+                let go = if answer.is_ok() { GO } else { "abort" };
+                let _ = writeln!(stdin, "{go}");
+                if let Err(e) = answer {
+                    reports.push(Report::Failed(e.to_string()));
+                }
+            }
+            Report::Init(p) => {
+                init = Some(Registered::new(*p));
+            }
+            _ => reports.push(report),
+        }
+    }
+    drop(init);
+    reports
+}
+
+/// The first failure (or overlay refusal) wins over the exit code the helper saw.
+fn conclude(reports: Vec<Report>, status: std::process::ExitStatus) -> Result<Report, Error> {
+    let mut exit = None;
+    for r in reports {
+        match r {
+            Report::Failed(why) => return Err(Error::Message(format!("sandbox: {why}"))),
+            Report::NoOverlay(why) => return Ok(Report::NoOverlay(why)),
+            Report::Exit(code) => exit = Some(code),
+            _ => {}
+        }
+    }
+    exit.map(Report::Exit)
+        .ok_or_else(|| Error::Message(format!("sandbox helper ended without a report ({status})")))
+}
+
+fn finish_failed(mut child: Child, why: String) -> Error {
+    let _ = child.kill();
+    let _ = child.wait();
+    Error::Message(why)
+}
+
+/// Keeps a pid in [`RUNNING`] while alive.
+struct Registered(i32);
+
+impl Registered {
+    fn new(pid: i32) -> Registered {
+        if let Ok(mut p) = RUNNING.lock() {
+            p.push(pid);
+        }
+        Registered(pid)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut p) = RUNNING.lock() {
+            p.retain(|&x| x != self.0);
+        }
+    }
+}

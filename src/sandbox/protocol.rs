@@ -1,0 +1,87 @@
+//! What the parent and the re-executed helper say to each other: the [`ChildSpec`] as one
+//! JSON line on the helper's stdin, then `go` once the id maps are written; the helper
+//! answers with [`Report`] lines on its stderr (the step's own output has stdout).
+
+use super::mounts::RootSource;
+use super::RunSpec;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Everything the helper needs, resolved by the parent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildSpec {
+    pub run: RunSpec,
+    /// The empty mount point that becomes the step's `/`.
+    pub root: PathBuf,
+    pub source: RootSource,
+    /// Holds `resolv.conf`, `hosts` and `hostname` for the step.
+    pub etc_files: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// The parent's go-ahead after writing the maps.
+pub const GO: &str = "go";
+
+/// A line from the helper to the parent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Report {
+    /// The user namespace exists: write its maps.
+    Userns,
+    /// The step's PID 1 has this host pid (killing it ends the whole step).
+    Init(i32),
+    /// Overlayfs could not be mounted: the parent may retry with a copied root.
+    NoOverlay(String),
+    /// The sandbox itself failed.
+    Failed(String),
+    /// The step's command ended with this code (128 + signal when killed).
+    Exit(i32),
+}
+
+impl Report {
+    pub fn to_line(&self) -> String {
+        match self {
+            Report::Userns => "userns".into(),
+            Report::Init(pid) => format!("init {pid}"),
+            Report::NoOverlay(why) => format!("nooverlay {why}"),
+            Report::Failed(why) => format!("error {why}"),
+            Report::Exit(code) => format!("exit {code}"),
+        }
+    }
+
+    /// Parses a line; anything unknown (a panic message, say) is a failure.
+    pub fn parse(line: &str) -> Report {
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match (word, rest.parse::<i32>()) {
+            ("userns", _) => Report::Userns,
+            ("init", Ok(pid)) => Report::Init(pid),
+            ("exit", Ok(code)) => Report::Exit(code),
+            ("nooverlay", _) => Report::NoOverlay(rest.to_string()),
+            ("error", _) => Report::Failed(rest.to_string()),
+            _ => Report::Failed(line.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip() {
+        for r in [
+            Report::Userns,
+            Report::Init(42),
+            Report::NoOverlay("mount overlay: EINVAL".into()),
+            Report::Failed("no such file".into()),
+            Report::Exit(130),
+        ] {
+            assert_eq!(Report::parse(&r.to_line()), r);
+        }
+        assert_eq!(
+            Report::parse("thread 'main' panicked"),
+            Report::Failed("thread 'main' panicked".into())
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! [`Staging`]: the parent's per-step scratch directory. It holds the mount point of the
+//! step's root, the step's `resolv.conf`/`hosts`/`hostname`, and one extra, topmost lower
+//! layer that provides the mount points the sandbox needs (`/proc`, `/dev`, `/sys` and the
+//! three `/etc` files) so that none of them is ever created in the step's upper directory.
+//! Its directories copy the owner, mode and mtime of the image's own, so a copy-up of, say,
+//! `/etc` records the image's metadata, not ours.
+
+use super::mounts::ETC_FILES;
+use super::{find_in_layers, RunSpec};
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The scratch directory of one step, removed on drop.
+pub struct Staging {
+    dir: tempfile::TempDir,
+}
+
+impl Staging {
+    /// Creates it next to the step's upper directory.
+    pub fn new(spec: &RunSpec) -> io::Result<Staging> {
+        let parent = spec.upper.parent().unwrap_or(Path::new("/tmp"));
+        let dir = tempfile::Builder::new()
+            .prefix(".sandbox-")
+            .tempdir_in(parent)?;
+        let staging = Staging { dir };
+        fs::create_dir(staging.root())?;
+        staging.write_etc_files(spec)?;
+        staging.make_top_layer(&spec.lowers)?;
+        Ok(staging)
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn etc_files(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    pub fn top_layer(&self) -> PathBuf {
+        self.dir.path().join("top")
+    }
+
+    /// A directory for the copy-based fallback's merged root.
+    pub fn copy_dir(&self) -> PathBuf {
+        self.dir.path().join("copy")
+    }
+
+    fn write_etc_files(&self, spec: &RunSpec) -> io::Result<()> {
+        let dir = self.etc_files();
+        fs::create_dir(&dir)?;
+        let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
+        fs::write(dir.join("resolv.conf"), resolv)?;
+        let hosts = format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+            spec.hostname
+        );
+        fs::write(dir.join("hosts"), hosts)?;
+        fs::write(dir.join("hostname"), format!("{}\n", spec.hostname))
+    }
+
+    fn make_top_layer(&self, lowers: &[PathBuf]) -> io::Result<()> {
+        let top = self.top_layer();
+        fs::create_dir(&top)?;
+        for name in ["etc", "proc", "dev", "sys"] {
+            fs::create_dir(top.join(name))?;
+        }
+        for name in ETC_FILES {
+            fs::write(top.join("etc").join(name), b"")?;
+        }
+        for name in ["etc", "proc", "dev", "sys"] {
+            if let Some(image) = find_in_layers(lowers, Path::new(name)) {
+                copy_dir_metadata(&image, &top.join(name))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Owner (when permitted), mode and mtime of directory `from` onto `to`.
+fn copy_dir_metadata(from: &Path, to: &Path) -> io::Result<()> {
+    let meta = fs::metadata(from)?;
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(to, Some(meta.uid()), Some(meta.gid()))?;
+    }
+    fs::set_permissions(to, meta.permissions())?;
+    let t = nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+    nix::sys::stat::utimensat(
+        None,
+        to,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )?;
+    Ok(())
+}

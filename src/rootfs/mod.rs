@@ -4,7 +4,7 @@
 //! layer: OCI whiteouts become overlay whiteouts and opaque markers become the opaque
 //! xattr, and no entry can create, overwrite or follow anything outside the target,
 //! whatever the tar says (the `tar` crate's own `unpack` is unfit: it turns devices into
-//! files and knows no whiteouts). `ensure_unpacked` does it once per layer into the
+//! files and knows no whiteouts). [`ensure_unpacked`] does it once per layer into the
 //! store. [`overlay`] builds the mount options that stack those directories for a step,
 //! and [`fallback`] gives the same result by copying where overlayfs is unavailable.
 
@@ -76,6 +76,48 @@ impl UnpackOptions {
             rootless: !nix::unistd::geteuid().is_root(),
         }
     }
+}
+
+/// Unpacks the layer `blob` (gzip, zstd or plain tar, told apart by magic bytes) into
+/// `store.layer_dir(diff_id)` once, verifying that the uncompressed stream hashes to
+/// `diff_id`, and returns that directory. Idempotent and safe against concurrent callers:
+/// the work happens in a temp dir under the store's lock and lands with a rename.
+pub fn ensure_unpacked(
+    store: &crate::store::Store,
+    blob: &crate::Digest,
+    diff_id: &crate::Digest,
+    opts: &UnpackOptions,
+) -> Result<PathBuf, Error> {
+    let dir = store.layer_dir(diff_id);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let _lock = store
+        .lock(&format!("unpack-{}", diff_id.hex()))
+        .map_err(|e| Error::Message(format!("cannot lock layer {diff_id}: {e}")))?;
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let temp = store
+        .temp_dir("unpack")
+        .map_err(|e| Error::Message(format!("cannot make a temp dir in the store: {e}")))?;
+    let target = temp.path().join("layer");
+    std::fs::create_dir(&target).map_err(|e| Error::io(&target, e))?;
+    let file = store
+        .open_blob(blob)
+        .map_err(|e| Error::Message(format!("cannot open layer {blob}: {e}")))?;
+    unpack_verified(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        &target,
+        blob,
+        diff_id,
+        opts,
+    )?;
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    std::fs::rename(&target, &dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(dir)
 }
 
 /// Unpacks a possibly compressed layer stream into `target` and checks the diff id.

@@ -142,3 +142,121 @@ pub fn describe_upper(step: &Step) -> Vec<String> {
         })
         .collect()
 }
+
+pub mod tars;
+
+/// Where debootstrap's output is cached between test runs.
+pub const TESTDATA: &str = "/var/tmp/cairn-testdata";
+
+/// A Debian minbase root file system as one uncompressed tar (made once by debootstrap,
+/// from the mirror in the machine's apt sources, and cached; a lock serialises makers).
+pub fn debian_minbase_tar() -> PathBuf {
+    let tar = Path::new(TESTDATA).join("rootfs-minbase.tar");
+    if tar.exists() {
+        return tar;
+    }
+    std::fs::create_dir_all(TESTDATA).unwrap();
+    let lock = std::fs::File::create(Path::new(TESTDATA).join("rootfs-minbase.lock")).unwrap();
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map(|held| {
+            if !tar.exists() {
+                make_minbase_tar(&tar);
+            }
+            drop(held)
+        })
+        .unwrap_or_else(|(_, e)| panic!("lock the test data: {e}"));
+    tar
+}
+
+fn make_minbase_tar(tar: &Path) {
+    let build = Path::new(TESTDATA).join("rootfs-minbase.dir");
+    let _ = std::fs::remove_dir_all(&build);
+    let mirror = apt_mirror();
+    let st = Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm"])
+        .arg(&build)
+        .arg(&mirror)
+        .status()
+        .expect("debootstrap is installed by scripts/setup");
+    assert!(st.success(), "debootstrap from {mirror} failed");
+    let tmp = tar.with_extension("tar.tmp");
+    let st = Command::new("tar")
+        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-C"])
+        .arg(&build)
+        .arg("-cf")
+        .arg(&tmp)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::rename(&tmp, tar).unwrap();
+}
+
+/// The first Debian mirror of the machine's apt sources (deb822 or one-line format).
+fn apt_mirror() -> String {
+    let mut texts = vec![std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for e in dir.flatten() {
+            texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    for text in texts {
+        for line in text.lines().map(str::trim) {
+            let url = line
+                .strip_prefix("URIs:")
+                .map(|u| u.split_whitespace().next().unwrap_or(""))
+                .or_else(|| {
+                    line.strip_prefix("deb ")
+                        .and_then(|r| r.split_whitespace().find(|w| w.starts_with("http")))
+                });
+            if let Some(url) = url {
+                if url.trim_end_matches('/').ends_with("/debian") {
+                    return url.to_string();
+                }
+            }
+        }
+    }
+    panic!("no Debian mirror in the machine's apt sources")
+}
+
+/// Every entry of a tree with type, mode, owner, size, link target, rdev, mtime and
+/// xattrs, for comparing two unpackings.
+pub fn describe_tree(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let m = e.path().symlink_metadata().unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+        let link = std::fs::read_link(e.path())
+            .map(|l| l.display().to_string())
+            .unwrap_or_default();
+        let size = if m.is_dir() { 0 } else { m.size() };
+        let mut xattrs: Vec<String> = xattr::list(e.path())
+            .unwrap()
+            .map(|n| {
+                format!(
+                    "{}={:?}",
+                    n.to_string_lossy(),
+                    xattr::get(e.path(), &n).unwrap()
+                )
+            })
+            .collect();
+        xattrs.sort();
+        out.push(format!(
+            "{rel} {:o} {}:{} s{size} n{} r{} t{} {link} {}",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.nlink(),
+            m.rdev(),
+            if m.file_type().is_symlink() || m.is_dir() {
+                0
+            } else {
+                m.mtime()
+            },
+            xattrs.join(",")
+        ));
+    }
+    out
+}

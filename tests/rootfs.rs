@@ -1,0 +1,267 @@
+//! Layer unpacking: every kind of entry a layer holds, in overlayfs form afterwards;
+//! hostile layers that try to write or follow outside the target; compressed blobs through
+//! the store with their diff ids checked; and a Debian minbase base against `tar -x`.
+
+mod common;
+#[path = "sandbox_support/mod.rs"]
+mod support;
+
+use cairn::rootfs::{ensure_unpacked, unpack_tar, UnpackOptions};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use support::tars::*;
+
+fn root_opts() -> UnpackOptions {
+    UnpackOptions { rootless: false }
+}
+
+#[test]
+fn every_entry_kind_unpacks_in_overlay_form() {
+    common::require_root();
+    let dir = common::tempdir();
+    let target = dir.path().join("t");
+    std::fs::create_dir(&target).unwrap();
+    let long = format!("deep/{}/file", "n".repeat(150));
+    let mut t = TarBuilder::default();
+    t.dir("ro", 0o555, 0, 0);
+    t.file("ro/inside", b"x", 0o644, 7, 8);
+    t.file("bin/ping", b"ELF", 0o4755, 0, 0);
+    t.xattr("security.capability", &cap_net_raw());
+    t.xattr("user.lost", b"replaced");
+    t.file("bin/ping", b"ELF", 0o4755, 0, 0); // a duplicate entry: the later one wins
+    t.xattr("security.capability", &cap_net_raw());
+    t.xattr("user.note", b"kept");
+    t.xattr("trusted.overlay.redirect", b"/etc");
+    t.hardlink("bin/ping6", "bin/ping");
+    t.hardlink("other/ping-again", "/bin/ping");
+    t.symlink("bin/sh", "/bin/busybox");
+    t.dir("tmp", 0o1777, 0, 0);
+    t.fifo("run/fifo", 0o600);
+    t.char_device("dev/null", 1, 3);
+    t.file(&long, b"long", 0o600, 0, 0);
+    t.file("etc/.wh.passwd", b"", 0o600, 0, 0);
+    t.file("var/cache/.wh..wh..opq", b"", 0o600, 0, 0);
+    unpack_tar(&t.finish()[..], &target, &root_opts()).unwrap();
+
+    let m = |p: &str| std::fs::symlink_metadata(target.join(p)).unwrap();
+    assert_eq!(
+        m("ro").mode() & 0o7777,
+        0o555,
+        "directory modes are set after their children"
+    );
+    assert_eq!((m("ro/inside").uid(), m("ro/inside").gid()), (7, 8));
+    assert_eq!(
+        m("bin/ping").mode() & 0o7777,
+        0o4755,
+        "setuid survives the chown"
+    );
+    assert_eq!(
+        xattr::get(target.join("bin/ping"), "security.capability").unwrap(),
+        Some(cap_net_raw())
+    );
+    assert_eq!(
+        xattr::get(target.join("bin/ping"), "user.note").unwrap(),
+        Some(b"kept".to_vec())
+    );
+    assert_eq!(
+        xattr::get(target.join("bin/ping"), "trusted.overlay.redirect").unwrap(),
+        None
+    );
+    assert_eq!(
+        xattr::get(target.join("bin/ping"), "user.lost").unwrap(),
+        None
+    );
+    assert_eq!(m("bin/ping").ino(), m("bin/ping6").ino());
+    assert_eq!(m("bin/ping").ino(), m("other/ping-again").ino());
+    assert_eq!(
+        std::fs::read_link(target.join("bin/sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
+    assert_eq!(m("tmp").mode() & 0o7777, 0o1777);
+    assert!(m("run/fifo").file_type().is_fifo());
+    assert!(
+        m("dev/null").file_type().is_char_device()
+            && m("dev/null").rdev() == nix::sys::stat::makedev(1, 3)
+    );
+    assert_eq!(std::fs::read(target.join(&long)).unwrap(), b"long");
+    assert!(cairn::rootfs::overlay::is_whiteout(&m("etc/passwd")));
+    assert!(cairn::rootfs::overlay::is_opaque(&target.join("var/cache")));
+    assert_eq!(m("var/cache").mode() & 0o777, 0o755);
+}
+
+#[test]
+fn hostile_entries_are_refused_or_contained() {
+    common::require_root();
+    let dir = common::tempdir();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("victim"), "intact").unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("dotdot", {
+            let mut t = TarBuilder::default();
+            t.raw_file("../outside/victim", b"owned");
+            t.finish()
+        }),
+        ("dotdot-inner", {
+            let mut t = TarBuilder::default();
+            t.raw_file("a/../../outside/victim", b"owned");
+            t.finish()
+        }),
+        ("absolute", {
+            let mut t = TarBuilder::default();
+            t.raw_file(&format!("{}/victim", outside.display()), b"owned");
+            t.finish()
+        }),
+        ("symlink-then-through", {
+            let mut t = TarBuilder::default();
+            t.symlink("etc", "/etc");
+            t.file("etc/cairn-owned", b"owned", 0o644, 0, 0);
+            t.symlink("out", &outside.display().to_string());
+            t.file("out/victim", b"owned", 0o644, 0, 0);
+            t.symlink("up", "../../../../../../..");
+            t.file(
+                &format!("up{}/victim", outside.display()),
+                b"owned",
+                0o644,
+                0,
+                0,
+            );
+            t.finish()
+        }),
+        ("hardlink-to-host", {
+            let mut t = TarBuilder::default();
+            t.hardlink("passwd", "/etc/passwd");
+            t.finish()
+        }),
+        ("hardlink-dotdot", {
+            let mut t = TarBuilder::default();
+            t.hardlink("victim", "../outside/victim");
+            t.finish()
+        }),
+        ("symlink-replaced-by-dir", {
+            let mut t = TarBuilder::default();
+            t.symlink("d", &outside.display().to_string());
+            t.dir("d", 0o755, 0, 0);
+            t.file("d/victim", b"owned", 0o644, 0, 0);
+            t.finish()
+        }),
+        ("whiteout-through-symlink", {
+            let mut t = TarBuilder::default();
+            t.symlink("w", &outside.display().to_string());
+            t.file("w/.wh.victim", b"", 0o644, 0, 0);
+            t.file("w/.wh..wh..opq", b"", 0o644, 0, 0);
+            t.finish()
+        }),
+    ];
+    for (name, tar) in cases {
+        let target = dir.path().join(name);
+        std::fs::create_dir(&target).unwrap();
+        let result = unpack_tar(&tar[..], &target, &root_opts());
+        assert_eq!(
+            std::fs::read_to_string(outside.join("victim")).unwrap(),
+            "intact",
+            "{name}: {result:?}"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1, "{name}");
+        assert!(!cairn::rootfs::overlay::is_opaque(&outside), "{name}");
+        assert!(!Path::new("/etc/cairn-owned").exists(), "{name}");
+        // Whatever was not refused stayed inside the target.
+        if result.is_ok() {
+            assert!(!walk_has_outside_links(&target), "{name}");
+        }
+    }
+    let refused = |tar: Vec<u8>| {
+        let target = tempfile::tempdir().unwrap();
+        unpack_tar(&tar[..], target.path(), &root_opts()).is_err()
+    };
+    let mut t = TarBuilder::default();
+    t.raw_file("../x", b"");
+    assert!(refused(t.finish()), "a path climbing out is refused");
+    let mut t = TarBuilder::default();
+    t.hardlink("passwd", "/etc/passwd");
+    assert!(
+        refused(t.finish()),
+        "a hardlink to a file outside the layer is refused"
+    );
+}
+
+/// Whether a hardlinked file in `dir` shares an inode with something outside it.
+fn walk_has_outside_links(dir: &Path) -> bool {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .any(|e| e.file_type().is_file() && e.metadata().unwrap().nlink() > 1)
+}
+
+#[test]
+fn compressed_blobs_unpack_once_through_the_store_and_check_their_diff_id() {
+    common::require_root();
+    let dir = common::tempdir();
+    let store = cairn::store::Store::open(&dir.path().join("store")).unwrap();
+    let mut t = TarBuilder::default();
+    t.file("hello", b"world", 0o644, 0, 0);
+    let tar = t.finish();
+    let diff_id = cairn::Digest::of_bytes(&tar);
+    for blob in [
+        tar.clone(),
+        gzip(&tar),
+        zstd::encode_all(&tar[..], 3).unwrap(),
+    ] {
+        let digest = store.put_bytes(&blob).unwrap();
+        let layer = ensure_unpacked(&store, &digest, &diff_id, &root_opts()).unwrap();
+        assert_eq!(layer, store.layer_dir(&diff_id));
+        assert_eq!(std::fs::read(layer.join("hello")).unwrap(), b"world");
+        std::fs::remove_dir_all(&layer).unwrap();
+    }
+    let wrong = cairn::Digest::of_bytes(b"not this tar");
+    let digest = store.put_bytes(&tar).unwrap();
+    let err = ensure_unpacked(&store, &digest, &wrong, &root_opts()).unwrap_err();
+    assert!(
+        err.to_string().contains("does not match its diff id"),
+        "{err}"
+    );
+    assert!(!store.layer_dir(&wrong).exists());
+    // Idempotent: a second call finds the directory.
+    let a = ensure_unpacked(&store, &digest, &diff_id, &root_opts()).unwrap();
+    std::fs::write(a.join("marker"), "").unwrap();
+    let b = ensure_unpacked(&store, &digest, &diff_id, &root_opts()).unwrap();
+    assert!(b.join("marker").exists());
+}
+
+#[test]
+fn debian_minbase_unpacks_exactly_like_tar_x() {
+    common::require_root();
+    let tar_path = support::debian_minbase_tar();
+    let dir = tempfile::Builder::new()
+        .prefix("cairn-unpack-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let (ours, theirs) = (dir.path().join("ours"), dir.path().join("tar"));
+    std::fs::create_dir(&ours).unwrap();
+    std::fs::create_dir(&theirs).unwrap();
+    let started = std::time::Instant::now();
+    let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&tar_path).unwrap());
+    unpack_tar(file, &ours, &root_opts()).unwrap();
+    let ours_t = started.elapsed();
+    let started = std::time::Instant::now();
+    let st = std::process::Command::new("tar")
+        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf"])
+        .arg(&tar_path)
+        .arg("-C")
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tar_t = started.elapsed();
+    eprintln!(
+        "BENCH unpack {} MB: cairn {:?}, tar -x {:?}, ratio {:.2}",
+        std::fs::metadata(&tar_path).unwrap().len() >> 20,
+        ours_t,
+        tar_t,
+        ours_t.as_secs_f64() / tar_t.as_secs_f64()
+    );
+    assert_eq!(
+        support::describe_tree(&ours),
+        support::describe_tree(&theirs)
+    );
+}

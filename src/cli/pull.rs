@@ -1,16 +1,243 @@
-//! `cairn pull`, `cairn inspect` and `cairn cache`: the store's commands.
+//! `cairn pull`, `cairn inspect` and `cairn cache`: the store's commands. Results go to
+//! stdout (a digest, JSON, tables), progress and warnings to stderr.
 
-use super::{CacheArgs, Cli, InspectArgs, PullArgs};
-use crate::error::Result;
+use super::{CacheArgs, CacheCommand, Cli, InspectArgs, PullArgs};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::platform::Platform;
+use crate::registry::{self, human, Manifest, PullPolicy, Reference, RegistryOptions};
+use crate::store::maintain::{self, PruneOptions};
+use crate::store::Store;
+use serde_json::{json, Value};
 
-pub fn pull(_cli: &Cli, _args: &PullArgs) -> Result<()> {
-    Err(super::not_yet("pull"))
+/// The platform pulled when none is given.
+const DEFAULT_PLATFORM: &str = "linux/amd64";
+
+fn platform(arg: Option<&str>) -> Result<Platform> {
+    arg.unwrap_or(DEFAULT_PLATFORM)
+        .parse()
+        .map_err(|e: crate::platform::InvalidPlatform| Error::Usage(e.to_string()))
 }
 
-pub fn inspect(_cli: &Cli, _args: &InspectArgs) -> Result<()> {
-    Err(super::not_yet("inspect"))
+/// A reference from the command line; a malformed one is a usage error.
+fn reference(s: &str) -> Result<Reference> {
+    Reference::parse(s).map_err(|e| Error::Usage(e.to_string()))
 }
 
-pub fn cache(_cli: &Cli, _args: &CacheArgs) -> Result<()> {
-    Err(super::not_yet("cache"))
+fn policy(p: super::PullPolicy) -> PullPolicy {
+    match p {
+        super::PullPolicy::Always => PullPolicy::Always,
+        super::PullPolicy::Missing => PullPolicy::Missing,
+        super::PullPolicy::Never => PullPolicy::Never,
+    }
+}
+
+/// Registry options from the global flags.
+pub fn registry_options(cli: &Cli) -> RegistryOptions {
+    RegistryOptions {
+        insecure: cli.insecure_registries.clone(),
+        ..RegistryOptions::default()
+    }
+}
+
+pub fn pull(cli: &Cli, args: &PullArgs) -> Result<()> {
+    let store = Store::open(&cli.store_root())?;
+    let r = reference(&args.reference)?;
+    let platform = platform(args.platform.as_deref())?;
+    let opts = RegistryOptions {
+        quiet: args.quiet,
+        ..registry_options(cli)
+    };
+    let img = registry::pull(&store, &r, &platform, policy(args.pull), &opts)?;
+    if !args.quiet {
+        let size: u64 = img.layers.iter().map(|l| l.size()).sum();
+        eprintln!(
+            "{r} ({platform}): manifest {}, {} layers, {}",
+            img.manifest_digest,
+            img.layers.len(),
+            human(size)
+        );
+    }
+    println!("{}", img.manifest_digest);
+    Ok(())
+}
+
+pub fn inspect(cli: &Cli, args: &InspectArgs) -> Result<()> {
+    let store = Store::open(&cli.store_root())?;
+    let platform = platform(args.platform.as_deref())?;
+    let out = match Digest::parse(&args.reference) {
+        Ok(d) => inspect_digest(&store, &d, &platform)?,
+        Err(_) => {
+            let r = reference(&args.reference)?;
+            let opts = RegistryOptions {
+                quiet: true,
+                ..registry_options(cli)
+            };
+            let img = registry::pull(&store, &r, &platform, PullPolicy::Never, &opts)?;
+            let manifest = store.read_blob(&img.manifest_digest)?;
+            json!({
+                "reference": r.to_string(),
+                "digest": img.top_digest,
+                "platform": platform.to_string(),
+                "manifest_digest": img.manifest_digest,
+                "manifest": parse_json(&manifest)?,
+                "config_digest": img.config_digest,
+                "config": parse_json(&img.config)?,
+            })
+        }
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).expect("JSON value serializes")
+    );
+    Ok(())
+}
+
+/// A manifest (or index, resolved for `platform`) already in the store, by digest.
+fn inspect_digest(store: &Store, d: &Digest, platform: &Platform) -> Result<Value> {
+    let bytes = store.read_blob(d)?;
+    let mut manifest_digest = d.clone();
+    let mut m = registry::parse_manifest(d.as_str(), &bytes, None)?;
+    let mut manifest_bytes = bytes;
+    if let Manifest::Index(entries) = &m {
+        manifest_digest = registry::select_platform(d.as_str(), entries, platform)?
+            .digest
+            .clone();
+        manifest_bytes = store.read_blob(&manifest_digest)?;
+        m = registry::parse_manifest(d.as_str(), &manifest_bytes, None)?;
+    }
+    let Manifest::Image { config, .. } = m else {
+        return Err(Error::Internal(format!(
+            "{manifest_digest} is a nested index"
+        )));
+    };
+    let config_digest =
+        Digest::parse(config.digest().as_ref()).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(json!({
+        "digest": d,
+        "platform": platform.to_string(),
+        "manifest_digest": manifest_digest,
+        "manifest": parse_json(&manifest_bytes)?,
+        "config_digest": config_digest,
+        "config": parse_json(&store.read_blob(&config_digest)?)?,
+    }))
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Internal(format!("stored JSON: {e}")))
+}
+
+pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
+    let store = Store::open(&cli.store_root())?;
+    match &args.command {
+        CacheCommand::Ls => ls(&store),
+        CacheCommand::Du => {
+            let u = maintain::usage(&store)?;
+            let rows = [
+                ("blobs", u.blobs),
+                ("layers", u.layers),
+                ("temp", u.temp),
+                ("index", u.index),
+            ];
+            for (name, (n, bytes)) in rows {
+                println!("{name:<8} {n:>8} {:>12}", human(bytes));
+            }
+            let total = u.blobs.1 + u.layers.1 + u.temp.1 + u.index.1;
+            println!("{:<8} {:>8} {:>12}", "total", "", human(total));
+            Ok(())
+        }
+        CacheCommand::Prune { keep_duration, all } => {
+            let keep_duration = keep_duration
+                .as_deref()
+                .map(|s| {
+                    humantime::parse_duration(s)
+                        .map_err(|e| Error::Usage(format!("invalid --keep-duration {s:?}: {e}")))
+                })
+                .transpose()?;
+            let opts = PruneOptions {
+                keep_duration,
+                all: *all,
+            };
+            let r = maintain::prune(&store, &opts)?;
+            println!(
+                "removed {} blobs, {} layer dirs, {} cache entries, {} tags, {} temp leftovers; freed {}",
+                r.blobs,
+                r.layers,
+                r.entries,
+                r.tags,
+                r.temps,
+                human(r.bytes)
+            );
+            Ok(())
+        }
+        CacheCommand::Verify { repair } => verify(&store, *repair),
+    }
+}
+
+fn ls(store: &Store) -> Result<()> {
+    let blobs = maintain::blobs(store)?;
+    let tags = store.tag_list()?;
+    println!("{:<56} {:<19} {:>10}  RESOLVED", "IMAGE", "DIGEST", "SIZE");
+    for (reference, tag) in &tags {
+        let size: u64 = maintain::reachable(store, [tag.digest.clone()])
+            .iter()
+            .filter_map(|d| blobs.get(d))
+            .sum();
+        println!(
+            "{reference:<56} {:<19} {:>10}  {}",
+            format!("sha256:{}", tag.digest.short()),
+            human(size),
+            tag.resolved_at
+        );
+    }
+    println!();
+    println!("{:<71} {:>10}", "BLOB", "SIZE");
+    for (d, size) in &blobs {
+        println!("{d:<71} {:>10}", human(*size));
+    }
+    let total: u64 = blobs.values().sum();
+    println!(
+        "\n{} images, {} blobs ({}), {} cache entries",
+        tags.len(),
+        blobs.len(),
+        human(total),
+        maintain::cache_entry_count(store)?
+    );
+    Ok(())
+}
+
+fn verify(store: &Store, repair: bool) -> Result<()> {
+    let r = maintain::verify(store, repair)?;
+    for (d, actual) in &r.corrupt {
+        println!("corrupt blob {d}: content is {actual}");
+    }
+    for e in &r.broken_entries {
+        println!("cache entry {e} references a missing blob");
+    }
+    for t in &r.broken_tags {
+        println!("tag {t} points to a missing manifest");
+    }
+    let verb = if r.repaired { "removed" } else { "found" };
+    println!(
+        "checked {} blobs: {}",
+        r.checked,
+        if r.is_clean() {
+            "all good".to_string()
+        } else {
+            format!(
+                "{verb} {} corrupt blobs, {} broken cache entries, {} broken tags",
+                r.corrupt.len(),
+                r.broken_entries.len(),
+                r.broken_tags.len()
+            )
+        }
+    );
+    if r.is_clean() || r.repaired {
+        Ok(())
+    } else {
+        Err(crate::store::Error::Message(
+            "the store has problems; run `cairn cache verify --repair`".into(),
+        )
+        .into())
+    }
 }

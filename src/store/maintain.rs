@@ -248,3 +248,8 @@ pub fn prune(store: &Store, opts: &PruneOptions) -> Result<PruneReport, Error> {
     }
     Ok(report)
 }
+
+/// How many cache entries the index holds.
+pub fn cache_entry_count(store: &Store) -> Result<usize, Error> {
+    Ok(store.cache_list()?.len())
+}

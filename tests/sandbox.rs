@@ -10,9 +10,7 @@ use cairn::sandbox::{Network, RootMode};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use support::*;
 
-#[test]
 fn echo_runs_and_reports_exit_codes() {
-    common::require_root();
     let t = Step::busybox();
     let (code, out) = t.run("echo hello; echo oops >&2; exit 3");
     assert_eq!(code, 3, "{out}");
@@ -23,18 +21,14 @@ fn echo_runs_and_reports_exit_codes() {
     assert_eq!(code, 128 + 9);
 }
 
-#[test]
 fn a_step_that_changes_nothing_leaves_an_empty_upper() {
-    common::require_root();
     let t = Step::busybox();
     let (code, out) = t.run("cat /etc/resolv.conf /etc/hosts /etc/hostname >/dev/null && ls /proc/self /dev/pts /sys >/dev/null");
     assert_eq!(code, 0, "{out}");
     assert_eq!(upper_entries(&t), Vec::<String>::new());
 }
 
-#[test]
 fn changes_land_in_the_upper_in_overlay_form() {
-    common::require_root();
     let t = Step::busybox();
     let (code, out) = t.run(
         "rm /etc/group && mkdir -p /data/sub && echo x > /data/sub/f && ln /data/sub/f /data/hard \
@@ -61,9 +55,7 @@ fn changes_land_in_the_upper_in_overlay_form() {
     );
 }
 
-#[test]
 fn resolv_conf_hosts_and_hostname_never_reach_the_upper() {
-    common::require_root();
     let t = Step::busybox();
     let (code, out) = t.run("echo nameserver 9.9.9.9 >> /etc/resolv.conf && echo 1.2.3.4 x >> /etc/hosts && hostname; cat /etc/hostname");
     assert_eq!(code, 0, "{out}");
@@ -71,9 +63,7 @@ fn resolv_conf_hosts_and_hostname_never_reach_the_upper() {
     assert_eq!(upper_entries(&t), Vec::<String>::new());
 }
 
-#[test]
 fn the_host_is_out_of_reach() {
-    common::require_root();
     let t = Step::busybox();
     let marker = t.dir.path().join("host-marker");
     std::fs::write(&marker, "secret").unwrap();
@@ -92,9 +82,7 @@ fn the_host_is_out_of_reach() {
     assert!(procs <= 4, "host processes visible: {out}");
 }
 
-#[test]
 fn background_processes_do_not_survive_the_step() {
-    common::require_root();
     let t = Step::busybox();
     let (code, out) = t.run(
         "sleep 1000 & sleep 1000 </dev/null >/dev/null 2>&1 & setsid sleep 1000 & echo started",
@@ -111,9 +99,7 @@ fn background_processes_do_not_survive_the_step() {
     );
 }
 
-#[test]
 fn user_and_network_none() {
-    common::require_root();
     let mut t = Step::busybox();
     t.user = "bob".into();
     t.network = Network::None;
@@ -138,9 +124,7 @@ fn user_and_network_none() {
     assert!(out.contains("ping-ok"), "loopback is up: {out}");
 }
 
-#[test]
 fn the_copy_based_root_gives_the_same_upper() {
-    common::require_root();
     let script =
         "rm /etc/group && mkdir -p /data/sub && echo x > /data/sub/f && ln /data/sub/f /data/hard \
                   && ln -s sub/f /data/soft && rm -rf /root && mkdir /root && echo y > /root/new \
@@ -160,4 +144,201 @@ fn the_copy_based_root_gives_the_same_upper() {
         })
         .collect();
     assert_eq!(uppers[0], uppers[1]);
+}
+
+/// Each busybox check as root; the same checks run rootless below.
+mod as_root {
+    #[test]
+    fn echo_runs_and_reports_exit_codes() {
+        super::common::require_root();
+        super::echo_runs_and_reports_exit_codes();
+    }
+
+    #[test]
+    fn a_step_that_changes_nothing_leaves_an_empty_upper() {
+        super::common::require_root();
+        super::a_step_that_changes_nothing_leaves_an_empty_upper();
+    }
+
+    #[test]
+    fn changes_land_in_the_upper_in_overlay_form() {
+        super::common::require_root();
+        super::changes_land_in_the_upper_in_overlay_form();
+    }
+
+    #[test]
+    fn resolv_conf_hosts_and_hostname_never_reach_the_upper() {
+        super::common::require_root();
+        super::resolv_conf_hosts_and_hostname_never_reach_the_upper();
+    }
+
+    #[test]
+    fn the_host_is_out_of_reach() {
+        super::common::require_root();
+        super::the_host_is_out_of_reach();
+    }
+
+    #[test]
+    fn background_processes_do_not_survive_the_step() {
+        super::common::require_root();
+        super::background_processes_do_not_survive_the_step();
+    }
+
+    #[test]
+    fn user_and_network_none() {
+        super::common::require_root();
+        super::user_and_network_none();
+    }
+
+    #[test]
+    fn the_copy_based_root_gives_the_same_upper() {
+        super::common::require_root();
+        super::the_copy_based_root_gives_the_same_upper();
+    }
+}
+
+#[test]
+fn busybox_checks_rootless() {
+    if rootless_inner("busybox_checks_rootless") {
+        echo_runs_and_reports_exit_codes();
+        a_step_that_changes_nothing_leaves_an_empty_upper();
+        changes_land_in_the_upper_in_overlay_form();
+        resolv_conf_hosts_and_hostname_never_reach_the_upper();
+        the_host_is_out_of_reach();
+        background_processes_do_not_survive_the_step();
+        user_and_network_none();
+        the_copy_based_root_gives_the_same_upper();
+    }
+}
+
+/// apt, useradd/chown, rm (whiteout), rm -rf + mkdir (opaque), a hardlink and a symlink,
+/// setcap, then a second step on top of the first one's upper, on Debian minbase.
+fn debian_steps() {
+    let t = Step::debian(&[]);
+    let (code, out) = t.run(
+        "apt-get update -q && apt-get install -y -q python3-minimal libcap2-bin \
+         && python3 -c 'print(6*7)' \
+         && useradd -m coder && chown coder /home/coder \
+         && rm /etc/issue && rm -rf /var/log/apt && mkdir /var/log/apt \
+         && ln /etc/debian_version /etc/debian_version.hard && ln -s os-release /etc/os-release.soft \
+         && cp /bin/true /usr/local/bin/capped && setcap cap_net_raw+ep /usr/local/bin/capped",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\n42\n"), "{out}");
+    let (uids, _) = cairn::sandbox::id_maps().unwrap();
+    let host = |id| cairn::idmap::container_to_host(&uids, id).unwrap();
+    let home = std::fs::metadata(t.upper.join("home/coder")).unwrap();
+    assert_eq!(
+        home.uid(),
+        host(1000),
+        "coder owns /home/coder in the upper"
+    );
+    assert!(std::fs::read_to_string(t.upper.join("etc/passwd"))
+        .unwrap()
+        .contains("coder:x:1000:"));
+    let issue = std::fs::symlink_metadata(t.upper.join("etc/issue")).unwrap();
+    assert!(
+        issue.file_type().is_char_device() && issue.rdev() == 0,
+        "rm gives a whiteout"
+    );
+    assert!(cairn::rootfs::overlay::is_opaque(
+        &t.upper.join("var/log/apt")
+    ));
+    let a = std::fs::symlink_metadata(t.upper.join("etc/debian_version.hard")).unwrap();
+    assert!(a.nlink() == 2 && a.is_file());
+    assert!(
+        std::fs::symlink_metadata(t.upper.join("etc/os-release.soft"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        xattr::get(t.upper.join("usr/local/bin/capped"), "security.capability")
+            .unwrap()
+            .is_some()
+    );
+    assert!(t.upper.join("usr/bin/python3").exists());
+    assert!(!t.upper.join("etc/resolv.conf").exists() && !t.upper.join("etc/hostname").exists());
+
+    let first = t.upper.clone();
+    let mut next = Step::debian(&[first]);
+    next.user = "coder".into();
+    let (code, out) = next.run(
+        "id -un; getcap /usr/local/bin/capped; test ! -e /etc/issue && test -z \"$(ls /var/log/apt)\" \
+         && touch /home/coder/mine && stat -c %U /home/coder/mine",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("coder\n") && out.contains("cap_net_raw=ep"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::metadata(next.upper.join("home/coder/mine"))
+            .unwrap()
+            .uid(),
+        host(1000)
+    );
+    drop(t);
+}
+
+#[test]
+fn debian_apt_useradd_whiteouts_and_setcap_as_root() {
+    common::require_root();
+    debian_steps();
+}
+
+#[test]
+fn debian_apt_useradd_whiteouts_and_setcap_rootless() {
+    if rootless_inner("debian_apt_useradd_whiteouts_and_setcap_rootless") {
+        debian_steps();
+    }
+}
+
+#[test]
+fn stdin_workdir_and_exec_form() {
+    common::require_root();
+    let t = Step::busybox();
+    let spec = cairn::sandbox::RunSpec {
+        lowers: t.lowers.clone(),
+        upper: t.upper.clone(),
+        work: t.work.clone(),
+        argv: vec!["cat".into()],
+        env: vec!["PATH=/bin".into()],
+        user: "bob:staff".into(),
+        workdir: "/srv/app".into(),
+        network: Network::Host,
+        hostname: "h".into(),
+        stdin: Some(b"from stdin\n".to_vec()),
+    };
+    let mut out = Vec::new();
+    let code = cairn::sandbox::run(&spec, &mut |b| out.extend_from_slice(b)).unwrap();
+    assert_eq!((code, out.as_slice()), (0, &b"from stdin\n"[..]));
+    assert!(
+        t.upper.join("srv/app").is_dir(),
+        "WORKDIR is created when missing"
+    );
+    let spec = cairn::sandbox::RunSpec {
+        argv: vec!["/bin/sh".into(), "-c".into(), "pwd; id".into()],
+        stdin: None,
+        ..spec
+    };
+    let mut out = Vec::new();
+    cairn::sandbox::run(&spec, &mut |b| out.extend_from_slice(b)).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.starts_with("/srv/app\nuid=1000(bob) gid=50(staff) groups=50(staff)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn without_subordinate_ids_only_root_works() {
+    if rootless_inner_as("cairnnoids", "without_subordinate_ids_only_root_works") {
+        let t = Step::busybox();
+        let (code, out) = t.run("id -u; touch /f; chown 1000 /f");
+        assert_eq!(code, 1, "{out}");
+        assert!(out.starts_with("0\n"), "{out}");
+        let (uids, _) = cairn::sandbox::id_maps().unwrap();
+        assert_eq!(uids.len(), 1);
+    }
 }

@@ -18,15 +18,16 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 
-/// Host pids of running helpers and step PID 1s, for [`kill_running`].
-static RUNNING: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// Running steps: `(helper pid, the step's PID 1 once known)`, for [`kill_running`].
+static RUNNING: Mutex<Vec<(i32, Option<i32>)>> = Mutex::new(Vec::new());
 
-/// Kills every running step (its PID 1, so the kernel kills the rest) and its helper.
-/// For the CLI's SIGINT/SIGTERM handler; `run` then returns the step's 128+9.
+/// Kills every running step: its PID 1, so that the kernel kills everything else in its
+/// PID namespace and the helper reports `128 + 9`; a step still being set up loses its
+/// helper instead (then `run` fails). For the CLI's SIGINT/SIGTERM handler.
 pub fn kill_running() {
-    let pids = RUNNING.lock().map(|p| p.clone()).unwrap_or_default();
-    for pid in pids {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let running = RUNNING.lock().map(|p| p.clone()).unwrap_or_default();
+    for (helper, init) in running {
+        let _ = kill(Pid::from_raw(init.unwrap_or(helper)), Signal::SIGKILL);
     }
 }
 
@@ -161,7 +162,6 @@ fn attempt(spec: &ChildSpec, output: &mut dyn FnMut(&[u8])) -> Result<Report, Er
 /// Reads the helper's reports, answering the user-namespace one with the maps.
 fn control_loop(stderr: impl BufRead, mut stdin: ChildStdin, pid: u32) -> Vec<Report> {
     let mut reports = Vec::new();
-    let mut init = None;
     for line in stderr.lines() {
         let Ok(line) = line else { break };
         let report = Report::parse(&line);
@@ -175,12 +175,15 @@ fn control_loop(stderr: impl BufRead, mut stdin: ChildStdin, pid: u32) -> Vec<Re
                 }
             }
             Report::Init(p) => {
-                init = Some(Registered::new(*p));
+                if let Ok(mut running) = RUNNING.lock() {
+                    for entry in running.iter_mut().filter(|e| e.0 == pid as i32) {
+                        entry.1 = Some(*p);
+                    }
+                }
             }
             _ => reports.push(report),
         }
     }
-    drop(init);
     reports
 }
 
@@ -205,22 +208,22 @@ fn finish_failed(mut child: Child, why: String) -> Error {
     Error::Message(why)
 }
 
-/// Keeps a pid in [`RUNNING`] while alive.
+/// Keeps a helper in [`RUNNING`] while alive.
 struct Registered(i32);
 
 impl Registered {
-    fn new(pid: i32) -> Registered {
+    fn new(helper: i32) -> Registered {
         if let Ok(mut p) = RUNNING.lock() {
-            p.push(pid);
+            p.push((helper, None));
         }
-        Registered(pid)
+        Registered(helper)
     }
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
         if let Ok(mut p) = RUNNING.lock() {
-            p.retain(|&x| x != self.0);
+            p.retain(|e| e.0 != self.0);
         }
     }
 }

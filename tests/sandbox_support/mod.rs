@@ -260,3 +260,96 @@ pub fn describe_tree(root: &Path) -> Vec<String> {
     }
     out
 }
+
+/// The Debian minbase unpacked (once per test process) by `unpack_tar` under this
+/// process's options, into `/var/tmp` (not a tmpfs: overlayfs and xattrs need a real one).
+pub fn debian_layer() -> PathBuf {
+    static LAYER: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    let (_, path) = LAYER.get_or_init(|| {
+        let tar = debian_minbase_tar();
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-debian-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let layer = dir.path().join("layer");
+        std::fs::create_dir(&layer).unwrap();
+        let file = std::io::BufReader::new(std::fs::File::open(tar).unwrap());
+        cairn::rootfs::unpack_tar(
+            file,
+            &layer,
+            &cairn::rootfs::UnpackOptions::for_current_user(),
+        )
+        .unwrap();
+        (dir, layer)
+    });
+    path.clone()
+}
+
+impl Step {
+    /// A step on the Debian minbase plus `more` lowers stacked on it.
+    pub fn debian(more: &[PathBuf]) -> Step {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-sbx-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let mut lowers = vec![debian_layer()];
+        lowers.extend_from_slice(more);
+        let mut step = Step::new(lowers, dir);
+        step.env = vec!["DEBIAN_FRONTEND=noninteractive".into()];
+        step
+    }
+}
+
+/// The environment variable that marks the inner, unprivileged run of a rootless test.
+const INNER: &str = "CAIRN_TEST_ROOTLESS_INNER";
+
+/// For a rootless test: as root, re-runs this test binary's test `name` as the
+/// unprivileged `cairntest` user (made by scripts/setup with subordinate ids) and asserts
+/// it passed, returning `false`; in that inner run, returns `true`.
+pub fn rootless_inner(name: &str) -> bool {
+    rootless_inner_as("cairntest", name)
+}
+
+/// [`rootless_inner`] as another unprivileged user (`cairnnoids` has no subordinate ids).
+pub fn rootless_inner_as(user: &str, name: &str) -> bool {
+    if std::env::var_os(INNER).is_some() {
+        assert!(
+            !nix::unistd::geteuid().is_root(),
+            "the inner run must be unprivileged"
+        );
+        return true;
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root to become cairntest (run scripts/test)"
+    );
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("runuser")
+        .args(["-u", user, "--", "env"])
+        .arg(format!("{INNER}=1"))
+        .arg(format!(
+            "{}={}",
+            cairn::sandbox::EXE_ENV,
+            env!("CARGO_BIN_EXE_cairn")
+        ))
+        .arg("TMPDIR=/tmp")
+        .arg(&exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .output()
+        .expect("runuser exists");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("--- inner run as {user}:\n{text}");
+    assert!(
+        out.status.success(),
+        "the rootless run as {user} failed (is it set up? scripts/setup)"
+    );
+    assert!(
+        text.contains("1 passed"),
+        "the inner run did not run the test"
+    );
+    false
+}

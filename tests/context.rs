@@ -303,6 +303,25 @@ fn staging_writes_the_planned_tree() {
 }
 
 #[test]
+fn one_file_reached_by_two_names_is_two_files_not_a_hardlink() {
+    let dir = sample();
+    let c = ctx(dir.path());
+    let srcs = c.resolve(&s(&["app/lib/link", "app/lib/util.py"])).unwrap();
+    let plan = plan_copy(&srcs, "/x/", &CopyOptions::default()).unwrap();
+    let kinds: Vec<_> = plan
+        .iter()
+        .map(|e| (e.dest.clone(), e.kind.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (b"x/link".to_vec(), EntryKind::File { size: 6 }),
+            (b"x/util.py".to_vec(), EntryKind::File { size: 6 }),
+        ]
+    );
+}
+
+#[test]
 fn plans_record_kinds_owners_and_skip_sockets() {
     let dir = sample();
     let r = dir.path();

@@ -27,8 +27,7 @@ use std::sync::Arc;
 /// Errors of this module. All map to exit code 2 (a bad context or Dockerfile).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
-    Message(String),
+    /// The ignore file is unreadable or holds a bad pattern.
     #[error(transparent)]
     Ignore(#[from] IgnoreError),
     /// The context directory cannot be opened.

@@ -59,8 +59,8 @@ pub struct PlannedEntry {
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Source mtime (seconds, nanoseconds): staged as Docker does, never hashed.
     pub mtime: (i64, i64),
-    /// Device and inode of the source, to find hardlinks; never hashed.
-    pub inode: (u64, u64),
+    /// Device and inode of a source file with several names, to find hardlinks; never hashed.
+    pub inode: Option<(u64, u64)>,
 }
 
 /// Joins a WORKDIR and a COPY destination as Docker does: relative destinations are under
@@ -265,7 +265,7 @@ impl Planner<'_> {
             uid,
             gid,
             mtime: (md.mtime(), md.mtime_nsec()),
-            inode: (md.dev(), md.ino()),
+            inode: (ft.is_file() && md.nlink() > 1).then(|| (md.dev(), md.ino())),
         }))
     }
 }
@@ -294,13 +294,11 @@ fn read_xattrs(path: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Error> {
 fn link_hardlinks(plan: &mut [PlannedEntry]) {
     let mut first: BTreeMap<(u64, u64), Vec<u8>> = BTreeMap::new();
     for e in plan.iter_mut() {
-        if !matches!(e.kind, EntryKind::File { .. }) {
-            continue;
-        }
-        match first.get(&e.inode) {
+        let Some(inode) = e.inode else { continue };
+        match first.get(&inode) {
             Some(f) => e.kind = EntryKind::Hardlink { first: f.clone() },
             None => {
-                first.insert(e.inode, e.dest.clone());
+                first.insert(inode, e.dest.clone());
             }
         }
     }

@@ -265,3 +265,42 @@ fn debian_minbase_unpacks_exactly_like_tar_x() {
         support::describe_tree(&theirs)
     );
 }
+
+#[test]
+fn rootless_ensure_unpacked_keeps_owners_through_the_id_maps() {
+    if !support::rootless_inner("rootless_ensure_unpacked_keeps_owners_through_the_id_maps") {
+        return;
+    }
+    let dir = common::tempdir();
+    let store = cairn::store::Store::open(&dir.path().join("store")).unwrap();
+    let mut t = TarBuilder::default();
+    t.dir("var/cache/apt", 0o755, 42, 42);
+    t.dir("secret", 0o700, 42, 42);
+    t.file("secret/key", b"k", 0o600, 42, 42);
+    t.file("var/cache/apt/pkgcache.bin", b"x", 0o4755, 42, 42);
+    t.char_device("dev/null", 1, 3);
+    t.file("etc/.wh.gone", b"", 0o644, 0, 0);
+    t.file("opq/.wh..wh..opq", b"", 0o644, 0, 0);
+    let tar = t.finish();
+    let diff_id = cairn::Digest::of_bytes(&tar);
+    let blob = store.put_bytes(&gzip(&tar)).unwrap();
+    let opts = UnpackOptions { rootless: true };
+    let layer = ensure_unpacked(&store, &blob, &diff_id, &opts).unwrap();
+    let (uids, gids) = cairn::sandbox::id_maps().unwrap();
+    let m = std::fs::symlink_metadata(layer.join("var/cache/apt/pkgcache.bin")).unwrap();
+    assert_eq!(m.uid(), cairn::idmap::container_to_host(&uids, 42).unwrap());
+    assert_eq!(m.gid(), cairn::idmap::container_to_host(&gids, 42).unwrap());
+    assert_eq!(m.mode() & 0o7777, 0o4755);
+    let d = std::fs::symlink_metadata(layer.join("secret")).unwrap();
+    assert_eq!(d.mode() & 0o7777, 0o700);
+    assert!(
+        !layer.join("dev/null").exists(),
+        "device nodes cannot be made rootless"
+    );
+    assert!(cairn::rootfs::overlay::is_whiteout(
+        &std::fs::symlink_metadata(layer.join("etc/gone")).unwrap()
+    ));
+    assert!(cairn::rootfs::overlay::is_opaque(&layer.join("opq")));
+    cairn::sandbox::remove_as_container_root(&layer).unwrap();
+    assert!(!layer.exists());
+}

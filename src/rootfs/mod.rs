@@ -17,7 +17,7 @@ mod unpack;
 use std::path::{Path, PathBuf};
 
 pub use compress::{decompressed, Compression};
-pub use unpack::unpack_tar;
+pub use unpack::{skipped_summary, unpack_tar, unpack_tar_as, Privilege};
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -106,13 +106,22 @@ pub fn ensure_unpacked(
     let file = store
         .open_blob(blob)
         .map_err(|e| Error::Message(format!("cannot open layer {blob}: {e}")))?;
-    unpack_verified(
-        std::io::BufReader::with_capacity(1 << 20, file),
-        &target,
-        blob,
-        diff_id,
-        opts,
-    )?;
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let unpacked = if opts.rootless {
+        // As root of a user namespace with the sandbox's maps, so owners survive.
+        verify_while(reader, blob, diff_id, |tar| {
+            crate::sandbox::unpack_as_container_root(tar, &target)
+                .map_err(|e| Error::Message(format!("unpack layer {diff_id}: {e}")))
+        })
+    } else {
+        unpack_verified(reader, &target, blob, diff_id, opts)
+    };
+    if let Err(e) = unpacked {
+        if opts.rootless {
+            let _ = crate::sandbox::remove_as_container_root(&target);
+        }
+        return Err(e);
+    }
     if let Some(parent) = dir.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
@@ -128,12 +137,26 @@ pub fn unpack_verified(
     diff_id: &crate::Digest,
     opts: &UnpackOptions,
 ) -> Result<(), Error> {
-    let reader = decompressed(blob_reader).map_err(|e| Error::io(target, e))?;
+    verify_while(blob_reader, blob, diff_id, |tar| {
+        unpack_tar(tar, target, opts)
+    })
+}
+
+/// Decompresses `blob_reader`, hands the tar stream to `consume`, and checks that the
+/// whole uncompressed stream (the padding after the end-of-archive marker included)
+/// hashes to `diff_id`.
+fn verify_while(
+    blob_reader: impl std::io::Read,
+    blob: &crate::Digest,
+    diff_id: &crate::Digest,
+    consume: impl FnOnce(&mut dyn std::io::Read) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let reader =
+        decompressed(blob_reader).map_err(|e| Error::Message(format!("read layer {blob}: {e}")))?;
     let mut hashing = crate::digest::HashingReader::new(reader);
-    unpack_tar(&mut hashing, target, opts)?;
-    // The tar reader stops at the end-of-archive marker; the padding after it is part of
-    // the diff id too.
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| Error::io(target, e))?;
+    consume(&mut hashing)?;
+    std::io::copy(&mut hashing, &mut std::io::sink())
+        .map_err(|e| Error::Message(format!("read layer {blob}: {e}")))?;
     let (_, actual, _) = hashing.finish();
     if &actual != diff_id {
         return Err(Error::DiffIdMismatch {

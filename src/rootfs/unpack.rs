@@ -23,12 +23,48 @@ const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
 /// Unpacks one uncompressed layer tar into `target` (an existing directory) securely:
 /// nothing is created, overwritten or followed outside `target`; OCI whiteouts and
-/// opaque markers become their overlayfs forms.
+/// opaque markers become their overlayfs forms. With `opts.rootless` it runs in this
+/// process, so every file belongs to the invoking user (`ensure_unpacked` instead unpacks
+/// rootless layers inside a user namespace, keeping their owners); what could not be
+/// reproduced is reported on stderr.
 pub fn unpack_tar(reader: impl Read, target: &Path, opts: &UnpackOptions) -> Result<(), Error> {
+    let privilege = if opts.rootless {
+        Privilege::Unprivileged
+    } else {
+        Privilege::Root
+    };
+    let skipped = unpack_tar_as(reader, target, privilege)?;
+    if let Some(first) = skipped.first() {
+        eprintln!(
+            "cairn: warning: {}",
+            skipped_summary(target, &skipped, first)
+        );
+    }
+    Ok(())
+}
+
+/// What the unpacking process may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    /// Real root: everything.
+    Root,
+    /// Root of a user namespace mapping the user's subordinate ids: owners are kept, but
+    /// device nodes and `trusted.*` xattrs cannot be made (skipped and reported).
+    UserNamespace,
+    /// An unprivileged process: no owners, devices or privileged xattrs.
+    Unprivileged,
+}
+
+/// [`unpack_tar`] with an explicit privilege; returns what could not be reproduced.
+pub fn unpack_tar_as(
+    reader: impl Read,
+    target: &Path,
+    privilege: Privilege,
+) -> Result<Vec<String>, Error> {
     let mut archive = tar::Archive::new(reader);
     let mut unpacker = Unpacker {
         root: target.to_path_buf(),
-        opts,
+        privilege,
         dirs: Vec::new(),
         skipped: Vec::new(),
     };
@@ -37,6 +73,16 @@ pub fn unpack_tar(reader: impl Read, target: &Path, opts: &UnpackOptions) -> Res
         unpacker.entry(&mut entry)?;
     }
     unpacker.finish()
+}
+
+/// One line about what an unpack skipped.
+pub fn skipped_summary(target: &Path, skipped: &[String], first: &str) -> String {
+    format!(
+        "unpacking {} without full privileges skipped {} entr{} (first: {first})",
+        target.display(),
+        skipped.len(),
+        if skipped.len() == 1 { "y" } else { "ies" }
+    )
 }
 
 /// Metadata a tar header carries for one entry.
@@ -48,16 +94,16 @@ struct Meta {
     xattrs: Vec<(String, Vec<u8>)>,
 }
 
-struct Unpacker<'a> {
+struct Unpacker {
     root: PathBuf,
-    opts: &'a UnpackOptions,
+    privilege: Privilege,
     /// Directories whose mode and mtime are applied at the end.
     dirs: Vec<(PathBuf, Meta)>,
     /// What a rootless unpack could not reproduce, reported once at the end.
     skipped: Vec<String>,
 }
 
-impl Unpacker<'_> {
+impl Unpacker {
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<(), Error> {
         let raw = entry
             .path()
@@ -209,7 +255,7 @@ impl Unpacker<'_> {
         let (kind, dev) = match header.entry_type() {
             EntryType::Fifo => (SFlag::S_IFIFO, 0),
             t => {
-                if self.opts.rootless {
+                if self.privilege != Privilege::Root {
                     self.skipped.push(format!("device node {}", dest.display()));
                     return Ok(());
                 }
@@ -244,19 +290,31 @@ impl Unpacker<'_> {
         self.set_xattrs(dest, meta)
     }
 
-    fn chown(&self, dest: &Path, meta: &Meta) -> Result<(), Error> {
-        if self.opts.rootless {
-            return Ok(());
+    fn chown(&mut self, dest: &Path, meta: &Meta) -> Result<(), Error> {
+        match self.privilege {
+            Privilege::Unprivileged => Ok(()),
+            Privilege::Root => std::os::unix::fs::lchown(dest, Some(meta.uid), Some(meta.gid))
+                .map_err(|e| Error::io(dest, e)),
+            Privilege::UserNamespace => {
+                // An id beyond the subordinate range cannot be represented: keep root's.
+                if let Err(e) = std::os::unix::fs::lchown(dest, Some(meta.uid), Some(meta.gid)) {
+                    self.skipped.push(format!(
+                        "owner {}:{} of {}: {e}",
+                        meta.uid,
+                        meta.gid,
+                        dest.display()
+                    ));
+                }
+                Ok(())
+            }
         }
-        std::os::unix::fs::lchown(dest, Some(meta.uid), Some(meta.gid))
-            .map_err(|e| Error::io(dest, e))
     }
 
     fn set_xattrs(&mut self, dest: &Path, meta: &Meta) -> Result<(), Error> {
         for (name, value) in &meta.xattrs {
             match xattr::set(dest, name, value) {
                 Ok(()) => {}
-                Err(e) if self.opts.rootless => {
+                Err(e) if self.privilege != Privilege::Root => {
                     self.skipped
                         .push(format!("xattr {name} on {}: {e}", dest.display()));
                 }
@@ -266,23 +324,15 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    /// Applies directory modes and times, deepest first, and reports what was skipped.
-    fn finish(mut self) -> Result<(), Error> {
+    /// Applies directory modes and times, deepest first; returns what was skipped.
+    fn finish(mut self) -> Result<Vec<String>, Error> {
         self.dirs.sort_by(|a, b| b.0.cmp(&a.0));
         for (dir, meta) in &self.dirs {
             fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode))
                 .map_err(|e| Error::io(dir, e))?;
             set_mtime(dir, meta.mtime)?;
         }
-        if let Some(first) = self.skipped.first() {
-            eprintln!(
-                "cairn: warning: rootless unpack of {} could not reproduce {} entr{} (first: {first})",
-                self.root.display(),
-                self.skipped.len(),
-                if self.skipped.len() == 1 { "y" } else { "ies" }
-            );
-        }
-        Ok(())
+        Ok(self.skipped)
     }
 }
 

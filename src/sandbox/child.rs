@@ -1,10 +1,12 @@
-//! The re-executed helper: reads its [`ChildSpec`], unshares the namespaces, waits for
-//! the parent to write the id maps, forks the step's PID 1 and reports how it ended.
+//! The re-executed helper: reads its [`Job`], unshares the namespaces, waits for the
+//! parent to write the id maps, then forks the step's PID 1 and reports how it ended (or,
+//! for the rootless layer jobs, unpacks or removes a tree as root of the namespace).
 //!
 //! It must stay single-threaded up to the fork (see the module docs of `sandbox`).
 
-use super::protocol::{ChildSpec, Report, GO};
+use super::protocol::{ChildSpec, Job, Report, GO};
 use super::{init, sys, Network};
+use crate::rootfs::{skipped_summary, unpack_tar_as, Privilege};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -35,29 +37,49 @@ pub fn send(report: &Report) {
 fn helper() -> Result<Report, String> {
     // Die with the parent: a killed cairn must not leave a step running.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("set pdeathsig: {e}"))?;
-    let spec = {
-        let stdin = std::io::stdin();
-        let mut lines = stdin.lock();
-        let spec: ChildSpec = serde_json::from_str(&read_line(&mut lines)?)
-            .map_err(|e| format!("bad sandbox spec: {e}"))?;
-        let mut flags = CloneFlags::CLONE_NEWUSER
-            | CloneFlags::CLONE_NEWNS
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let job: Job = serde_json::from_str(&read_line(&mut input)?)
+        .map_err(|e| format!("bad sandbox job: {e}"))?;
+    let mut flags = CloneFlags::CLONE_NEWUSER;
+    if let Job::Run(spec) = &job {
+        flags |= CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWUTS
             | CloneFlags::CLONE_NEWIPC;
         if spec.run.network == Network::None {
             flags |= CloneFlags::CLONE_NEWNET;
         }
-        unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
-        send(&Report::Userns);
-        if read_line(&mut lines)? != GO {
-            return Err("the parent could not write the id maps".into());
-        }
-        spec
-    };
+    }
+    unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
+    send(&Report::Userns);
+    if read_line(&mut input)? != GO {
+        return Err("the parent could not write the id maps".into());
+    }
     become_root()?;
+    match job {
+        Job::Run(spec) => {
+            // The forked PID 1 must not inherit a locked stdin.
+            drop(input);
+            run_step(&spec)
+        }
+        Job::Unpack { target } => {
+            let skipped = unpack_tar_as(&mut input, &target, Privilege::UserNamespace)
+                .map_err(|e| e.to_string())?;
+            if let Some(first) = skipped.first() {
+                send(&Report::Warning(skipped_summary(&target, &skipped, first)));
+            }
+            Ok(Report::Exit(0))
+        }
+        Job::Remove { path } => std::fs::remove_dir_all(&path)
+            .map(|()| Report::Exit(0))
+            .map_err(|e| format!("remove {}: {e}", path.display())),
+    }
+}
+
+fn run_step(spec: &ChildSpec) -> Result<Report, String> {
     match sys::fork().map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => init::main(&spec),
+        ForkResult::Child => init::main(spec),
         ForkResult::Parent { child } => {
             send(&Report::Init(child.as_raw()));
             wait_for(child)

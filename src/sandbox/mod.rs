@@ -12,6 +12,7 @@
 
 mod caps;
 mod child;
+mod helper;
 mod idmaps;
 mod init;
 pub mod mounts;
@@ -20,6 +21,7 @@ mod protocol;
 mod staging;
 mod sys;
 mod user;
+mod userns;
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -27,6 +29,7 @@ use std::path::PathBuf;
 pub use idmaps::id_maps;
 pub use parent::{kill_running, run, run_with, RootMode};
 pub use user::{find_in_layers, resolve_user};
+pub use userns::{remove_as_container_root, unpack_as_container_root};
 
 /// The hidden first argument that makes `main` run [`child_main`] instead of the CLI.
 pub const CHILD_ARG: &str = "__cairn-sandbox";

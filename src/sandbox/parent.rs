@@ -4,18 +4,16 @@
 //! the step once more on a copied root and writes the difference into the upper
 //! directory (`rootfs::fallback`), so callers see the same result either way.
 
-use super::idmaps::{id_maps, write_maps};
+use super::helper::{answer_userns, Helper};
 use super::mounts::RootSource;
-use super::protocol::{ChildSpec, Report, GO};
+use super::protocol::{ChildSpec, Job, Report};
 use super::staging::Staging;
-use super::{resolve_user, Error, RunSpec, CHILD_ARG, EXE_ENV};
+use super::{resolve_user, Error, RunSpec};
 use crate::rootfs::{fallback, overlay};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::{BufRead, Read};
+use std::process::ChildStdin;
 use std::sync::Mutex;
 
 /// Running steps: `(helper pid, the step's PID 1 once known)`, for [`kill_running`].
@@ -111,38 +109,11 @@ pub fn run_with(
 
 /// Runs the helper once; returns `Exit` or `NoOverlay`, or the failure as an error.
 fn attempt(spec: &ChildSpec, output: &mut dyn FnMut(&[u8])) -> Result<Report, Error> {
-    let exe = std::env::var_os(EXE_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/proc/self/exe".into());
-    let mut child = Command::new(&exe)
-        .arg(CHILD_ARG)
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Out of the terminal's process group: Ctrl-C reaches cairn, which decides.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| {
-            Error::Message(format!(
-                "cannot start the sandbox helper {}: {e}",
-                exe.display()
-            ))
-        })?;
-    let _registered = Registered::new(child.id() as i32);
-    let line = serde_json::to_string(spec)
-        .map_err(|e| Error::Message(format!("encode the sandbox spec: {e}")))?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    if let Err(e) = writeln!(stdin, "{line}") {
-        return Err(finish_failed(
-            child,
-            format!("cannot send the spec to the sandbox helper: {e}"),
-        ));
-    }
-    let pid = child.id();
-    let control = std::thread::spawn(move || control_loop(BufReader::new(stderr), stdin, pid));
+    let mut helper = Helper::spawn(&Job::Run(Box::new(spec.clone())), true)?;
+    let _registered = Registered::new(helper.pid() as i32);
+    let (stderr, stdin, pid) = (helper.stderr, helper.stdin, helper.child.id());
+    let control = std::thread::spawn(move || control_loop(stderr, stdin, pid));
+    let mut stdout = helper.stdout.take().expect("captured stdout");
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match stdout.read(&mut buf) {
@@ -155,7 +126,7 @@ fn attempt(spec: &ChildSpec, output: &mut dyn FnMut(&[u8])) -> Result<Report, Er
     let reports = control
         .join()
         .unwrap_or_else(|_| vec![Report::Failed("control thread panicked".into())]);
-    let status = child.wait()?;
+    let status = helper.child.wait()?;
     conclude(reports, status)
 }
 
@@ -167,10 +138,7 @@ fn control_loop(stderr: impl BufRead, mut stdin: ChildStdin, pid: u32) -> Vec<Re
         let report = Report::parse(&line);
         match &report {
             Report::Userns => {
-                let answer = id_maps().and_then(|(u, g)| write_maps(pid, &u, &g));
-                let go = if answer.is_ok() { GO } else { "abort" };
-                let _ = writeln!(stdin, "{go}");
-                if let Err(e) = answer {
+                if let Err(e) = answer_userns(&mut stdin, pid) {
                     reports.push(Report::Failed(e.to_string()));
                 }
             }
@@ -181,6 +149,7 @@ fn control_loop(stderr: impl BufRead, mut stdin: ChildStdin, pid: u32) -> Vec<Re
                     }
                 }
             }
+            Report::Warning(w) => eprintln!("cairn: warning: {w}"),
             _ => reports.push(report),
         }
     }
@@ -200,12 +169,6 @@ fn conclude(reports: Vec<Report>, status: std::process::ExitStatus) -> Result<Re
     }
     exit.map(Report::Exit)
         .ok_or_else(|| Error::Message(format!("sandbox helper ended without a report ({status})")))
-}
-
-fn finish_failed(mut child: Child, why: String) -> Error {
-    let _ = child.kill();
-    let _ = child.wait();
-    Error::Message(why)
 }
 
 /// Keeps a helper in [`RUNNING`] while alive.

@@ -7,7 +7,19 @@ use super::RunSpec;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// Everything the helper needs, resolved by the parent.
+/// What the helper is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Job {
+    /// Run a step.
+    Run(Box<ChildSpec>),
+    /// Unpack the uncompressed layer tar that follows on stdin into `target`, as root of a
+    /// user namespace with this user's id maps (so owners survive a rootless unpack).
+    Unpack { target: PathBuf },
+    /// Remove a tree such an unpack made (its files belong to subordinate ids).
+    Remove { path: PathBuf },
+}
+
+/// Everything the helper needs to run a step, resolved by the parent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildSpec {
     pub run: RunSpec,
@@ -35,6 +47,8 @@ pub enum Report {
     NoOverlay(String),
     /// The sandbox itself failed.
     Failed(String),
+    /// Something the parent should print as a warning.
+    Warning(String),
     /// The step's command ended with this code (128 + signal when killed).
     Exit(i32),
 }
@@ -46,6 +60,7 @@ impl Report {
             Report::Init(pid) => format!("init {pid}"),
             Report::NoOverlay(why) => format!("nooverlay {why}"),
             Report::Failed(why) => format!("error {why}"),
+            Report::Warning(what) => format!("warning {what}"),
             Report::Exit(code) => format!("exit {code}"),
         }
     }
@@ -59,6 +74,7 @@ impl Report {
             ("exit", Ok(code)) => Report::Exit(code),
             ("nooverlay", _) => Report::NoOverlay(rest.to_string()),
             ("error", _) => Report::Failed(rest.to_string()),
+            ("warning", _) => Report::Warning(rest.to_string()),
             _ => Report::Failed(line.to_string()),
         }
     }
@@ -75,6 +91,7 @@ mod tests {
             Report::Init(42),
             Report::NoOverlay("mount overlay: EINVAL".into()),
             Report::Failed("no such file".into()),
+            Report::Warning("skipped 3 entries".into()),
             Report::Exit(130),
         ] {
             assert_eq!(Report::parse(&r.to_line()), r);

@@ -261,28 +261,63 @@ pub fn describe_tree(root: &Path) -> Vec<String> {
     out
 }
 
-/// The Debian minbase unpacked (once per test process) by `unpack_tar` under this
-/// process's options, into `/var/tmp` (not a tmpfs: overlayfs and xattrs need a real one).
+/// The Debian minbase unpacked once per test process (as root by `unpack_tar`, rootless
+/// as root of a user namespace, the way `ensure_unpacked` does it) into
+/// `/var/tmp/cairn-debian-<uid>-<pid>` (not a tmpfs: overlayfs and xattrs need a real file
+/// system). A static is never dropped, so each process first sweeps the directories of
+/// its user's dead test processes.
 pub fn debian_layer() -> PathBuf {
-    static LAYER: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
-    let (_, path) = LAYER.get_or_init(|| {
-        let tar = debian_minbase_tar();
-        let dir = tempfile::Builder::new()
-            .prefix("cairn-debian-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let layer = dir.path().join("layer");
-        std::fs::create_dir(&layer).unwrap();
-        let file = std::io::BufReader::new(std::fs::File::open(tar).unwrap());
-        cairn::rootfs::unpack_tar(
-            file,
-            &layer,
-            &cairn::rootfs::UnpackOptions::for_current_user(),
-        )
-        .unwrap();
-        (dir, layer)
-    });
-    path.clone()
+    static LAYER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LAYER
+        .get_or_init(|| {
+            let uid = nix::unistd::geteuid().as_raw();
+            sweep_dead_layers(uid);
+            let dir =
+                Path::new("/var/tmp").join(format!("cairn-debian-{uid}-{}", std::process::id()));
+            std::fs::create_dir(&dir).unwrap();
+            let mut file =
+                std::io::BufReader::new(std::fs::File::open(debian_minbase_tar()).unwrap());
+            if uid == 0 {
+                cairn::rootfs::unpack_tar(file, &dir, &cairn::rootfs::UnpackOptions::default())
+                    .unwrap();
+            } else {
+                cairn::sandbox::unpack_as_container_root(&mut file, &dir).unwrap();
+            }
+            dir
+        })
+        .clone()
+}
+
+fn sweep_dead_layers(uid: u32) {
+    let prefix = format!("cairn-debian-{uid}-");
+    for entry in std::fs::read_dir("/var/tmp").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if !alive {
+            remove_tree(&entry.path());
+        }
+    }
+}
+
+/// Removes a tree a step or a rootless unpack made (which may hold subordinate ids).
+pub fn remove_tree(path: &Path) {
+    if nix::unistd::geteuid().is_root() {
+        let _ = std::fs::remove_dir_all(path);
+    } else {
+        let _ = cairn::sandbox::remove_as_container_root(path);
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        remove_tree(self.dir.path());
+    }
 }
 
 impl Step {

@@ -342,3 +342,25 @@ fn without_subordinate_ids_only_root_works() {
         assert_eq!(uids.len(), 1);
     }
 }
+
+#[test]
+fn a_hundred_and_twenty_long_named_lowers_fit_in_one_mount() {
+    common::require_root();
+    let base = Step::busybox();
+    let mut lowers = base.lowers.clone();
+    for i in 0..120 {
+        // Store paths are long: layers/<64 hex digits>.
+        let layer = base.dir.path().join(format!("{:064x}", i));
+        std::fs::create_dir_all(layer.join("layers")).unwrap();
+        std::fs::write(layer.join("layers").join(i.to_string()), "").unwrap();
+        lowers.push(layer);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("cairn-sbx-")
+        .tempdir()
+        .unwrap();
+    let mut t = Step::new(lowers, dir);
+    t.mode = RootMode::Overlay;
+    let (code, out) = t.run("ls /layers | wc -l");
+    assert_eq!((code, out.trim()), (0, "120"));
+}

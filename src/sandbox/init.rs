@@ -43,6 +43,8 @@ fn setup(spec: &ChildSpec) -> Result<(), Setup> {
     if spec.run.network == Network::None {
         sys::loopback_up().map_err(fail("bring loopback up"))?;
     }
+    // The overlay options name lowers relative to the staging directory.
+    nix::unistd::chdir(&spec.staging).map_err(errno("enter the staging directory"))?;
     let plan = RootPlan {
         root: &spec.root,
         source: spec.source.clone(),

@@ -37,6 +37,8 @@ pub enum RootMode {
     Auto,
     /// Always the copy-based root (for tests, and machines where overlayfs misbehaves).
     Copy,
+    /// Overlayfs or fail (for tests).
+    Overlay,
 }
 
 /// Runs one step and returns its exit code (128 + signal when killed). `Err` only when
@@ -69,18 +71,24 @@ pub fn run_with(
     let staging = Staging::new(spec)?;
     let mut lowers = spec.lowers.clone();
     lowers.push(staging.top_layer());
-    let options = overlay::mount_options(&lowers, &spec.upper, &spec.work, true)?;
+    let upper = std::path::absolute(&spec.upper)?;
+    let work = std::path::absolute(&spec.work)?;
+    let options = overlay::mount_options(&staging.link_lowers(&lowers)?, &upper, &work, true)?;
     let mut child = ChildSpec {
         run: spec.clone(),
         root: staging.root(),
         source: RootSource::Overlay(options),
         etc_files: staging.etc_files(),
+        staging: staging.path().to_path_buf(),
         uid,
         gid,
         groups,
     };
-    if mode == RootMode::Auto {
+    if mode != RootMode::Copy {
         match attempt(&child, output)? {
+            Report::NoOverlay(why) if mode == RootMode::Overlay => {
+                return Err(Error::Message(format!("sandbox: {why}")))
+            }
             Report::NoOverlay(_) => {}
             Report::Exit(code) => return Ok(code),
             other => {
@@ -126,8 +134,16 @@ fn attempt(spec: &ChildSpec, output: &mut dyn FnMut(&[u8])) -> Result<Report, Er
     let reports = control
         .join()
         .unwrap_or_else(|_| vec![Report::Failed("control thread panicked".into())]);
+    if reports.iter().any(|r| matches!(r, Report::Exit(_))) {
+        // The step is over (its PID 1 is reaped, so is everything it started) but the
+        // helper's exit still tears down its mount namespace, which costs tens of
+        // milliseconds of RCU grace periods: reap it in the background.
+        let mut child = helper.child;
+        std::thread::spawn(move || child.wait());
+        return conclude(reports, None);
+    }
     let status = helper.child.wait()?;
-    conclude(reports, status)
+    conclude(reports, Some(status))
 }
 
 /// Reads the helper's reports, answering the user-namespace one with the maps.
@@ -157,7 +173,10 @@ fn control_loop(stderr: impl BufRead, mut stdin: ChildStdin, pid: u32) -> Vec<Re
 }
 
 /// The first failure (or overlay refusal) wins over the exit code the helper saw.
-fn conclude(reports: Vec<Report>, status: std::process::ExitStatus) -> Result<Report, Error> {
+fn conclude(
+    reports: Vec<Report>,
+    status: Option<std::process::ExitStatus>,
+) -> Result<Report, Error> {
     let mut exit = None;
     for r in reports {
         match r {
@@ -167,8 +186,12 @@ fn conclude(reports: Vec<Report>, status: std::process::ExitStatus) -> Result<Re
             _ => {}
         }
     }
-    exit.map(Report::Exit)
-        .ok_or_else(|| Error::Message(format!("sandbox helper ended without a report ({status})")))
+    exit.map(Report::Exit).ok_or_else(|| {
+        Error::Message(format!(
+            "sandbox helper ended without a report ({})",
+            status.map(|s| s.to_string()).unwrap_or_default()
+        ))
+    })
 }
 
 /// Keeps a helper in [`RUNNING`] while alive.

@@ -28,6 +28,8 @@ pub struct ChildSpec {
     pub source: RootSource,
     /// Holds `resolv.conf`, `hosts` and `hostname` for the step.
     pub etc_files: PathBuf,
+    /// The parent's staging directory, where relative overlay lowers are resolved.
+    pub staging: PathBuf,
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,

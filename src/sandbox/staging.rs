@@ -43,6 +43,27 @@ impl Staging {
         self.dir.path().join("top")
     }
 
+    /// The staging directory itself: the helper works from here, so that the overlay
+    /// options can name lowers by the short links of [`Staging::link_lowers`].
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Links `l/0`, `l/1`, … to `lowers` and returns those relative names: a page of
+    /// mount options then holds hundreds of lowers instead of a few dozen store paths
+    /// (Docker's overlay2 driver does the same).
+    pub fn link_lowers(&self, lowers: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
+        let dir = self.dir.path().join("l");
+        fs::create_dir(&dir)?;
+        let mut names = Vec::with_capacity(lowers.len());
+        for (i, lower) in lowers.iter().enumerate() {
+            let name = Path::new("l").join(i.to_string());
+            std::os::unix::fs::symlink(std::path::absolute(lower)?, self.dir.path().join(&name))?;
+            names.push(name);
+        }
+        Ok(names)
+    }
+
     /// A directory for the copy-based fallback's merged root.
     pub fn copy_dir(&self) -> PathBuf {
         self.dir.path().join("copy")

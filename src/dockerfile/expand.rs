@@ -32,6 +32,8 @@ pub struct Options {
     pub raw_escapes: bool,
     /// Leave references to unset variables as written instead of expanding them to "".
     pub skip_unset: bool,
+    /// Treat quotes as ordinary characters (COPY heredoc bodies).
+    pub skip_quotes: bool,
 }
 
 impl Options {
@@ -41,6 +43,7 @@ impl Options {
             raw_quotes: false,
             raw_escapes: false,
             skip_unset: false,
+            skip_quotes: false,
         }
     }
 }
@@ -218,12 +221,12 @@ impl Scan<'_> {
                     result.push_str(&v);
                     words.add_string(&v);
                 }
-                '\'' => {
+                '\'' if !self.opts.skip_quotes => {
                     let v = self.single_quote()?;
                     result.push_str(&v);
                     words.add_raw_string(&v);
                 }
-                '"' => {
+                '"' if !self.opts.skip_quotes => {
                     let v = self.double_quote()?;
                     result.push_str(&v);
                     words.add_raw_string(&v);

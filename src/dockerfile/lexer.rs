@@ -175,6 +175,7 @@ fn heredocs_in(ll: &LogicalLine) -> Result<Vec<Heredoc>, Fault> {
         raw_quotes: true,
         raw_escapes: true,
         skip_unset: true,
+        skip_quotes: false,
     });
     let words = match lexer.process(&ll.text, &no_env) {
         Ok(e) => e.words,

@@ -303,6 +303,61 @@ fn staging_writes_the_planned_tree() {
 }
 
 #[test]
+fn copy_exclude_patterns_apply_below_each_source() {
+    let dir = sample();
+    let c = ctx(dir.path());
+    let dests = |srcs: &[&str], exclude: &[&str]| -> Vec<String> {
+        let opts = CopyOptions {
+            exclude: s(exclude),
+            ..Default::default()
+        };
+        let plan = plan_copy(&c.resolve(&s(srcs)).unwrap(), "/x/", &opts).unwrap();
+        plan.iter()
+            .map(|e| String::from_utf8(e.dest.clone()).unwrap())
+            .collect()
+    };
+    assert_eq!(
+        dests(&["app"], &["*.py", "empty"]),
+        s(&["x", "x/lib", "x/lib/link", "x/lib/util.py"]),
+        "*.py only matches at the top of the copied directory"
+    );
+    assert_eq!(
+        dests(&["app"], &["**/*.py", "!lib/util.py", "empty"]),
+        s(&["x", "x/lib", "x/lib/link", "x/lib/util.py"])
+    );
+    assert_eq!(dests(&["app"], &["lib"]), s(&["x", "x/empty", "x/main.py"]));
+    assert_eq!(
+        dests(&["*.md", "app/main.py"], &["*.md"]),
+        s(&["x/main.py"])
+    );
+    let o = CopyOptions::default();
+    let excl = CopyOptions {
+        exclude: s(&["lib"]),
+        ..Default::default()
+    };
+    let srcs = c.resolve(&s(&["app"])).unwrap();
+    assert_ne!(
+        hash_sources(&srcs, "/x/", &o).unwrap(),
+        hash_sources(&srcs, "/x/", &excl).unwrap()
+    );
+    let bad = CopyOptions {
+        exclude: s(&["[oops"]),
+        ..Default::default()
+    };
+    let err = plan_copy(&srcs, "/x/", &bad).unwrap_err().to_string();
+    assert!(err.starts_with("--exclude:1: invalid pattern"), "{err}");
+}
+
+#[test]
+fn a_trailing_slash_demands_a_directory() {
+    let dir = sample();
+    let c = ctx(dir.path());
+    let err = c.resolve(&s(&["README.md/"])).unwrap_err().to_string();
+    assert!(err.contains("\"README.md/\": not a directory"), "{err}");
+    assert!(c.resolve(&s(&["app/"])).unwrap()[0].is_dir());
+}
+
+#[test]
 fn one_file_reached_by_two_names_is_two_files_not_a_hardlink() {
     let dir = sample();
     let c = ctx(dir.path());

@@ -192,3 +192,43 @@ fn load_prefers_explicit_then_dockerfile_specific_then_context() {
     let wrapped: cairn::context::Error = err.into();
     assert!(matches!(wrapped, cairn::context::Error::Ignore(_)));
 }
+
+mod props {
+    use cairn::context::glob::go_match;
+    use cairn::dockerfile::ignore::IgnoreMatcher;
+    use proptest::prelude::*;
+
+    const ALPHABET: &str = "[ab*?\\[\\]\\^\\-\\\\/!.# \n]{0,24}";
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any ignore file either parses or is a named error, and matching never panics.
+        #[test]
+        fn ignore_files_never_panic(text in ALPHABET, path in "[ab/.*]{0,16}") {
+            if let Ok(m) = IgnoreMatcher::parse(&text) {
+                let _ = m.is_excluded(&path);
+                let _ = m.may_include_below(&path);
+            }
+        }
+
+        /// Go's matcher never panics, and a pattern without metacharacters matches itself.
+        #[test]
+        fn go_match_never_panics(pattern in ALPHABET, name in "[ab/.*\\[]{0,16}") {
+            let _ = go_match(pattern.as_bytes(), name.as_bytes());
+            let literal: String = name.chars().filter(|c| !"*?[\\\\".contains(*c)).collect();
+            prop_assert_eq!(go_match(literal.as_bytes(), literal.as_bytes()), Ok(true));
+        }
+
+        /// When a pattern has no `**`, an exclusion agrees with Go's `filepath.Match` on a
+        /// path or one of its parents (moby's regex translation must not drift from Go).
+        #[test]
+        fn single_patterns_agree_with_go_match(pattern in "[ab*?]{1,3}(/[ab*?]{1,3}){0,2}", path in "[ab]{1,3}(/[ab]{1,3}){0,3}") {
+            prop_assume!(!pattern.contains("**"));
+            let m = IgnoreMatcher::parse(&pattern).unwrap();
+            let parts: Vec<&str> = path.split('/').collect();
+            let go = (1..=parts.len()).any(|n| go_match(pattern.as_bytes(), parts[..n].join("/").as_bytes()) == Ok(true));
+            prop_assert_eq!(m.is_excluded(&path), go, "pattern {} path {}", pattern, path);
+        }
+    }
+}

@@ -36,6 +36,9 @@ pub enum Error {
     /// A source without wildcards that does not exist (or is excluded by `.dockerignore`).
     #[error("copy source {src:?}: not found in {place}")]
     NotFound { src: String, place: String },
+    /// A source written with a trailing `/` that is a file.
+    #[error("copy source {src:?}: not a directory")]
+    NotADirectory { src: String },
     /// Every source was a wildcard and none matched anything.
     #[error("copy sources {srcs:?}: no files match in {place}")]
     NoMatch { srcs: Vec<String>, place: String },
@@ -83,6 +86,9 @@ pub struct CopyOptions {
     /// The destination already exists as a directory in the parent image, so a single file
     /// goes inside it even without a trailing `/` (only the integrator can know this).
     pub dest_is_dir: bool,
+    /// `--exclude` patterns (`.dockerignore` syntax, exceptions allowed), matched against
+    /// paths relative to each copied directory, or a copied file's name.
+    pub exclude: Vec<String>,
 }
 
 /// A build context: a directory and the ignore rules that hide parts of it.

@@ -10,6 +10,7 @@
 
 use super::resolve::Source;
 use super::{read_err, CopyOptions, Error};
+use crate::dockerfile::ignore::IgnoreMatcher;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -97,16 +98,37 @@ pub fn plan_copy(
     }
     let base = super::glob::clean(&format!("/{dest}"));
     let base = base.trim_start_matches('/').as_bytes();
+    let exclude = match opts.exclude.is_empty() {
+        true => None,
+        false => Some(IgnoreMatcher::parse_named(
+            &opts.exclude.join("\n"),
+            "--exclude",
+        )?),
+    };
     let mut planner = Planner {
         opts,
+        exclude,
         entries: BTreeMap::new(),
     };
     for src in sources {
         let abs = src.path();
         let md = fs::metadata(&abs).map_err(read_err(&abs))?;
         if src.is_dir {
-            planner.walk_dir(src, &abs, &src.rel, base, &md)?;
+            let at = At {
+                abs: abs.clone(),
+                rel: src.rel.clone(),
+                local: Vec::new(),
+                dest: base.to_vec(),
+            };
+            planner.walk_dir(src, &at, &md)?;
         } else {
+            let excluded = planner
+                .exclude
+                .as_ref()
+                .is_some_and(|m| m.is_excluded(&String::from_utf8_lossy(&src.name)));
+            if excluded {
+                continue;
+            }
             let target = if dest_is_dir {
                 join(base, &src.name)
             } else {
@@ -130,8 +152,51 @@ fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
     }
 }
 
+/// A path being walked: on disk, relative to the source root (for the ignore file),
+/// relative to the copied directory (for `--exclude`), and at the destination.
+struct At {
+    abs: PathBuf,
+    rel: Vec<u8>,
+    local: Vec<u8>,
+    dest: Vec<u8>,
+}
+
+impl At {
+    fn child(&self, name: &[u8]) -> At {
+        At {
+            abs: self.abs.join(OsStr::from_bytes(name)),
+            rel: join(&self.rel, name),
+            local: join(&self.local, name),
+            dest: join(&self.dest, name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hidden {
+    /// Included.
+    No,
+    /// Excluded, and nothing below can come back.
+    Skip,
+    /// An excluded directory walked only because an exception could match below.
+    Descend,
+}
+
+fn hidden(m: &IgnoreMatcher, path: &[u8], is_dir: bool) -> Hidden {
+    let s = String::from_utf8_lossy(path);
+    if !m.is_excluded(&s) {
+        Hidden::No
+    } else if is_dir && m.may_include_below(&s) {
+        Hidden::Descend
+    } else {
+        Hidden::Skip
+    }
+}
+
 struct Planner<'o> {
     opts: &'o CopyOptions,
+    /// `--exclude` patterns, relative to each copied directory.
+    exclude: Option<IgnoreMatcher>,
     entries: BTreeMap<Vec<u8>, PlannedEntry>,
 }
 
@@ -159,52 +224,43 @@ impl Planner<'_> {
         self.entries.insert(e.dest.clone(), e);
     }
 
-    /// Plans a directory and, recursively, what it holds under the ignore rules. Returns
-    /// whether anything was planned (an excluded directory appears only for its exceptions).
-    fn walk_dir(
-        &mut self,
-        src: &Source,
-        abs: &Path,
-        rel: &[u8],
-        dest: &[u8],
-        md: &fs::Metadata,
-    ) -> Result<bool, Error> {
-        if !dest.is_empty() {
-            if let Some(e) = self.entry(src, abs, rel, dest.to_vec(), md)? {
+    /// Plans a directory and, recursively, what it holds under the ignore rules and
+    /// `--exclude`. Returns whether anything was planned (an excluded directory appears only
+    /// for the exceptions below it).
+    fn walk_dir(&mut self, src: &Source, at: &At, md: &fs::Metadata) -> Result<bool, Error> {
+        if !at.dest.is_empty() {
+            if let Some(e) = self.entry(src, &at.abs, &at.rel, at.dest.clone(), md)? {
                 self.insert(e);
             }
         }
         let mut names = Vec::new();
-        for entry in fs::read_dir(abs).map_err(read_err(abs))? {
-            names.push(entry.map_err(read_err(abs))?.file_name());
+        for entry in fs::read_dir(&at.abs).map_err(read_err(&at.abs))? {
+            names.push(entry.map_err(read_err(&at.abs))?.file_name());
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut any = false;
         for name in names {
-            let child_abs = abs.join(&name);
-            let child_rel = join(rel, name.as_bytes());
-            let child_dest = join(dest, name.as_bytes());
-            let md = fs::symlink_metadata(&child_abs).map_err(read_err(&child_abs))?;
-            let excluded = src.ignore.as_ref().is_some_and(|m| {
-                let s = String::from_utf8_lossy(&child_rel);
-                m.is_excluded(&s) && !(md.is_dir() && m.may_include_below(&s))
-            });
-            if excluded {
+            let child = at.child(name.as_bytes());
+            let md = fs::symlink_metadata(&child.abs).map_err(read_err(&child.abs))?;
+            let is_dir = md.is_dir();
+            let context = src.ignore.as_deref().map(|m| hidden(m, &child.rel, is_dir));
+            let local = self
+                .exclude
+                .as_ref()
+                .map(|m| hidden(m, &child.local, is_dir));
+            let verdicts = [context, local];
+            if verdicts.iter().flatten().any(|v| *v == Hidden::Skip) {
                 continue;
             }
-            let hidden_dir = md.is_dir()
-                && src
-                    .ignore
-                    .as_ref()
-                    .is_some_and(|m| m.is_excluded(&String::from_utf8_lossy(&child_rel)));
-            if md.is_dir() {
-                let found = self.walk_dir(src, &child_abs, &child_rel, &child_dest, &md)?;
-                if hidden_dir && !found {
-                    self.entries.remove(&child_dest);
+            let only_for_exceptions = verdicts.iter().flatten().any(|v| *v == Hidden::Descend);
+            if is_dir {
+                let found = self.walk_dir(src, &child, &md)?;
+                if only_for_exceptions && !found {
+                    self.entries.remove(&child.dest);
                 } else {
                     any = true;
                 }
-            } else if let Some(e) = self.entry(src, &child_abs, &child_rel, child_dest, &md)? {
+            } else if let Some(e) = self.entry(src, &child.abs, &child.rel, child.dest, &md)? {
                 self.insert(e);
                 any = true;
             }

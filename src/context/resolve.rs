@@ -110,6 +110,9 @@ pub(crate) fn resolve(
         let wildcard = has_wildcards(rel);
         for cand in candidates {
             match finder.lookup(&cand, true, src)? {
+                Some((_, false)) if src.ends_with('/') || src.ends_with("/.") => {
+                    return Err(Error::NotADirectory { src: src.clone() })
+                }
                 Some((resolved, is_dir)) => out.push(Source {
                     root: root.to_path_buf(),
                     rel: resolved,

@@ -278,3 +278,42 @@ fn bad_tags_are_refused_before_anything_is_written() {
         export::write_docker_archive(&store, &img, &["Bad Tag".into()], Vec::new()).unwrap_err();
     assert!(matches!(err, export::Error::InvalidTag(_)), "{err}");
 }
+
+#[test]
+fn engine_errors_during_load_are_reported() {
+    common::require_docker();
+    let t = common::tempdir();
+    let (store, good) = busybox_image(t.path(), Compression::Gzip);
+    // A config whose diffID does not match the layer: the engine refuses it mid-load.
+    let mut config = ImageConfig::from_json(&store.read_blob(&good.config).unwrap()).unwrap();
+    config.rootfs.diff_ids = vec![cairn::Digest::of_bytes(b"not the layer")];
+    let json = config.to_canonical_json();
+    let config_digest = store.put_bytes(&json).unwrap();
+    let manifest = store
+        .put_bytes(&manifest_json(
+            &config_digest,
+            json.len() as u64,
+            &good.layers,
+        ))
+        .unwrap();
+    let bad = BuiltImage {
+        manifest,
+        config: config_digest,
+        layers: good.layers.clone(),
+    };
+    let tag = unique_tag("broken");
+    let _rmi = Rmi(vec![tag.clone(), bad.config.to_string()]);
+    let vias = [
+        LoadVia::detect().unwrap(),
+        LoadVia::Socket("/var/run/docker.sock".into()),
+    ];
+    for via in vias {
+        let err =
+            export::docker_load_via(&via, &store, &bad, std::slice::from_ref(&tag)).unwrap_err();
+        assert!(
+            matches!(err, export::Error::Docker { .. }),
+            "{via:?}: {err}"
+        );
+        assert!(err.to_string().contains("diff"), "{via:?}: {err}");
+    }
+}

@@ -116,3 +116,25 @@ fn recompress_keeps_and_checks_the_diff_id() {
     let err = layer::recompress(&store, &wrong, Compression::Gzip).unwrap_err();
     assert!(matches!(err, layer::Error::DiffIdMismatch { .. }), "{err}");
 }
+
+#[test]
+fn recompress_is_remembered() {
+    let t = common::tempdir();
+    let store = Store::open(&t.path().join("store")).unwrap();
+    let up = t.path().join("upper");
+    tree(&up);
+    let zst = layer::from_upper(&store, &up, &LayerOptions::default())
+        .unwrap()
+        .unwrap();
+    let gz = layer::recompress(&store, &zst, Compression::Gzip).unwrap();
+    // With the source blob gone, only the remembered conversion can answer.
+    fs::remove_file(store.blob_path(&zst.digest)).unwrap();
+    assert_eq!(
+        layer::recompress(&store, &zst, Compression::Gzip).unwrap(),
+        gz
+    );
+    // Its blob gone too: the memo is not trusted, and the missing source is reported.
+    fs::remove_file(store.blob_path(&gz.digest)).unwrap();
+    let err = layer::recompress(&store, &zst, Compression::Gzip).unwrap_err();
+    assert!(matches!(err, layer::Error::Store(_)), "{err}");
+}

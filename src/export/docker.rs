@@ -8,6 +8,7 @@ use super::tags::normalize_tag;
 use super::{BuiltImage, Error};
 use crate::store::Store;
 use std::ffi::OsStr;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -58,43 +59,65 @@ pub fn docker_load_via(
         .map(|t| normalize_tag(t))
         .collect::<Result<_, _>>()?;
     match via {
-        LoadVia::Cli(cli) => {
-            let docker = Cli(cli);
-            if docker.image_id(img.config.as_str())?.is_none() {
-                docker.load(store, img, &tags)?;
-            }
-            for t in &tags {
-                docker.run("tag", [img.config.as_str(), t.as_str()])?;
-            }
-            docker
-                .image_id(tags.first().map_or(img.config.as_str(), |t| t.as_str()))?
-                .ok_or_else(|| Error::Docker {
-                    action: "load".into(),
-                    detail: format!(
-                        "the engine does not show image {} after loading it",
-                        img.config
-                    ),
-                })
-        }
-        LoadVia::Socket(sock) => {
-            let engine = Engine::new(sock);
-            if engine.image_id(img.config.as_str())?.is_none() {
-                engine.load(|w| write_docker_archive(store, img, &tags, w))?;
-            }
-            for t in &tags {
-                engine.tag(img.config.as_str(), t)?;
-            }
-            engine
-                .image_id(tags.first().map_or(img.config.as_str(), |t| t.as_str()))?
-                .ok_or_else(|| Error::Docker {
-                    action: "load".into(),
-                    detail: format!(
-                        "the engine does not show image {} after loading it",
-                        img.config
-                    ),
-                })
-        }
+        LoadVia::Cli(cli) => load_with(&Cli(cli), store, img, &tags),
+        LoadVia::Socket(sock) => load_with(&Engine::new(sock), store, img, &tags),
     }
+}
+
+/// Writes the docker-archive into the writer it is given (run on a second thread).
+pub(crate) type WriteArchive<'a> = dyn FnMut(&mut dyn Write) -> Result<(), Error> + Send + 'a;
+
+/// What a load needs from the engine, by CLI or by API.
+pub(crate) trait EngineOps {
+    /// The ID of `reference`, or `None` when the engine has no such image.
+    fn image_id(&self, reference: &str) -> Result<Option<String>, Error>;
+    /// Loads the docker-archive `write` produces; returns what the engine printed.
+    fn load(&self, write: &mut WriteArchive) -> Result<String, Error>;
+    /// Tags image `id` as the normalised `tag`.
+    fn tag(&self, id: &str, tag: &str) -> Result<(), Error>;
+}
+
+fn load_with(
+    e: &dyn EngineOps,
+    store: &Store,
+    img: &BuiltImage,
+    tags: &[String],
+) -> Result<String, Error> {
+    let id = match e.image_id(img.config.as_str())? {
+        Some(id) => id,
+        None => {
+            let printed = e.load(&mut |w| write_docker_archive(store, img, tags, w))?;
+            // Ask by name: with the containerd image store the ID is the manifest digest.
+            let by = tags
+                .first()
+                .map(String::as_str)
+                .or_else(|| loaded_id(&printed));
+            let id = match by {
+                Some(r) => e.image_id(r)?,
+                None => e.image_id(img.config.as_str())?,
+            };
+            id.ok_or_else(|| Error::Docker {
+                action: "load".into(),
+                detail: format!(
+                    "the engine does not show image {} after loading it",
+                    img.config
+                ),
+            })?
+        }
+    };
+    for t in tags {
+        e.tag(&id, t)?;
+    }
+    Ok(id)
+}
+
+/// The ID in `docker load`'s "Loaded image ID: sha256:…" line, when it printed one.
+fn loaded_id(printed: &str) -> Option<&str> {
+    printed
+        .split("Loaded image ID: ")
+        .nth(1)?
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '\\')
+        .next()
 }
 
 struct Cli<'a>(&'a Path);
@@ -121,8 +144,9 @@ impl Cli<'_> {
             ))
         }
     }
+}
 
-    /// The ID of `reference`, or `None` when the engine has no such image.
+impl EngineOps for Cli<'_> {
     fn image_id(&self, reference: &str) -> Result<Option<String>, Error> {
         match self.run("image", ["inspect", "--format", "{{.Id}}", reference]) {
             Ok(id) => Ok(Some(id)),
@@ -136,7 +160,7 @@ impl Cli<'_> {
     }
 
     /// Streams the docker-archive into `docker load` on stdin.
-    fn load(&self, store: &Store, img: &BuiltImage, tags: &[String]) -> Result<(), Error> {
+    fn load(&self, write: &mut WriteArchive) -> Result<String, Error> {
         let mut child = Command::new(self.0)
             .arg("load")
             .stdin(Stdio::piped())
@@ -149,7 +173,7 @@ impl Cli<'_> {
         // can block the other on a full pipe.
         let (written, out) = std::thread::scope(|s| {
             let writer = s.spawn(move || {
-                let r = write_docker_archive(store, img, tags, &mut stdin);
+                let r = write(&mut stdin);
                 drop(stdin);
                 r
             });
@@ -164,7 +188,11 @@ impl Cli<'_> {
         }
         // A broken pipe after a successful load cannot happen; any other write error is real.
         written?;
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn tag(&self, id: &str, tag: &str) -> Result<(), Error> {
+        self.run("tag", [id, tag]).map(drop)
     }
 }
 
@@ -173,4 +201,20 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_loaded_id() {
+        let id = "sha256:0123";
+        assert_eq!(loaded_id(&format!("Loaded image ID: {id}\n")), Some(id));
+        assert_eq!(
+            loaded_id(&format!("{{\"stream\":\"Loaded image ID: {id}\\n\"}}")),
+            Some(id)
+        );
+        assert_eq!(loaded_id("Loaded image: x:1\n"), None);
+    }
 }

@@ -1,6 +1,7 @@
 //! [`Engine`]: the few Docker Engine API calls a load needs (inspect, load, tag), spoken as
 //! plain HTTP/1.1 over the unix socket, for machines with a daemon but no docker CLI.
 
+use super::docker::{EngineOps, WriteArchive};
 use super::tags::repo_and_tag;
 use super::Error;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -37,8 +38,24 @@ impl Engine {
         })
     }
 
-    /// The ID of `reference`, or `None` when the engine has no such image.
-    pub(crate) fn image_id(&self, reference: &str) -> Result<Option<String>, Error> {
+    fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response, Error> {
+        let mut s = self.connect()?;
+        let mut req =
+            format!("{method} {API}{path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n");
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).map_err(Error::Write)?;
+        if let Some(b) = body {
+            s.write_all(b).map_err(Error::Write)?;
+        }
+        read_response(&mut s)
+    }
+}
+
+impl EngineOps for Engine {
+    fn image_id(&self, reference: &str) -> Result<Option<String>, Error> {
         let r = self.request("GET", &format!("/images/{}/json", escape(reference)), None)?;
         match r.status {
             200 => {
@@ -52,10 +69,7 @@ impl Engine {
     }
 
     /// `POST /images/load` with the archive `write` produces, sent chunked as it is made.
-    pub(crate) fn load(
-        &self,
-        write: impl FnOnce(&mut dyn Write) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    fn load(&self, write: &mut WriteArchive) -> Result<String, Error> {
         let mut s = self.connect()?;
         let head = format!(
             "POST {API}/images/load?quiet=1 HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-tar\r\n\
@@ -86,7 +100,7 @@ impl Engine {
                         }
                     }
                 }
-                Ok(())
+                Ok(text.into_owned())
             }
             Ok(r) => Err(fail("load", &r)),
             Err(e) => {
@@ -96,8 +110,7 @@ impl Engine {
         }
     }
 
-    /// Tags image `id` as `tag` (normalised `name:tag`).
-    pub(crate) fn tag(&self, id: &str, tag: &str) -> Result<(), Error> {
+    fn tag(&self, id: &str, tag: &str) -> Result<(), Error> {
         let (repo, t) = repo_and_tag(tag);
         let path = format!(
             "/images/{}/tag?repo={}&tag={}",
@@ -110,21 +123,6 @@ impl Engine {
             200 | 201 => Ok(()),
             _ => Err(fail("tag", &r)),
         }
-    }
-
-    fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response, Error> {
-        let mut s = self.connect()?;
-        let mut req =
-            format!("{method} {API}{path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n");
-        if let Some(b) = body {
-            req.push_str(&format!("Content-Length: {}\r\n", b.len()));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).map_err(Error::Write)?;
-        if let Some(b) = body {
-            s.write_all(b).map_err(Error::Write)?;
-        }
-        read_response(&mut s)
     }
 }
 

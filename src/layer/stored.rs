@@ -30,8 +30,17 @@ pub fn from_upper(
 
 /// The same layer compressed as `to` (e.g. zstd → gzip for an engine that reads no zstd),
 /// written into the store. The uncompressed content is re-hashed on the way and must match
-/// the layer's diffID. A layer already in `to` is returned as it is.
+/// the layer's diffID. A layer already in `to` is returned as it is; a conversion done
+/// before is remembered in a store record and not redone while its blob is there.
 pub fn recompress(store: &Store, layer: &Layer, to: Compression) -> Result<Layer, Error> {
+    let memo = format!("recompress-{}-{to}", layer.digest.hex());
+    if let Some(bytes) = store.record_get(&memo)? {
+        if let Ok(done) = serde_json::from_slice::<Layer>(&bytes) {
+            if done.diff_id == layer.diff_id && store.has_blob(&done.digest) {
+                return Ok(done);
+            }
+        }
+    }
     let from = match layer.compression() {
         Some(c) => c,
         None => sniff(store, &layer.digest)?,
@@ -39,6 +48,18 @@ pub fn recompress(store: &Store, layer: &Layer, to: Compression) -> Result<Layer
     if from == to {
         return Ok(layer.clone());
     }
+    let done = convert(store, layer, from, to)?;
+    let json = serde_json::to_vec(&done).map_err(|e| Error::Message(e.to_string()))?;
+    store.record_put(&memo, &json)?;
+    Ok(done)
+}
+
+fn convert(
+    store: &Store,
+    layer: &Layer,
+    from: Compression,
+    to: Compression,
+) -> Result<Layer, Error> {
     let file = store.open_blob(&layer.digest)?;
     let mut tar = HashingReader::new(
         decoder(from, BufReader::with_capacity(256 * 1024, file)).map_err(Error::Write)?,

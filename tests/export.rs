@@ -14,8 +14,10 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
 
-/// A store holding a one-layer busybox image compressed as `c`.
-fn busybox_image(root: &Path, c: Compression) -> (Store, BuiltImage) {
+/// A store holding a one-layer busybox image compressed as `c`. `test` goes into a label
+/// so that tests running at once never share an image ID (one's `docker rmi` would pull
+/// the image from under another).
+fn busybox_image(root: &Path, c: Compression, test: &str) -> (Store, BuiltImage) {
     let store = Store::open(&root.join("store")).unwrap();
     let tree = root.join("tree");
     fs::create_dir_all(tree.join("bin")).unwrap();
@@ -34,7 +36,7 @@ fn busybox_image(root: &Path, c: Compression) -> (Store, BuiltImage) {
     config
         .config
         .labels
-        .insert("org.cairn.test".into(), "export".into());
+        .insert("org.cairn.test".into(), test.into());
     let h = History {
         created_by: Some("COPY busybox /bin/".into()),
         ..History::default()
@@ -90,7 +92,7 @@ fn docker_run_ok(image: &str) {
 fn docker_archive_loads_in_docker_and_skopeo_reads_it() {
     common::require_docker();
     let t = common::tempdir();
-    let (store, img) = busybox_image(t.path(), Compression::Zstd);
+    let (store, img) = busybox_image(t.path(), Compression::Zstd, "archive");
     let tag = unique_tag("archive");
     let _rmi = Rmi(vec![tag.clone(), img.config.to_string()]);
     let path = t.path().join("image.tar");
@@ -146,7 +148,7 @@ fn docker_archive_loads_in_docker_and_skopeo_reads_it() {
         Command::new("skopeo").args(["inspect", &arch]),
     ))
     .unwrap();
-    assert_eq!(v["Labels"]["org.cairn.test"], "export");
+    assert_eq!(v["Labels"]["org.cairn.test"], "archive");
     // skopeo presents docker-archive layers uncompressed, by diffID.
     assert_eq!(v["Layers"][0], compat.layers[0].diff_id.as_str());
     let oci = format!("oci-archive:{}", path.display());
@@ -159,7 +161,11 @@ fn oci_layout_unpacks_with_umoci_and_reads_with_skopeo() {
     let t = common::tempdir();
     for c in [Compression::Gzip, Compression::Zstd] {
         let dir = t.path().join(format!("{c}"));
-        let (store, img) = busybox_image(&dir, c);
+        let (store, img) = busybox_image(
+            &dir,
+            c,
+            "oci_layout_unpacks_with_umoci_and_reads_with_skopeo",
+        );
         let layout = dir.join("layout");
         export::write_oci_layout(&store, &img, &["cairn/busybox:1".to_string()], &layout).unwrap();
         let index: serde_json::Value =
@@ -211,7 +217,11 @@ fn oci_layout_unpacks_with_umoci_and_reads_with_skopeo() {
 fn docker_load_via_cli_then_skips_when_present() {
     common::require_docker();
     let t = common::tempdir();
-    let (store, img) = busybox_image(t.path(), Compression::Gzip);
+    let (store, img) = busybox_image(
+        t.path(),
+        Compression::Gzip,
+        "docker_load_via_cli_then_skips_when_present",
+    );
     let tag = unique_tag("cli");
     let tag2 = unique_tag("cli2");
     let _rmi = Rmi(vec![tag.clone(), tag2.clone(), img.config.to_string()]);
@@ -231,7 +241,7 @@ fn docker_load_via_cli_then_skips_when_present() {
 fn docker_load_via_engine_api() {
     common::require_docker();
     let t = common::tempdir();
-    let (store, img) = busybox_image(t.path(), Compression::Zstd);
+    let (store, img) = busybox_image(t.path(), Compression::Zstd, "docker_load_via_engine_api");
     let tag = unique_tag("api");
     let _rmi = Rmi(vec![tag.clone(), img.config.to_string()]);
     let sock = LoadVia::Socket("/var/run/docker.sock".into());
@@ -243,7 +253,11 @@ fn docker_load_via_engine_api() {
 #[test]
 fn unreachable_docker_is_a_clear_error() {
     let t = common::tempdir();
-    let (store, img) = busybox_image(t.path(), Compression::Gzip);
+    let (store, img) = busybox_image(
+        t.path(),
+        Compression::Gzip,
+        "unreachable_docker_is_a_clear_error",
+    );
     let via = LoadVia::Socket(t.path().join("no-docker.sock"));
     let err = export::docker_load_via(&via, &store, &img, &["x:1".into()]).unwrap_err();
     assert!(matches!(err, export::Error::DockerUnreachable(_)), "{err}");
@@ -273,7 +287,11 @@ fn unreachable_docker_is_a_clear_error() {
 #[test]
 fn bad_tags_are_refused_before_anything_is_written() {
     let t = common::tempdir();
-    let (store, img) = busybox_image(t.path(), Compression::Gzip);
+    let (store, img) = busybox_image(
+        t.path(),
+        Compression::Gzip,
+        "bad_tags_are_refused_before_anything_is_written",
+    );
     let err =
         export::write_docker_archive(&store, &img, &["Bad Tag".into()], Vec::new()).unwrap_err();
     assert!(matches!(err, export::Error::InvalidTag(_)), "{err}");
@@ -283,7 +301,11 @@ fn bad_tags_are_refused_before_anything_is_written() {
 fn engine_errors_during_load_are_reported() {
     common::require_docker();
     let t = common::tempdir();
-    let (store, good) = busybox_image(t.path(), Compression::Gzip);
+    let (store, good) = busybox_image(
+        t.path(),
+        Compression::Gzip,
+        "engine_errors_during_load_are_reported",
+    );
     // A config whose diffID does not match the layer: the engine refuses it mid-load.
     let mut config = ImageConfig::from_json(&store.read_blob(&good.config).unwrap()).unwrap();
     config.rootfs.diff_ids = vec![cairn::Digest::of_bytes(b"not the layer")];

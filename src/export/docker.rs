@@ -181,13 +181,18 @@ impl EngineOps for Cli<'_> {
             (writer.join().expect("archive writer thread"), out)
         });
         let out = out.map_err(Error::io(self.0))?;
+        // Our own failure comes first: a truncated archive makes docker say odd things.
+        // A broken pipe only means docker stopped reading; its own message says why.
+        match written {
+            Err(Error::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
         if !out.status.success() {
             let mut detail = String::from_utf8_lossy(&out.stderr).into_owned();
             detail.push_str(&String::from_utf8_lossy(&out.stdout));
             return Err(Error::from_docker("load", &detail));
         }
-        // A broken pipe after a successful load cannot happen; any other write error is real.
-        written?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 

@@ -1,12 +1,310 @@
-//! `cairn build` and `cairn key`: options validated here, the work done by the executor.
+//! `cairn build` and `cairn key`: raw `docker build`-style flags turned into validated
+//! [`BuildOptions`], the executor called, and the result handed to Docker or written out.
+//! Results go to stdout (the image ID, or one flat JSON object with `--format json`); logs
+//! go to stderr.
 
-use super::{BuildArgs, Cli};
-use crate::error::Result;
+use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress, PullPolicy};
+use crate::error::{Error, Result};
+use crate::executor::{self, BuildOptions, BuildResult, Mode, Reporter};
+use crate::layer::Compression;
+use crate::registry::{self, RegistryOptions};
+use crate::sandbox::Network;
+use crate::store::Store;
+use crate::Platform;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
 
-pub fn build(_cli: &Cli, _args: &BuildArgs) -> Result<()> {
-    Err(super::not_yet("build"))
+/// Where the image goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Load,
+    DockerArchive(PathBuf),
+    OciLayout(PathBuf),
 }
 
-pub fn key(_cli: &Cli, _args: &BuildArgs) -> Result<()> {
-    Err(super::not_yet("key"))
+/// Parses `type=docker,dest=FILE` / `type=oci,dest=DIR` (and a bare path, as docker takes it).
+pub fn parse_output(spec: &str) -> Result<Output> {
+    let mut kind = None;
+    let mut dest = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+            Some((k, _)) => {
+                return Err(Error::Usage(format!(
+                    "--output {spec}: unknown key {k:?} (expected type=, dest=)"
+                )))
+            }
+            None if kind.is_none() && !part.is_empty() => {
+                return Ok(Output::DockerArchive(PathBuf::from(part)));
+            }
+            None => {
+                return Err(Error::Usage(format!(
+                    "--output {spec}: expected type=...,dest=..."
+                )))
+            }
+        }
+    }
+    match (kind.as_deref(), dest) {
+        (Some("docker"), None) => Ok(Output::Load),
+        (Some("docker") | Some("tar"), Some(d)) => Ok(Output::DockerArchive(d)),
+        (Some("oci"), Some(d)) => Ok(Output::OciLayout(d)),
+        (Some("oci"), None) => Err(Error::Usage(format!(
+            "--output {spec}: type=oci needs dest=DIR"
+        ))),
+        (Some(other), _) => Err(Error::Usage(format!(
+            "--output {spec}: unsupported type {other:?} (cairn writes type=docker and type=oci)"
+        ))),
+        (None, _) => Err(Error::Usage(format!("--output {spec}: missing type="))),
+    }
+}
+
+fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(Error::Usage(format!("{flag} {s:?}: expected KEY=VALUE"))),
+    }
+}
+
+/// `--build-arg K=V`, or `--build-arg K` taking K from the environment (skipped when unset).
+fn build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        if a.contains('=') {
+            let (k, v) = key_value("--build-arg", a)?;
+            out.insert(k, v);
+        } else if let Ok(v) = std::env::var(a) {
+            out.insert(a.clone(), v);
+        }
+    }
+    Ok(out)
+}
+
+/// Options shared by `cairn build` and `cairn key`.
+pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
+    let (context, dockerfile_path, dockerfile_text) = if args.context == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Error::Usage(format!("cannot read the Dockerfile from stdin: {e}")))?;
+        (None, PathBuf::from("Dockerfile"), text)
+    } else {
+        let ctx = PathBuf::from(&args.context);
+        if !ctx.is_dir() {
+            return Err(Error::Usage(format!(
+                "context {}: not a directory",
+                ctx.display()
+            )));
+        }
+        let file = args.file.clone().unwrap_or_else(|| ctx.join("Dockerfile"));
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
+        (Some(ctx), file, text)
+    };
+    let platform = match &args.platform {
+        Some(p) => p
+            .parse::<Platform>()
+            .map_err(|e| Error::Usage(e.to_string()))?,
+        None => Platform::host(),
+    };
+    let labels = args
+        .labels
+        .iter()
+        .map(|l| key_value("--label", l))
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
+            Error::Usage(format!(
+                "SOURCE_DATE_EPOCH={v:?}: expected seconds since the epoch"
+            ))
+        })?),
+        _ => None,
+    };
+    if let Some(f) = &args.ignore_file {
+        if !f.is_file() {
+            return Err(Error::Usage(format!(
+                "--ignore-file {}: no such file",
+                f.display()
+            )));
+        }
+    }
+    Ok(BuildOptions {
+        context,
+        dockerfile_path,
+        dockerfile_text,
+        ignore_file: args.ignore_file.clone(),
+        build_args: build_args(&args.build_args)?,
+        target: args.target.clone(),
+        platform,
+        labels,
+        no_cache: args.no_cache,
+        pull: match args.pull {
+            PullPolicy::Always => registry::PullPolicy::Always,
+            PullPolicy::Missing => registry::PullPolicy::Missing,
+            PullPolicy::Never => registry::PullPolicy::Never,
+        },
+        network: match args.network {
+            NetworkArg::None => Network::None,
+            NetworkArg::Default | NetworkArg::Host => Network::Host,
+        },
+        compression: match args.compression {
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::None => Compression::None,
+        },
+        source_date_epoch,
+        registry: registry_options(cli),
+    })
+}
+
+pub(crate) fn registry_options(cli: &Cli) -> RegistryOptions {
+    RegistryOptions {
+        insecure: cli.insecure_registries.clone(),
+        ..RegistryOptions::default()
+    }
+}
+
+fn reporter(args: &BuildArgs) -> Reporter {
+    let mode = if args.quiet {
+        Mode::Quiet
+    } else {
+        match args.progress {
+            Progress::Auto => Mode::auto(),
+            Progress::Plain => Mode::Plain,
+            Progress::Tty => Mode::Tty,
+            Progress::Json => Mode::Json,
+        }
+    };
+    Reporter::new(mode, args.explain)
+}
+
+pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
+    let outputs = args
+        .output
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<Result<Vec<_>>>()?;
+    let mut outputs = outputs;
+    if outputs.is_empty() || (args.load && !outputs.contains(&Output::Load)) {
+        outputs.push(Output::Load);
+    }
+    for t in &args.tags {
+        registry::Reference::parse(t)
+            .map_err(|e| Error::Usage(format!("-t {t}: invalid image name: {e}")))?;
+    }
+    let opts = options(cli, args)?;
+    let store = Store::open(&cli.store_root())?;
+    let rep = reporter(args);
+    let result = executor::build(&store, &opts, &rep)?;
+    let mut image_id = result.image_id().to_string();
+    for out in &outputs {
+        match out {
+            Output::Load => {
+                rep.info("loading the image into Docker");
+                image_id = crate::export::docker_load(&store, &result.image, &args.tags)?;
+            }
+            Output::DockerArchive(dest) => {
+                let f = std::fs::File::create(dest)
+                    .map_err(|e| Error::Usage(format!("cannot create {}: {e}", dest.display())))?;
+                crate::export::write_docker_archive(
+                    &store,
+                    &result.image,
+                    &args.tags,
+                    std::io::BufWriter::new(f),
+                )?;
+            }
+            Output::OciLayout(dest) => {
+                crate::export::write_oci_layout(&store, &result.image, &args.tags, dest)?;
+            }
+        }
+    }
+    if let Some(f) = &args.iidfile {
+        std::fs::write(f, &image_id)
+            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", f.display())))?;
+    }
+    rep.emit(&executor::Event::Finished {
+        image_id: &image_id,
+        cache_key: &result.cache_key.to_string(),
+        all_cached: result.all_cached,
+    });
+    print_result(args, &result, &image_id);
+    Ok(())
+}
+
+/// The result on stdout: the image ID, or one flat JSON object of strings (Terraform's
+/// `data "external"` accepts only that shape).
+fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str) {
+    match args.format {
+        OutputFormat::Text => println!("{image_id}"),
+        OutputFormat::Json => {
+            let mut m = BTreeMap::new();
+            m.insert("image_id", image_id.to_string());
+            m.insert("config_digest", result.image.config.to_string());
+            m.insert("manifest_digest", result.image.manifest.to_string());
+            m.insert("tags", args.tags.join(","));
+            m.insert("cache_key", result.cache_key.to_string());
+            m.insert("all_cached", result.all_cached.to_string());
+            m.insert(
+                "steps_cached",
+                format!(
+                    "{}/{}",
+                    result.steps.iter().filter(|s| s.cached).count(),
+                    result.steps.len()
+                ),
+            );
+            println!("{}", serde_json::to_string(&m).unwrap_or_default());
+        }
+    }
+}
+
+pub fn key(cli: &Cli, args: &BuildArgs) -> Result<()> {
+    let opts = options(cli, args)?;
+    let store = Store::open(&cli.store_root())?;
+    let rep = reporter(args);
+    let key = executor::key(&store, &opts, &rep)?;
+    match args.format {
+        OutputFormat::Text => println!("{key}"),
+        OutputFormat::Json => println!("{}", serde_json::json!({ "cache_key": key.to_string() })),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_specs() {
+        assert_eq!(parse_output("type=docker").unwrap(), Output::Load);
+        assert_eq!(
+            parse_output("type=docker,dest=/tmp/x.tar").unwrap(),
+            Output::DockerArchive("/tmp/x.tar".into())
+        );
+        assert_eq!(
+            parse_output("type=oci,dest=out").unwrap(),
+            Output::OciLayout("out".into())
+        );
+        assert!(parse_output("type=registry").is_err());
+        assert!(parse_output("type=oci").is_err());
+        assert!(parse_output("type=docker,bogus=1").is_err());
+    }
+
+    #[test]
+    fn build_args_take_environment_when_bare() {
+        std::env::set_var("CAIRN_TEST_BUILD_ARG", "from-env");
+        let m = build_args(&[
+            "A=1".into(),
+            "CAIRN_TEST_BUILD_ARG".into(),
+            "CAIRN_UNSET_XYZ".into(),
+        ])
+        .unwrap();
+        assert_eq!(m.get("A").map(String::as_str), Some("1"));
+        assert_eq!(
+            m.get("CAIRN_TEST_BUILD_ARG").map(String::as_str),
+            Some("from-env")
+        );
+        assert!(!m.contains_key("CAIRN_UNSET_XYZ"));
+        assert!(build_args(&["=x".into()]).is_err());
+    }
 }

@@ -261,7 +261,3 @@ pub fn report(e: &Error) -> std::process::ExitCode {
     eprintln!("cairn: error: {e}");
     std::process::ExitCode::from(e.exit_code() as u8)
 }
-
-pub(crate) fn not_yet(what: &str) -> Error {
-    Error::Internal(format!("{what} is not implemented yet"))
-}

@@ -1,0 +1,430 @@
+//! [`build`]: the executor, the only place that knows the stage order. It walks the plan,
+//! computes each step's cache key from its inputs alone, restores hits from the store and
+//! runs misses (pull, sandbox, layer), then writes the final config and manifest.
+//!
+//! Every step — metadata ones too — gets a cache entry pointing at the [`State`] it produced,
+//! so a fully cached build reproduces the same config bytes and thus the same image ID.
+
+mod merge;
+pub mod progress;
+mod state;
+mod steps;
+
+pub use progress::{Event, Mode, Reporter};
+pub use state::State;
+
+use crate::cache::{self, CacheKey, KeyInputs};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::export::BuiltImage;
+use crate::image::{self, ImageConfig};
+use crate::layer::Compression;
+use crate::plan::{self, Base, Plan, PlanOptions};
+use crate::registry::{self, PullPolicy, Reference, RegistryOptions};
+use crate::sandbox::Network;
+use crate::store::{CacheEntry, Store};
+use crate::Platform;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Everything a build needs, validated by the CLI.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The context directory; `None` when the Dockerfile came from stdin.
+    pub context: Option<PathBuf>,
+    /// The Dockerfile's path (named in messages and `--explain` records).
+    pub dockerfile_path: PathBuf,
+    pub dockerfile_text: String,
+    pub ignore_file: Option<PathBuf>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Platform,
+    pub labels: BTreeMap<String, String>,
+    pub no_cache: bool,
+    pub pull: PullPolicy,
+    pub network: Network,
+    pub compression: Compression,
+    pub source_date_epoch: Option<i64>,
+    pub registry: RegistryOptions,
+}
+
+/// What one step did.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    pub text: String,
+    pub key: CacheKey,
+    pub cached: bool,
+    pub explain: Vec<String>,
+}
+
+/// The outcome of a build: the image (all blobs in the store) and how each step went.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    pub image: BuiltImage,
+    pub config: ImageConfig,
+    pub cache_key: CacheKey,
+    pub steps: Vec<StepReport>,
+    pub all_cached: bool,
+}
+
+impl BuildResult {
+    /// The image ID Docker will show: the config digest.
+    pub fn image_id(&self) -> &Digest {
+        &self.image.config
+    }
+}
+
+/// The label holding the last step's cache key, for Terraform triggers.
+pub const CACHE_KEY_LABEL: &str = "org.cairn.cache-key";
+
+/// Builds (or, with `key_only`, only keys) the image the options describe.
+pub fn build(store: &Store, opts: &BuildOptions, rep: &Reporter) -> Result<BuildResult> {
+    Builder::new(store, opts, rep, false)?.run()
+}
+
+/// Computes the final cache key without running any step (the base is still resolved).
+pub fn key(store: &Store, opts: &BuildOptions, rep: &Reporter) -> Result<CacheKey> {
+    Ok(Builder::new(store, opts, rep, true)?.run()?.cache_key)
+}
+
+/// One finished stage: its state and the key of its last step.
+#[derive(Clone)]
+struct StageResult {
+    state: State,
+    key: CacheKey,
+}
+
+struct Builder<'a> {
+    store: &'a Store,
+    opts: &'a BuildOptions,
+    rep: &'a Reporter,
+    key_only: bool,
+    plan: Plan,
+    df_name: String,
+    context: Option<crate::context::Context>,
+    previous: BTreeMap<String, KeyInputs>,
+    recorded: BTreeMap<String, KeyInputs>,
+    steps: Vec<StepReport>,
+    total: usize,
+}
+
+impl<'a> Builder<'a> {
+    fn new(
+        store: &'a Store,
+        opts: &'a BuildOptions,
+        rep: &'a Reporter,
+        key_only: bool,
+    ) -> Result<Self> {
+        let df_name = opts.dockerfile_path.display().to_string();
+        let df = crate::dockerfile::parse(&opts.dockerfile_text, &df_name)?;
+        let plan = plan::plan(
+            &df,
+            &PlanOptions {
+                build_args: opts.build_args.clone(),
+                target: opts.target.clone(),
+                target_platform: opts.platform.clone(),
+                build_platform: Platform::host(),
+            },
+        )?;
+        for a in &plan.unused_build_args {
+            rep.info(&format!(
+                "warning: build arg {a} was not consumed by any stage"
+            ));
+        }
+        let context = match &opts.context {
+            Some(dir) => {
+                let ignore = crate::dockerfile::ignore::IgnoreMatcher::load(
+                    dir,
+                    &opts.dockerfile_path,
+                    opts.ignore_file.as_deref(),
+                )
+                .map_err(crate::context::Error::from)?;
+                Some(crate::context::Context::open(dir, ignore)?)
+            }
+            None => None,
+        };
+        let previous = store
+            .record_get(&record_name(&opts.dockerfile_path))?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let total = plan.stages.iter().map(|s| s.instructions.len()).sum();
+        Ok(Builder {
+            store,
+            opts,
+            rep,
+            key_only,
+            plan,
+            df_name,
+            context,
+            previous,
+            recorded: BTreeMap::new(),
+            steps: Vec::new(),
+            total,
+        })
+    }
+
+    fn run(mut self) -> Result<BuildResult> {
+        let mut done: Vec<StageResult> = Vec::new();
+        for si in 0..self.plan.stages.len() {
+            let r = self.build_stage(si, &done)?;
+            done.push(r);
+        }
+        let last = done
+            .pop()
+            .ok_or_else(|| Error::Internal("the plan has no stage".into()))?;
+        if !self.key_only {
+            let _ = self.store.record_put(
+                &record_name(&self.opts.dockerfile_path),
+                &serde_json::to_vec(&self.recorded).unwrap_or_default(),
+            );
+        }
+        let all_cached = self.steps.iter().all(|s| s.cached);
+        let (image, config) = if self.key_only {
+            (
+                BuiltImage {
+                    manifest: Digest::of_bytes(b""),
+                    config: Digest::of_bytes(b""),
+                    layers: Vec::new(),
+                },
+                last.state.config.clone(),
+            )
+        } else {
+            self.finish(&last)?
+        };
+        Ok(BuildResult {
+            image,
+            config,
+            cache_key: last.key,
+            steps: self.steps,
+            all_cached,
+        })
+    }
+
+    /// The base of a stage: its starting state and key.
+    fn base(&self, si: usize, done: &[StageResult]) -> Result<StageResult> {
+        let stage = &self.plan.stages[si];
+        match &stage.base {
+            Base::Scratch => {
+                let platform = stage
+                    .platform
+                    .clone()
+                    .unwrap_or_else(|| self.opts.platform.clone());
+                Ok(StageResult {
+                    state: State {
+                        config: ImageConfig::new_scratch(&platform),
+                        layers: Vec::new(),
+                    },
+                    key: cache::scratch_key(&platform),
+                })
+            }
+            Base::Stage(i) => Ok(done[*i].clone()),
+            Base::Image(r) => self.pull_image(r, stage.platform.as_ref()),
+        }
+    }
+
+    fn pull_image(&self, r: &str, platform: Option<&Platform>) -> Result<StageResult> {
+        let reference = Reference::parse(r)?;
+        let platform = platform
+            .cloned()
+            .unwrap_or_else(|| self.opts.platform.clone());
+        self.rep
+            .info(&format!("resolving {reference} ({platform})"));
+        let pulled = registry::pull(
+            self.store,
+            &reference,
+            &platform,
+            self.opts.pull,
+            &self.opts.registry,
+        )?;
+        if pulled.offline_fallback {
+            self.rep.info(&format!(
+                "warning: registry unreachable; using the stored {} for {reference}",
+                pulled.manifest_digest
+            ));
+        }
+        let config = ImageConfig::from_json(&pulled.config)?;
+        if config.rootfs.diff_ids.len() != pulled.layers.len() {
+            return Err(Error::Internal(format!(
+                "{reference}: the config lists {} layers but the manifest {}",
+                config.rootfs.diff_ids.len(),
+                pulled.layers.len()
+            )));
+        }
+        let layers = pulled
+            .layers
+            .iter()
+            .zip(&config.rootfs.diff_ids)
+            .map(|(d, diff_id)| {
+                Ok(image::LayerDesc {
+                    digest: Digest::parse(d.digest().as_ref())
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                    size: d.size(),
+                    media_type: d.media_type().to_string(),
+                    diff_id: diff_id.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(StageResult {
+            key: cache::base_key(&pulled.manifest_digest, &platform),
+            state: State {
+                config: config.for_child(),
+                layers,
+            },
+        })
+    }
+
+    fn build_stage(&mut self, si: usize, done: &[StageResult]) -> Result<StageResult> {
+        let StageResult { mut state, mut key } = self.base(si, done)?;
+        let stage = self.plan.stages[si].clone();
+        let stage_label = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.index));
+        // ONBUILD triggers of the base run first, as Docker does; the child does not inherit them.
+        let triggers = std::mem::take(&mut state.config.config.on_build);
+        let mut instructions = Vec::new();
+        for t in &triggers {
+            instructions.push(steps::parse_trigger(t)?);
+        }
+        self.total += instructions.len();
+        instructions.extend(stage.instructions.iter().cloned());
+
+        let mut scope = plan::Scope::new(&self.plan, &stage, &state.config.config.env);
+        let mut ctx = steps::StageCtx::new(&stage_label);
+        for (ii, inst) in instructions.iter().enumerate() {
+            let expanded = scope.apply(inst)?;
+            let prepared = steps::prepare(self, &mut ctx, &state, &scope, &expanded, inst, done)?;
+            let inputs = KeyInputs {
+                parent: key.clone(),
+                instruction: expanded.canonical(),
+                env: scope.run_env(),
+                user: state.config.config.user.clone().unwrap_or_default(),
+                workdir: state.config.config.working_dir.clone().unwrap_or_default(),
+                shell: state.config.config.shell.clone().unwrap_or_default(),
+                network: prepared.network_name(self.opts.network).to_string(),
+                inputs: prepared.inputs_digest(),
+                input_files: prepared.input_files(),
+            };
+            let new_key = inputs.key();
+            let step_no = self.steps.len() + 1;
+            let rec_name = format!("{}/{}", stage.index, ii);
+            let cached_entry = if self.opts.no_cache {
+                None
+            } else {
+                self.store.cache_get(&new_key)?
+            };
+            let text = inst.original.lines().next().unwrap_or_default().to_string();
+            let key_text = new_key.to_string();
+            self.rep.emit(&Event::Step {
+                step: step_no,
+                total: self.total,
+                stage: &stage_label,
+                text: &text,
+                key: &key_text,
+                cached: cached_entry.is_some(),
+            });
+            let mut explain = Vec::new();
+            if cached_entry.is_none() {
+                explain = match self.previous.get(&rec_name) {
+                    Some(prev) if prev.key() == new_key => {
+                        vec!["the cache entry is missing (pruned, or --no-cache)".into()]
+                    }
+                    Some(prev) => cache::explain_change(prev, &inputs),
+                    None => vec!["no earlier build of this step".into()],
+                };
+                self.rep.emit(&Event::Explain {
+                    step: step_no,
+                    reasons: &explain,
+                });
+            }
+            let started = Instant::now();
+            state = match cached_entry {
+                Some(entry) => State::load(self.store, &entry.state)?,
+                None if self.key_only => steps::simulate(&state, &mut ctx, &expanded, inst, &scope),
+                None => {
+                    let (next, timings) = steps::execute(
+                        self, &mut ctx, step_no, &state, &scope, &expanded, inst, prepared, done,
+                    )?;
+                    let (digest, refs) = next.save(self.store)?;
+                    self.store.cache_put(
+                        &new_key,
+                        &CacheEntry {
+                            state: digest,
+                            refs,
+                            created: now_rfc3339(),
+                        },
+                    )?;
+                    self.rep.emit(&Event::Done {
+                        step: step_no,
+                        seconds: progress::secs(started.elapsed()),
+                        stages: &timings,
+                    });
+                    next
+                }
+            };
+            self.recorded.insert(rec_name, inputs);
+            self.steps.push(StepReport {
+                text,
+                key: new_key.clone(),
+                cached: explain.is_empty(),
+                explain,
+            });
+            key = new_key;
+        }
+        Ok(StageResult { state, key })
+    }
+
+    /// Writes the final config and manifest into the store.
+    fn finish(&self, last: &StageResult) -> Result<(BuiltImage, ImageConfig)> {
+        let mut config = last.state.config.clone();
+        for (k, v) in &self.opts.labels {
+            config.config.labels.insert(k.clone(), v.clone());
+        }
+        config
+            .config
+            .labels
+            .insert(CACHE_KEY_LABEL.to_string(), last.key.to_string());
+        config.created = match self.opts.source_date_epoch {
+            Some(t) => Some(crate::image::rfc3339(t)),
+            None => config.history.last().and_then(|h| h.created.clone()),
+        };
+        let config_bytes = config.to_canonical_json();
+        let config_digest = self.store.put_bytes(&config_bytes)?;
+        let manifest = image::manifest_json(
+            &config_digest,
+            config_bytes.len() as u64,
+            &last.state.layers,
+        );
+        let manifest_digest = self.store.put_bytes(&manifest)?;
+        Ok((
+            BuiltImage {
+                manifest: manifest_digest,
+                config: config_digest,
+                layers: last.state.layers.clone(),
+            },
+            config,
+        ))
+    }
+}
+
+/// The record that holds the last build's key inputs for a Dockerfile path (for --explain).
+fn record_name(dockerfile: &std::path::Path) -> String {
+    let abs = std::fs::canonicalize(dockerfile).unwrap_or_else(|_| dockerfile.to_path_buf());
+    format!(
+        "explain-{}",
+        Digest::of_bytes(abs.to_string_lossy().as_bytes()).hex()
+    )
+}
+
+/// The current time in RFC 3339, or `SOURCE_DATE_EPOCH`'s when given.
+pub(crate) fn step_time(source_date_epoch: Option<i64>) -> String {
+    match source_date_epoch {
+        Some(t) => crate::image::rfc3339(t),
+        None => now_rfc3339(),
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

@@ -26,6 +26,7 @@ fn a_step_that_changes_nothing_leaves_an_empty_upper() {
     let (code, out) = t.run("cat /etc/resolv.conf /etc/hosts /etc/hostname >/dev/null && ls /proc/self /dev/pts /sys >/dev/null");
     assert_eq!(code, 0, "{out}");
     assert_eq!(upper_entries(&t), Vec::<String>::new());
+    std::fs::remove_dir_all(&t.work).expect("the work dir can be removed by its owner");
 }
 
 fn changes_land_in_the_upper_in_overlay_form() {
@@ -146,6 +147,37 @@ fn the_copy_based_root_gives_the_same_upper() {
     assert_eq!(uppers[0], uppers[1]);
 }
 
+fn the_layer_tar_is_read_as_container_root() {
+    let mut t = Step::busybox();
+    t.user = "bob".into();
+    let (code, out) = t.run("mkdir -m 700 /tmp/private && echo s > /tmp/private/secret && chmod 600 /tmp/private/secret");
+    assert_eq!(code, 0, "{out}");
+    if !nix::unistd::geteuid().is_root() {
+        let outside = std::fs::read(t.upper.join("tmp/private/secret"));
+        assert!(outside.is_err(), "the user alone cannot read it");
+    }
+    let mut tar = Vec::new();
+    let opts = cairn::layer::LayerOptions::default();
+    cairn::sandbox::layer_tar_as_container_root(&t.upper, &opts, &mut tar).unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut found = false;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("tmp/private/secret") {
+            assert_eq!(
+                entry.header().uid().unwrap(),
+                1000,
+                "owners read as the container's ids"
+            );
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut body).unwrap();
+            assert_eq!(body, "s\n");
+            found = true;
+        }
+    }
+    assert!(found, "the secret is in the layer");
+}
+
 /// Each busybox check as root; the same checks run rootless below.
 mod as_root {
     #[test]
@@ -191,6 +223,12 @@ mod as_root {
     }
 
     #[test]
+    fn the_layer_tar_is_read_as_container_root() {
+        super::common::require_root();
+        super::the_layer_tar_is_read_as_container_root();
+    }
+
+    #[test]
     fn the_copy_based_root_gives_the_same_upper() {
         super::common::require_root();
         super::the_copy_based_root_gives_the_same_upper();
@@ -208,6 +246,7 @@ fn busybox_checks_rootless() {
         background_processes_do_not_survive_the_step();
         user_and_network_none();
         the_copy_based_root_gives_the_same_upper();
+        the_layer_tar_is_read_as_container_root();
     }
 }
 

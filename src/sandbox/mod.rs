@@ -29,7 +29,7 @@ use std::path::PathBuf;
 pub use idmaps::id_maps;
 pub use parent::{kill_running, run, run_with, RootMode};
 pub use user::{find_in_layers, resolve_user};
-pub use userns::{remove_as_container_root, unpack_as_container_root};
+pub use userns::{layer_tar_as_container_root, remove_as_container_root, unpack_as_container_root};
 
 /// The hidden first argument that makes `main` run [`child_main`] instead of the CLI.
 pub const CHILD_ARG: &str = "__cairn-sandbox";

@@ -58,6 +58,26 @@ pub fn run_with(
     mode: RootMode,
     output: &mut dyn FnMut(&[u8]),
 ) -> Result<i32, Error> {
+    let result = run_once(spec, mode, output);
+    open_work_dir(&spec.work);
+    result
+}
+
+/// Overlayfs leaves `work/work` with mode 000; the owner may open it again, so that a
+/// plain recursive removal of the step's directories works.
+fn open_work_dir(work: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(entries) = std::fs::read_dir(work) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o700));
+            }
+        }
+    }
+}
+
+/// One run of a step, in the requested root mode.
+fn run_once(spec: &RunSpec, mode: RootMode, output: &mut dyn FnMut(&[u8])) -> Result<i32, Error> {
     if spec.argv.is_empty() {
         return Err(Error::Message("empty command".into()));
     }

@@ -17,6 +17,12 @@ pub enum Job {
     Unpack { target: PathBuf },
     /// Remove a tree such an unpack made (its files belong to subordinate ids).
     Remove { path: PathBuf },
+    /// Write the changeset tar of a rootless step's upper directory to stdout, reading
+    /// as root of the namespace (files of the step's users may be unreadable outside).
+    LayerTar {
+        dir: PathBuf,
+        opts: crate::layer::LayerOptions,
+    },
 }
 
 /// Everything the helper needs to run a step, resolved by the parent.

@@ -2,7 +2,9 @@
 //! sandbox: [`unpack_as_container_root`] unpacks a layer as root of a user namespace, so
 //! a file the layer gives to uid 42 belongs to the subordinate id the step will see as 42
 //! (an unprivileged process could only keep them all its own), and
-//! [`remove_as_container_root`] removes such a tree again, which the user alone cannot.
+//! [`remove_as_container_root`] removes such a tree again, which the user alone cannot, and
+//! [`layer_tar_as_container_root`] writes a rootless step's layer tar reading as the
+//! namespace's root (a step's `chmod 700` directory of user 1000 is unreadable outside).
 
 use super::helper::{answer_userns, Helper};
 use super::protocol::{Job, Report};
@@ -27,8 +29,31 @@ pub fn remove_as_container_root(path: &Path) -> Result<(), Error> {
     run_job(&job, None)
 }
 
+/// Writes the uncompressed changeset tar of `dir` (see `layer::write_tar`) to `out`,
+/// reading it inside a user namespace with this user's maps; `opts`' id maps are not
+/// needed there (owners read as the container's ids).
+pub fn layer_tar_as_container_root(
+    dir: &Path,
+    opts: &crate::layer::LayerOptions,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let job = Job::LayerTar {
+        dir: dir.to_path_buf(),
+        opts: opts.clone(),
+    };
+    run_job_with_output(&job, None, Some(out))
+}
+
 fn run_job(job: &Job, input: Option<&mut dyn Read>) -> Result<(), Error> {
-    let mut helper = Helper::spawn(job, false)?;
+    run_job_with_output(job, input, None)
+}
+
+fn run_job_with_output(
+    job: &Job,
+    input: Option<&mut dyn Read>,
+    output: Option<&mut dyn Write>,
+) -> Result<(), Error> {
+    let mut helper = Helper::spawn(job, output.is_some())?;
     let pid = helper.pid();
     let first = read_report(&mut helper.stderr);
     if first != Some(Report::Userns) {
@@ -42,6 +67,10 @@ fn run_job(job: &Job, input: Option<&mut dyn Read>) -> Result<(), Error> {
         None => Ok(()),
     };
     drop(stdin);
+    let copied = match (output, helper.stdout.take()) {
+        (Some(out), Some(mut stdout)) => std::io::copy(&mut stdout, out).map(drop),
+        _ => Ok(()),
+    };
     let mut outcome = Err(Error::Message(
         "sandbox helper ended without a report".into(),
     ));
@@ -55,9 +84,10 @@ fn run_job(job: &Job, input: Option<&mut dyn Read>) -> Result<(), Error> {
     }
     helper.child.wait()?;
     // A failed write means the helper stopped reading; its own report says why.
-    match (outcome, sent) {
-        (Ok(()), Err(e)) => Err(Error::Message(format!("send the layer to the helper: {e}"))),
-        (outcome, _) => outcome,
+    match (outcome, sent, copied) {
+        (Ok(()), Err(e), _) => Err(Error::Message(format!("send the layer to the helper: {e}"))),
+        (Ok(()), _, Err(e)) => Err(Error::Message(format!("read the helper's output: {e}"))),
+        (outcome, _, _) => outcome,
     }
 }
 

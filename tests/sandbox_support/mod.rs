@@ -13,6 +13,8 @@ pub fn busybox_layer(dir: &Path) -> PathBuf {
     for d in ["bin", "etc", "tmp", "root"] {
         std::fs::create_dir_all(layer.join(d)).unwrap();
     }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(layer.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
     std::fs::copy("/bin/busybox", layer.join("bin/busybox"))
         .expect("busybox-static is installed by scripts/setup");
     let list = Command::new("/bin/busybox").arg("--list").output().unwrap();

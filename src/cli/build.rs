@@ -139,10 +139,10 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         platform,
         labels,
         no_cache: args.no_cache,
-        pull: match args.pull {
-            PullPolicy::Always => registry::PullPolicy::Always,
-            PullPolicy::Missing => registry::PullPolicy::Missing,
-            PullPolicy::Never => registry::PullPolicy::Never,
+        pull: match (args.pull, cli.config.pull.as_deref()) {
+            (Some(PullPolicy::Always), _) | (None, Some("always")) => registry::PullPolicy::Always,
+            (Some(PullPolicy::Never), _) | (None, Some("never")) => registry::PullPolicy::Never,
+            _ => registry::PullPolicy::Missing,
         },
         network: match args.network {
             NetworkArg::None => Network::None,
@@ -155,6 +155,7 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         },
         source_date_epoch,
         registry: registry_options(cli),
+        mirrors: cli.config.mirrors.clone(),
     })
 }
 

@@ -3,6 +3,7 @@
 //! exit codes and output streams (results on stdout, logs on stderr).
 
 mod build;
+pub mod config;
 mod doctor;
 mod parse;
 mod pull;
@@ -25,6 +26,10 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+
+    /// Settings from the config file (filled in by [`main`]).
+    #[arg(skip)]
+    pub config: config::Config,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,9 +127,9 @@ pub struct BuildArgs {
     /// Ignore cache hits (every step runs).
     #[arg(long)]
     pub no_cache: bool,
-    /// When to contact the registry for base images.
-    #[arg(long, value_enum, default_value_t = PullPolicy::Missing, num_args = 0..=1, default_missing_value = "always")]
-    pub pull: PullPolicy,
+    /// When to contact the registry for base images (default: missing; `--pull` alone: always).
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always")]
+    pub pull: Option<PullPolicy>,
     /// Network mode for RUN steps.
     #[arg(long, value_enum, default_value_t = NetworkArg::Default)]
     pub network: NetworkArg,
@@ -216,9 +221,10 @@ pub enum CacheCommand {
 }
 
 impl Cli {
-    /// The store root: `--root`, `CAIRN_ROOT`, else `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`.
+    /// The store root: `--root`, `CAIRN_ROOT`, the config file's `root`, else
+    /// `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`.
     pub fn store_root(&self) -> PathBuf {
-        if let Some(r) = &self.root {
+        if let Some(r) = self.root.as_ref().or(self.config.root.as_ref()) {
             return r.clone();
         }
         let base = std::env::var_os("XDG_CACHE_HOME")
@@ -232,7 +238,19 @@ impl Cli {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.config = match config::Config::load() {
+        Ok(c) => c,
+        Err(e) => return report(&e),
+    };
+    cli.insecure_registries
+        .extend(cli.config.insecure_registries.iter().cloned());
+    if matches!(
+        cli.command,
+        Command::Build(_) | Command::Key(_) | Command::Pull(_)
+    ) {
+        watch_signals();
+    }
     let result = match &cli.command {
         Command::Build(args) => build::build(&cli, args),
         Command::Key(args) => build::key(&cli, args),
@@ -254,6 +272,35 @@ pub fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => report(&e),
     }
+}
+
+/// SIGINT/SIGTERM: stop the running step (its whole PID namespace), let the build unwind
+/// and clean up, and exit with the interrupted code. A second signal, or a build that does
+/// not unwind within ten seconds, exits at once (the store stays consistent: it only ever
+/// renames complete files into place, and cleans temporary ones on the next open).
+fn watch_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let mut seen = 0;
+        for sig in signals.forever() {
+            seen += 1;
+            crate::executor::interrupt();
+            if seen > 1 {
+                std::process::exit(ExitCode::Interrupted as i32);
+            }
+            eprintln!(
+                "cairn: {} received: stopping the build",
+                if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
+            );
+            std::thread::spawn(|| {
+                std::thread::sleep(std::time::Duration::from_secs(10));
+                std::process::exit(ExitCode::Interrupted as i32);
+            });
+        }
+    });
 }
 
 /// Prints an error on stderr (`cairn: error: ...`) and returns its exit code.

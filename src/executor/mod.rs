@@ -47,6 +47,8 @@ pub struct BuildOptions {
     pub compression: Compression,
     pub source_date_epoch: Option<i64>,
     pub registry: RegistryOptions,
+    /// Registry mirrors by registry host (`docker.io` → `["mirror:5000"]`), tried in order.
+    pub mirrors: BTreeMap<String, Vec<String>>,
 }
 
 /// What one step did.
@@ -72,6 +74,28 @@ impl BuildResult {
     /// The image ID Docker will show: the config digest.
     pub fn image_id(&self) -> &Digest {
         &self.image.config
+    }
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks the running build to stop: kills the running step's whole PID namespace; the
+/// build then fails with [`Error::Interrupted`] and cleans up as it unwinds.
+pub fn interrupt() {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    crate::sandbox::kill_running();
+}
+
+/// Whether [`interrupt`] was called.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn check_interrupted() -> Result<()> {
+    if interrupted() {
+        Err(Error::Interrupted)
+    } else {
+        Ok(())
     }
 }
 
@@ -230,13 +254,7 @@ impl<'a> Builder<'a> {
             .unwrap_or_else(|| self.opts.platform.clone());
         self.rep
             .info(&format!("resolving {reference} ({platform})"));
-        let pulled = registry::pull(
-            self.store,
-            &reference,
-            &platform,
-            self.opts.pull,
-            &self.opts.registry,
-        )?;
+        let pulled = self.pull_via_mirrors(&reference, &platform)?;
         if pulled.offline_fallback {
             self.rep.info(&format!(
                 "warning: registry unreachable; using the stored {} for {reference}",
@@ -274,6 +292,46 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// Pulls through the configured mirrors first (a mirror serves the same digests, so
+    /// cache keys do not change), then from the registry itself.
+    fn pull_via_mirrors(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Result<registry::PulledImage> {
+        if self.opts.pull != PullPolicy::Never {
+            for m in self
+                .opts
+                .mirrors
+                .get(&reference.registry)
+                .into_iter()
+                .flatten()
+            {
+                let mut via = reference.clone();
+                via.registry = m.clone();
+                match registry::pull(
+                    self.store,
+                    &via,
+                    platform,
+                    self.opts.pull,
+                    &self.opts.registry,
+                ) {
+                    Ok(p) => return Ok(p),
+                    Err(e) => self
+                        .rep
+                        .info(&format!("warning: mirror {m} failed for {reference}: {e}")),
+                }
+            }
+        }
+        Ok(registry::pull(
+            self.store,
+            reference,
+            platform,
+            self.opts.pull,
+            &self.opts.registry,
+        )?)
+    }
+
     fn build_stage(&mut self, si: usize, done: &[StageResult]) -> Result<StageResult> {
         let StageResult { mut state, mut key } = self.base(si, done)?;
         let stage = self.plan.stages[si].clone();
@@ -293,6 +351,7 @@ impl<'a> Builder<'a> {
         let mut scope = plan::Scope::new(&self.plan, &stage, &state.config.config.env);
         let mut ctx = steps::StageCtx::new(&stage_label);
         for (ii, inst) in instructions.iter().enumerate() {
+            check_interrupted()?;
             let expanded = scope.apply(inst)?;
             let prepared = steps::prepare(self, &mut ctx, &state, &scope, &expanded, inst, done)?;
             let inputs = KeyInputs {

@@ -2,14 +2,14 @@
 //! docker-archive tar (OCI layout + `manifest.json` + `repositories`) or an OCI layout
 //! directory. Both are deterministic: sorted entries, fixed modes, owners and mtimes.
 
+use super::compat;
 use super::tags::{full_name, normalize_tag, repo_and_tag};
 use super::{BuiltImage, Error};
 use crate::digest::Digest;
 use crate::image::{
-    index_json, manifest_json, to_canonical_json, Descriptor, LayerDesc, ANNOTATION_IMAGE_NAME,
-    ANNOTATION_REF_NAME, MEDIA_TYPE_MANIFEST,
+    index_json, to_canonical_json, Descriptor, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME,
+    MEDIA_TYPE_MANIFEST,
 };
-use crate::layer::{self, Compression};
 use crate::store::Store;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,33 +30,6 @@ struct DockerManifest<'a> {
     layers: Vec<String>,
 }
 
-/// The image as an engine that reads no zstd can load it: zstd layers recompressed to gzip
-/// (into the store) under a new manifest, also stored. An image without zstd layers is
-/// returned unchanged. The config, and so the image ID, stays the same.
-pub fn docker_compatible(store: &Store, img: &BuiltImage) -> Result<BuiltImage, Error> {
-    let needs =
-        |l: &LayerDesc| Compression::from_media_type(&l.media_type) == Some(Compression::Zstd);
-    if !img.layers.iter().any(needs) {
-        return Ok(img.clone());
-    }
-    let mut layers = Vec::with_capacity(img.layers.len());
-    for l in &img.layers {
-        if needs(l) {
-            let gz = layer::recompress(store, &layer::Layer::from(l), Compression::Gzip)?;
-            layers.push(LayerDesc::from(&gz));
-        } else {
-            layers.push(l.clone());
-        }
-    }
-    let config_size = blob_size(store, &img.config)?;
-    let manifest = store.put_bytes(&manifest_json(&img.config, config_size, &layers))?;
-    Ok(BuiltImage {
-        manifest,
-        config: img.config.clone(),
-        layers,
-    })
-}
-
 /// Writes the docker-archive of `img` (tagged `tags`) to `out`, loadable by `docker load`
 /// of any engine version and readable as an OCI layout (`skopeo`, `oci-archive`).
 pub fn write_docker_archive(
@@ -65,17 +38,18 @@ pub fn write_docker_archive(
     tags: &[String],
     out: impl Write,
 ) -> Result<(), Error> {
-    let img = docker_compatible(store, img)?;
     let tags = normalized(tags)?;
+    let compat = compat::prepare(store, img)?;
+    let img = &compat.image;
     let mut b = tar::Builder::new(out);
     append_dir(&mut b, "blobs/")?;
     append_dir(&mut b, "blobs/sha256/")?;
-    for d in blob_set(&img) {
-        let size = blob_size(store, &d)?;
-        let file = store.open_blob(&d)?;
-        append_file(&mut b, &format!("blobs/sha256/{}", d.hex()), size, file)?;
+    for d in blob_set(img) {
+        let size = compat.blob_size(store, &d)?;
+        let data = compat.open_blob(store, &d)?;
+        append_file(&mut b, &format!("blobs/sha256/{}", d.hex()), size, data)?;
     }
-    let index = index_for(store, &img, &tags)?;
+    let index = index_for(store, img, &tags)?;
     append_bytes(&mut b, "index.json", &index)?;
     let docker = [DockerManifest {
         config: format!("blobs/sha256/{}", img.config.hex()),
@@ -88,7 +62,7 @@ pub fn write_docker_archive(
     }];
     append_bytes(&mut b, "manifest.json", &to_canonical_json(&docker))?;
     append_bytes(&mut b, "oci-layout", OCI_LAYOUT)?;
-    append_bytes(&mut b, "repositories", &repositories(&img, &tags))?;
+    append_bytes(&mut b, "repositories", &repositories(img, &tags))?;
     b.into_inner()
         .map_err(Error::Write)?
         .flush()
@@ -139,7 +113,7 @@ fn blob_set(img: &BuiltImage) -> BTreeSet<Digest> {
     s
 }
 
-fn blob_size(store: &Store, d: &Digest) -> Result<u64, Error> {
+pub(crate) fn blob_size(store: &Store, d: &Digest) -> Result<u64, Error> {
     let p = store.blob_path(d);
     match fs::metadata(&p) {
         Ok(m) => Ok(m.len()),

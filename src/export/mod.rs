@@ -5,17 +5,19 @@
 //! (`oci-layout`, `index.json`, `blobs/sha256/…`) plus Docker's `manifest.json` and
 //! `repositories` in one tar, so old engines (which read only `manifest.json`) and new ones
 //! load it alike. Engines before 23.0 cannot decompress zstd layers (Docker 20.10's
-//! `docker load` fails with "archive/tar: invalid tar header"), so an archive carries gzip
-//! copies of zstd layers, under a manifest of its own; the image ID (the config digest)
-//! does not change. `docker load` goes through the docker CLI when there is one (so
+//! `docker load` fails with "archive/tar: invalid tar header"), so an archive carries zstd
+//! layers as plain tar, under a manifest of its own ([`docker_compatible`]); the image ID
+//! (the config digest) does not change. `docker load` goes through the docker CLI when there is one (so
 //! `DOCKER_HOST` and contexts work as the user expects), else the Engine API on the socket.
 
 mod archive;
+mod compat;
 mod docker;
 mod engine;
 mod tags;
 
-pub use archive::{docker_compatible, write_docker_archive, write_oci_layout};
+pub use archive::{write_docker_archive, write_oci_layout};
+pub use compat::docker_compatible;
 pub use docker::{docker_load, docker_load_via, LoadVia};
 pub use tags::{full_name, normalize_tag};
 

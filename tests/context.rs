@@ -2,8 +2,8 @@
 //! inputs hash — which must ignore mtimes and notice everything else.
 
 use cairn::context::{
-    hash_sources, plan_copy, resolve_dest, resolve_in, stage, Context, CopyOptions, EntryKind,
-    Error, InputsHash,
+    hash_sources, plan_copy, resolve_dest, resolve_in, stage, stage_checked, Context, CopyOptions,
+    EntryKind, Error, InputsHash, SourceRoot,
 };
 use cairn::dockerfile::ignore::IgnoreMatcher;
 use std::fs;
@@ -416,6 +416,12 @@ fn source_roots_keep_owners_and_have_no_ignore_rules() {
     let md = fs::metadata(r.join("secret.env")).unwrap();
     assert_eq!((secret.uid, secret.gid), (md.uid(), md.gid()));
     assert!(plan.iter().any(|e| e.dest == b"x/out.bin"));
+    let reset = SourceRoot::new(r)
+        .reset_owners()
+        .resolve(&s(&["secret.env"]))
+        .unwrap();
+    let plan = plan_copy(&reset, "/x", &CopyOptions::default()).unwrap();
+    assert_eq!((plan[0].uid, plan[0].gid), (0, 0));
     let err = resolve_in(r, &s(&["missing"])).unwrap_err().to_string();
     assert!(err.contains("\"missing\": not found in /"), "{err}");
 }
@@ -487,4 +493,52 @@ fn twenty_thousand_files_hash_consistently() {
         .filter(|k| h.files[*k] != h2.files[*k])
         .collect();
     assert_eq!(changed, vec!["d050/f100"]);
+}
+
+#[test]
+fn staging_refuses_content_that_changed_after_hashing() {
+    let dir = sample();
+    let c = ctx(dir.path());
+    let srcs = c.resolve(&s(&["app"])).unwrap();
+    let o = CopyOptions::default();
+    let keyed = hash_sources(&srcs, "/a/", &o).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    stage_checked(&srcs, "/a/", &o, out.path(), &keyed).unwrap();
+    write(dir.path(), "app/lib/util.py", "X = 2\n");
+    let out = tempfile::tempdir().unwrap();
+    let err = stage_checked(&srcs, "/a/", &o, out.path(), &keyed).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "context file app/lib/util.py changed during the build; run it again"
+    );
+}
+
+#[test]
+fn symlinks_resolve_inside_the_root_and_loops_stop() {
+    let dir = sample();
+    let r = dir.path();
+    symlink("/app/lib", r.join("abs")).unwrap(); // absolute: from the context root
+    symlink("../../../../README.md", r.join("app/up")).unwrap(); // `..` stops at the root
+    symlink("loop2", r.join("loop1")).unwrap();
+    symlink("loop1", r.join("loop2")).unwrap();
+    let c = ctx(r);
+    assert_eq!(
+        c.resolve(&s(&["abs/util.py"])).unwrap()[0].rel_path(),
+        "app/lib/util.py"
+    );
+    assert_eq!(
+        c.resolve(&s(&["app/up"])).unwrap()[0].rel_path(),
+        "README.md"
+    );
+    let err = c.resolve(&s(&["loop1"])).unwrap_err();
+    assert!(matches!(err, Error::SymlinkLoop { .. }), "{err}");
+    // Inside a copied directory a symlink stays a link, even a dangling one.
+    symlink("nowhere", r.join("app/dangling")).unwrap();
+    let plan = plan_copy(
+        &c.resolve(&s(&["app"])).unwrap(),
+        "/a/",
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert!(plan.iter().any(|e| e.dest == b"a/dangling"));
 }

@@ -34,22 +34,35 @@ pub fn hash_sources(
 
 /// Hashes a plan: a pure function of the entries' hashed fields and file contents.
 pub fn hash_plan(plan: &[PlannedEntry]) -> Result<InputsHash, Error> {
+    let contents = plan
+        .iter()
+        .map(|e| match e.kind {
+            EntryKind::File { .. } => content_digest(e).map(Some),
+            _ => Ok(None),
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(combine(plan, &contents))
+}
+
+/// The inputs hash of a plan given each file's content digest (`None` for non-files):
+/// shared by [`hash_plan`] and staging, which digests the bytes as it writes them.
+pub(crate) fn combine(plan: &[PlannedEntry], contents: &[Option<Digest>]) -> InputsHash {
     let mut top = Framer::new("cairn/copy/v1");
     top.u64(plan.len() as u64);
     let mut files = BTreeMap::new();
-    for e in plan {
-        let d = entry_digest(e)?;
+    for (e, content) in plan.iter().zip(contents) {
+        let d = entry_digest(e, content.as_ref());
         top.field(&e.dest);
         top.field(d.as_str().as_bytes());
         files.insert(e.source_rel.clone(), d);
     }
-    Ok(InputsHash {
+    InputsHash {
         digest: top.digest(),
         files,
-    })
+    }
 }
 
-fn entry_digest(e: &PlannedEntry) -> Result<Digest, Error> {
+fn entry_digest(e: &PlannedEntry, content: Option<&Digest>) -> Digest {
     let mut f = Framer::new("cairn/copy-entry/v1");
     f.field(&e.dest);
     f.u64(u64::from(e.mode));
@@ -59,7 +72,7 @@ fn entry_digest(e: &PlannedEntry) -> Result<Digest, Error> {
         EntryKind::Dir => f.field(b"dir"),
         EntryKind::File { .. } => {
             f.field(b"file");
-            f.field(content_digest(e)?.as_str().as_bytes());
+            f.field(content.map_or("", Digest::as_str).as_bytes());
         }
         EntryKind::Symlink { target } => {
             f.field(b"symlink");
@@ -84,7 +97,7 @@ fn entry_digest(e: &PlannedEntry) -> Result<Digest, Error> {
         f.field(name);
         f.field(value);
     }
-    Ok(f.digest())
+    f.digest()
 }
 
 fn content_digest(e: &PlannedEntry) -> Result<Digest, Error> {

@@ -18,7 +18,7 @@ mod stage;
 pub use hash::{hash_plan, hash_sources, InputsHash};
 pub use plan::{plan_copy, resolve_dest, EntryKind, PlannedEntry};
 pub use resolve::{resolve_in, Source, SourceRoot};
-pub use stage::{stage, stage_plan};
+pub use stage::{stage, stage_checked, stage_plan};
 
 use crate::dockerfile::ignore::{IgnoreError, IgnoreMatcher};
 use std::path::{Path, PathBuf};
@@ -59,6 +59,9 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A source changed between computing the cache key and copying it.
+    #[error("context file {path} changed during the build; run it again")]
+    ChangedDuringBuild { path: String },
     /// Writing into the layer root failed.
     #[error("staging {}: {source}", path.display())]
     Write {
@@ -130,7 +133,7 @@ impl Context {
     /// without wildcards must exist; a wildcard may match nothing as long as the instruction
     /// as a whole matches something (`COPY package.json yarn.lock* ./`).
     pub fn resolve(&self, srcs: &[String]) -> Result<Vec<Source>, Error> {
-        resolve::resolve(&self.root, Some(&self.ignore), srcs)
+        resolve::resolve(&self.root, Some(&self.ignore), false, srcs)
     }
 
     /// Every path the context holds under its ignore rules, slash-separated and sorted (what

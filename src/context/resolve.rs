@@ -64,16 +64,28 @@ impl Source {
 #[derive(Debug, Clone, Copy)]
 pub struct SourceRoot<'a> {
     root: &'a Path,
+    keep_owner: bool,
 }
 
 impl<'a> SourceRoot<'a> {
     pub fn new(root: &'a Path) -> SourceRoot<'a> {
-        SourceRoot { root }
+        SourceRoot {
+            root,
+            keep_owner: true,
+        }
+    }
+
+    /// Copied files become 0:0 (unless `--chown`), as context files do: for a directory
+    /// cairn wrote itself (a `COPY <<EOF` body, a downloaded `ADD` URL), whose on-disk
+    /// owner is whoever ran the build.
+    pub fn reset_owners(mut self) -> SourceRoot<'a> {
+        self.keep_owner = false;
+        self
     }
 
     /// Resolves sources with the same rules as the context, minus the ignore file.
     pub fn resolve(&self, srcs: &[String]) -> Result<Vec<Source>, Error> {
-        resolve(self.root, None, srcs)
+        resolve(self.root, None, self.keep_owner, srcs)
     }
 }
 
@@ -88,6 +100,7 @@ const MAX_LINKS: usize = 40;
 pub(crate) fn resolve(
     root: &Path,
     ignore: Option<&Arc<IgnoreMatcher>>,
+    keep_owner: bool,
     srcs: &[String],
 ) -> Result<Vec<Source>, Error> {
     let place = match ignore {
@@ -120,7 +133,7 @@ pub(crate) fn resolve(
                     written: src.clone(),
                     is_dir,
                     ignore: ignore.cloned(),
-                    keep_owner: ignore.is_none(),
+                    keep_owner,
                 }),
                 None if wildcard => {}
                 None => {

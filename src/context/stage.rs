@@ -6,9 +6,11 @@
 //! supports them. Directory modes and times are applied last, deepest first, so a
 //! read-only directory can still be filled. Ownership is left to the layer writer.
 
+use super::hash::{combine, InputsHash};
 use super::plan::{plan_copy, EntryKind, PlannedEntry};
 use super::resolve::Source;
 use super::{CopyOptions, Error};
+use crate::digest::{Digest, HashingWriter};
 use nix::sys::stat::{self, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use std::ffi::OsStr;
@@ -26,18 +28,48 @@ pub fn stage(
     opts: &CopyOptions,
     layer_root: &Path,
 ) -> Result<(), Error> {
-    stage_plan(&plan_copy(sources, dest, opts)?, layer_root)
+    stage_plan(&plan_copy(sources, dest, opts)?, layer_root).map(drop)
 }
 
-/// Writes planned entries under `layer_root`.
-pub fn stage_plan(plan: &[PlannedEntry], layer_root: &Path) -> Result<(), Error> {
+/// Like [`stage`], but fails if what was written is not what `expected` (the hash the
+/// step's cache key was computed from) describes: a context file edited between hashing
+/// and copying must not be stored under the old key.
+pub fn stage_checked(
+    sources: &[Source],
+    dest: &str,
+    opts: &CopyOptions,
+    layer_root: &Path,
+    expected: &InputsHash,
+) -> Result<(), Error> {
+    let written = stage_plan(&plan_copy(sources, dest, opts)?, layer_root)?;
+    if written.digest == expected.digest {
+        return Ok(());
+    }
+    let changed = written
+        .files
+        .iter()
+        .find(|(path, d)| expected.files.get(*path) != Some(d))
+        .or_else(|| {
+            expected
+                .files
+                .iter()
+                .find(|(p, _)| !written.files.contains_key(*p))
+        })
+        .map_or_else(|| "?".to_string(), |(p, _)| p.clone());
+    Err(Error::ChangedDuringBuild { path: changed })
+}
+
+/// Writes planned entries under `layer_root` and returns the inputs hash of what it wrote
+/// (file contents digested as they are copied).
+pub fn stage_plan(plan: &[PlannedEntry], layer_root: &Path) -> Result<InputsHash, Error> {
     let mut dirs: Vec<&PlannedEntry> = Vec::new();
+    let mut contents = Vec::with_capacity(plan.len());
     for e in plan {
         let path = layer_root.join(OsStr::from_bytes(&e.dest));
         if let Some(parent) = path.parent() {
             make_parents(layer_root, parent)?;
         }
-        write_entry(e, &path, layer_root).map_err(write_err(&path))?;
+        contents.push(write_entry(e, &path, layer_root).map_err(write_err(&path))?);
         if e.kind == EntryKind::Dir {
             dirs.push(e);
         } else {
@@ -48,7 +80,7 @@ pub fn stage_plan(plan: &[PlannedEntry], layer_root: &Path) -> Result<(), Error>
         let path = layer_root.join(OsStr::from_bytes(&e.dest));
         finish(e, &path).map_err(write_err(&path))?;
     }
-    Ok(())
+    Ok(combine(plan, &contents))
 }
 
 fn write_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -80,8 +112,10 @@ fn make_parents(layer_root: &Path, parent: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn write_entry(e: &PlannedEntry, path: &Path, layer_root: &Path) -> io::Result<()> {
+/// Writes one entry; returns the content digest of a regular file.
+fn write_entry(e: &PlannedEntry, path: &Path, layer_root: &Path) -> io::Result<Option<Digest>> {
     clear_conflict(path, e.kind == EntryKind::Dir)?;
+    let mut content = None;
     match &e.kind {
         EntryKind::Dir => {
             if !path.is_dir() {
@@ -90,12 +124,14 @@ fn write_entry(e: &PlannedEntry, path: &Path, layer_root: &Path) -> io::Result<(
         }
         EntryKind::File { .. } => {
             let mut from = fs::File::open(&e.source)?;
-            let mut to = OpenOptions::new()
+            let to = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(path)?;
+            let mut to = HashingWriter::new(to);
             io::copy(&mut from, &mut to)?;
+            content = Some(to.finish().1);
         }
         EntryKind::Symlink { target } => {
             std::os::unix::fs::symlink(OsStr::from_bytes(target), path)?;
@@ -115,7 +151,7 @@ fn write_entry(e: &PlannedEntry, path: &Path, layer_root: &Path) -> io::Result<(
             }
         }
     }
-    Ok(())
+    Ok(content)
 }
 
 /// Removes what sits at `path` unless it is a directory that stays a directory.

@@ -178,6 +178,20 @@ fn the_layer_tar_is_read_as_container_root() {
     assert!(found, "the secret is in the layer");
 }
 
+fn a_copy_based_root_leaves_no_staging_behind() {
+    let mut t = Step::busybox();
+    t.mode = RootMode::Copy;
+    t.user = "bob".into();
+    let (code, out) = t.run("mkdir -m 700 /tmp/x && touch /tmp/x/y");
+    assert_eq!(code, 0, "{out}");
+    let left: Vec<_> = std::fs::read_dir(t.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".sandbox-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// Each busybox check as root; the same checks run rootless below.
 mod as_root {
     #[test]
@@ -229,6 +243,12 @@ mod as_root {
     }
 
     #[test]
+    fn a_copy_based_root_leaves_no_staging_behind() {
+        super::common::require_root();
+        super::a_copy_based_root_leaves_no_staging_behind();
+    }
+
+    #[test]
     fn the_copy_based_root_gives_the_same_upper() {
         super::common::require_root();
         super::the_copy_based_root_gives_the_same_upper();
@@ -247,6 +267,7 @@ fn busybox_checks_rootless() {
         user_and_network_none();
         the_copy_based_root_gives_the_same_upper();
         the_layer_tar_is_read_as_container_root();
+        a_copy_based_root_leaves_no_staging_behind();
     }
 }
 

@@ -61,7 +61,7 @@ pub fn merge_layers(layers: &[PathBuf], dest: &Path) -> io::Result<()> {
 }
 
 /// Identity and ctime of one entry.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Stamp {
     identity: (u64, Option<std::time::SystemTime>),
     ctime: (i64, i64),
@@ -77,9 +77,19 @@ impl Stamp {
 }
 
 /// The `Stamp` (identity and ctime) of every entry of a tree, by relative path.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Snapshot(BTreeMap<PathBuf, Stamp>);
 
 impl Snapshot {
+    /// Keeps the snapshot in a file (a rootless copy is diffed by another process).
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        fs::write(path, serde_json::to_vec(self).map_err(io::Error::other)?)
+    }
+
+    pub fn load(path: &Path) -> io::Result<Snapshot> {
+        serde_json::from_slice(&fs::read(path)?).map_err(io::Error::other)
+    }
+
     pub fn take(root: &Path) -> io::Result<Snapshot> {
         let mut map = BTreeMap::new();
         for entry in WalkDir::new(root).min_depth(1) {

@@ -74,6 +74,20 @@ fn helper() -> Result<Report, String> {
         Job::Remove { path } => std::fs::remove_dir_all(&path)
             .map(|()| Report::Exit(0))
             .map_err(|e| format!("remove {}: {e}", path.display())),
+        Job::CopyRoot {
+            layers,
+            dest,
+            snapshot,
+        } => super::copyroot::make(&layers, &dest, &snapshot)
+            .map(|()| Report::Exit(0))
+            .map_err(|e| format!("copy-based root: {e}")),
+        Job::CopyChanges {
+            snapshot,
+            root,
+            upper,
+        } => super::copyroot::changes(&snapshot, &root, &upper)
+            .map(|()| Report::Exit(0))
+            .map_err(|e| format!("copy-based root: {e}")),
         Job::LayerTar { dir, mut opts } => {
             // Inside the namespace owners already read as the container's ids.
             opts.uid_maps = vec![crate::idmap::IdMap::IDENTITY];

@@ -12,6 +12,7 @@
 
 mod caps;
 mod child;
+mod copyroot;
 mod helper;
 mod idmaps;
 mod init;

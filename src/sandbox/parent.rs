@@ -4,12 +4,13 @@
 //! the step once more on a copied root and writes the difference into the upper
 //! directory (`rootfs::fallback`), so callers see the same result either way.
 
+use super::copyroot;
 use super::helper::{answer_userns, Helper};
 use super::mounts::RootSource;
 use super::protocol::{ChildSpec, Job, Report};
 use super::staging::Staging;
 use super::{resolve_user, Error, RunSpec};
-use crate::rootfs::{fallback, overlay};
+use crate::rootfs::overlay;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, Read};
@@ -119,14 +120,11 @@ fn run_once(spec: &RunSpec, mode: RootMode, output: &mut dyn FnMut(&[u8])) -> Re
         }
     }
     let copy = staging.copy_dir();
-    fallback::merge_layers(&lowers, &copy)
-        .map_err(|e| Error::Message(format!("copy-based root: {e}")))?;
-    let snapshot = fallback::Snapshot::take(&copy)
-        .map_err(|e| Error::Message(format!("copy-based root: {e}")))?;
+    let snapshot = staging.path().join("snapshot.json");
+    copyroot::make_as_owner(&lowers, &copy, &snapshot)?;
     child.source = RootSource::Bind(copy.clone());
     let report = attempt(&child, output)?;
-    fallback::write_changes(&snapshot, &copy, &spec.upper)
-        .map_err(|e| Error::Message(format!("copy-based root: {e}")))?;
+    copyroot::changes_as_owner(&snapshot, &copy, &spec.upper)?;
     match report {
         Report::Exit(code) => Ok(code),
         other => Err(Error::Message(format!(

@@ -17,6 +17,18 @@ pub enum Job {
     Unpack { target: PathBuf },
     /// Remove a tree such an unpack made (its files belong to subordinate ids).
     Remove { path: PathBuf },
+    /// Copy `layers` into `dest` for a copy-based root and save its snapshot.
+    CopyRoot {
+        layers: Vec<PathBuf>,
+        dest: PathBuf,
+        snapshot: PathBuf,
+    },
+    /// Write what changed in a copy-based root since its snapshot into `upper`.
+    CopyChanges {
+        snapshot: PathBuf,
+        root: PathBuf,
+        upper: PathBuf,
+    },
     /// Write the changeset tar of a rootless step's upper directory to stdout, reading
     /// as root of the namespace (files of the step's users may be unreadable outside).
     LayerTar {

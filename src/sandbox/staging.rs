@@ -100,6 +100,16 @@ impl Staging {
     }
 }
 
+impl Drop for Staging {
+    /// A rootless copy-based root holds files of the step's users (subordinate ids) that
+    /// the user alone cannot remove; the namespace's root can.
+    fn drop(&mut self) {
+        if std::fs::remove_dir_all(self.dir.path()).is_err() {
+            let _ = super::remove_as_container_root(self.dir.path());
+        }
+    }
+}
+
 /// Owner (when permitted), mode and mtime of directory `from` onto `to`.
 fn copy_dir_metadata(from: &Path, to: &Path) -> io::Result<()> {
     let meta = fs::metadata(from)?;

@@ -44,7 +44,8 @@ pub fn layer_tar_as_container_root(
     run_job_with_output(&job, None, Some(out))
 }
 
-fn run_job(job: &Job, input: Option<&mut dyn Read>) -> Result<(), Error> {
+/// Runs one layer job in a helper, feeding it `input`, and waits for its report.
+pub(super) fn run_job(job: &Job, input: Option<&mut dyn Read>) -> Result<(), Error> {
     run_job_with_output(job, input, None)
 }
 

@@ -106,3 +106,103 @@ fn content_digest(e: &PlannedEntry) -> Result<Digest, Error> {
     io::copy(&mut file, &mut w).map_err(read_err(&e.source))?;
     Ok(w.finish().1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn link() -> PlannedEntry {
+        PlannedEntry {
+            dest: b"app/link".to_vec(),
+            source: PathBuf::from("/ctx/app/link"),
+            source_rel: "app/link".into(),
+            kind: EntryKind::Symlink {
+                target: b"util.py".to_vec(),
+            },
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            xattrs: BTreeMap::new(),
+            mtime: (1_700_000_000, 0),
+            inode: None,
+        }
+    }
+
+    fn digest(e: &PlannedEntry) -> Digest {
+        entry_digest(e, None)
+    }
+
+    #[test]
+    fn entry_digest_is_a_function_of_the_hashed_fields_only() {
+        let base = digest(&link());
+        // Not hashed: where the source lives on this machine, its mtime, its inode.
+        let mut e = link();
+        e.source = PathBuf::from("/elsewhere/on/another/machine");
+        e.mtime = (0, 1);
+        e.inode = Some((1, 2));
+        assert_eq!(digest(&e), base);
+
+        type Change = (&'static str, fn(&mut PlannedEntry));
+        let changes: [Change; 8] = [
+            ("dest", |e| e.dest = b"app/link2".to_vec()),
+            ("mode", |e| e.mode = 0o755),
+            ("uid", |e| e.uid = 1),
+            ("gid", |e| e.gid = 1),
+            ("target", |e| {
+                e.kind = EntryKind::Symlink {
+                    target: b"other".to_vec(),
+                }
+            }),
+            ("type", |e| e.kind = EntryKind::Fifo),
+            ("rdev", |e| e.kind = EntryKind::CharDevice { rdev: 0x0103 }),
+            ("xattr", |e| {
+                e.xattrs.insert(b"user.x".to_vec(), b"1".to_vec());
+            }),
+        ];
+        let mut seen = vec![base];
+        for (what, change) in changes {
+            let mut e = link();
+            change(&mut e);
+            let d = digest(&e);
+            assert!(!seen.contains(&d), "{what} did not change the entry digest");
+            seen.push(d);
+        }
+    }
+
+    #[test]
+    fn file_content_and_hardlinks_are_distinct() {
+        let mut file = link();
+        file.kind = EntryKind::File { size: 3 };
+        let a = entry_digest(&file, Some(&Digest::of_bytes(b"abc")));
+        let b = entry_digest(&file, Some(&Digest::of_bytes(b"abd")));
+        assert_ne!(a, b);
+        file.kind = EntryKind::Hardlink {
+            first: b"app/a".to_vec(),
+        };
+        assert_ne!(entry_digest(&file, None), a);
+        // The size is what the content says; only the content digest counts.
+        let mut bigger = link();
+        bigger.kind = EntryKind::File { size: 99 };
+        let mut smaller = bigger.clone();
+        smaller.kind = EntryKind::File { size: 1 };
+        let d = Digest::of_bytes(b"x");
+        assert_eq!(
+            entry_digest(&bigger, Some(&d)),
+            entry_digest(&smaller, Some(&d))
+        );
+    }
+
+    #[test]
+    fn the_list_digest_covers_paths_and_order() {
+        let a = link();
+        let mut b = link();
+        b.dest = b"app/z".to_vec();
+        b.source_rel = "app/z".into();
+        let one = combine(std::slice::from_ref(&a), &[None]);
+        let two = combine(&[a, b], &[None, None]);
+        assert_ne!(one.digest, two.digest);
+        assert_eq!(two.files.len(), 2);
+        assert_eq!(two.files["app/link"], one.files["app/link"]);
+    }
+}

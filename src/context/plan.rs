@@ -359,3 +359,33 @@ fn link_hardlinks(plan: &mut [PlannedEntry]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_join_workdir_like_docker() {
+        for (workdir, dest, want) in [
+            ("/app", ".", "/app/"),
+            ("/app", "./", "/app/"),
+            ("/app", "", "/app/"),
+            ("/app", "x", "/app/x"),
+            ("/app", "x/", "/app/x/"),
+            ("/app", "x/.", "/app/x/"),
+            ("/app", "/abs", "/abs"),
+            ("/app", "../../etc/", "/etc/"),
+            ("", "rel", "/rel"),
+            ("/", "/", "/"),
+        ] {
+            assert_eq!(resolve_dest(workdir, dest), want, "{workdir:?} + {dest:?}");
+        }
+    }
+
+    #[test]
+    fn join_handles_empty_sides() {
+        assert_eq!(join(b"", b"a"), b"a");
+        assert_eq!(join(b"a", b""), b"a");
+        assert_eq!(join(b"a", b"b"), b"a/b");
+    }
+}

@@ -15,6 +15,12 @@ terraform {
 provider "coder" {}
 provider "docker" {}
 
+variable "base_image" {
+  description = "Base image of the workspace (a registry cairn can reach from the provisioner)."
+  type        = string
+  default     = "ubuntu:24.04"
+}
+
 data "coder_provisioner" "me" {}
 data "coder_workspace" "me" {}
 data "coder_workspace_owner" "me" {}
@@ -41,7 +47,7 @@ resource "terraform_data" "workspace_image" {
     working_dir = local.build_dir
     # Plain, line-oriented logs go to stderr (Terraform shows them); the image ID goes to
     # the iid file. Do not reference sensitive values here: Terraform would hide all output.
-    command = "cairn build . -t ${local.image_name} --ignore-file cairn.ignore --iidfile ${local.iid_file} --progress=plain"
+    command = "cairn build . -t ${local.image_name} --build-arg BASE=${var.base_image} --ignore-file cairn.ignore --iidfile ${local.iid_file} --progress=plain"
   }
 }
 

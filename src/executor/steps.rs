@@ -422,7 +422,32 @@ fn run_step(
     let t = Instant::now();
     let layer = layer::from_upper(b.store, &upper, &layer_options(b, None)?)?;
     timings.push(("layer".into(), progress::secs(t.elapsed())));
+    if let Some(l) = &layer {
+        adopt_as_lower(b, &l.diff_id, &upper);
+    }
     Ok(layer)
+}
+
+/// Makes a finished step's upper directory the unpacked form of the layer it produced, so
+/// the next step does not unpack the blob it was just written from. The upper is already
+/// in the form lowers take (overlay whiteouts and opaque markers, owners as the sandbox
+/// mapped them), as containerd's overlay snapshotter reuses committed snapshots. Best
+/// effort: if it cannot be adopted, the blob is unpacked when a later step needs it.
+fn adopt_as_lower(b: &Builder<'_>, diff_id: &Digest, upper: &std::path::Path) {
+    let dir = b.store.layer_dir(diff_id);
+    if dir.is_dir() {
+        return;
+    }
+    let Ok(_lock) = b.store.lock(&format!("unpack-{}", diff_id.hex())) else {
+        return;
+    };
+    if dir.is_dir() {
+        return;
+    }
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let _ = std::fs::rename(upper, &dir);
 }
 
 fn copy_step(

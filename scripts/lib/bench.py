@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""scripts/bench's report: raw.jsonl + meta.json + cairn's --progress=json logs in OUT ->
+OUT/results.json, OUT/results.md and OUT/stages.png (when matplotlib is there).
+
+Every cell is the median with min and max over the runs; every comparison is a ratio of two
+cells measured in the same run on the same machine, since absolute times drift on a shared
+box. Usage: bench.py OUT
+"""
+
+import json
+import os
+import statistics
+import sys
+
+PEERS = ["buildah", "buildah+load", "docker", "podman"]
+STAGES = ["pull", "unpack", "copy", "run", "layer", "load", "other"]
+# Which cairn step produced each limits tree (matched on the step's text).
+TREE_STEP = {"small": ("synthetic", "/data/small"), "large": ("synthetic", "/data/large"),
+             "copy": ("copy", "COPY tree/")}
+
+
+def cell(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def fmt(c, unit="s", digits=2):
+    if c is None:
+        return "–"
+    m = f"{c['median']:.{digits}f}{unit}"
+    if c["n"] > 1:
+        m += f" ({c['min']:.{digits}f}–{c['max']:.{digits}f})"
+    return m
+
+
+def ratio(a, b):
+    if a is None or b is None or not b["median"]:
+        return None
+    return a["median"] / b["median"]
+
+
+def fr(r, digits=2):
+    return "–" if r is None else f"{r:.{digits}f}"
+
+
+def cairn_events(log):
+    """Step texts by number, done events, and the arrival times of the first step event, of
+    "loading the image into Docker" and of "finished" (scripts/lib/bench.sh stamps each
+    stderr line with the wall clock)."""
+    steps, dones, marks = {}, [], {}
+    try:
+        with open(log + ".err", errors="replace") as f:
+            for line in f:
+                ts, _, rest = line.partition(" ")
+                try:
+                    ts, ev = float(ts), json.loads(rest)
+                except ValueError:
+                    continue
+                kind = ev.get("event")
+                if kind == "step":
+                    steps[ev["step"]] = ev["text"]
+                    marks.setdefault("first_step", ts)
+                elif kind == "done":
+                    dones.append(ev)
+                elif kind == "info" and ev.get("message", "").startswith("loading the image"):
+                    marks["load"] = ts
+                elif kind == "finished":
+                    marks["finished"] = ts
+    except OSError:
+        pass
+    return steps, dones, marks
+
+
+def main(out):
+    meta = json.load(open(os.path.join(out, "meta.json")))
+    rows = [json.loads(l) for l in open(os.path.join(out, "raw.jsonl")) if l.strip()]
+
+    # builds[(workload, tool, scenario)] = [row per run]
+    builds, limits, pipes = {}, {}, {}
+    for r in rows:
+        if r["kind"] == "build":
+            wl, tool = r["name"].split("/")
+            builds.setdefault((wl, tool, r["scenario"]), []).append(r)
+        elif r["kind"] == "limit":
+            limits.setdefault((r["scenario"], r["name"]), []).append(r)
+        elif r["kind"] == "pipeline":
+            pipes.setdefault((r["scenario"], r["name"]), []).append(r)
+
+    def ok_secs(rs):
+        return [r["seconds"] for r in rs if r["ok"]]
+
+    # buildah end to end: bud + push into the daemon, per run.
+    for (wl, tool, sc), rs in list(builds.items()):
+        if tool != "buildah":
+            continue
+        loads = {r["run"]: r for r in builds.get((wl, "buildah-load", sc), [])}
+        e2e = []
+        for r in rs:
+            l = loads.get(r["run"])
+            if l:
+                e2e.append(dict(r, seconds=r["seconds"] + l["seconds"], ok=r["ok"] and l["ok"],
+                                max_rss_kb=max(r["max_rss_kb"], l["max_rss_kb"])))
+        builds[(wl, "buildah+load", sc)] = e2e
+
+    workloads = sorted({k[0] for k in builds}, key=["workspace", "synthetic", "copy"].index)
+    scenarios = ["cold", "noop", "change"]
+    tools = ["cairn"] + [p for p in PEERS if any(k[1] == p for k in builds)]
+    res = {"meta": meta, "builds": {}, "memory": {}, "stages": {}, "limits": {}, "targets": []}
+
+    for wl in workloads:
+        for sc in scenarios:
+            for t in tools:
+                rs = builds.get((wl, t, sc), [])
+                c = cell(ok_secs(rs))
+                res["builds"][f"{wl}/{sc}/{t}"] = c
+                failed = sum(1 for r in rs if not r["ok"])
+                if failed and c is not None:
+                    c["failed"] = failed
+                elif failed:
+                    res["builds"][f"{wl}/{sc}/{t}"] = {"failed": failed}
+        for t in tools:
+            rs = [r for sc in scenarios for r in builds.get((wl, t, sc), []) if r["ok"]]
+            res["memory"][f"{wl}/{t}"] = cell([r["max_rss_kb"] / 1024 for r in rs])
+
+    # cairn's stages: per (workload, scenario), summed over its steps, medians over runs;
+    # pull = start to the first step (resolve, pull), load = docker load (or the check that
+    # Docker has the image), other = the rest (keys, config, steps' untimed parts, exit).
+    step_layer = {}  # (workload, step-text match) -> [layer seconds per run] (cold)
+    for wl in workloads:
+        for sc in scenarios:
+            per = {s: [] for s in STAGES}
+            for r in builds.get((wl, "cairn", sc), []):
+                if not r["ok"]:
+                    continue
+                steps, dones, marks = cairn_events(r["log"])
+                acc = {s: 0.0 for s in STAGES}
+                in_steps = 0.0
+                if "first_step" in marks:
+                    acc["pull"] = max(0.0, marks["first_step"] - r["t0"])
+                if "load" in marks and "finished" in marks:
+                    acc["load"] = max(0.0, marks["finished"] - marks["load"])
+                for d in dones:
+                    in_steps += d["seconds"]
+                    staged = 0.0
+                    for name, secs in d.get("stages", []):
+                        acc[name if name in acc else "other"] += secs
+                        staged += secs
+                    acc["other"] += max(0.0, d["seconds"] - staged)
+                    if sc == "cold":
+                        text = steps.get(d["step"], "")
+                        for tree, (twl, match) in TREE_STEP.items():
+                            if twl == wl and match in text:
+                                lay = sum(s for n, s in d.get("stages", []) if n == "layer")
+                                step_layer.setdefault(tree, []).append(lay)
+                acc["other"] += max(0.0, r["seconds"] - in_steps - acc["pull"] - acc["load"])
+                for s in STAGES:
+                    per[s].append(acc[s])
+            res["stages"][f"{wl}/{sc}"] = {s: cell(v) for s, v in per.items()}
+
+    # Limits on the same bytes, cairn's layer writer alone, and its in-build layer stage.
+    trees = sorted({k[0] for k in limits} | {k[0] for k in pipes})
+    for tree in trees:
+        d = {}
+        for (t, name), rs in list(limits.items()) + list(pipes.items()):
+            if t == tree:
+                key = name if (t, name) in limits else "cairn:" + name
+                d[key] = cell(ok_secs(rs))
+                d[key + ":rss_mib"] = cell([r["max_rss_kb"] / 1024 for r in rs if r["ok"]])
+        tar_bytes = None
+        for r in pipes.get((tree, "tar"), []):
+            try:
+                tar_bytes = json.loads(open(r["log"] + ".out").read())["out_bytes"]
+            except (OSError, ValueError, KeyError):
+                pass
+        d["tar_bytes"] = tar_bytes
+        if tree in step_layer:
+            d["cairn:build-layer-stage"] = cell(step_layer[tree])
+        res["limits"][tree] = d
+
+    # Targets (reported, never asserted).
+    T = res["targets"]
+
+    def target(name, value, goal, met, note=""):
+        T.append({"target": name, "value": value, "goal": goal, "met": met, "note": note})
+
+    def b(wl, sc, t):
+        c = res["builds"].get(f"{wl}/{sc}/{t}")
+        return c if c and "median" in c else None
+
+    for peer in ["buildah", "docker"]:
+        r = ratio(b("workspace", "noop", peer), b("workspace", "noop", "cairn"))
+        if r is not None:
+            target(f"workspace no-op vs {peer}", r, 5.0, r >= 5.0, "peer time / cairn time")
+    r = ratio(b("synthetic", "cold", "buildah+load"), b("synthetic", "cold", "cairn"))
+    if r is not None:
+        target("synthetic cold vs buildah (bud + push to docker-daemon)", r, 1.5, r >= 1.5,
+               "peer time / cairn time, both ending with the image in Docker")
+    for tree, d in res["limits"].items():
+        for limit, mine, goal in [("tar-sha256", "cairn:none", 0.8), ("pigz", "cairn:gzip", 0.9)]:
+            r = ratio(d.get(limit), d.get(mine))
+            if r is not None:
+                target(f"{tree}: layer commit {mine[6:]} vs {limit} throughput", r, goal,
+                       r >= goal, "limit time / cairn time (fraction of the limit's throughput)")
+    rss = [(d.get("tar_bytes") or 0, (d.get("cairn:store-zstd:rss_mib") or {}).get("median"))
+           for d in res["limits"].values()]
+    rss = sorted(x for x in rss if x[1] is not None and x[0])
+    if len(rss) >= 2:
+        growth = rss[-1][1] / rss[0][1]
+        size_growth = rss[-1][0] / rss[0][0]
+        target("peak memory flat in layer size (layer writer)", growth, 1.25, growth <= 1.25,
+               f"RSS {rss[0][1]:.0f}→{rss[-1][1]:.0f} MiB while the tar grew {size_growth:.1f}×")
+
+    json.dump(res, open(os.path.join(out, "results.json"), "w"), indent=1, sort_keys=True)
+    md = report(res, workloads, scenarios, tools)
+    open(os.path.join(out, "results.md"), "w").write(md)
+    plot(res, workloads, scenarios, tools, out)
+    print(md)
+
+
+def report(res, workloads, scenarios, tools):
+    m = res["meta"]
+    s = m["sizes"]
+    L = ["# cairn benchmark", ""]
+    L.append(f"{m['machine']['date']}, {m['machine']['cpus']} CPUs, {m['machine']['mem_gib']} GiB, "
+             f"kernel {m['machine']['kernel']}; {m['runs']} run(s) per cell"
+             f"{' (--quick)' if m['quick'] else ''}. Cells: median (min–max).")
+    L.append("")
+    L.append(f"Sizes run: synthetic {s['small_files']} small files / {s['small_mb']} MiB + "
+             f"{s['large_files']} large / {s['large_mb']} MiB; COPY context {s['copy_files']} "
+             f"files / {s['copy_mb']} MiB.")
+    L.append("")
+    for t, note in sorted(m["tools"].items()):
+        L.append(f"- {t}: {note}")
+    L += ["", "## Builds (wall seconds)", "",
+          "buildah+load = `buildah bud` + `buildah push docker-daemon:` (image in Docker, as cairn "
+          "and docker build end). Ratios are cairn/peer: below 1 means cairn is faster.", ""]
+    peers = [t for t in tools if t != "cairn"]
+    L.append("| workload | scenario | " + " | ".join(tools) + " | "
+             + " | ".join(f"cairn/{p}" for p in peers) + " |")
+    L.append("|---" * (2 + len(tools) + len(peers)) + "|")
+    for wl in workloads:
+        for sc in scenarios:
+            cs = [res["builds"].get(f"{wl}/{sc}/{t}") for t in tools]
+            cells = [fmt(c) if c and "median" in c else ("FAILED" if c else "–") for c in cs]
+            cairn = cs[0] if cs[0] and "median" in cs[0] else None
+            rs = [fr(ratio(cairn, c if c and "median" in c else None)) for c in cs[1:]]
+            L.append(f"| {wl} | {sc} | " + " | ".join(cells) + " | " + " | ".join(rs) + " |")
+    L += ["", "## Peak memory (MiB, max RSS over the scenarios)", "",
+          "docker build's figure is the CLI only: the work happens in dockerd.", ""]
+    L.append("| workload | " + " | ".join(tools) + " |")
+    L.append("|---" * (1 + len(tools)) + "|")
+    for wl in workloads:
+        L.append(f"| {wl} | " + " | ".join(fmt(res["memory"].get(f"{wl}/{t}"), "", 0)
+                                           for t in tools) + " |")
+    L += ["", "## Where cairn's time goes (seconds, summed over steps)", "",
+          "pull = process start to the first step (resolving and pulling the base); copy = "
+          "staging COPY sources (the first step's includes unpacking the base); load = `docker "
+          "load`, or the check that Docker already has the image; other = the rest (cache keys, "
+          "image config, untimed parts of steps, exit).", ""]
+    L.append("| workload | scenario | " + " | ".join(STAGES) + " |")
+    L.append("|---" * (2 + len(STAGES)) + "|")
+    for wl in workloads:
+        for sc in scenarios:
+            st = res["stages"].get(f"{wl}/{sc}", {})
+            L.append(f"| {wl} | {sc} | " + " | ".join(fmt(st.get(x)) for x in STAGES) + " |")
+    if res["limits"]:
+        L += ["", "## Machine limits on the same bytes (seconds)", "",
+              "`tar-sha256` = `tar -c | sha256sum`; `pigz` = `tar -c | pigz -6` (all cores); "
+              "`gzip-1t` = the same on one core; `zstd-T0` = `tar -c | zstd -3 -T0`; `cp` = "
+              "`cp -a`. cairn:MODE = cairn's layer writer alone on the tree (benches/pipeline.rs): "
+              "walk + tar + sha256 (+ compression + blob digest); store-* adds the blob write "
+              "into a store; build-layer-stage = the step's `layer` stage in the cold build "
+              "(cairn's default compression). Fractions are limit/cairn time: cairn's share of "
+              "the limit's throughput.", ""]
+        cols = ["tar-sha256", "pigz", "gzip-1t", "zstd-T0", "cp", "cairn:tar", "cairn:none",
+                "cairn:gzip", "cairn:zstd", "cairn:store-none", "cairn:store-zstd",
+                "cairn:build-layer-stage"]
+        L.append("| tree | tar MiB | " + " | ".join(cols) + " |")
+        L.append("|---" * (2 + len(cols)) + "|")
+        for tree, d in res["limits"].items():
+            if tree == "base":
+                continue
+            mib = f"{d['tar_bytes'] / 2**20:.0f}" if d.get("tar_bytes") else "–"
+            L.append(f"| {tree} | {mib} | " + " | ".join(fmt(d.get(c)) for c in cols) + " |")
+        L += ["", "| tree | none/tar-sha256 | gzip/pigz | gzip/gzip-1t | zstd/zstd-T0 | "
+              "store-zstd/zstd-T0 | build-layer/zstd-T0 | layer writer peak RSS MiB (store-zstd) |",
+              "|---|---|---|---|---|---|---|---|"]
+        for tree, d in res["limits"].items():
+            if tree == "base":
+                continue
+            L.append(f"| {tree} | " + " | ".join(fr(ratio(d.get(a), d.get(b))) for a, b in [
+                ("tar-sha256", "cairn:none"), ("pigz", "cairn:gzip"), ("gzip-1t", "cairn:gzip"),
+                ("zstd-T0", "cairn:zstd"), ("zstd-T0", "cairn:store-zstd"),
+                ("zstd-T0", "cairn:build-layer-stage")]) + " | "
+                + fmt(d.get("cairn:store-zstd:rss_mib"), "", 0) + " |")
+        base = res["limits"].get("base", {})
+        if base:
+            L += ["", f"Base layer: `tar -x` {fmt(base.get('tar-x'))}, `tar -xzf` "
+                  f"{fmt(base.get('tar-xz'))}; compare cairn's `unpack` stage on the first RUN "
+                  "of a cold build above."]
+    L += ["", "## Targets (reported, not asserted)", "", "| target | value | goal | met | note |",
+          "|---|---|---|---|---|"]
+    for t in res["targets"]:
+        cmp = "≤" if "flat" in t["target"] else "≥"
+        L.append(f"| {t['target']} | {t['value']:.2f} | {cmp} {t['goal']} | "
+                 f"{'yes' if t['met'] else 'NO'} | {t['note']} |")
+    return "\n".join(L) + "\n"
+
+
+def plot(res, workloads, scenarios, tools, out):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: matplotlib not installed (apt-get install python3-matplotlib): no plot",
+              file=sys.stderr)
+        return
+    labels, data = [], {s: [] for s in STAGES}
+    peer_marks = {t: [] for t in tools if t != "cairn"}
+    for wl in workloads:
+        for sc in scenarios:
+            st = res["stages"].get(f"{wl}/{sc}", {})
+            labels.append(f"{wl} {sc}")
+            for s in STAGES:
+                c = st.get(s)
+                data[s].append(c["median"] if c else 0.0)
+            for t in peer_marks:
+                c = res["builds"].get(f"{wl}/{sc}/{t}")
+                peer_marks[t].append(c["median"] if c and "median" in c else None)
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(labels) + 1.8))
+    y = list(range(len(labels)))
+    left = [0.0] * len(labels)
+    colors = {"pull": "#8172b3", "unpack": "#4c72b0", "copy": "#55a868", "run": "#dd8452",
+              "layer": "#c44e52", "load": "#937860", "other": "#8c8c8c"}
+    for s in STAGES:
+        ax.barh(y, data[s], left=left, label=f"cairn: {s}", color=colors[s])
+        left = [a + b for a, b in zip(left, data[s])]
+    markers = {"buildah": "o", "buildah+load": "s", "docker": "D", "podman": "^"}
+    for t, xs in peer_marks.items():
+        pts = [(x, yy) for x, yy in zip(xs, y) if x is not None]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=markers.get(t, "x"),
+                       color="black", facecolors="none", label=f"{t} (total)", zorder=3)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels)
+    ax.invert_yaxis()
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("seconds (median; symlog scale)")
+    ax.set_title("Where cairn's build time goes, per stage, with peers' totals")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "stages.png"), dpi=110)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,150 @@
+# Helpers for scripts/bench: timing one command under /usr/bin/time, resetting each tool to
+# a cold state, and the machine-limit measurements. Source it after images.sh; it defines
+# functions only. Every measurement appends one JSON object to $RAW (JSON lines), which
+# scripts/lib/bench.py turns into the tables, the JSON summary and the plot.
+
+# json_str S: S as a JSON string.
+json_str() {
+    python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"
+}
+
+# measure KIND NAME SCENARIO RUN LOGBASE -- CMD...: runs CMD with stdout/stderr in
+# LOGBASE.{out,err}, records wall seconds, peak RSS and exit status. Never fails the script:
+# a tool that breaks shows up as ok=false in the results.
+measure() {
+    local kind=$1 name=$2 scenario=$3 run=$4 log=$5
+    shift 6
+    local tf=$log.time rc=0 t0 t1
+    t0=$(date +%s.%N)
+    if [ "${name#*/}" = cairn ]; then
+        # cairn's events carry no clock: stamp each stderr line on arrival, so the time to
+        # the first step (resolve + pull) and around "loading the image" can be told apart.
+        /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$log.out" \
+            2> >(perl -MTime::HiRes=time -pe 'BEGIN { $| = 1 } $_ = sprintf("%.3f ", time) . $_' >"$log.err") \
+            || rc=$?
+    else
+        /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$log.out" 2>"$log.err" || rc=$?
+    fi
+    t1=$(date +%s.%N)
+    local rss secs
+    rss=$(awk 'END {print $2}' "$tf" 2>/dev/null)
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
+    printf '{"kind":"%s","name":"%s","scenario":"%s","run":%s,"t0":%s,"seconds":%s,"max_rss_kb":%s,"ok":%s,"log":%s}\n' \
+        "$kind" "$name" "$scenario" "$run" "$t0" "$secs" "${rss:-0}" \
+        "$([ $rc -eq 0 ] && echo true || echo false)" "$(json_str "$log")" >>"$RAW"
+    if [ $rc -ne 0 ]; then
+        echo "bench:   $kind $name $scenario run $run FAILED (exit $rc), see $log.err:" >&2
+        tail -5 "$log.err" | sed 's/^/bench:     /' >&2
+    else
+        printf 'bench:   %-8s %-16s %-8s run %s  %7.2fs  %6d MiB\n' "$kind" "$name" "$scenario" \
+            "$run" "$secs" "$(( ${rss:-0} / 1024 ))" >&2
+    fi
+    return 0
+}
+
+# The per-tool storage roots live under $W so nothing touches the machine's own stores.
+buildah_() { buildah --root "$W/buildah/root" --runroot "$W/buildah/run" "$@"; }
+podman_() { podman --root "$W/podman/root" --runroot "$W/podman/run" "$@"; }
+
+# docker_rm_images REF...: removes the images (and the builder's untagged parents) if present.
+docker_rm_images() {
+    local r
+    for r in "$@"; do
+        docker image inspect "$r" >/dev/null 2>&1 && docker rmi -f "$r" >/dev/null 2>&1 || true
+    done
+}
+
+# reset_tool TOOL IMAGE: the cold state: an empty store and no image (nor base) in Docker.
+reset_tool() {
+    local tool=$1 image=$2
+    case $tool in
+        cairn) rm -rf "$W/cairn-store" ;;
+        buildah)
+            if [ -d "$W/buildah" ]; then
+                buildah_ rm -a >/dev/null 2>&1 || true
+                buildah_ rmi -af >/dev/null 2>&1 || true
+                rm -rf "$W/buildah"
+            fi
+            ;;
+        podman)
+            if [ -d "$W/podman" ]; then
+                podman_ rmi -af >/dev/null 2>&1 || true
+                podman_ system reset -f >/dev/null 2>&1 || true
+                rm -rf "$W/podman"
+            fi
+            ;;
+        docker)
+            # Every image this tool built in earlier runs (by ID, from --iidfile) and the
+            # base, which the daemon pulls from our registry again on a cold build.
+            if [ -f "$W/docker-ids" ]; then
+                # shellcheck disable=SC2046
+                docker_rm_images $(sort -u "$W/docker-ids")
+                rm -f "$W/docker-ids"
+            fi
+            docker_rm_images "$BASE_REF"
+            ;;
+    esac
+    docker_rm_images "$image"
+}
+
+# tool_cmd TOOL CTX IMAGE: sets CMD to the command line of one build of CTX tagged IMAGE
+# (/usr/bin/time runs programs, not shell functions, hence an array).
+tool_cmd() {
+    local tool=$1 ctx=$2 image=$3
+    case $tool in
+        cairn)
+            # shellcheck disable=SC2206
+            CMD=(env "CAIRN_ROOT=$W/cairn-store" "$CAIRN" build "$ctx" -t "$image"
+                --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" --progress=json $CAIRN_FLAGS) ;;
+        buildah)
+            CMD=(buildah --root "$W/buildah/root" --runroot "$W/buildah/run" bud --layers
+                --isolation "$BUILDAH_ISOLATION" --tls-verify=false
+                --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" -t "$image" "$ctx") ;;
+        buildah-load)
+            CMD=(buildah --root "$W/buildah/root" --runroot "$W/buildah/run" push -q
+                "$image" "docker-daemon:$image") ;;
+        podman)
+            CMD=(podman --root "$W/podman/root" --runroot "$W/podman/run" build --layers
+                --tls-verify=false --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" -t "$image" "$ctx") ;;
+        docker)
+            CMD=(docker build -q --iidfile "$W/docker-iid"
+                --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" -t "$image" "$ctx") ;;
+        *) echo "unknown tool $tool" >&2; return 2 ;;
+    esac
+}
+
+# limits_tree NAME DIR RUN: the machine's limits on the bytes of DIR, and cairn's layer
+# writer alone on the same tree.
+limits_tree() {
+    local name=$1 dir=$2 run=$3 log=$LOGS/limit-$1-$3
+    measure limit tar-sha256 "$name" "$run" "$log-tar" -- \
+        sh -c 'tar -cf - -C "$1" . | sha256sum' sh "$dir"
+    measure limit pigz "$name" "$run" "$log-pigz" -- \
+        sh -c 'tar -cf - -C "$1" . | pigz -6 -c | sha256sum' sh "$dir"
+    measure limit gzip-1t "$name" "$run" "$log-gzip" -- \
+        sh -c 'tar -cf - -C "$1" . | pigz -p 1 -6 -c | sha256sum' sh "$dir"
+    measure limit zstd-T0 "$name" "$run" "$log-zstd" -- \
+        sh -c 'tar -cf - -C "$1" . | zstd -q -3 -T0 -c | sha256sum' sh "$dir"
+    rm -rf "$W/cp-dst"
+    measure limit cp "$name" "$run" "$log-cp" -- cp -a "$dir" "$W/cp-dst"
+    rm -rf "$W/cp-dst"
+    local m
+    for m in tar none gzip zstd store-none store-zstd; do
+        rm -rf "$W/pipe-store"
+        measure pipeline "$m" "$name" "$run" "$log-pipe-$m" -- "$PIPELINE" "$m" "$dir" "$W/pipe-store"
+    done
+    rm -rf "$W/pipe-store"
+}
+
+# limits_base RUN: tar -x of the base layer, plain and gzipped (as the registry serves it).
+limits_base() {
+    local run=$1
+    [ -s "$W/base.tar.gz" ] || pigz -6 -c "$BASE_TAR" >"$W/base.tar.gz"
+    rm -rf "$W/untar" && mkdir -p "$W/untar"
+    measure limit tar-x base "$run" "$LOGS/limit-base-$run-untar" -- \
+        tar --numeric-owner -xf "$BASE_TAR" -C "$W/untar"
+    rm -rf "$W/untar" && mkdir -p "$W/untar"
+    measure limit tar-xz base "$run" "$LOGS/limit-base-$run-untargz" -- \
+        tar --numeric-owner -xzf "$W/base.tar.gz" -C "$W/untar"
+    rm -rf "$W/untar"
+}

@@ -1,0 +1,1 @@
+s/marker 1/marker 2/

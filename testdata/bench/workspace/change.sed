@@ -1,0 +1,1 @@
+s/chmod 0440/chmod 0400/

@@ -78,6 +78,7 @@ fn the_host_is_out_of_reach() {
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "secret");
     assert!(!out.contains("CAIRN_HOST_SECRET"), "host env leaked: {out}");
     assert!(out.contains("PATH=/usr/local/sbin"), "default PATH: {out}");
+    assert!(out.contains("HOME=/root"), "HOME from passwd: {out}");
     let first = out.lines().next().unwrap_or_default().trim().to_string();
     let procs: usize = first.parse().unwrap_or_else(|_| panic!("{out}"));
     assert!(procs <= 4, "host processes visible: {out}");
@@ -378,13 +379,14 @@ fn stdin_workdir_and_exec_form() {
         "WORKDIR is created when missing"
     );
     let spec = cairn::sandbox::RunSpec {
-        argv: vec!["/bin/sh".into(), "-c".into(), "pwd; id".into()],
+        argv: vec!["/bin/sh".into(), "-c".into(), "pwd; id; echo $HOME".into()],
         stdin: None,
         ..spec
     };
     let mut out = Vec::new();
     cairn::sandbox::run(&spec, &mut |b| out.extend_from_slice(b)).unwrap();
     let out = String::from_utf8(out).unwrap();
+    assert!(out.ends_with("\n/tmp\n"), "HOME of bob: {out}");
     assert!(
         out.starts_with("/srv/app\nuid=1000(bob) gid=50(staff) groups=50(staff)"),
         "{out}"

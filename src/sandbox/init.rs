@@ -20,7 +20,7 @@ pub fn main(spec: &ChildSpec) -> ! {
     let err = match setup(spec) {
         Err(Setup::NoOverlay(why)) => Report::NoOverlay(why),
         Err(Setup::Failed(why)) => Report::Failed(why),
-        Ok(()) => exec(&spec.run.argv, &environment(&spec.run.env)),
+        Ok(()) => exec(&spec.run.argv, &environment(&spec.run.env, &spec.home)),
     };
     send(&err);
     std::process::exit(1)
@@ -107,11 +107,15 @@ fn drop_privileges(spec: &ChildSpec) -> Result<(), Setup> {
     nix::sys::prctl::set_no_new_privs().map_err(errno("set no_new_privs"))
 }
 
-/// The step's environment: exactly what it was given, plus a default PATH.
-pub fn environment(env: &[String]) -> Vec<String> {
+/// The step's environment: exactly what it was given, plus a default PATH and, as runc
+/// does for Docker, HOME from the image's passwd when they are missing.
+pub fn environment(env: &[String], home: &str) -> Vec<String> {
     let mut out = env.to_vec();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         out.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        out.push(format!("HOME={home}"));
     }
     out
 }

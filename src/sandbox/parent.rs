@@ -104,6 +104,7 @@ fn run_once(spec: &RunSpec, mode: RootMode, output: &mut dyn FnMut(&[u8])) -> Re
         uid,
         gid,
         groups,
+        home: super::user::home_of(&spec.lowers, uid),
     };
     if mode != RootMode::Copy {
         match attempt(&child, output)? {

@@ -51,6 +51,8 @@ pub struct ChildSpec {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// HOME for a step whose environment has none: the user's home in the image.
+    pub home: String,
 }
 
 /// The parent's go-ahead after writing the maps.

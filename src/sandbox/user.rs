@@ -115,6 +115,26 @@ pub fn resolve_in(passwd: &str, group: &str, user: &str) -> Result<(u32, u32, Ve
     Ok((uid, gid, supplementary))
 }
 
+/// The home directory of `uid` in the image made of `lowers`, `/` when it has none (what
+/// runc gives a process whose environment has no HOME).
+pub fn home_of(lowers: &[PathBuf], uid: u32) -> String {
+    let passwd = find_in_layers(lowers, Path::new("etc/passwd"))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    home_in(&passwd, uid)
+}
+
+/// [`home_of`] over the file's contents.
+pub fn home_in(passwd: &str, uid: u32) -> String {
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[2].parse() == Ok(uid))
+        .map(|f| f[5].to_string())
+        .filter(|h| h.starts_with('/'))
+        .unwrap_or_else(|| "/".into())
+}
+
 fn parse_id(s: &str, user: &str) -> Result<u32, Error> {
     s.parse().map_err(|_| {
         Error::Message(format!(
@@ -156,6 +176,13 @@ mod tests {
         assert_eq!(resolve_in("", "", "root").unwrap(), (0, 0, vec![0]));
         assert!(resolve_in(PASSWD, GROUP, "nobody").is_err());
         assert!(resolve_in(PASSWD, GROUP, "coder:nogroup").is_err());
+    }
+
+    #[test]
+    fn homes_come_from_passwd() {
+        assert_eq!(home_in(PASSWD, 1000), "/home/coder");
+        assert_eq!(home_in(PASSWD, 0), "/root");
+        assert_eq!(home_in(PASSWD, 4242), "/");
     }
 
     #[test]

@@ -286,3 +286,78 @@ fn workspace_dockerfile_builds_loads_and_runs() {
         .args(["image", "rm", "-f", tag])
         .output();
 }
+
+/// The Coder provisioner's case: cairn run by an unprivileged user with subordinate ids (and
+/// in the docker group). RUN as container root, chown to a user made in the step, COPY
+/// --chown by name, a whiteout — all come out right in `docker run`.
+#[test]
+fn rootless_build_as_an_unprivileged_user() {
+    common::require_root();
+    common::require_docker();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "rootless/busybox:1");
+    let dir = common::tempdir();
+    let (ctx, store) = (dir.path().join("ctx"), dir.path().join("store"));
+    fs::create_dir_all(&ctx).unwrap();
+    write(
+        &ctx.join("Dockerfile"),
+        &format!(
+            "FROM {}/rootless/busybox:1\n\
+             RUN echo 'app:x:1234:1234::/home/app:/bin/sh' >> /etc/passwd && mkdir -p /data /owned && chown 1234:1234 /owned && echo hi > /data/f && rm /etc/group && id -u\n\
+             COPY --chown=app f.txt /owned/\n\
+             USER app\n",
+            reg.addr
+        ),
+    );
+    write(&ctx.join("f.txt"), "copied");
+    common::run_ok(
+        Command::new("chown")
+            .args(["-R", "cairntest"])
+            .arg(dir.path()),
+    );
+    let tag = "cairn-test/rootless:1";
+    let out = common::run(
+        Command::new("runuser")
+            .args(["-u", "cairntest", "--", "env", "HOME=/home/cairntest"])
+            .arg(format!("CAIRN_ROOT={}", store.display()))
+            .arg(common::cairn_bin())
+            .arg("build")
+            .arg(&ctx)
+            .args(["-t", tag, "--progress=plain"]),
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.lines().any(|l| l.ends_with(" 0")),
+        "RUN did not run as container root: {log}"
+    );
+    let ls = docker(&[
+        "run",
+        "--rm",
+        tag,
+        "sh",
+        "-c",
+        "ls -lnd /owned /owned/f.txt /data/f; id -u; test -e /etc/group || echo group-gone",
+    ]);
+    let line = |path: &str| {
+        ls.lines()
+            .find(|l| l.ends_with(path))
+            .unwrap_or_else(|| panic!("{path} missing: {ls}"))
+    };
+    assert!(
+        line(" /owned").contains(" 1234 ") && line(" /owned").starts_with('d'),
+        "{ls}"
+    );
+    assert!(
+        line("/owned/f.txt").contains(" 1234 "),
+        "COPY --chown=app: {ls}"
+    );
+    assert!(
+        line("/data/f").contains(" 0        0 "),
+        "root-made file: {ls}"
+    );
+    assert!(ls.contains("\n1234\n") && ls.contains("group-gone"), "{ls}");
+    let _ = Command::new("docker")
+        .args(["image", "rm", "-f", tag])
+        .output();
+}

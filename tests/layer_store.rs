@@ -70,6 +70,34 @@ fn from_upper_stores_blob_with_both_digests() {
 }
 
 #[test]
+fn from_tar_matches_from_upper() {
+    let t = common::tempdir();
+    let store = Store::open(&t.path().join("store")).unwrap();
+    let up = t.path().join("upper");
+    tree(&up);
+    let opts = LayerOptions::default();
+    let direct = layer::from_upper(&store, &up, &opts).unwrap().unwrap();
+    let produced = layer::from_tar(&store, opts.compression, |w| {
+        layer::write_tar(&up, w, &opts)
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(produced, direct);
+    let empty = t.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let none = layer::from_tar(&store, opts.compression, |w| {
+        layer::write_tar(&empty, w, &opts)
+    });
+    assert_eq!(none.unwrap(), None);
+    // The producer's own error comes back as it is.
+    let err = layer::from_tar(&store, opts.compression, |_| {
+        Err(layer::Error::Message("helper died".into()))
+    })
+    .unwrap_err();
+    assert_eq!(err.to_string(), "helper died");
+}
+
+#[test]
 fn recompress_keeps_and_checks_the_diff_id() {
     let t = common::tempdir();
     let store = Store::open(&t.path().join("store")).unwrap();

@@ -18,7 +18,7 @@ pub use compress::{
     decoder, Compression, InvalidCompression, DOCKER_MEDIA_TYPE_TAR, DOCKER_MEDIA_TYPE_TAR_GZIP,
     GZIP_LEVEL, MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD, ZSTD_LEVEL,
 };
-pub use stored::{from_upper, recompress};
+pub use stored::{from_tar, from_upper, recompress};
 pub use walk::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 use crate::digest::{Digest, HashingWriter};

@@ -3,9 +3,9 @@
 
 use super::compress::{decoder, Encoder};
 use super::{write_layer, Compression, Error, Layer, LayerOptions};
-use crate::digest::{Digest, HashingReader};
+use crate::digest::{Digest, HashingReader, HashingWriter};
 use crate::store::Store;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
 /// Writes the layer of an overlay upper directory into the store. `None` when the directory
@@ -25,6 +25,34 @@ pub fn from_upper(
         digest,
         size,
         media_type: opts.compression.media_type().to_string(),
+    }))
+}
+
+/// Builds a layer from a changeset tar that `produce` writes — [`super::write_tar`]'s
+/// output made elsewhere, e.g. inside a user namespace for a rootless build, where the
+/// upper directory's files are readable. The tar is digested (diffID), compressed as
+/// `compression` and stored in one pass. `None` when the tar holds no entries.
+pub fn from_tar<E: From<Error>>(
+    store: &Store,
+    compression: Compression,
+    produce: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+) -> Result<Option<Layer>, E> {
+    let enc = Encoder::new(compression, store.blob_writer().map_err(Error::from)?)
+        .map_err(Error::Write)?;
+    let mut tar = HashingWriter::new(enc);
+    produce(&mut tar)?;
+    let (enc, diff_id, tar_len) = tar.finish();
+    // An archive without entries is its two zero end blocks and nothing else.
+    if tar_len <= 1024 {
+        return Ok(None);
+    }
+    let blob = enc.finish().map_err(Error::Write)?;
+    let (digest, size) = blob.commit(None).map_err(Error::from)?;
+    Ok(Some(Layer {
+        diff_id,
+        digest,
+        size,
+        media_type: compression.media_type().to_string(),
     }))
 }
 

@@ -7,7 +7,7 @@ mod common;
 mod support;
 
 use cairn::rootfs::{ensure_unpacked, unpack_tar, UnpackOptions};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use support::tars::*;
 
@@ -95,7 +95,13 @@ fn hostile_entries_are_refused_or_contained() {
     let dir = common::tempdir();
     let outside = dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(outside.join("victim"), "intact").unwrap();
+    std::fs::set_permissions(
+        outside.join("victim"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("dotdot", {
             let mut t = TarBuilder::default();
@@ -145,6 +151,18 @@ fn hostile_entries_are_refused_or_contained() {
             t.file("d/victim", b"owned", 0o644, 0, 0);
             t.finish()
         }),
+        ("dir-replaced-by-symlink-before-its-mode-is-set", {
+            let mut t = TarBuilder::default();
+            t.dir("d", 0o777, 0, 0);
+            t.symlink("d", &outside.display().to_string());
+            t.finish()
+        }),
+        ("parent-replaced-by-symlink-before-its-mode-is-set", {
+            let mut t = TarBuilder::default();
+            t.dir("p/victim", 0o777, 0, 0);
+            t.symlink("p", &outside.display().to_string());
+            t.finish()
+        }),
         ("whiteout-through-symlink", {
             let mut t = TarBuilder::default();
             t.symlink("w", &outside.display().to_string());
@@ -164,6 +182,11 @@ fn hostile_entries_are_refused_or_contained() {
         );
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1, "{name}");
         assert!(!cairn::rootfs::overlay::is_opaque(&outside), "{name}");
+        let mode = std::fs::metadata(&outside).unwrap().mode() & 0o7777;
+        assert_eq!(
+            mode, 0o755,
+            "{name}: the mode of a directory outside changed"
+        );
         assert!(!Path::new("/etc/cairn-owned").exists(), "{name}");
         // Whatever was not refused stayed inside the target.
         if result.is_ok() {

@@ -328,12 +328,35 @@ impl Unpacker {
     fn finish(mut self) -> Result<Vec<String>, Error> {
         self.dirs.sort_by(|a, b| b.0.cmp(&a.0));
         for (dir, meta) in &self.dirs {
+            // A later entry may have replaced this directory, or one above it, with a
+            // symlink; chmod follows symlinks, so only a directory still reached through
+            // directories alone is touched.
+            if !is_plain_dir(&self.root, dir) {
+                continue;
+            }
             fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode))
                 .map_err(|e| Error::io(dir, e))?;
             set_mtime(dir, meta.mtime)?;
         }
         Ok(self.skipped)
     }
+}
+
+/// Whether `path` (below `root`) is a directory reached from `root` through directories
+/// only, no symlink on the way.
+fn is_plain_dir(root: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut at = root.to_path_buf();
+    for c in rel.components() {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn read_meta<R: Read>(entry: &mut tar::Entry<R>) -> io::Result<Meta> {

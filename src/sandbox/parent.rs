@@ -111,7 +111,12 @@ fn run_once(spec: &RunSpec, mode: RootMode, output: &mut dyn FnMut(&[u8])) -> Re
             Report::NoOverlay(why) if mode == RootMode::Overlay => {
                 return Err(Error::Message(format!("sandbox: {why}")))
             }
-            Report::NoOverlay(_) => {}
+            Report::NoOverlay(why) => {
+                static WARN: std::sync::Once = std::sync::Once::new();
+                WARN.call_once(|| {
+                    eprintln!("cairn: warning: overlayfs unavailable ({why}); RUN steps use a slower copy-based root")
+                });
+            }
             Report::Exit(code) => return Ok(code),
             other => {
                 return Err(Error::Message(format!(

@@ -5,6 +5,7 @@
 //! Every step — metadata ones too — gets a cache entry pointing at the [`State`] it produced,
 //! so a fully cached build reproduces the same config bytes and thus the same image ID.
 
+mod add;
 mod merge;
 pub mod progress;
 mod state;

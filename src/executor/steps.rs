@@ -146,7 +146,22 @@ pub(super) fn prepare(
             }
             let copts = copy_options(c)?;
             let dest = dest_path(&c.dest, state);
-            let sources = if !c.heredocs.is_empty() {
+            let is_add = matches!(exp, Expanded::Add(_));
+            let sources = if is_add && c.sources.iter().any(|s| super::add::is_url(s)) {
+                if !c.sources.iter().all(|s| super::add::is_url(s)) {
+                    return Err(Error::Usage(format!(
+                        "{}:{}: ADD with both URLs and local sources: split it into two ADDs",
+                        b.df_name, _inst.span.line
+                    )));
+                }
+                let dir = b.store.temp_dir("add-")?;
+                let names = super::add::download(&c.sources, c.checksum.as_deref(), dir.path())?;
+                let s = context::resolve_in(dir.path(), &names)?;
+                CopySources::Heredocs {
+                    _dir: dir,
+                    sources: s,
+                }
+            } else if !c.heredocs.is_empty() {
                 let dir = tempfile::Builder::new()
                     .prefix("cairn-heredoc-")
                     .tempdir()
@@ -241,9 +256,8 @@ pub(super) fn execute(
             inst,
             &mut timings,
         )?,
-        (Expanded::Copy(c) | Expanded::Add(c), prepared) => {
-            copy_step(b, state, c, prepared, &mut timings)?
-        }
+        (Expanded::Copy(c), prepared) => copy_step(b, state, c, false, prepared, &mut timings)?,
+        (Expanded::Add(c), prepared) => copy_step(b, state, c, true, prepared, &mut timings)?,
         (other, _) => {
             apply_meta(&mut next, ctx, other, inst, scope, b.opts.source_date_epoch);
             return Ok((next, timings));
@@ -454,6 +468,7 @@ fn copy_step(
     b: &Builder<'_>,
     state: &State,
     c: &ExpandedCopy,
+    is_add: bool,
     prepared: Prepared,
     timings: &mut Vec<(String, f64)>,
 ) -> Result<Option<layer::Layer>> {
@@ -465,7 +480,30 @@ fn copy_step(
         .map_err(|e| Error::Internal(format!("cannot create {}: {e}", root.display())))?;
     let t = Instant::now();
     match prepared {
-        Prepared::Copy { sources, .. } => context::stage(sources.sources(), &dest, &copts, &root)?,
+        Prepared::Copy { sources, .. } => {
+            // ADD extracts local tar archives (not downloaded files) instead of copying them.
+            let extract =
+                is_add && c.unpack != Some(false) && matches!(sources, CopySources::Context(_));
+            let (archives, plain): (Vec<_>, Vec<_>) = sources
+                .sources()
+                .iter()
+                .cloned()
+                .map(|s| {
+                    let kind = (extract && !s.is_dir())
+                        .then(|| super::add::archive_kind(&s.path()))
+                        .flatten();
+                    (s, kind)
+                })
+                .partition(|(_, k)| k.is_some());
+            let plain: Vec<_> = plain.into_iter().map(|(s, _)| s).collect();
+            if !plain.is_empty() {
+                context::stage(&plain, &dest, &copts, &root)?;
+            }
+            for (src, kind) in archives {
+                let target = root.join(dest.trim_start_matches('/'));
+                super::add::extract(&src.path(), kind.expect("partitioned on Some"), &target)?;
+            }
+        }
         Prepared::CopyFrom { layers, .. } => {
             let view = b.store.temp_dir("from-")?;
             let lowers = lowers(b, &layers)?;

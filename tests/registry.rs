@@ -179,6 +179,25 @@ fn offline_pulls_use_the_store() {
 }
 
 #[test]
+fn pulls_the_debian_base() {
+    let reg = Registry::start();
+    let digest = images::push_debian(&reg, "debian:minbase");
+    // Pushing again sends the same bytes: the digest is stable across pushes and runs.
+    assert_eq!(images::push_debian(&reg, "debian:again"), digest);
+    let root = common::tempdir();
+    let reference = format!("{}/debian:minbase", reg.addr);
+    let out = pull(root.path(), &["-q", &reference]);
+    assert_eq!(stdout(&out), digest, "{}", stderr(&out));
+    let json = common::run_ok(common::cairn(root.path()).args(["inspect", &reference]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let size = v["manifest"]["layers"][0]["size"].as_u64().unwrap();
+    assert!(
+        size > 10_000_000,
+        "a Debian minbase layer is tens of MB, got {size}"
+    );
+}
+
+#[test]
 fn invalid_references_are_usage_errors() {
     let root = common::tempdir();
     let out = pull(root.path(), &["Not/Valid"]);

@@ -32,7 +32,8 @@ fn best_of(n: usize, mut f: impl FnMut() -> Duration) -> Duration {
 fn pull_vs_skopeo_copy() {
     let reg = Registry::start();
     let layout = Layout::new(&reg.scratch("bench"));
-    let mut layers = vec![LayerSrc::TarFile(images::debian_rootfs_tar())];
+    let (gz, diff_id) = images::debian_layer_gz();
+    let mut layers = vec![LayerSrc::Gzipped(gz, diff_id)];
     for i in 0..3u64 {
         let e = vec![Entry::File(
             format!("noise-{i}.bin"),

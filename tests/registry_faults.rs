@@ -61,6 +61,10 @@ enum Fault {
     HugeManifest,
     RedirectLoop,
     GarbageChallenge,
+    /// Every layer answer waits a little, so concurrent pulls overlap.
+    Slow,
+    /// The first layer answer sends half the bytes and then stalls; later ones are whole.
+    StallOnce,
 }
 
 /// Serves the fake image as `ADDR/fault:latest`; returns the server and the count of
@@ -139,6 +143,19 @@ fn serve(f: Arc<Fake>, fault: Fault) -> (TinyServer, Arc<AtomicUsize>) {
             },
             Fault::TruncateAlways => truncated(),
             Fault::FailOnce if n == 0 => Reply::status(500),
+            Fault::Slow => {
+                std::thread::sleep(Duration::from_millis(300));
+                full()
+            }
+            Fault::StallOnce if n == 0 => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    f.layer.len()
+                );
+                let mut raw = head.into_bytes();
+                raw.extend_from_slice(&f.layer[..f.layer.len() / 2]);
+                Reply::Stall(raw)
+            }
             Fault::Hang => Reply::Hang,
             Fault::Oversize => {
                 let mut b = f.layer.clone();
@@ -297,4 +314,86 @@ fn lying_answers_are_clear_errors_with_bounded_memory() {
     let err = err_of(out);
     assert!(err.contains("WWW-Authenticate"), "{err}");
     assert!(maintain::blobs(&store).unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_pulls_download_each_blob_once() {
+    let f = Arc::new(fake(CONFIG));
+    let (server, hits) = serve(f.clone(), Fault::Slow);
+    let root = common::tempdir();
+    let r = Reference::parse(&format!("{}/fault:latest", server.addr)).unwrap();
+    let opts = RegistryOptions {
+        quiet: true,
+        ..RegistryOptions::default()
+    };
+    let digests: Vec<Digest> = std::thread::scope(|s| {
+        let pulls: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let store = Store::open(root.path()).unwrap();
+                    let p = "linux/amd64".parse().unwrap();
+                    registry::pull(&store, &r, &p, PullPolicy::Always, &opts)
+                        .unwrap()
+                        .manifest_digest
+                })
+            })
+            .collect();
+        pulls.into_iter().map(|p| p.join().unwrap()).collect()
+    });
+    assert!(digests.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "the layer was downloaded more than once"
+    );
+    let store = Store::open(root.path()).unwrap();
+    assert_eq!(store.read_blob(&f.layer_digest).unwrap(), f.layer);
+}
+
+#[test]
+fn pull_killed_mid_download_leaves_nothing_wrong() {
+    let f = Arc::new(fake(CONFIG));
+    let (server, _hits) = serve(f.clone(), Fault::StallOnce);
+    let root = common::tempdir();
+    let reference = format!("{}/fault:latest", server.addr);
+    let mut child = common::cairn(root.path())
+        .args(["pull", "-q", &reference])
+        .spawn()
+        .unwrap();
+    // Wait until the layer download has begun and stalled half-way, then SIGKILL.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let tmp = root.path().join("tmp");
+    loop {
+        let started = std::fs::read_dir(&tmp)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(".blob."));
+        if started {
+            // Let the first half arrive (it sits in the writer's buffer or the temp file).
+            std::thread::sleep(Duration::from_millis(300));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pull never wrote the partial layer"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let leftovers = std::fs::read_dir(&tmp).unwrap().count();
+    assert!(
+        leftovers > 0,
+        "SIGKILL should leave the temp file for the next open to clean"
+    );
+    // The next process finds no blob, cleans the dead process's temp file, verifies clean.
+    let store = Store::open(root.path()).unwrap();
+    assert_clean(&store, &f);
+    let verify = common::run_ok(common::cairn(root.path()).args(["cache", "verify"]));
+    assert!(verify.contains("all good"), "{verify}");
+    // And pulls again, whole this time.
+    let out = common::run_ok(common::cairn(root.path()).args(["pull", "-q", &reference]));
+    assert_eq!(out.trim(), Digest::of_bytes(&f.manifest).as_str());
+    assert_eq!(store.read_blob(&f.layer_digest).unwrap(), f.layer);
 }

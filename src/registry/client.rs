@@ -204,21 +204,15 @@ impl Client {
 
     /// The Authorization header to send, refreshing an expired bearer token.
     async fn current_auth(&self) -> Result<Option<String>, Error> {
-        let (expired, challenge) = {
+        let challenge = {
             let st = self.auth.lock().await;
-            let expired = st.expires.is_some_and(|e| Instant::now() >= e);
-            if !expired {
-                return Ok(st.header.clone());
+            match (st.expires, &st.challenge) {
+                (Some(e), Some(c)) if Instant::now() >= e => c.clone(),
+                _ => return Ok(st.header.clone()),
             }
-            (expired, st.challenge.clone())
         };
-        match (expired, challenge) {
-            (true, Some(c)) => {
-                self.authenticate(c).await?;
-                Ok(self.auth.lock().await.header.clone())
-            }
-            _ => Ok(None),
-        }
+        self.authenticate(challenge).await?;
+        Ok(self.auth.lock().await.header.clone())
     }
 
     async fn authenticate(&self, challenge: Challenge) -> Result<(), Error> {

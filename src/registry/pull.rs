@@ -5,14 +5,14 @@
 
 use super::client::Client;
 use super::manifest::{self, Manifest, MAX_CONFIG};
-use super::progress::Progress;
+use super::progress::{BlobProgress, Progress};
 use super::{Error, PullPolicy, PulledImage, Reference, RegistryOptions};
 use crate::digest::Digest;
 use crate::platform::Platform;
 use crate::store::Store;
 use futures_util::{StreamExt, TryStreamExt};
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Pulls `r` for `platform` into `store` under `policy`; every blob of the image is in the
 /// store afterwards.
@@ -38,14 +38,15 @@ pub fn resolve(
     block_on(Puller::new(store, r, platform, policy, opts).resolve())
 }
 
-/// Runs a future to completion on a private single-threaded runtime (on a fresh thread
+/// Runs a future to completion on a private runtime (on a fresh thread
 /// when the caller is itself inside a runtime, where `block_on` would panic).
 fn block_on<F: Future + Send>(f: F) -> F::Output
 where
     F::Output: Send,
 {
     let run = || {
-        tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()
             .expect("a tokio runtime")
@@ -64,7 +65,7 @@ struct Puller<'a> {
     platform: &'a Platform,
     policy: PullPolicy,
     opts: &'a RegistryOptions,
-    client: OnceLock<Client>,
+    client: OnceLock<Arc<Client>>,
     /// Set when the registry was unreachable and a stored tag was used: no more network.
     offline: bool,
     progress: Progress,
@@ -95,7 +96,7 @@ impl<'a> Puller<'a> {
     }
 
     /// The network client, refused when the policy or a fallback forbids the network.
-    fn client(&self, what: &str) -> Result<&Client, Error> {
+    fn client(&self, what: &str) -> Result<&Arc<Client>, Error> {
         let why = match (self.policy, self.offline) {
             (PullPolicy::Never, _) => Some("--pull=never forbids the network"),
             (_, true) => Some("the registry is unreachable"),
@@ -111,7 +112,7 @@ impl<'a> Puller<'a> {
         if let Some(c) = self.client.get() {
             return Ok(c);
         }
-        let _ = self.client.set(Client::new(self.r, self.opts)?);
+        let _ = self.client.set(Arc::new(Client::new(self.r, self.opts)?));
         Ok(self.client.get().expect("just set"))
     }
 
@@ -283,24 +284,39 @@ impl<'a> Puller<'a> {
         Ok(m)
     }
 
-    /// Blob `d` in the store, downloading it when missing (once across processes: the
-    /// download holds the store lock `blob-<hex>`, and a waiter finds it done).
+    /// Blob `d` in the store, downloading it when missing. The download runs as its own
+    /// task, so several layers hash and write on several threads.
     async fn ensure_blob(&self, d: &Digest, size: u64, what: &str) -> Result<(), Error> {
         if self.store.has_blob(d) {
             return Ok(());
         }
-        let client = self.client(&format!("{what} {d}"))?;
+        let client = self.client(&format!("{what} {d}"))?.clone();
         let store = self.store.clone();
-        let name = format!("blob-{}", d.hex());
-        let _lock = tokio::task::spawn_blocking(move || store.lock(&name))
-            .await
-            .map_err(|e| Error::Message(format!("lock task failed: {e}")))??;
-        if self.store.has_blob(d) {
-            return Ok(());
-        }
         let bar = self.progress.blob(d, size);
-        client.fetch_blob(self.store, d, size, &bar).await?;
-        bar.finish();
-        Ok(())
+        let d = d.clone();
+        tokio::spawn(download(client, store, d, size, bar))
+            .await
+            .map_err(|e| Error::Message(format!("download task failed: {e}")))?
     }
+}
+
+/// Downloads one blob, once across processes: the download holds the store lock
+/// `blob-<hex>`, and a waiter finds the blob there when it gets the lock.
+async fn download(
+    client: Arc<Client>,
+    store: Store,
+    d: Digest,
+    size: u64,
+    bar: BlobProgress,
+) -> Result<(), Error> {
+    let name = format!("blob-{}", d.hex());
+    let locker = store.clone();
+    let _lock = tokio::task::spawn_blocking(move || locker.lock(&name))
+        .await
+        .map_err(|e| Error::Message(format!("lock task failed: {e}")))??;
+    if !store.has_blob(&d) {
+        client.fetch_blob(&store, &d, size, &bar).await?;
+    }
+    bar.finish();
+    Ok(())
 }

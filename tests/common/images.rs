@@ -6,7 +6,8 @@
 //! - [`push_multi_layer`]: busybox plus extra small layers, pushed as Docker schema 2.
 //! - [`push_manifest_list`]: an OCI index with linux/amd64 (busybox) and linux/arm64/v8.
 //! - [`push_debian`]: `debootstrap --variant=minbase` of this machine's release, made once
-//!   per machine under `/var/tmp/cairn-testdata/` (the same file `scripts/lib/images.sh` uses).
+//!   per machine under `/var/tmp/cairn-testdata/` (the same file `scripts/lib/images.sh` uses),
+//!   gzipped once per machine too, so every push of it sends the same layer bytes.
 
 use super::registry::Registry;
 use cairn::digest::HashingWriter;
@@ -33,6 +34,8 @@ pub enum Entry {
 pub enum LayerSrc {
     Entries(Vec<Entry>),
     TarFile(PathBuf),
+    /// An already gzipped layer and its diffID.
+    Gzipped(PathBuf, String),
 }
 
 /// A descriptor of something written into the layout.
@@ -75,6 +78,19 @@ impl Layout {
 
     /// Writes a gzip layer; returns (blob descriptor, diffID).
     pub fn put_layer(&self, src: &LayerSrc) -> (Blob, String) {
+        if let LayerSrc::Gzipped(path, diff_id) = src {
+            let tmp = self.dir.join("blobs/layer.part");
+            let mut w = HashingWriter::new(fs::File::create(&tmp).unwrap());
+            io::copy(&mut fs::File::open(path).unwrap(), &mut w).unwrap();
+            let (_, digest, size) = w.finish();
+            fs::rename(&tmp, self.dir.join("blobs/sha256").join(digest.hex())).unwrap();
+            let blob = Blob {
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                digest: digest.to_string(),
+                size,
+            };
+            return (blob, diff_id.clone());
+        }
         let tmp = self.dir.join("blobs/layer.part");
         let file = fs::File::create(&tmp).unwrap();
         let gz = GzEncoder::new(HashingWriter::new(file), flate2::Compression::fast());
@@ -85,6 +101,7 @@ impl Layout {
                 let mut f = fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
                 io::copy(&mut f, &mut diff).unwrap();
             }
+            LayerSrc::Gzipped(..) => unreachable!("handled above"),
         };
         let (gz, diff_id, _) = diff.finish();
         let (file, digest, size) = gz.finish().unwrap().finish();
@@ -318,26 +335,66 @@ pub fn push_manifest_list(reg: &Registry, repo_tag: &str) -> ManifestList {
 
 /// Pushes a Debian minbase root of this machine's release as one layer; returns the digest.
 pub fn push_debian(reg: &Registry, repo_tag: &str) -> String {
-    let tar = debian_rootfs_tar();
+    let (gz, diff_id) = debian_layer_gz();
     let layout = new_layout(reg, repo_tag);
-    let m = layout.image(&[LayerSrc::TarFile(tar)], "amd64", None);
+    let m = layout.image(&[LayerSrc::Gzipped(gz, diff_id)], "amd64", None);
     layout.tag(&m);
     skopeo_push(reg, &layout, repo_tag, &[])
+}
+
+fn testdata() -> PathBuf {
+    let data = PathBuf::from(
+        std::env::var_os("CAIRN_TESTDATA").unwrap_or_else(|| "/var/tmp/cairn-testdata".into()),
+    );
+    fs::create_dir_all(&data).unwrap();
+    data
+}
+
+fn suite() -> String {
+    os_release("VERSION_CODENAME").unwrap_or_else(|| "bookworm".into())
+}
+
+/// Holds the machine-wide test-data lock, so parallel tests wait for one maker.
+fn testdata_lock() -> nix::fcntl::Flock<fs::File> {
+    let lock = fs::File::create(testdata().join(".debian.lock")).unwrap();
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap()
+}
+
+/// The Debian root as a gzip layer and its diffID, compressed once per machine
+/// (`debian-<suite>-minbase.tar.gz` beside the tar), so every push sends the same bytes.
+pub fn debian_layer_gz() -> (PathBuf, String) {
+    let tar = debian_rootfs_tar();
+    let gz = tar.with_extension("tar.gz");
+    let diff_file = tar.with_extension("tar.diffid");
+    let _held = testdata_lock();
+    if !(gz.exists() && diff_file.exists()) {
+        let part = tar.with_extension("tar.gz.part");
+        let out = GzEncoder::new(
+            fs::File::create(&part).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut w = HashingWriter::new(out);
+        io::copy(&mut fs::File::open(&tar).unwrap(), &mut w).unwrap();
+        let (enc, diff_id, _) = w.finish();
+        enc.finish().unwrap().sync_all().unwrap();
+        fs::write(&diff_file, diff_id.as_str()).unwrap();
+        fs::rename(&part, &gz).unwrap();
+    }
+    (
+        gz,
+        fs::read_to_string(&diff_file).unwrap().trim().to_string(),
+    )
 }
 
 /// `/var/tmp/cairn-testdata/debian-<suite>-minbase.tar`, made once per machine (under a
 /// lock, so parallel tests wait for one debootstrap instead of racing).
 pub fn debian_rootfs_tar() -> PathBuf {
-    let data = PathBuf::from(
-        std::env::var_os("CAIRN_TESTDATA").unwrap_or_else(|| "/var/tmp/cairn-testdata".into()),
-    );
-    fs::create_dir_all(&data).unwrap();
-    let suite = os_release("VERSION_CODENAME").unwrap_or_else(|| "bookworm".into());
+    let data = testdata();
+    let suite = suite();
     let tar = data.join(format!("debian-{suite}-minbase.tar"));
-    let lock = fs::File::create(data.join(".debian.lock")).unwrap();
-    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .unwrap();
+    let _held = testdata_lock();
     if fs::metadata(&tar).is_ok_and(|m| m.len() > 0) {
         return tar;
     }

@@ -182,6 +182,8 @@ pub enum Reply {
     Raw(Vec<u8>),
     /// Never answer; hold the connection open until the server stops.
     Hang,
+    /// These bytes, then hold the connection open until the server stops.
+    Stall(Vec<u8>),
 }
 
 impl Reply {
@@ -281,7 +283,8 @@ fn serve(conn: TcpStream, handler: &Handler, stop: &AtomicBool) {
         headers,
     };
     let mut conn = conn;
-    match handler(&req) {
+    let reply = handler(&req);
+    match reply {
         Reply::Full {
             status,
             headers,
@@ -306,7 +309,11 @@ fn serve(conn: TcpStream, handler: &Handler, stop: &AtomicBool) {
         Reply::Raw(bytes) => {
             let _ = conn.write_all(&bytes);
         }
-        Reply::Hang => {
+        Reply::Hang | Reply::Stall(_) => {
+            if let Reply::Stall(bytes) = &reply {
+                let _ = conn.write_all(bytes);
+                let _ = conn.flush();
+            }
             while !stop.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(20));
             }

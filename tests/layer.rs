@@ -375,3 +375,91 @@ fn compressed_bytes_are_pinned() {
         assert_eq!(blob.as_str(), want, "{c}");
     }
 }
+
+/// GNU tar (a reader cairn does not share code with) restores exactly the tree the layer
+/// was written from: odd and long names (PAX), modes with setuid, owners, symlinks,
+/// hardlinks, devices, FIFOs and xattrs.
+#[test]
+fn gnu_tar_restores_the_tree() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    common::require_root();
+    let t = common::tempdir();
+    let src = t.path().join("src");
+    sample_tree(&src, 1_650_000_000);
+    let odd = src.join(OsStr::from_bytes(b"bad-\xff-name"));
+    write(&odd, "not utf-8", 0o600);
+    let long = src
+        .join("l".repeat(90))
+        .join("m".repeat(90))
+        .join("n".repeat(120));
+    write(&long, "long", 0o644);
+    write(&src.join("caf\u{e9}"), "utf-8", 0o644);
+    std::os::unix::fs::lchown(&odd, Some(3_000_000), Some(4242)).unwrap();
+    common::run_ok(
+        Command::new("mknod")
+            .arg(src.join("null"))
+            .args(["c", "1", "3"]),
+    );
+
+    let tar_path = t.path().join("layer.tar");
+    fs::write(&tar_path, tar_of(&src, &LayerOptions::default())).unwrap();
+    let dst = t.path().join("dst");
+    fs::create_dir(&dst).unwrap();
+    common::run_ok(
+        Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf"])
+            .arg(&tar_path)
+            .arg("-C")
+            .arg(&dst),
+    );
+
+    // (path, mode, uid, gid, rdev, content or link target)
+    type Row = (Vec<u8>, u32, u32, u32, u64, Option<Vec<u8>>);
+    let walk = |root: &Path| -> Vec<Row> {
+        walkdir::WalkDir::new(root)
+            .sort_by_file_name()
+            .into_iter()
+            .skip(1)
+            .map(|e| {
+                let e = e.unwrap();
+                let md = fs::symlink_metadata(e.path()).unwrap();
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec();
+                let content = if md.is_file() {
+                    Some(fs::read(e.path()).unwrap())
+                } else if md.file_type().is_symlink() {
+                    Some(
+                        fs::read_link(e.path())
+                            .unwrap()
+                            .as_os_str()
+                            .as_bytes()
+                            .to_vec(),
+                    )
+                } else {
+                    None
+                };
+                (rel, md.mode(), md.uid(), md.gid(), md.rdev(), content)
+            })
+            .collect()
+    };
+    assert_eq!(walk(&dst), walk(&src));
+    let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        ino(&dst.join("a/hard")),
+        ino(&dst.join("z/orig")),
+        "hardlink kept"
+    );
+    assert_eq!(
+        xattr::get(dst.join("B"), "user.cairn.test")
+            .unwrap()
+            .as_deref(),
+        Some(&b"v1"[..])
+    );
+}

@@ -304,6 +304,7 @@ fn rootless_build_as_an_unprivileged_user() {
         &format!(
             "FROM {}/rootless/busybox:1\n\
              RUN echo 'app:x:1234:1234::/home/app:/bin/sh' >> /etc/passwd && mkdir -p /data /owned && chown 1234:1234 /owned && echo hi > /data/f && rm /etc/group && id -u\n\
+             RUN echo secret > /root/private && chmod 600 /root/private\n\
              COPY --chown=app f.txt /owned/\n\
              USER app\n",
             reg.addr
@@ -357,6 +358,18 @@ fn rootless_build_as_an_unprivileged_user() {
         "root-made file: {ls}"
     );
     assert!(ls.contains("\n1234\n") && ls.contains("group-gone"), "{ls}");
+    // A file only container root may read (0600) still made it into the layer.
+    let private = docker(&[
+        "run",
+        "--rm",
+        "--user",
+        "root",
+        tag,
+        "sh",
+        "-c",
+        "stat -c '%u %a' /root/private; cat /root/private",
+    ]);
+    assert_eq!(private.trim(), "0 600\nsecret", "{private}");
     let _ = Command::new("docker")
         .args(["image", "rm", "-f", tag])
         .output();

@@ -434,12 +434,25 @@ fn run_step(
         });
     }
     let t = Instant::now();
-    let layer = layer::from_upper(b.store, &upper, &layer_options(b, None)?)?;
+    let layer = upper_layer(b, &upper)?;
     timings.push(("layer".into(), progress::secs(t.elapsed())));
     if let Some(l) = &layer {
         adopt_as_lower(b, &l.diff_id, &upper);
     }
     Ok(layer)
+}
+
+/// The layer of a RUN step's upper directory. Rootless, the upper holds files of other
+/// (subordinate) owners that this user may not read — `/etc/shadow` after a `useradd` — so
+/// the tar is written inside a user namespace where they belong to its root.
+fn upper_layer(b: &Builder<'_>, upper: &std::path::Path) -> Result<Option<layer::Layer>> {
+    let opts = layer_options(b, None)?;
+    if nix::unistd::geteuid().is_root() {
+        return Ok(layer::from_upper(b.store, upper, &opts)?);
+    }
+    layer::from_tar::<Error>(b.store, opts.compression, |out| {
+        Ok(sandbox::layer_tar_as_container_root(upper, &opts, out)?)
+    })
 }
 
 /// Makes a finished step's upper directory the unpacked form of the layer it produced, so

@@ -2,8 +2,8 @@
 //! inputs hash — which must ignore mtimes and notice everything else.
 
 use cairn::context::{
-    hash_sources, plan_copy, resolve_dest, resolve_in, stage, stage_checked, Context, CopyOptions,
-    EntryKind, Error, InputsHash, SourceRoot,
+    hash_sources, heredoc_sources, plan_copy, resolve_dest, resolve_in, stage, stage_checked,
+    Context, CopyOptions, EntryKind, Error, InputsHash, SourceRoot,
 };
 use cairn::dockerfile::ignore::IgnoreMatcher;
 use std::fs;
@@ -541,4 +541,23 @@ fn symlinks_resolve_inside_the_root_and_loops_stop() {
     )
     .unwrap();
     assert!(plan.iter().any(|e| e.dest == b"a/dangling"));
+}
+
+#[test]
+fn heredoc_bodies_hash_the_same_whatever_the_umask_or_user() {
+    let docs = vec![("run.sh".to_string(), "#!/bin/sh\necho hi\n".to_string())];
+    let hash_with_umask = |mask: u32| {
+        let dir = tempfile::tempdir().unwrap();
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+        let srcs = heredoc_sources(dir.path(), &docs);
+        nix::sys::stat::umask(old);
+        let srcs = srcs.unwrap();
+        let plan = plan_copy(&srcs, "/usr/local/bin/run.sh", &CopyOptions::default()).unwrap();
+        assert_eq!((plan[0].mode, plan[0].uid, plan[0].gid), (0o664, 0, 0));
+        hash_sources(&srcs, "/usr/local/bin/run.sh", &CopyOptions::default()).unwrap()
+    };
+    assert_eq!(hash_with_umask(0o022), hash_with_umask(0o077));
+    let dir = tempfile::tempdir().unwrap();
+    let bad = vec![("../x".to_string(), String::new())];
+    assert!(heredoc_sources(dir.path(), &bad).is_err());
 }

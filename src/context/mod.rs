@@ -17,7 +17,7 @@ mod stage;
 
 pub use hash::{hash_plan, hash_sources, InputsHash};
 pub use plan::{plan_copy, resolve_dest, EntryKind, PlannedEntry};
-pub use resolve::{resolve_in, Source, SourceRoot};
+pub use resolve::{heredoc_sources, resolve_in, Source, SourceRoot};
 pub use stage::{stage, stage_checked, stage_plan};
 
 use crate::dockerfile::ignore::{IgnoreError, IgnoreMatcher};

@@ -89,6 +89,25 @@ impl<'a> SourceRoot<'a> {
     }
 }
 
+/// Writes the bodies of `COPY <<NAME` heredocs into `dir` (an empty directory the caller
+/// keeps alive until staging) and resolves them as sources. The files get mode `0664`, as
+/// BuildKit's `Mkfile` gives them, and owner 0:0, whatever the umask and user of this
+/// build, so a heredoc's inputs hash is the same on every machine.
+pub fn heredoc_sources(dir: &Path, docs: &[(String, String)]) -> Result<Vec<Source>, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut names = Vec::with_capacity(docs.len());
+    for (name, body) in docs {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(Error::BadPattern { src: name.clone() });
+        }
+        let path = dir.join(name);
+        fs::write(&path, body).map_err(read_err(&path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o664)).map_err(read_err(&path))?;
+        names.push(name.clone());
+    }
+    SourceRoot::new(dir).reset_owners().resolve(&names)
+}
+
 /// Resolves sources in a plain directory (see [`SourceRoot`]).
 pub fn resolve_in(root: &Path, srcs: &[String]) -> Result<Vec<Source>, Error> {
     SourceRoot::new(root).resolve(srcs)

@@ -40,6 +40,21 @@ fn bad_dockerfile_is_2_with_file_line_and_column() {
     assert!(err.contains("--bogus"), "{err}");
 }
 
+/// An unsupported RUN flag is refused with its line, not silently ignored.
+#[test]
+fn unsupported_run_mount_is_2_and_never_ignored() {
+    let root = common::tempdir();
+    let ctx =
+        context("FROM scratch\nRUN --mount=type=cache,target=/var/cache/apt apt-get update\n");
+    let out = build(root.path(), ctx.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Dockerfile:2: RUN --mount=type=cache is not supported"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn failing_run_is_3_and_names_the_command_and_its_status() {
     common::require_root();

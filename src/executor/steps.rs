@@ -119,6 +119,18 @@ pub(super) fn prepare(
     done: &[StageResult],
 ) -> Result<Prepared> {
     match exp {
+        Expanded::Run(run) if !run.mounts.is_empty() => Err(Error::Usage(format!(
+            "{}:{}: RUN --mount=type={} is not supported by cairn yet (remove the flag, or COPY what the step needs)",
+            b.df_name,
+            _inst.span.line,
+            run.mounts[0].kind.as_str()
+        ))),
+        Expanded::Run(run) if run.security == crate::dockerfile::Security::Insecure => {
+            Err(Error::Usage(format!(
+                "{}:{}: RUN --security=insecure is not supported: cairn runs every step with Docker's default capabilities",
+                b.df_name, _inst.span.line
+            )))
+        }
         Expanded::Run(run) => Ok(Prepared::Run {
             network: match run.network {
                 crate::dockerfile::Network::None => Network::None,

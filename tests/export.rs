@@ -349,3 +349,52 @@ fn engine_errors_during_load_are_reported() {
         assert!(err.to_string().contains("diff"), "{via:?}: {err}");
     }
 }
+
+#[test]
+fn oci_layout_keeps_other_images_and_retags() {
+    let t = common::tempdir();
+    let layout = t.path().join("layout");
+    let (s1, one) = busybox_image(&t.path().join("1"), Compression::Gzip, "one");
+    let (s2, two) = busybox_image(&t.path().join("2"), Compression::Gzip, "two");
+    let refs = |dir: &Path| -> Vec<(String, String)> {
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+        v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let name = m["annotations"]["org.opencontainers.image.ref.name"].as_str();
+                (
+                    name.unwrap_or("").to_string(),
+                    m["digest"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    export::write_oci_layout(&s1, &one, &["app:1".into(), "app:stable".into()], &layout).unwrap();
+    export::write_oci_layout(&s2, &two, &["app:2".into()], &layout).unwrap();
+    let (m1, m2) = (one.manifest.to_string(), two.manifest.to_string());
+    assert_eq!(
+        refs(&layout),
+        [
+            ("1".into(), m1.clone()),
+            ("stable".into(), m1.clone()),
+            ("2".into(), m2.clone())
+        ]
+    );
+    // Moving a tag replaces only that entry.
+    export::write_oci_layout(&s2, &two, &["app:stable".into()], &layout).unwrap();
+    assert_eq!(
+        refs(&layout),
+        [
+            ("1".into(), m1),
+            ("2".into(), m2.clone()),
+            ("stable".into(), m2)
+        ]
+    );
+    for tag in ["1", "2", "stable"] {
+        let src = format!("oci:{}:{tag}", layout.display());
+        common::run_ok(Command::new("skopeo").args(["inspect", "--raw", &src]));
+    }
+}

@@ -49,7 +49,7 @@ pub fn write_docker_archive(
         let data = compat.open_blob(store, &d)?;
         append_file(&mut b, &format!("blobs/sha256/{}", d.hex()), size, data)?;
     }
-    let index = index_for(store, img, &tags)?;
+    let index = index_json(&index_descriptors(store, img, &tags)?);
     append_bytes(&mut b, "index.json", &index)?;
     let docker = [DockerManifest {
         config: format!("blobs/sha256/{}", img.config.hex()),
@@ -70,7 +70,8 @@ pub fn write_docker_archive(
 }
 
 /// Writes `img` as an OCI image layout in `dir` (created if missing). Blobs already there
-/// are kept; `index.json` is replaced by one listing this image once per tag.
+/// are kept; `index.json` lists this image once per tag and keeps the entries of other
+/// images already in it, except those that held one of these tags.
 pub fn write_oci_layout(
     store: &Store,
     img: &BuiltImage,
@@ -82,15 +83,54 @@ pub fn write_oci_layout(
     fs::create_dir_all(&blobs).map_err(Error::io(&blobs))?;
     for d in blob_set(img) {
         let dest = blobs.join(d.hex());
-        if dest.exists() && Digest::of_bytes(&fs::read(&dest).map_err(Error::io(&dest))?) == d {
+        if dest.exists() && hash_file(&dest)? == d {
             continue;
         }
+        let mut src = store.open_blob(&d)?;
         let part = blobs.join(format!(".{}.part", d.hex()));
-        fs::copy(store.blob_path(&d), &part).map_err(Error::io(&part))?;
+        let mut out = fs::File::create(&part).map_err(Error::io(&part))?;
+        io::copy(&mut src, &mut out).map_err(Error::io(&part))?;
         fs::rename(&part, &dest).map_err(Error::io(&dest))?;
     }
     write_file(&dir.join("oci-layout"), OCI_LAYOUT)?;
-    write_file(&dir.join("index.json"), &index_for(store, img, &tags)?)
+    let ours = index_descriptors(store, img, &tags)?;
+    let index_path = dir.join("index.json");
+    let mut all = kept_entries(&index_path, &ours);
+    all.extend(ours);
+    write_file(&index_path, &index_json(&all))
+}
+
+/// The entries of an existing `index.json` that `ours` do not replace: other images, and
+/// other tags. An unreadable index is replaced whole.
+fn kept_entries(path: &Path, ours: &[Descriptor]) -> Vec<Descriptor> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        manifests: Vec<Descriptor>,
+    }
+    let Ok(bytes) = fs::read(path) else {
+        return Vec::new();
+    };
+    let Ok(old) = serde_json::from_slice::<Index>(&bytes) else {
+        return Vec::new();
+    };
+    let name = |d: &Descriptor| d.annotations.get(ANNOTATION_REF_NAME).cloned();
+    old.manifests
+        .into_iter()
+        .filter(|d| {
+            !ours.iter().any(|o| match (name(o), name(d)) {
+                (Some(a), Some(b)) => a == b,
+                (None, None) => o.digest == d.digest,
+                _ => false,
+            })
+        })
+        .collect()
+}
+
+fn hash_file(path: &Path) -> Result<Digest, Error> {
+    let f = fs::File::open(path).map_err(Error::io(path))?;
+    let mut r = crate::digest::HashingReader::new(f);
+    io::copy(&mut r, &mut io::sink()).map_err(Error::io(path))?;
+    Ok(r.finish().1)
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
@@ -124,9 +164,13 @@ pub(crate) fn blob_size(store: &Store, d: &Digest) -> Result<u64, Error> {
     }
 }
 
-/// `index.json`: the manifest once per tag (annotated as Docker 25 and containerd do), or
-/// once without annotations when there are no tags.
-fn index_for(store: &Store, img: &BuiltImage, tags: &[String]) -> Result<Vec<u8>, Error> {
+/// `index.json`'s entries: the manifest once per tag (annotated as Docker 25 and
+/// containerd do), or once without annotations when there are no tags.
+fn index_descriptors(
+    store: &Store,
+    img: &BuiltImage,
+    tags: &[String],
+) -> Result<Vec<Descriptor>, Error> {
     let size = blob_size(store, &img.manifest)?;
     let base = Descriptor::new(MEDIA_TYPE_MANIFEST, &img.manifest, size);
     let descs: Vec<Descriptor> = if tags.is_empty() {
@@ -143,7 +187,7 @@ fn index_for(store: &Store, img: &BuiltImage, tags: &[String]) -> Result<Vec<u8>
             })
             .collect()
     };
-    Ok(index_json(&descs))
+    Ok(descs)
 }
 
 /// The legacy `repositories` file: `{name: {tag: id}}`, read only by engines that find no

@@ -6,7 +6,7 @@
 //! hands that to [`child_main`] before anything can start a thread, because
 //! `unshare(CLONE_NEWUSER)` fails in a multi-threaded process. The helper unshares, lets
 //! the parent write its id maps ([`id_maps`]), then forks the step's PID 1, which builds
-//! the root ([`mounts`]), drops to the step's user and Docker's default capabilities, and
+//! the root (`mounts.rs`), drops to the step's user and Docker's default capabilities, and
 //! execs the command. When PID 1 exits the kernel kills whatever else the step started.
 //! All `unsafe` of the crate lives in `sys.rs`.
 
@@ -16,7 +16,7 @@ mod copyroot;
 mod helper;
 mod idmaps;
 mod init;
-pub mod mounts;
+mod mounts;
 mod parent;
 mod protocol;
 mod staging;

@@ -390,3 +390,18 @@ pub fn rootless_inner_as(user: &str, name: &str) -> bool {
     );
     false
 }
+
+/// CPU time in clock ticks from `/proc/<who>/stat` (`self` or `thread-self`): utime and
+/// stime, plus cutime and cstime of reaped children for `self`. A measure of cost that a
+/// busy machine does not inflate the way it inflates wall time.
+pub fn cpu_ticks(who: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{who}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split(' ').collect();
+    // stat(5) fields 14-17 are the 12th to 15th after the state (field 3).
+    let n = if who == "self" { 15 } else { 13 };
+    fields[11..n]
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap())
+        .sum()
+}

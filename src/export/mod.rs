@@ -75,6 +75,16 @@ impl Error {
         }
     }
 
+    /// Whether the failure is Docker's (unreachable, refused, or failing the load) rather
+    /// than cairn's own (store, layer, file system): `crate::error` can map only the former
+    /// to the "Docker" exit code.
+    pub fn is_docker(&self) -> bool {
+        matches!(
+            self,
+            Error::DockerUnreachable(_) | Error::DockerPermission(_) | Error::Docker { .. }
+        )
+    }
+
     /// Classifies what the docker CLI or the Engine said when something failed.
     fn from_docker(action: &str, detail: &str) -> Error {
         let d = detail.trim().to_string();
@@ -96,5 +106,36 @@ impl Error {
                 detail: d,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_docker_messages() {
+        let denied = "permission denied while trying to connect to the Docker daemon socket at \
+                      unix:///var/run/docker.sock: Get \"http://%2Fvar%2Frun%2Fdocker.sock/v1.24/info\": \
+                      dial unix /var/run/docker.sock: connect: permission denied";
+        assert!(matches!(
+            Error::from_docker("load", denied),
+            Error::DockerPermission(_)
+        ));
+        let down = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. \
+                    Is the docker daemon running?";
+        assert!(matches!(
+            Error::from_docker("load", down),
+            Error::DockerUnreachable(_)
+        ));
+        let tcp = "error during connect: Get \"http://10.0.0.1:2375/v1.24/info\": dial tcp: \
+                   connection refused";
+        assert!(matches!(
+            Error::from_docker("load", tcp),
+            Error::DockerUnreachable(_)
+        ));
+        let other = Error::from_docker("load", "invalid diffID for layer 0");
+        assert!(matches!(other, Error::Docker { .. }) && other.is_docker());
+        assert!(!Error::Message("disk full".into()).is_docker());
     }
 }

@@ -99,6 +99,18 @@ fn pulls_multi_layer_image_and_by_digest() {
     assert_eq!(v["manifest"]["layers"].as_array().unwrap().len(), 4);
     let ls = common::run_ok(common::cairn(root.path()).args(["cache", "ls"]));
     assert!(ls.contains(&reference), "{ls}");
+
+    // Regression: `cairn inspect … | head` panicked on the closed pipe.
+    let mut child = common::cairn(root.path())
+        .args(["inspect", &reference])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
 
 #[test]

@@ -9,6 +9,7 @@ use crate::registry::{self, human, Manifest, PullPolicy, Reference, RegistryOpti
 use crate::store::maintain::{self, PruneOptions};
 use crate::store::Store;
 use serde_json::{json, Value};
+use std::fmt::Write as _;
 
 /// The platform pulled when none is given.
 const DEFAULT_PLATFORM: &str = "linux/amd64";
@@ -86,11 +87,8 @@ pub fn inspect(cli: &Cli, args: &InspectArgs) -> Result<()> {
             })
         }
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&out).expect("JSON value serializes")
-    );
-    Ok(())
+    let text = serde_json::to_string_pretty(&out).expect("JSON value serializes");
+    emit(&(text + "\n"))
 }
 
 /// A manifest (or index, resolved for `platform`) already in the store, by digest.
@@ -121,6 +119,21 @@ fn inspect_digest(store: &Store, d: &Digest, platform: &Platform) -> Result<Valu
         "config_digest": config_digest,
         "config": parse_json(&store.read_blob(&config_digest)?)?,
     }))
+}
+
+/// Writes a command's result to stdout; a closed pipe (`| head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Internal(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value> {
@@ -175,35 +188,42 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
 }
 
 fn ls(store: &Store) -> Result<()> {
+    let mut out = String::new();
     let blobs = maintain::blobs(store)?;
     let tags = store.tag_list()?;
-    println!("{:<56} {:<19} {:>10}  RESOLVED", "IMAGE", "DIGEST", "SIZE");
+    let _ = writeln!(
+        out,
+        "{:<56} {:<19} {:>10}  RESOLVED",
+        "IMAGE", "DIGEST", "SIZE"
+    );
     for (reference, tag) in &tags {
         let size: u64 = maintain::reachable(store, [tag.digest.clone()])
             .iter()
             .filter_map(|d| blobs.get(d))
             .sum();
-        println!(
+        let _ = writeln!(
+            out,
             "{reference:<56} {:<19} {:>10}  {}",
             format!("sha256:{}", tag.digest.short()),
             human(size),
             tag.resolved_at
         );
     }
-    println!();
-    println!("{:<71} {:>10}", "BLOB", "SIZE");
+    out.push('\n');
+    let _ = writeln!(out, "{:<71} {:>10}", "BLOB", "SIZE");
     for (d, size) in &blobs {
-        println!("{d:<71} {:>10}", human(*size));
+        let _ = writeln!(out, "{d:<71} {:>10}", human(*size));
     }
     let total: u64 = blobs.values().sum();
-    println!(
+    let _ = writeln!(
+        out,
         "\n{} images, {} blobs ({}), {} cache entries",
         tags.len(),
         blobs.len(),
         human(total),
         maintain::cache_entry_count(store)?
     );
-    Ok(())
+    emit(&out)
 }
 
 fn verify(store: &Store, repair: bool) -> Result<()> {

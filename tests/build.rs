@@ -374,3 +374,32 @@ fn rootless_build_as_an_unprivileged_user() {
         .args(["image", "rm", "-f", tag])
         .output();
 }
+
+/// Regression: a `COPY <<EOF` file's mode came from the umask, so the same Dockerfile had a
+/// different key on a machine (or user) with another umask.
+#[test]
+fn heredoc_copy_key_does_not_depend_on_the_umask() {
+    let ctx = common::tempdir();
+    write(
+        &ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY <<EOF /etc/motd\nhello\nEOF\n",
+    );
+    let keys: Vec<String> = ["022", "077"]
+        .iter()
+        .map(|umask| {
+            let root = common::tempdir();
+            common::run_ok(
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("umask {umask} && exec \"$0\" key \"$1\" --quiet"))
+                    .arg(common::cairn_bin())
+                    .arg(ctx.path())
+                    .env("CAIRN_ROOT", root.path()),
+            )
+            .trim()
+            .to_string()
+        })
+        .collect();
+    assert!(keys[0].starts_with("sha256:"), "{keys:?}");
+    assert_eq!(keys[0], keys[1]);
+}

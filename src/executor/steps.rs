@@ -174,19 +174,12 @@ pub(super) fn prepare(
                     sources: s,
                 }
             } else if !c.heredocs.is_empty() {
-                let dir = tempfile::Builder::new()
-                    .prefix("cairn-heredoc-")
-                    .tempdir()
-                    .map_err(|e| {
-                        Error::Internal(format!("cannot make a temporary directory: {e}"))
-                    })?;
-                for h in &c.heredocs {
-                    std::fs::write(dir.path().join(&h.name), &h.body).map_err(|e| {
-                        Error::Internal(format!("cannot write heredoc {}: {e}", h.name))
-                    })?;
-                }
-                let names: Vec<String> = c.heredocs.iter().map(|h| h.name.clone()).collect();
-                let s = context::resolve_in(dir.path(), &names)?;
+                let dir = b.store.temp_dir("heredoc-")?;
+                let docs: Vec<(String, String)> =
+                    c.heredocs.iter().map(|h| (h.name.clone(), h.body.clone())).collect();
+                // Mode 0664 and owner 0:0 whatever the umask or user: the key must not
+                // depend on the machine.
+                let s = context::heredoc_sources(dir.path(), &docs)?;
                 CopySources::Heredocs {
                     _dir: dir,
                     sources: s,
@@ -217,6 +210,7 @@ fn copy_options(c: &ExpandedCopy) -> Result<CopyOptions> {
     };
     Ok(CopyOptions {
         chmod,
+        exclude: c.exclude.clone(),
         ..CopyOptions::default()
     })
 }
@@ -505,7 +499,8 @@ fn copy_step(
         .map_err(|e| Error::Internal(format!("cannot create {}: {e}", root.display())))?;
     let t = Instant::now();
     match prepared {
-        Prepared::Copy { sources, .. } => {
+        Prepared::Copy { sources, hash } => {
+            let hash = &hash;
             // ADD extracts local tar archives (not downloaded files) instead of copying them.
             let extract =
                 is_add && c.unpack != Some(false) && matches!(sources, CopySources::Context(_));
@@ -521,7 +516,11 @@ fn copy_step(
                 })
                 .partition(|(_, k)| k.is_some());
             let plain: Vec<_> = plain.into_iter().map(|(s, _)| s).collect();
-            if !plain.is_empty() {
+            if archives.is_empty() {
+                // Refuses files that changed since they were hashed: a layer is never
+                // stored under a key its content does not match.
+                context::stage_checked(&plain, &dest, &copts, &root, hash)?;
+            } else if !plain.is_empty() {
                 context::stage(&plain, &dest, &copts, &root)?;
             }
             for (src, kind) in archives {

@@ -202,6 +202,11 @@ fn changed_line_runs_again_and_nothing_else_does() {
         rebased.stderr
     );
     assert!(rebased.stderr.contains("first: ONE"));
+    assert!(
+        rebased.stderr.contains("miss: base image changed"),
+        "--explain did not name the base: {}",
+        rebased.stderr
+    );
     let _ = Command::new("docker")
         .args(["image", "rm", "-f", tag, "cairn-test/cache:renamed"])
         .output();

@@ -390,6 +390,16 @@ impl<'a> Builder<'a> {
                     Some(prev) if prev.key() == new_key => {
                         vec!["the cache entry is missing (pruned, or --no-cache)".into()]
                     }
+                    Some(prev) if ii == 0 && prev.parent != inputs.parent => {
+                        // The parent of a stage's first step is its base.
+                        let mut r = cache::explain_change(prev, &inputs);
+                        r.retain(|x| x != "parent step changed");
+                        r.insert(
+                            0,
+                            format!("base image changed ({})", base_text(&stage.base)),
+                        );
+                        r
+                    }
                     Some(prev) => cache::explain_change(prev, &inputs),
                     None => vec!["no earlier build of this step".into()],
                 };
@@ -465,6 +475,15 @@ impl<'a> Builder<'a> {
             },
             config,
         ))
+    }
+}
+
+/// How a stage's base is named in explanations.
+fn base_text(base: &Base) -> String {
+    match base {
+        Base::Scratch => "scratch".into(),
+        Base::Image(r) => format!("{r} resolved to a different manifest digest"),
+        Base::Stage(i) => format!("its base stage {i} changed"),
     }
 }
 

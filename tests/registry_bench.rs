@@ -1,6 +1,7 @@
-//! Benchmark (run on demand: `cargo test --release --test registry_bench -- --ignored
-//! --nocapture`): pulling a ~200 MB image from the local registry with `cairn pull`
-//! against `skopeo copy docker://… oci:…` of the same image in the same run.
+//! Benchmark (run on demand: `cargo test --test registry_bench -- --ignored --nocapture`,
+//! with `CAIRN_BENCH_BIN=target/release/cairn` to time a release binary): pulling a ~200 MB
+//! image from the local registry with `cairn pull` against `skopeo copy docker://… oci:…`
+//! of the same image in the same run.
 
 mod common;
 
@@ -65,7 +66,12 @@ fn pull_vs_skopeo_copy() {
     let cairn = best_of(3, || {
         let root = common::tempdir();
         let t = Instant::now();
-        let out = common::run_ok(common::cairn(root.path()).args(["pull", "-q", &reference]));
+        let bin = std::env::var_os("CAIRN_BENCH_BIN").map_or_else(common::cairn_bin, Into::into);
+        let out = common::run_ok(
+            Command::new(bin)
+                .env("CAIRN_ROOT", root.path())
+                .args(["pull", "-q", &reference]),
+        );
         let el = t.elapsed();
         assert_eq!(out.trim(), digest);
         el

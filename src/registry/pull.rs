@@ -301,7 +301,9 @@ impl<'a> Puller<'a> {
 }
 
 /// Downloads one blob, once across processes: the download holds the store lock
-/// `blob-<hex>`, and a waiter finds the blob there when it gets the lock.
+/// `blob-<first 3 hex digits>`, and a waiter finds the blob there when it gets the lock.
+/// (Sharded so the lock files stay bounded, 4096 at most; lock files are never deleted,
+/// as deleting one under a waiter would let two holders in.)
 async fn download(
     client: Arc<Client>,
     store: Store,
@@ -309,7 +311,7 @@ async fn download(
     size: u64,
     bar: BlobProgress,
 ) -> Result<(), Error> {
-    let name = format!("blob-{}", d.hex());
+    let name = format!("blob-{}", &d.hex()[..3]);
     let locker = store.clone();
     let _lock = tokio::task::spawn_blocking(move || locker.lock(&name))
         .await

@@ -363,6 +363,12 @@ fn rootless_build_as_an_unprivileged_user() {
         "root-made file: {ls}"
     );
     assert!(ls.contains("\n1234\n") && ls.contains("group-gone"), "{ls}");
+    // Nothing left in the store's temporary area, though the steps' files belonged to
+    // subordinate ids this user cannot delete directly.
+    let left: Vec<_> = fs::read_dir(store.join("tmp"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
     // A file only container root may read (0600) still made it into the layer.
     let private = docker(&[
         "run",

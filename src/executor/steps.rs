@@ -314,6 +314,29 @@ fn created_by(inst: &Spanned<Instruction>) -> String {
         .join(" ")
 }
 
+/// A RUN step's temporary directory. Rootless, it holds files owned by subordinate ids that
+/// this user cannot delete, so it is removed from inside a user namespace as its root.
+struct RunDir(Option<tempfile::TempDir>);
+
+impl RunDir {
+    fn path(&self) -> &std::path::Path {
+        self.0
+            .as_ref()
+            .map(|t| t.path())
+            .unwrap_or(std::path::Path::new("/nonexistent"))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            if !nix::unistd::geteuid().is_root() {
+                let _ = sandbox::remove_as_container_root(&t.keep());
+            }
+        }
+    }
+}
+
 /// Unpacks (once) every layer of a state; returns the directories, bottom first.
 fn lowers(b: &Builder<'_>, layers: &[LayerDesc]) -> Result<Vec<PathBuf>> {
     let opts = crate::rootfs::UnpackOptions {
@@ -375,7 +398,7 @@ fn run_step(
     let t = Instant::now();
     let lowers = lowers(b, &state.layers)?;
     timings.push(("unpack".into(), progress::secs(t.elapsed())));
-    let tmp = b.store.temp_dir("run-")?;
+    let tmp = RunDir(Some(b.store.temp_dir("run-")?));
     let upper = tmp.path().join("upper");
     let work = tmp.path().join("work");
     for d in [&upper, &work] {

@@ -12,7 +12,7 @@ import os
 import statistics
 import sys
 
-PEERS = ["buildah", "buildah+load", "docker", "podman"]
+PEERS = ["cairn-tar", "buildah", "buildah+load", "docker", "podman"]
 STAGES = ["pull", "unpack", "copy", "run", "layer", "load", "other"]
 # Which cairn step produced each limits tree (matched on the step's text).
 TREE_STEP = {"small": ("synthetic", "/data/small"), "large": ("synthetic", "/data/large"),

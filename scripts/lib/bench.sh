@@ -16,7 +16,7 @@ measure() {
     shift 6
     local tf=$log.time rc=0 t0 t1
     t0=$(date +%s.%N)
-    if [ "${name#*/}" = cairn ]; then
+    if [ "${name#*/}" = cairn ] || [ "${name#*/}" = cairn-tar ]; then
         # cairn's events carry no clock: stamp each stderr line on arrival, so the time to
         # the first step (resolve + pull) and around "loading the image" can be told apart.
         /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$log.out" \
@@ -58,7 +58,7 @@ docker_rm_images() {
 reset_tool() {
     local tool=$1 image=$2
     case $tool in
-        cairn) rm -rf "$W/cairn-store" ;;
+        cairn|cairn-tar) rm -rf "$W/$tool-store" ;;
         buildah)
             if [ -d "$W/buildah" ]; then
                 buildah_ rm -a >/dev/null 2>&1 || true
@@ -96,6 +96,13 @@ tool_cmd() {
             # shellcheck disable=SC2206
             CMD=(env "CAIRN_ROOT=$W/cairn-store" "$CAIRN" build "$ctx" -t "$image"
                 --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" --progress=json $CAIRN_FLAGS) ;;
+        cairn-tar)
+            # cairn with uncompressed layers: what the layer commit and docker load cost
+            # without a compressor (and without zstd→gzip for an engine older than 23).
+            # shellcheck disable=SC2206
+            CMD=(env "CAIRN_ROOT=$W/cairn-tar-store" "$CAIRN" build "$ctx" -t "$image"
+                --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" --progress=json $CAIRN_FLAGS
+                --compression none) ;;
         buildah)
             CMD=(buildah --root "$W/buildah/root" --runroot "$W/buildah/run" bud --layers
                 --isolation "$BUILDAH_ISOLATION" --tls-verify=false

@@ -19,18 +19,21 @@ measure() {
     if [ "${name#*/}" = cairn ] || [ "${name#*/}" = cairn-tar ]; then
         # cairn's events carry no clock: stamp each stderr line on arrival, so the time to
         # the first step (resolve + pull) and around "loading the image" can be told apart.
-        /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$log.out" \
+        /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$log.out" \
             2> >(perl -MTime::HiRes=time -pe 'BEGIN { $| = 1 } $_ = sprintf("%.3f ", time) . $_' >"$log.err") \
             || rc=$?
     else
-        /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$log.out" 2>"$log.err" || rc=$?
+        /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$log.out" 2>"$log.err" || rc=$?
     fi
     t1=$(date +%s.%N)
-    local rss secs
+    local rss secs cpu
     rss=$(awk 'END {print $2}' "$tf" 2>/dev/null)
+    # user + system CPU of the command and the children it waited for: on a shared machine
+    # wall time includes waiting for a core, CPU time does not.
+    cpu=$(awk 'END {printf "%.2f", $3 + $4}' "$tf" 2>/dev/null)
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
-    printf '{"kind":"%s","name":"%s","scenario":"%s","run":%s,"t0":%s,"seconds":%s,"max_rss_kb":%s,"ok":%s,"log":%s}\n' \
-        "$kind" "$name" "$scenario" "$run" "$t0" "$secs" "${rss:-0}" \
+    printf '{"kind":"%s","name":"%s","scenario":"%s","run":%s,"t0":%s,"seconds":%s,"cpu_seconds":%s,"max_rss_kb":%s,"ok":%s,"log":%s}\n' \
+        "$kind" "$name" "$scenario" "$run" "$t0" "$secs" "${cpu:-0}" "${rss:-0}" \
         "$([ $rc -eq 0 ] && echo true || echo false)" "$(json_str "$log")" >>"$RAW"
     if [ $rc -ne 0 ]; then
         echo "bench:   $kind $name $scenario run $run FAILED (exit $rc), see $log.err:" >&2

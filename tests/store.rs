@@ -337,3 +337,35 @@ fn prune_keeps_what_tags_and_entries_reach() {
     assert_eq!(r.tags, 1);
     assert!(maintain::blobs(&store).unwrap().is_empty());
 }
+
+#[test]
+fn cache_commands_report_and_exit_as_documented() {
+    let dir = common::tempdir();
+    let store = Store::open(dir.path()).unwrap();
+    let d = store.put_bytes(b"{\"some\":\"config\"}").unwrap();
+    store.tag_set("example.com/app:1", &d).unwrap();
+    let du = common::run_ok(common::cairn(dir.path()).args(["cache", "du"]));
+    assert!(du.lines().next().unwrap().starts_with("blobs"), "{du}");
+    let ls = common::run_ok(common::cairn(dir.path()).args(["cache", "ls"]));
+    assert!(
+        ls.contains("example.com/app:1") && ls.contains(d.as_str()),
+        "{ls}"
+    );
+
+    let bad =
+        common::run(common::cairn(dir.path()).args(["cache", "prune", "--keep-duration", "soon"]));
+    assert_eq!(bad.status.code(), Some(2));
+
+    // A flipped blob: verify fails with the store's exit code, --repair fixes it.
+    fs::write(store.blob_path(&d), b"{\"some\":\"other\"}").unwrap();
+    let out = common::run(common::cairn(dir.path()).args(["cache", "verify"]));
+    assert_eq!(out.status.code(), Some(6));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("corrupt blob {d}")), "{text}");
+    let fixed = common::run_ok(common::cairn(dir.path()).args(["cache", "verify", "--repair"]));
+    assert!(fixed.contains("removed 1 corrupt blobs"), "{fixed}");
+    common::run_ok(common::cairn(dir.path()).args(["cache", "verify"]));
+    let pruned =
+        common::run_ok(common::cairn(dir.path()).args(["cache", "prune", "--keep-duration", "7d"]));
+    assert!(pruned.starts_with("removed"), "{pruned}");
+}

@@ -111,6 +111,16 @@ fn unusable_store_is_6() {
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
 }
 
+/// An output that cannot be written is a local (store/disk) problem, not Docker's.
+#[test]
+fn unwritable_output_is_6_not_a_docker_error() {
+    let root = common::tempdir();
+    let ctx = context("FROM scratch\nLABEL a=b\n");
+    let out = build(root.path(), ctx.path(), &[]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/dev/null/none"), "{}", stderr(&out));
+}
+
 /// Terraform captures stderr line by line: no escape sequences when it is not a terminal.
 #[test]
 fn logs_off_a_terminal_have_no_escape_sequences() {

@@ -1,0 +1,281 @@
+//! Helpers shared by the `reliability_*` tests: a build runner that can be killed at a
+//! chosen moment, and the checks run after every kill (store verified, no mount and no
+//! process left behind).
+//!
+//! Stray sandbox processes are told apart from other engineers' by a marker: every build
+//! re-executes cairn through a uniquely named symlink (`CAIRN_SANDBOX_EXE`), so its helper's
+//! command line names that symlink, and the RUN commands of the test Dockerfiles carry the
+//! same marker in a comment, so the step's own shell is found too.
+#![allow(dead_code)]
+
+use crate::common;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// `SOURCE_DATE_EPOCH` for every build, so digests can be compared.
+pub const EPOCH: &str = "1700000000";
+
+/// Whether the long forms were asked for (`CAIRN_RELIABILITY_FULL=1`).
+pub fn full() -> bool {
+    std::env::var("CAIRN_RELIABILITY_FULL").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A per-test marker and the symlink to cairn that carries it.
+pub struct Marker {
+    pub name: String,
+    pub exe: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Marker {
+    pub fn new(tag: &str) -> Marker {
+        let dir = common::tempdir();
+        let name = format!("cairn-reliab-{tag}-{}", std::process::id());
+        let exe = dir.path().join(&name);
+        std::os::unix::fs::symlink(common::cairn_bin(), &exe).unwrap();
+        Marker {
+            name,
+            exe,
+            _dir: dir,
+        }
+    }
+
+    /// A cairn command on store `root` whose sandboxes carry this marker.
+    pub fn cairn(&self, root: &Path) -> Command {
+        let mut c = common::cairn(root);
+        c.env("CAIRN_SANDBOX_EXE", &self.exe)
+            .env("SOURCE_DATE_EPOCH", EPOCH);
+        c
+    }
+
+    /// Live (non-zombie) processes whose command line carries the marker, as
+    /// `pid: cmdline`. Waits up to 5 s for the kernel to finish killing them.
+    pub fn strays(&self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = processes_matching(&self.name);
+            if found.is_empty() || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Live processes (not this one, not zombies) whose command line contains `needle`.
+pub fn processes_matching(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !cmd.contains(needle) {
+            continue;
+        }
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if !zombie {
+            out.push(format!("{pid}: {cmd}"));
+        }
+    }
+    out
+}
+
+/// Mounts (in this mount namespace) at or below any of `paths`.
+pub fn mounts_under(paths: &[&Path]) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter(|l| {
+            let point = l.split_whitespace().nth(4).unwrap_or("");
+            paths.iter().any(|p| {
+                let p = p.to_string_lossy();
+                point == p || point.starts_with(&format!("{p}/"))
+            })
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// `cairn cache verify` on `root`: must exit 0 and say "all good".
+pub fn assert_verify_clean(m: &Marker, root: &Path, what: &str) {
+    let out = m
+        .cairn(root)
+        .args(["cache", "verify"])
+        .output()
+        .expect("run cairn cache verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all good"),
+        "{what}: cache verify found problems (exit {:?}):\n{stdout}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What a finished build printed.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    /// (config digest, manifest digest) from `--format json`.
+    pub fn digests(&self) -> (String, String) {
+        let j = self.json();
+        (
+            j["config_digest"].as_str().unwrap().to_string(),
+            j["manifest_digest"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub fn assert_ok(&self, what: &str) -> &Self {
+        assert_eq!(self.code, Some(0), "{what}: build failed:\n{}", self.stderr);
+        self
+    }
+}
+
+/// `cairn build CTX --progress=json --format=json --output type=docker,dest=OUT`.
+pub fn build_cmd(m: &Marker, root: &Path, ctx: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = m.cairn(root);
+    c.arg("build")
+        .arg(ctx)
+        .args(["--progress=json", "--format=json", "--output"])
+        .arg(format!("type=docker,dest={}", out.display()))
+        .args(extra);
+    c
+}
+
+/// Runs a build to its end.
+pub fn run_build(cmd: &mut Command) -> Finished {
+    let out = cmd.output().expect("run cairn build");
+    Finished {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// One line of `--progress=json` stderr and when it arrived (since the start).
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub at: Duration,
+    pub line: String,
+}
+
+impl Seen {
+    pub fn event(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.line).ok()
+    }
+}
+
+/// A build running in the background, its stderr read line by line as it comes.
+pub struct Running {
+    pub child: Child,
+    pub started: Instant,
+    lines: mpsc::Receiver<Seen>,
+    pub seen: Vec<Seen>,
+}
+
+impl Running {
+    pub fn spawn(cmd: &mut Command) -> Running {
+        let started = Instant::now();
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cairn build");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx
+                    .send(Seen {
+                        at: started.elapsed(),
+                        line,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            started,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(s) = self.lines.try_recv() {
+            self.seen.push(s);
+        }
+    }
+
+    /// Waits until `when` says the moment has come (checked on every line and every
+    /// millisecond), then kills the build with SIGKILL. Returns `false` when the build
+    /// ended on its own first.
+    pub fn kill_when(&mut self, mut when: impl FnMut(Duration, &[Seen]) -> bool) -> bool {
+        loop {
+            self.drain();
+            if when(self.started.elapsed(), &self.seen) {
+                // SIGKILL, as an OOM killer or a CI timeout would: no handler runs.
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.drain();
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                self.drain();
+                return false;
+            }
+            match self.lines.recv_timeout(Duration::from_millis(1)) {
+                Ok(s) => self.seen.push(s),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+            }
+        }
+    }
+
+    /// Waits for the build to end on its own.
+    pub fn wait(&mut self) -> Option<i32> {
+        let st = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        self.drain();
+        st.code()
+    }
+}
+
+/// sha256 of a file, hex.
+pub fn file_sha256(p: &Path) -> String {
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    cairn::Digest::of_bytes(&bytes).hex().to_string()
+}

@@ -369,12 +369,26 @@ impl<'a> Builder<'a> {
             let new_key = inputs.key();
             let step_no = self.steps.len() + 1;
             let rec_name = format!("{}/{}", stage.index, ii);
-            let cached_entry = if self.opts.no_cache {
+            let mut cached_entry = if self.opts.no_cache {
                 None
             } else {
                 self.store.cache_get(&new_key)?
             };
             let text = inst.original.lines().next().unwrap_or_default().to_string();
+            // Another cairn sharing the store may be computing this very step: wait for it
+            // and take its result, so an identical step runs once however many builds
+            // overlap. The lock dies with its holder, so a killed builder blocks no one.
+            let _step_lock = if cached_entry.is_none()
+                && !self.key_only
+                && !self.opts.no_cache
+                && prepared.does_work()
+            {
+                let lock = self.lock_step(&new_key, step_no, &text)?;
+                cached_entry = self.store.cache_get(&new_key)?;
+                Some(lock)
+            } else {
+                None
+            };
             let key_text = new_key.to_string();
             self.rep.emit(&Event::Step {
                 step: step_no,
@@ -443,6 +457,18 @@ impl<'a> Builder<'a> {
             key = new_key;
         }
         Ok(StageResult { state, key })
+    }
+
+    /// The store lock of one step's key, announcing a wait when another process holds it.
+    fn lock_step(&self, key: &CacheKey, step_no: usize, text: &str) -> Result<crate::store::Lock> {
+        let name = format!("step-{}", key.hex());
+        if let Some(lock) = self.store.try_lock(&name)? {
+            return Ok(lock);
+        }
+        self.rep.info(&format!(
+            "step {step_no} ({text}) is being built by another cairn process sharing the store; waiting for its result"
+        ));
+        Ok(self.store.lock(&name)?)
     }
 
     /// Writes the final config and manifest into the store.

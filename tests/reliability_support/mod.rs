@@ -265,6 +265,25 @@ impl Running {
         }
     }
 
+    /// Waits (without killing) until some line contains `needle`; `false` when the build
+    /// ended or `timeout` passed first.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.drain();
+            if self.seen.iter().any(|s| s.line.contains(needle)) {
+                return true;
+            }
+            if Instant::now() > deadline || matches!(self.child.try_wait(), Ok(Some(_))) {
+                self.drain();
+                return self.seen.iter().any(|s| s.line.contains(needle));
+            }
+            if let Ok(s) = self.lines.recv_timeout(Duration::from_millis(10)) {
+                self.seen.push(s);
+            }
+        }
+    }
+
     /// Waits for the build to end on its own.
     pub fn wait(&mut self) -> Option<i32> {
         let st = self.child.wait().unwrap();

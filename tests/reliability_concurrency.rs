@@ -1,0 +1,330 @@
+//! Several cairn processes sharing one store: overlapping builds started together all
+//! succeed, each blob is downloaded once, a step they share is computed once, and a lock
+//! never outlives a killed holder (the next process proceeds).
+//!
+//! A counting proxy stands between cairn and the real registry, so blob GETs are counted
+//! where they happen; it can also hang the first GET of a blob to hold a download open.
+
+mod common;
+mod reliability_support;
+
+use common::registry::{Registry, Reply, Request, TinyServer};
+use reliability_support::{
+    assert_verify_clean, build_cmd, mounts_under, run_build, Finished, Marker, Running,
+};
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A proxy in front of the registry that counts GETs per path.
+struct Proxy {
+    server: TinyServer,
+    gets: Arc<Mutex<BTreeMap<String, usize>>>,
+    /// When set, the next GET of a layer blob never answers (it holds the download open).
+    hang_next_blob: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: &str) -> Proxy {
+        let gets = Arc::new(Mutex::new(BTreeMap::new()));
+        let hang_next_blob = Arc::new(AtomicBool::new(false));
+        let upstream = upstream.to_string();
+        let (g, h) = (gets.clone(), hang_next_blob.clone());
+        let http = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let server = TinyServer::start(move |req: &Request| {
+            let is_blob = req.path.contains("/blobs/sha256:");
+            if req.method == "GET" {
+                *g.lock().unwrap().entry(req.path.clone()).or_default() += 1;
+                if is_blob && h.swap(false, Ordering::SeqCst) {
+                    return Reply::Hang;
+                }
+            }
+            forward(&http, &upstream, req)
+        });
+        Proxy {
+            server,
+            gets,
+            hang_next_blob,
+        }
+    }
+
+    /// GET counts of blobs, by path.
+    fn blob_gets(&self) -> BTreeMap<String, usize> {
+        self.gets
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p.contains("/blobs/sha256:"))
+            .map(|(p, n)| (p.clone(), *n))
+            .collect()
+    }
+}
+
+fn forward(http: &reqwest::blocking::Client, upstream: &str, req: &Request) -> Reply {
+    let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
+    let mut r = http.request(method, format!("http://{upstream}{}", req.path));
+    for h in ["accept", "range", "authorization"] {
+        if let Some(v) = req.headers.get(h) {
+            r = r.header(h, v);
+        }
+    }
+    let Ok(resp) = r.send() else {
+        return Reply::status(502);
+    };
+    let status = resp.status().as_u16();
+    let mut headers = Vec::new();
+    for h in [
+        "content-type",
+        "docker-content-digest",
+        "content-range",
+        "content-length",
+        "location",
+        "www-authenticate",
+    ] {
+        if let Some(v) = resp.headers().get(h) {
+            headers.push((h.to_string(), v.to_str().unwrap().to_string()));
+        }
+    }
+    let body = resp.bytes().map(|b| b.to_vec()).unwrap_or_default();
+    Reply::Full {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The step events of a `--progress=json` build: (text, cached).
+fn steps(f: &Finished) -> Vec<(String, bool)> {
+    f.stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "step")
+        .map(|e| {
+            (
+                e["text"].as_str().unwrap_or("").to_string(),
+                e["cached"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+fn context(text: &str) -> tempfile::TempDir {
+    let d = common::tempdir();
+    fs::write(d.path().join("Dockerfile"), text).unwrap();
+    fs::write(d.path().join("app.txt"), "shared app\n").unwrap();
+    d
+}
+
+fn finish(mut r: Running) -> Finished {
+    let code = r.wait();
+    Finished {
+        code,
+        stdout: String::new(),
+        stderr: r
+            .seen
+            .iter()
+            .map(|s| s.line.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+#[test]
+fn four_overlapping_builds_share_one_store() {
+    common::require_root();
+    let reg = Registry::start();
+    common::images::push_multi_layer(&reg, "reliab/multi:latest", 3);
+    let proxy = Proxy::start(&reg.addr);
+    let m = Marker::new("conc");
+    let base = format!("{}/reliab/multi:latest", proxy.server.addr);
+    let common_step = format!("RUN echo common; sleep 1; seq 1 100 > /common # {}", m.name);
+    let a = format!(
+        "FROM {base}\n{common_step}\nRUN echo a > /a # {}\nCMD [\"cat\", \"/a\"]\n",
+        m.name
+    );
+    let dockerfiles = [
+        a.clone(),
+        format!("FROM {base}\n{common_step}\nCOPY app.txt /app.txt\n"),
+        a,
+        format!(
+            "FROM {base}\n{common_step}\nRUN echo d > /d # {}\nENV D=1\n",
+            m.name
+        ),
+    ];
+    let ctxs: Vec<_> = dockerfiles.iter().map(|d| context(d)).collect();
+    let root = common::tempdir();
+    let outs = common::tempdir();
+    let runs: Vec<Running> = ctxs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let out = outs.path().join(format!("{i}.tar"));
+            Running::spawn(&mut build_cmd(&m, root.path(), c.path(), &out, &[]))
+        })
+        .collect();
+    let results: Vec<Finished> = runs.into_iter().map(finish).collect();
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.code, Some(0), "build {i} failed:\n{}", r.stderr);
+    }
+
+    // Each blob crossed the network once.
+    let gets = proxy.blob_gets();
+    assert_eq!(gets.len(), 5, "config + 4 layers: {gets:?}");
+    for (path, n) in &gets {
+        assert_eq!(*n, 1, "{path} was downloaded {n} times: {gets:?}");
+    }
+
+    // The shared step ran in one build; the others took its result.
+    let computed: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            steps(r)
+                .iter()
+                .any(|(t, cached)| t.starts_with("RUN echo common") && !cached)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        computed.len(),
+        1,
+        "the shared step ran in builds {computed:?}"
+    );
+    let waited = results
+        .iter()
+        .filter(|r| r.stderr.contains("being built by another cairn process"))
+        .count();
+    eprintln!(
+        "4 concurrent builds: all succeeded, {} blob GETs for {} blobs, shared step computed by {computed:?}, {waited} waited for it",
+        gets.values().sum::<usize>(),
+        gets.len()
+    );
+
+    // Identical Dockerfiles gave identical images; the store is sound and quiet.
+    let digest = |i: usize| reliability_support::file_sha256(&outs.path().join(format!("{i}.tar")));
+    assert_eq!(digest(0), digest(2), "identical builds differ");
+    assert_verify_clean(&m, root.path(), "after 4 concurrent builds");
+    assert!(m.strays().is_empty());
+    assert!(mounts_under(&[root.path()]).is_empty());
+    let temps: Vec<_> = fs::read_dir(root.path().join("tmp")).unwrap().collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+
+    // Each again: all cached, same images.
+    for (i, c) in ctxs.iter().enumerate() {
+        let out = outs.path().join(format!("again-{i}.tar"));
+        let again = run_build(&mut build_cmd(&m, root.path(), c.path(), &out, &[]));
+        again.assert_ok("rebuild");
+        assert_eq!(again.json()["all_cached"], "true");
+        assert_eq!(
+            reliability_support::file_sha256(&out),
+            digest(i),
+            "build {i} changed"
+        );
+    }
+}
+
+#[test]
+fn a_killed_holder_never_blocks_the_next_build() {
+    common::require_root();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "reliab/lock:latest");
+    let proxy = Proxy::start(&reg.addr);
+    let m = Marker::new("lock");
+    let base = format!("{}/reliab/lock:latest", proxy.server.addr);
+    let ctx = context(&format!(
+        "FROM {base}\nRUN echo started; sleep 3; echo finished # {}\n",
+        m.name
+    ));
+    let root = common::tempdir();
+    let outs = common::tempdir();
+
+    // 1. A step lock: X is running the step when Y arrives; X is killed; Y runs it.
+    let mut x = Running::spawn(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &outs.path().join("x.tar"),
+        &[],
+    ));
+    assert!(
+        x.wait_for_line("started", Duration::from_secs(120)),
+        "X never started its step"
+    );
+    let mut y = Running::spawn(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &outs.path().join("y.tar"),
+        &[],
+    ));
+    let t = Instant::now();
+    assert!(
+        y.wait_for_line("another cairn process", Duration::from_secs(60)),
+        "Y did not wait for X's step"
+    );
+    let _ = x.child.kill();
+    let _ = x.child.wait();
+    let yf = finish(y);
+    assert_eq!(yf.code, Some(0), "Y failed after X died:\n{}", yf.stderr);
+    assert!(
+        yf.stderr.contains("finished"),
+        "Y did not run the step itself:\n{}",
+        yf.stderr
+    );
+    eprintln!(
+        "step lock: X killed while holding it, Y went on and finished in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_verify_clean(&m, root.path(), "after the killed step holder");
+    assert!(m.strays().is_empty());
+
+    // 2. A blob lock: X hangs downloading a layer; Y waits; X is killed; Y downloads it.
+    let root = common::tempdir();
+    let before = proxy.blob_gets();
+    proxy.hang_next_blob.store(true, Ordering::SeqCst);
+    let ctx2 = context(&format!("FROM {base}\nENV X=1\n"));
+    let mut x = Running::spawn(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx2.path(),
+        &outs.path().join("x2.tar"),
+        &[],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.hang_next_blob.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut y = Running::spawn(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx2.path(),
+        &outs.path().join("y2.tar"),
+        &[],
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        y.child.try_wait().unwrap().is_none(),
+        "Y finished while X held the download"
+    );
+    let _ = x.child.kill();
+    let _ = x.child.wait();
+    let yf = finish(y);
+    assert_eq!(yf.code, Some(0), "Y failed after X died:\n{}", yf.stderr);
+    let after = proxy.blob_gets();
+    let retried: Vec<_> = after
+        .iter()
+        .filter(|(p, n)| **n > before.get(*p).copied().unwrap_or(0) + 1)
+        .collect();
+    assert!(
+        retried.len() <= 1,
+        "more than the held blob was fetched twice: {retried:?}"
+    );
+    assert_verify_clean(&m, root.path(), "after the killed download holder");
+    eprintln!("blob lock: X killed mid-download, Y fetched the blob and finished");
+}

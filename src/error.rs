@@ -84,8 +84,28 @@ impl fmt::Display for ExitCode {
 }
 
 impl Error {
+    /// Whether the failure is a full file system or an exceeded quota: an `io::Error` with
+    /// `ENOSPC`/`EDQUOT` in the source chain, or its text where a module kept only that.
+    pub fn is_disk_full(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+                    return true;
+                }
+            }
+            cur = e.source();
+        }
+        let text = self.to_string();
+        text.contains("(os error 28)") || text.contains("(os error 122)")
+    }
+
     /// The process exit code this failure maps to.
     pub fn exit_code(&self) -> ExitCode {
+        // A full disk is a store problem wherever it surfaced (pull, COPY staging, unpack).
+        if self.is_disk_full() {
+            return ExitCode::Store;
+        }
         match self {
             Error::Dockerfile(_) | Error::Plan(_) | Error::Usage(_) => ExitCode::Usage,
             Error::Context(_) => ExitCode::Usage,
@@ -98,5 +118,29 @@ impl Error {
             Error::Interrupted => ExitCode::Interrupted,
             Error::Internal(_) => ExitCode::Internal,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a full disk during a pull exited 4 (registry) instead of 6 (store).
+    #[test]
+    fn a_full_disk_is_a_store_problem_wherever_it_surfaces() {
+        let enospc = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let store = Error::Store(crate::store::Error::Io {
+            path: "/s/tmp".into(),
+            source: enospc(),
+        });
+        assert_eq!(store.exit_code(), ExitCode::Store);
+        let sandbox = Error::Sandbox(crate::sandbox::Error::Io(enospc()));
+        assert_eq!(sandbox.exit_code(), ExitCode::Store);
+        let stringified = Error::Internal(format!("cannot create /s/tmp/x: {}", enospc()));
+        assert_eq!(stringified.exit_code(), ExitCode::Store);
+        let other = Error::Sandbox(crate::sandbox::Error::Io(
+            std::io::Error::from_raw_os_error(libc::EPERM),
+        ));
+        assert_eq!(other.exit_code(), ExitCode::Sandbox);
     }
 }

@@ -262,10 +262,23 @@ impl<'a> Builder<'a> {
                 pulled.manifest_digest
             ));
         }
-        let config = ImageConfig::from_json(&pulled.config)?;
+        // A config that is no image config, or disagrees with its manifest, is the
+        // registry's lie (exit 4), not a store problem or a bug.
+        let bad = |msg: String| {
+            Error::Registry(registry::Error::BadManifest {
+                reference: reference.to_string(),
+                msg,
+            })
+        };
+        let config = ImageConfig::from_json(&pulled.config).map_err(|e| {
+            bad(format!(
+                "config {} is not an image config: {e}",
+                pulled.config_digest
+            ))
+        })?;
         if config.rootfs.diff_ids.len() != pulled.layers.len() {
-            return Err(Error::Internal(format!(
-                "{reference}: the config lists {} layers but the manifest {}",
+            return Err(bad(format!(
+                "the config lists {} layers but the manifest {}",
                 config.rootfs.diff_ids.len(),
                 pulled.layers.len()
             )));

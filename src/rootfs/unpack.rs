@@ -11,8 +11,10 @@ use super::secure::{clean_entry_path, resolve_in_root};
 use super::{Error, UnpackOptions};
 use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tar::EntryType;
@@ -116,7 +118,8 @@ impl Unpacker {
             .ok_or_else(|| Error::hostile(&raw, "the path climbs out of the layer"))?;
         let meta = read_meta(entry).map_err(|e| Error::io(&raw, e))?;
         let kind = entry.header().entry_type();
-        let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        // Names are bytes: a lossy conversion would unpack `caf\xe9` as `caf\u{fffd}`.
+        let Some(name) = rel.file_name().map(|n| n.to_os_string()) else {
             // The layer's root itself: only its metadata can be set.
             if kind.is_dir() {
                 self.set_owner_and_xattrs(&self.root.clone(), &meta)?;
@@ -125,11 +128,11 @@ impl Unpacker {
             return Ok(());
         };
         let parent = self.resolve_dir(&raw, rel.parent().unwrap_or(Path::new("")))?;
-        if name == OPAQUE_MARKER {
+        if name.as_bytes() == OPAQUE_MARKER.as_bytes() {
             return overlay::mark_opaque(&parent).map_err(|e| Error::io(&parent, e));
         }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-            return self.whiteout(&raw, &parent, hidden);
+        if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            return self.whiteout(&raw, &parent, OsStr::from_bytes(hidden));
         }
         let dest = parent.join(&name);
         match kind {
@@ -159,8 +162,9 @@ impl Unpacker {
         Ok(dir)
     }
 
-    fn whiteout(&mut self, raw: &Path, parent: &Path, hidden: &str) -> Result<(), Error> {
-        if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
+    fn whiteout(&mut self, raw: &Path, parent: &Path, hidden: &OsStr) -> Result<(), Error> {
+        let b = hidden.as_bytes();
+        if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') {
             return Err(Error::hostile(raw, "malformed whiteout"));
         }
         let dest = parent.join(hidden);
@@ -424,4 +428,51 @@ fn set_mtime(path: &Path, mtime: i64) -> Result<(), Error> {
     let t = TimeSpec::new(mtime, 0);
     utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink)
         .map_err(|e| Error::io(path, e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_mode(0o644);
+        h
+    }
+
+    /// Regression: entry names went through a lossy UTF-8 conversion, so `caf\xe9.txt`
+    /// unpacked as `caf\u{fffd}.txt` and a non-UTF-8 directory appeared twice.
+    #[test]
+    fn non_utf8_names_unpack_byte_for_byte() {
+        let mut b = tar::Builder::new(Vec::new());
+        let dir = OsStr::from_bytes(b"dir-\xff\xfe");
+        let file = Path::new(dir).join(OsStr::from_bytes(b"caf\xe9.txt"));
+        let mut h = header();
+        h.set_entry_type(EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, dir, io::empty()).unwrap();
+        let mut h = header();
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(2);
+        b.append_data(&mut h, &file, &b"hi"[..]).unwrap();
+        let wh = Path::new(dir).join(OsStr::from_bytes(b".wh.gone-\xe9"));
+        let mut h = header();
+        h.set_size(0);
+        b.append_data(&mut h, &wh, io::empty()).unwrap();
+        let tar = b.into_inner().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        unpack_tar_as(&tar[..], root.path(), Privilege::Unprivileged).unwrap();
+        let mut names: Vec<Vec<u8>> = fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![b"dir-\xff\xfe".to_vec()]);
+        assert_eq!(fs::read(root.path().join(&file)).unwrap(), b"hi");
+    }
 }

@@ -390,11 +390,12 @@ impl<'a> Builder<'a> {
             let text = inst.original.lines().next().unwrap_or_default().to_string();
             // Another cairn sharing the store may be computing this very step: wait for it
             // and take its result, so an identical step runs once however many builds
-            // overlap. The lock dies with its holder, so a killed builder blocks no one.
+            // overlap (metadata steps are too cheap to wait for). The lock dies with its
+            // holder, so a killed builder blocks no one.
             let _step_lock = if cached_entry.is_none()
                 && !self.key_only
                 && !self.opts.no_cache
-                && prepared.does_work()
+                && !matches!(prepared, steps::Prepared::Plain)
             {
                 let lock = self.lock_step(&new_key, step_no, &text)?;
                 cached_entry = self.store.cache_get(&new_key)?;

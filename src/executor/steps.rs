@@ -79,12 +79,6 @@ impl Prepared {
         }
     }
 
-    /// Whether running the step costs real work (a sandbox or a layer), so that builds
-    /// sharing a store should wait for one another rather than repeat it.
-    pub(super) fn does_work(&self) -> bool {
-        !matches!(self, Prepared::Plain)
-    }
-
     pub(super) fn input_files(&self) -> BTreeMap<String, Digest> {
         match self {
             Prepared::Copy { hash, .. } => hash.files.clone(),

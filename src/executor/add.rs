@@ -72,54 +72,32 @@ pub fn download(urls: &[String], checksum: Option<&str>, dir: &Path) -> Result<V
     Ok(names)
 }
 
-/// How a local ADD source is packed, when it is a tar archive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Archive {
-    Tar,
-    Gzip,
-    Zstd,
-}
-
-/// Detects a tar archive by its magic bytes (compressed ones by the compressor's magic and
-/// the tar magic inside), as Docker's `archive.IsArchivePath` does.
-pub fn archive_kind(path: &Path) -> Option<Archive> {
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut head = [0u8; 4];
-    f.read_exact(&mut head).ok()?;
-    let kind = match head {
-        [0x1f, 0x8b, _, _] => Archive::Gzip,
-        [0x28, 0xb5, 0x2f, 0xfd] => Archive::Zstd,
-        _ => Archive::Tar,
+/// Whether a local ADD source is a tar archive — plain, gzip or zstd, told by magic bytes
+/// as the rootfs module tells layer blobs — as Docker's `archive.IsArchivePath` decides.
+pub fn is_archive(path: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
     };
-    let f = std::fs::File::open(path).ok()?;
-    let mut r = reader(kind, f).ok()?;
-    let mut block = vec![0u8; 512];
-    r.read_exact(&mut block).ok()?;
-    (&block[257..262] == b"ustar").then_some(kind)
-}
-
-fn reader(kind: Archive, f: std::fs::File) -> Result<Box<dyn Read>> {
-    let f = std::io::BufReader::new(f);
-    Ok(match kind {
-        Archive::Tar => Box::new(f),
-        Archive::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
-        Archive::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(f).map_err(|e| Error::Internal(e.to_string()))?,
-        ),
-    })
+    let mut block = [0u8; 512];
+    crate::rootfs::decompressed(f)
+        .and_then(|mut r| r.read_exact(&mut block))
+        .is_ok()
+        && &block[257..262] == b"ustar"
 }
 
 /// Extracts an archive into `target` (created if missing), refusing entries that would
 /// land outside it.
-pub fn extract(path: &Path, kind: Archive, target: &Path) -> Result<()> {
+pub fn extract(path: &Path, target: &Path) -> Result<()> {
     std::fs::create_dir_all(target)
         .map_err(|e| Error::Internal(format!("cannot create {}: {e}", target.display())))?;
     let f = std::fs::File::open(path)
         .map_err(|e| Error::Usage(format!("ADD {}: {e}", path.display())))?;
+    let reader = crate::rootfs::decompressed(f)
+        .map_err(|e| Error::Usage(format!("ADD {}: {e}", path.display())))?;
     let opts = crate::rootfs::UnpackOptions {
         rootless: !nix::unistd::geteuid().is_root(),
     };
-    crate::rootfs::unpack_tar(reader(kind, f)?, target, &opts)?;
+    crate::rootfs::unpack_tar(reader, target, &opts)?;
     Ok(())
 }
 
@@ -164,17 +142,11 @@ mod tests {
         std::fs::write(&zs, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
         let not = t.path().join("notes.txt");
         std::fs::write(&not, vec![b'x'; 1024]).unwrap();
-        assert_eq!(archive_kind(&plain), Some(Archive::Tar));
-        assert_eq!(archive_kind(&gz), Some(Archive::Gzip));
-        assert_eq!(archive_kind(&zs), Some(Archive::Zstd));
-        assert_eq!(archive_kind(&not), None);
-        for (p, k) in [
-            (&plain, Archive::Tar),
-            (&gz, Archive::Gzip),
-            (&zs, Archive::Zstd),
-        ] {
-            let out = t.path().join(format!("out-{k:?}"));
-            extract(p, k, &out).unwrap();
+        assert!(is_archive(&plain) && is_archive(&gz) && is_archive(&zs));
+        assert!(!is_archive(&not));
+        for (i, p) in [&plain, &gz, &zs].into_iter().enumerate() {
+            let out = t.path().join(format!("out-{i}"));
+            extract(p, &out).unwrap();
             assert_eq!(std::fs::read(out.join("dir/hello.txt")).unwrap(), b"hi");
         }
     }
@@ -195,7 +167,7 @@ mod tests {
         b.append(&h, &b"x"[..]).unwrap();
         std::fs::write(&evil, b.into_inner().unwrap()).unwrap();
         let out = t.path().join("out");
-        let _ = extract(&evil, Archive::Tar, &out);
+        let _ = extract(&evil, &out);
         assert!(!t.path().join("escape.tx").exists());
     }
 }

@@ -531,14 +531,7 @@ fn copy_step(
                 .sources()
                 .iter()
                 .cloned()
-                .map(|s| {
-                    let kind = (extract && !s.is_dir())
-                        .then(|| super::add::archive_kind(&s.path()))
-                        .flatten();
-                    (s, kind)
-                })
-                .partition(|(_, k)| k.is_some());
-            let plain: Vec<_> = plain.into_iter().map(|(s, _)| s).collect();
+                .partition(|s| extract && !s.is_dir() && super::add::is_archive(&s.path()));
             if archives.is_empty() {
                 // Refuses files that changed since they were hashed: a layer is never
                 // stored under a key its content does not match.
@@ -546,9 +539,9 @@ fn copy_step(
             } else if !plain.is_empty() {
                 context::stage(&plain, &dest, &copts, &root)?;
             }
-            for (src, kind) in archives {
+            for src in archives {
                 let target = root.join(dest.trim_start_matches('/'));
-                super::add::extract(&src.path(), kind.expect("partitioned on Some"), &target)?;
+                super::add::extract(&src.path(), &target)?;
             }
         }
         Prepared::CopyFrom { layers, .. } => {

@@ -88,6 +88,16 @@ def main(out):
         elif r["kind"] == "pipeline":
             pipes.setdefault((r["scenario"], r["name"]), []).append(r)
 
+    # A run whose cold build failed has no no-op (its "no-op" was the first real build) and no
+    # change measurement worth the name: count those as failed too.
+    cold_failed = {(wl, tool, r["run"]) for (wl, tool, sc), rs in builds.items() if sc == "cold"
+                   for r in rs if not r["ok"]}
+    for (wl, tool, sc), rs in builds.items():
+        if sc != "cold":
+            for r in rs:
+                if (wl, tool, r["run"]) in cold_failed:
+                    r["ok"] = False
+
     def ok_secs(rs):
         return [r["seconds"] for r in rs if r["ok"]]
 

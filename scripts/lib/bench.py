@@ -344,40 +344,49 @@ def plot(res, workloads, scenarios, tools, out):
         print("bench: matplotlib not installed (apt-get install python3-matplotlib): no plot",
               file=sys.stderr)
         return
-    labels, data = [], {s: [] for s in STAGES}
-    peer_marks = {t: [] for t in tools if t != "cairn"}
-    for wl in workloads:
-        for sc in scenarios:
-            st = res["stages"].get(f"{wl}/{sc}", {})
-            labels.append(f"{wl} {sc}")
-            for s in STAGES:
-                c = st.get(s)
-                data[s].append(c["median"] if c else 0.0)
-            for t in peer_marks:
-                c = res["builds"].get(f"{wl}/{sc}/{t}")
-                peer_marks[t].append(c["median"] if c and "median" in c else None)
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(labels) + 1.8))
-    y = list(range(len(labels)))
-    left = [0.0] * len(labels)
+    if not workloads:
+        return
     colors = {"pull": "#8172b3", "unpack": "#4c72b0", "copy": "#55a868", "run": "#dd8452",
               "layer": "#c44e52", "load": "#937860", "other": "#8c8c8c"}
-    for s in STAGES:
-        ax.barh(y, data[s], left=left, label=f"cairn: {s}", color=colors[s])
-        left = [a + b for a, b in zip(left, data[s])]
-    markers = {"buildah": "o", "buildah+load": "s", "docker": "D", "podman": "^"}
-    for t, xs in peer_marks.items():
-        pts = [(x, yy) for x, yy in zip(xs, y) if x is not None]
-        if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=markers.get(t, "x"),
-                       color="black", facecolors="none", label=f"{t} (total)", zorder=3)
-    ax.set_yticks(y)
-    ax.set_yticklabels(labels)
-    ax.invert_yaxis()
-    ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlabel("seconds (median; symlog scale)")
-    ax.set_title("Where cairn's build time goes, per stage, with peers' totals")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    markers = {"cairn-tar": "v", "buildah": "o", "buildah+load": "s", "docker": "D", "podman": "^"}
+    # One panel per scenario, each on its own linear scale: a stacked bar is only honest on
+    # a linear axis, and cold builds and no-ops differ by orders of magnitude.
+    fig, axes = plt.subplots(len(scenarios), 1, figsize=(10, 2.2 * len(scenarios) + 1.2))
+    for ax, sc in zip(axes, scenarios):
+        y = list(range(len(workloads)))
+        left = [0.0] * len(workloads)
+        for s in STAGES:
+            xs = []
+            for wl in workloads:
+                c = res["stages"].get(f"{wl}/{sc}", {}).get(s)
+                xs.append(c["median"] if c else 0.0)
+            ax.barh(y, xs, left=left, label=f"cairn: {s}", color=colors[s])
+            left = [a + b for a, b in zip(left, xs)]
+        for t in tools:
+            if t == "cairn":
+                continue
+            pts = []
+            for yy, wl in zip(y, workloads):
+                c = res["builds"].get(f"{wl}/{sc}/{t}")
+                if c and "median" in c:
+                    pts.append((c["median"], yy))
+            if pts:
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=markers.get(t, "x"),
+                           edgecolors="black", facecolors="none", label=f"{t} (total)", zorder=3)
+        ax.set_yticks(y)
+        ax.set_yticklabels(workloads)
+        ax.invert_yaxis()
+        ax.set_xlim(left=0)
+        ax.set_title(f"{sc}: cairn's stages (bars) and peers' totals (markers), median seconds",
+                     fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels:
+                handles.append(h)
+                labels.append(l)
+    fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(os.path.join(out, "stages.png"), dpi=110)
 
 

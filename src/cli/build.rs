@@ -7,7 +7,7 @@ use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress, 
 use crate::error::{Error, Result};
 use crate::executor::{self, BuildOptions, BuildResult, Mode, Reporter};
 use crate::layer::Compression;
-use crate::registry::{self, RegistryOptions};
+use crate::registry;
 use crate::sandbox::Network;
 use crate::store::Store;
 use crate::Platform;
@@ -154,16 +154,9 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
             CompressionArg::None => Compression::None,
         },
         source_date_epoch,
-        registry: registry_options(cli),
+        registry: super::pull::registry_options(cli),
         mirrors: cli.config.mirrors.clone(),
     })
-}
-
-pub(crate) fn registry_options(cli: &Cli) -> RegistryOptions {
-    RegistryOptions {
-        insecure: cli.insecure_registries.clone(),
-        ..RegistryOptions::default()
-    }
 }
 
 fn reporter(args: &BuildArgs) -> Reporter {

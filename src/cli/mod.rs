@@ -168,7 +168,10 @@ pub struct PullArgs {
     pub reference: String,
     #[arg(long)]
     pub platform: Option<String>,
-    #[arg(long, value_enum, default_value_t = PullPolicy::Always)]
+    /// When to contact the registry: `missing` re-resolves tags when the registry answers and
+    /// falls back to the stored digest when it does not; `always` fails instead; `never`
+    /// opens no connection.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing, num_args = 0..=1, default_missing_value = "always")]
     pub pull: PullPolicy,
     #[arg(short = 'q', long)]
     pub quiet: bool,

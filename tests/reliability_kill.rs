@@ -7,7 +7,8 @@
 //! the duration of an uninterrupted build) and by event (the moment a given
 //! `--progress=json` line appears). Each kill starts from an empty store so every phase,
 //! the pull included, is reachable. The short form (default, `scripts/test`) tries 12
-//! points; `CAIRN_RELIABILITY_FULL=1` tries 60 and adds the Debian workspace Dockerfile.
+//! points; `CAIRN_RELIABILITY_FULL=1` tries 60 with a larger COPY-heavy context and adds
+//! the Debian workspace Dockerfile; `CAIRN_RELIABILITY_KILLS=N` tries N per Dockerfile.
 
 mod common;
 mod reliability_support;
@@ -305,7 +306,15 @@ fn sigkill_at_any_moment_loses_nothing() {
     common::images::push_busybox(&reg, "reliab/busybox:latest");
     let base = format!("{}/reliab/busybox:latest", reg.addr);
     let m = Marker::new("kill");
-    let (per_case, debian_points) = if full() { (26, 8) } else { (6, 0) };
+    let (mut per_case, debian_points) = if full() { (26, 8) } else { (6, 0) };
+    // Any number of kill points per Dockerfile on the short-form contexts, for a long soak
+    // without the full form's large context and Debian image.
+    if let Some(n) = std::env::var("CAIRN_RELIABILITY_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        per_case = n;
+    }
 
     let run_ctx = common::tempdir();
     write_context(run_ctx.path(), &run_copy_dockerfile(&m.name), 0, 0);

@@ -37,6 +37,14 @@ pub fn send(report: &Report) {
 fn helper() -> Result<Report, String> {
     // Die with the parent: a killed cairn must not leave a step running.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("set pdeathsig: {e}"))?;
+    // The parent may have died before the line above took effect: then nothing would ever
+    // send the signal, and we would have been re-parented to init.
+    let parent = std::env::var(super::helper::PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse().ok());
+    if parent.is_some_and(|p: i32| nix::unistd::getppid().as_raw() != p) {
+        return Err("cairn exited before the sandbox helper started".into());
+    }
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let job: Job = serde_json::from_str(&read_line(&mut input)?)

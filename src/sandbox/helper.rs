@@ -9,6 +9,9 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 
+/// Tells the helper which process started it, so it can tell whether that one is gone.
+pub(crate) const PARENT_ENV: &str = "CAIRN_SANDBOX_PARENT";
+
 /// A started helper that has been sent its job.
 pub struct Helper {
     pub child: Child,
@@ -29,6 +32,7 @@ impl Helper {
         let mut child = Command::new(&exe)
             .arg(CHILD_ARG)
             .env_clear()
+            .env(PARENT_ENV, std::process::id().to_string())
             .stdin(Stdio::piped())
             .stdout(if capture_stdout {
                 Stdio::piped()

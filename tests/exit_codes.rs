@@ -156,6 +156,37 @@ fn logs_off_a_terminal_have_no_escape_sequences() {
 
 /// Processes of this test's build still alive: sandbox helpers, or anything whose root or
 /// working directory is inside the test's store.
+/// `--progress=json`: every stderr line is one JSON event, pull progress included.
+#[test]
+fn json_progress_is_json_on_every_line() {
+    common::require_root();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "codes/busybox:4");
+    let root = common::tempdir();
+    let ctx = context(&format!(
+        "FROM {}/codes/busybox:4\nRUN echo in-step\n",
+        reg.addr
+    ));
+    let out = common::run(
+        common::cairn(root.path())
+            .arg("build")
+            .arg(ctx.path())
+            .args([
+                "--progress=json",
+                "-o",
+                &format!("type=docker,dest={}/i.tar", root.path().display()),
+            ]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    for line in err.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+        assert!(v["event"].is_string(), "{line}");
+    }
+    assert!(err.contains("\"line\":\"in-step\""), "{err}");
+}
+
 fn sandbox_processes_under(store: &Path) -> usize {
     let mut n = 0;
     for e in fs::read_dir("/proc").unwrap().flatten() {

@@ -7,7 +7,7 @@ use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress, 
 use crate::error::{Error, Result};
 use crate::executor::{self, BuildOptions, BuildResult, Mode, Reporter};
 use crate::layer::Compression;
-use crate::registry;
+use crate::registry::{self, RegistryOptions};
 use crate::sandbox::Network;
 use crate::store::Store;
 use crate::Platform;
@@ -154,7 +154,11 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
             CompressionArg::None => Compression::None,
         },
         source_date_epoch,
-        registry: super::pull::registry_options(cli),
+        registry: RegistryOptions {
+            // Plain "pulling…" lines would break the one-object-per-line JSON stream.
+            quiet: args.quiet || args.progress == Progress::Json,
+            ..super::pull::registry_options(cli)
+        },
         mirrors: cli.config.mirrors.clone(),
     })
 }

@@ -354,3 +354,18 @@ fn child_stage_inherits_parent_state() {
     assert_eq!(child.run_env(), ["V=1", "E=e"]);
     assert_eq!(child.config_env(), ["E=e"]);
 }
+
+#[test]
+fn mount_values_are_checked_after_expansion() {
+    let src = "FROM scratch\nARG U=1000 M=0755 BAD=x\nRUN --mount=type=cache,target=/c,uid=$U,mode=$M true\nRUN --mount=type=cache,target=/c,gid=$BAD true\n";
+    let p = plan_of(src, &opts(&[], None)).unwrap();
+    let mut scope = Scope::new(&p, &p.stages[0], &[]);
+    let insts = &p.stages[0].instructions;
+    scope.apply(&insts[0]).unwrap();
+    let Expanded::Run(r) = scope.apply(&insts[1]).unwrap() else {
+        panic!()
+    };
+    assert!(r.mounts[0].options.contains(&("uid".into(), "1000".into())));
+    let err = scope.apply(&insts[2]).unwrap_err().to_string();
+    assert_eq!(err, "line 4: invalid value \"x\" for mount option gid");
+}

@@ -212,6 +212,7 @@ impl Scope {
             } else {
                 self.word(v, line)?
             };
+            check_mount_value(k, &v).map_err(|m| Error::at(line, m))?;
             options.push((k.clone(), v));
         }
         let get = |k: &str| options.iter().rev().find(|o| o.0 == k).map(|o| o.1.clone());
@@ -272,5 +273,36 @@ impl Scope {
             .map_err(|e| Error::at(line, e.to_string()))?
             .result;
         Ok(Heredoc { body, ..h.clone() })
+    }
+}
+
+/// Values BuildKit parses after expansion: numeric ids, an octal mode, booleans, sharing.
+fn check_mount_value(key: &str, v: &str) -> Result<(), String> {
+    let ok = match key {
+        "uid" | "gid" => v.parse::<u32>().is_ok(),
+        "mode" => u32::from_str_radix(v, 8).is_ok(),
+        "readonly" | "readwrite" | "required" => {
+            matches!(
+                v,
+                "1" | "t"
+                    | "T"
+                    | "true"
+                    | "TRUE"
+                    | "True"
+                    | "0"
+                    | "f"
+                    | "F"
+                    | "false"
+                    | "FALSE"
+                    | "False"
+            )
+        }
+        "sharing" => matches!(v, "shared" | "private" | "locked"),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid value {v:?} for mount option {key}"))
     }
 }

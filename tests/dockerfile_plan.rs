@@ -285,6 +285,8 @@ fn copy_heredoc_bodies_expand_unless_quoted() {
         .map(|h: &Heredoc| h.body.as_str())
         .collect();
     assert_eq!(bodies, ["hello \"world\" $NAME\n", "raw $NAME\n"]);
+    assert!(c.sources.is_empty(), "{:?}", c.sources);
+    assert_eq!(c.dest, "/d/");
     let Expanded::Run(r) = &out[2] else { panic!() };
     assert_eq!(r.heredocs[0].body, "echo $NAME\n");
 }
@@ -325,4 +327,45 @@ fn canonical_is_stable_and_sensitive() {
     let mut keys = BTreeMap::new();
     keys.insert(x[1].canonical(), ());
     assert_eq!(keys.len(), 1);
+}
+
+#[test]
+fn copy_mixes_heredoc_and_path_sources() {
+    let src = "FROM scratch\nCOPY <<-EOF real.txt \"<<notadoc\" /d/\n\tx\n\tEOF\n";
+    let (out, _) = run_last(src, &opts(&[], None), &[]);
+    let Expanded::Copy(c) = &out[0] else {
+        panic!("{:?}", out[0])
+    };
+    assert_eq!(c.sources, ["real.txt", "<<notadoc"]);
+    assert_eq!(c.heredocs.len(), 1);
+    assert_eq!(c.heredocs[0].body, "x\n");
+}
+
+#[test]
+fn child_stage_inherits_parent_state() {
+    let src = "FROM scratch AS base\nARG V=1\nENV E=e\nFROM base\nRUN true\n";
+    let p = plan_of(src, &opts(&[], None)).unwrap();
+    assert_eq!(p.stages[1].base, Base::Stage(0));
+    let mut parent = Scope::new(&p, &p.stages[0], &[]);
+    for i in &p.stages[0].instructions {
+        parent.apply(i).unwrap();
+    }
+    let child = parent.for_child_stage(&p.stages[1]);
+    assert_eq!(child.run_env(), ["V=1", "E=e"]);
+    assert_eq!(child.config_env(), ["E=e"]);
+}
+
+#[test]
+fn mount_values_are_checked_after_expansion() {
+    let src = "FROM scratch\nARG U=1000 M=0755 BAD=x\nRUN --mount=type=cache,target=/c,uid=$U,mode=$M true\nRUN --mount=type=cache,target=/c,gid=$BAD true\n";
+    let p = plan_of(src, &opts(&[], None)).unwrap();
+    let mut scope = Scope::new(&p, &p.stages[0], &[]);
+    let insts = &p.stages[0].instructions;
+    scope.apply(&insts[0]).unwrap();
+    let Expanded::Run(r) = scope.apply(&insts[1]).unwrap() else {
+        panic!()
+    };
+    assert!(r.mounts[0].options.contains(&("uid".into(), "1000".into())));
+    let err = scope.apply(&insts[2]).unwrap_err().to_string();
+    assert_eq!(err, "line 4: invalid value \"x\" for mount option gid");
 }

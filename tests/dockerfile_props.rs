@@ -114,3 +114,33 @@ fn long_inputs_stay_fast() {
         start.elapsed()
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Whatever parses also plans and dispatches without panicking (errors are fine).
+    #[test]
+    fn plan_and_scope_never_panic(body in nasty_text(80)) {
+        use cairn::plan::{self, PlanOptions, Scope};
+        let src = format!("ARG a=1\nFROM x AS s\n{body}\nFROM s\nCOPY --from=s / /\n");
+        if let Ok(df) = dockerfile::parse(&src, "Dockerfile") {
+            let opts = PlanOptions {
+                build_args: [("a".to_string(), "2".to_string())].into(),
+                target: None,
+                target_platform: cairn::Platform::host(),
+                build_platform: cairn::Platform::host(),
+            };
+            if let Ok(p) = plan::plan(&df, &opts) {
+                for stage in &p.stages {
+                    let mut scope = Scope::new(&p, stage, &["PATH=/bin".to_string()]);
+                    for inst in &stage.instructions {
+                        if let Ok(e) = scope.apply(inst) {
+                            let _ = e.canonical();
+                        }
+                    }
+                    let _ = (scope.run_env(), scope.config_env());
+                }
+            }
+        }
+    }
+}

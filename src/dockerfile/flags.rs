@@ -152,9 +152,17 @@ pub fn mount(spec: &str) -> Result<Mount, String> {
     let mut options: Vec<(String, String)> = Vec::new();
     for field in csv_fields(spec)? {
         let (key, value) = match field.split_once('=') {
-            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.to_string())),
-            None => (field.trim().to_ascii_lowercase(), None),
+            Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_string())),
+            None => (field.to_ascii_lowercase(), None),
         };
+        if value.is_none()
+            && !matches!(
+                key.as_str(),
+                "ro" | "readonly" | "rw" | "readwrite" | "required"
+            )
+        {
+            return Err(format!("invalid field '{field}' must be a key=value pair"));
+        }
         let canonical = match key.as_str() {
             "type" => {
                 let v = value.unwrap_or_default().to_ascii_lowercase();
@@ -176,11 +184,7 @@ pub fn mount(spec: &str) -> Result<Mount, String> {
             "from" | "id" | "sharing" | "mode" | "uid" | "gid" | "size" | "env" => key.as_str(),
             _ => return Err(format!("unexpected key '{key}' in '{field}'")),
         };
-        let value = match value {
-            Some(v) => v,
-            None if matches!(canonical, "readonly" | "readwrite" | "required") => "true".into(),
-            None => return Err(format!("invalid field '{field}' must be a key=value pair")),
-        };
+        let value = value.unwrap_or_else(|| "true".into());
         options.push((canonical.to_string(), value));
     }
     let get = |k: &str| options.iter().rev().find(|o| o.0 == k).map(|o| o.1.clone());

@@ -231,6 +231,7 @@ impl Instruction {
         match self {
             Instruction::Run(r) => &r.heredocs,
             Instruction::Copy(c) | Instruction::Add(c) => &c.heredocs,
+            Instruction::Onbuild(o) => o.inst.heredocs(),
             _ => &[],
         }
     }

@@ -217,6 +217,13 @@ fn parse_lines(lines: &[&str]) -> Result<Dockerfile, Fault> {
     })
 }
 
+/// The heredoc a `COPY`/`ADD` source word stands for (`<<EOF`, `<<-"EOF"`), if it is a
+/// heredoc marker whose delimiter names one of `heredocs`.
+pub fn heredoc_source<'a>(word: &str, heredocs: &'a [Heredoc]) -> Option<&'a Heredoc> {
+    let marker = lexer::parse_marker(word).ok().flatten()?;
+    heredocs.iter().find(|h| h.name == marker.name)
+}
+
 /// Parses one instruction line, as an ONBUILD trigger is stored in an image config
 /// (backslash escape, no heredocs, no continuation).
 pub fn parse_instruction_line(text: &str) -> Result<Instruction, Error> {

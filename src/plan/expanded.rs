@@ -41,7 +41,8 @@ pub struct ExpandedRun {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExpandedCopy {
-    /// Sources; heredoc sources are their names, their content is in `heredocs`.
+    /// Source paths (context paths, URLs, git refs); heredoc sources are not here but in
+    /// `heredocs`, in the order written.
     pub sources: Vec<String>,
     pub dest: String,
     pub from: Option<CopySource>,

@@ -14,6 +14,7 @@
 
 use super::expanded::{CopySource, Expanded, ExpandedCopy, ExpandedMount, ExpandedRun};
 use super::{expand_with, is_proxy_arg, resolve_from, Error, Plan, PlannedStage};
+use crate::dockerfile;
 use crate::dockerfile::expand::{self, Lexer, Options};
 use crate::dockerfile::{Copy, Heredoc, Instruction, Mount, Network, Run, Security, Spanned};
 use std::collections::BTreeMap;
@@ -61,6 +62,16 @@ impl Scope {
             stage_names: plan.stage_names.clone(),
             stage_map: plan.stage_map.clone(),
             stage_count: plan.stage_count,
+        }
+    }
+
+    /// The scope a stage built `FROM` an earlier stage starts with: BuildKit carries the
+    /// parent's state environment (ARG values included) and config environment over, so
+    /// use this instead of [`Scope::new`] when `stage.base` is `Base::Stage`.
+    pub fn for_child_stage(&self, stage: &PlannedStage) -> Scope {
+        Scope {
+            globals: stage.global_args.clone(),
+            ..self.clone()
         }
     }
 
@@ -201,6 +212,7 @@ impl Scope {
             } else {
                 self.word(v, line)?
             };
+            check_mount_value(k, &v).map_err(|m| Error::at(line, m))?;
             options.push((k.clone(), v));
         }
         let get = |k: &str| options.iter().rev().find(|o| o.0 == k).map(|o| o.1.clone());
@@ -220,8 +232,15 @@ impl Scope {
                 .map(|w| self.word(w, line))
                 .collect::<Result<Vec<_>, _>>()
         };
+        // Heredoc sources are content, not paths: they go to `heredocs` only.
+        let paths: Vec<String> = c
+            .sources
+            .iter()
+            .filter(|s| dockerfile::heredoc_source(s, &c.heredocs).is_none())
+            .cloned()
+            .collect();
         Ok(ExpandedCopy {
-            sources: words(&c.sources)?,
+            sources: words(&paths)?,
             dest: self.word(&c.dest, line)?,
             from: self.source(&c.from, line)?,
             chown: self.opt_word(&c.chown, line)?,
@@ -254,5 +273,36 @@ impl Scope {
             .map_err(|e| Error::at(line, e.to_string()))?
             .result;
         Ok(Heredoc { body, ..h.clone() })
+    }
+}
+
+/// Values BuildKit parses after expansion: numeric ids, an octal mode, booleans, sharing.
+fn check_mount_value(key: &str, v: &str) -> Result<(), String> {
+    let ok = match key {
+        "uid" | "gid" => v.parse::<u32>().is_ok(),
+        "mode" => u32::from_str_radix(v, 8).is_ok(),
+        "readonly" | "readwrite" | "required" => {
+            matches!(
+                v,
+                "1" | "t"
+                    | "T"
+                    | "true"
+                    | "TRUE"
+                    | "True"
+                    | "0"
+                    | "f"
+                    | "F"
+                    | "false"
+                    | "FALSE"
+                    | "False"
+            )
+        }
+        "sharing" => matches!(v, "shared" | "private" | "locked"),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid value {v:?} for mount option {key}"))
     }
 }

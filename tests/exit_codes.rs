@@ -40,6 +40,21 @@ fn bad_dockerfile_is_2_with_file_line_and_column() {
     assert!(err.contains("--bogus"), "{err}");
 }
 
+/// Errors found after parsing (an unknown `--from` stage, a bad expansion) name the file too.
+#[test]
+fn plan_errors_name_the_file_and_line() {
+    let root = common::tempdir();
+    let ctx =
+        context("FROM scratch AS a\nCOPY --from=b /x /y\nFROM scratch AS b\nCOPY --from=a /x /y\n");
+    let out = build(root.path(), ctx.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Dockerfile:"), "{}", stderr(&out));
+    let ctx = context("FROM scratch\nLABEL a=\"${MISSING:?must be set}\"\n");
+    let out = build(root.path(), ctx.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Dockerfile:2: "), "{}", stderr(&out));
+}
+
 /// An unsupported RUN flag is refused with its line, not silently ignored.
 #[test]
 fn unsupported_run_mount_is_2_and_never_ignored() {

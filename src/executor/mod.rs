@@ -151,7 +151,8 @@ impl<'a> Builder<'a> {
                 target_platform: opts.platform.clone(),
                 build_platform: Platform::host(),
             },
-        )?;
+        )
+        .map_err(|e| located(&df_name, e))?;
         for a in &plan.unused_build_args {
             rep.info(&format!(
                 "warning: build arg {a} was not consumed by any stage"
@@ -366,7 +367,7 @@ impl<'a> Builder<'a> {
         let mut ctx = steps::StageCtx::new(&stage_label);
         for (ii, inst) in instructions.iter().enumerate() {
             check_interrupted()?;
-            let expanded = scope.apply(inst)?;
+            let expanded = scope.apply(inst).map_err(|e| located(&self.df_name, e))?;
             let prepared = steps::prepare(self, &mut ctx, &state, &scope, &expanded, inst, done)?;
             let inputs = KeyInputs {
                 parent: key.clone(),
@@ -515,6 +516,14 @@ impl<'a> Builder<'a> {
             },
             config,
         ))
+    }
+}
+
+/// A plan error located in the Dockerfile: `FILE:LINE: message`, as parse errors are.
+fn located(df_name: &str, e: plan::Error) -> Error {
+    match e {
+        plan::Error::At { line, message } => Error::Usage(format!("{df_name}:{line}: {message}")),
+        other => other.into(),
     }
 }
 

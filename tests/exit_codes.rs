@@ -136,26 +136,31 @@ fn unwritable_output_is_6_not_a_docker_error() {
     assert!(stderr(&out).contains("/dev/null/none"), "{}", stderr(&out));
 }
 
-/// Terraform captures stderr line by line: no escape sequences when it is not a terminal.
-#[test]
-fn logs_off_a_terminal_have_no_escape_sequences() {
+/// Builds `FROM` a busybox pushed as `repo_tag` to a fresh registry, then `rest`, into a
+/// docker-archive, with `extra` flags.
+fn busybox_build(repo_tag: &str, rest: &str, extra: &[&str]) -> Output {
     common::require_root();
     let reg = Registry::start();
-    common::images::push_busybox(&reg, "codes/busybox:2");
+    common::images::push_busybox(&reg, repo_tag);
     let root = common::tempdir();
-    let ctx = context(&format!(
-        "FROM {}/codes/busybox:2\nRUN echo plain output\nLABEL x=y\n",
-        reg.addr
-    ));
-    let out = common::run(
+    let ctx = context(&format!("FROM {}/{repo_tag}\n{rest}", reg.addr));
+    common::run(
         common::cairn(root.path())
             .arg("build")
             .arg(ctx.path())
-            .args([
-                "-o",
-                &format!("type=docker,dest={}/img.tar", root.path().display()),
-            ]),
-    );
+            .args(extra)
+            .arg("-o")
+            .arg(format!(
+                "type=docker,dest={}/img.tar",
+                root.path().display()
+            )),
+    )
+}
+
+/// Terraform captures stderr line by line: no escape sequences when it is not a terminal.
+#[test]
+fn logs_off_a_terminal_have_no_escape_sequences() {
+    let out = busybox_build("codes/busybox:2", "RUN echo plain output\nLABEL x=y\n", &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("plain output"), "{err}");
@@ -169,28 +174,13 @@ fn logs_off_a_terminal_have_no_escape_sequences() {
     );
 }
 
-/// Processes of this test's build still alive: sandbox helpers, or anything whose root or
-/// working directory is inside the test's store.
 /// `--progress=json`: every stderr line is one JSON event, pull progress included.
 #[test]
 fn json_progress_is_json_on_every_line() {
-    common::require_root();
-    let reg = Registry::start();
-    common::images::push_busybox(&reg, "codes/busybox:4");
-    let root = common::tempdir();
-    let ctx = context(&format!(
-        "FROM {}/codes/busybox:4\nRUN echo in-step\n",
-        reg.addr
-    ));
-    let out = common::run(
-        common::cairn(root.path())
-            .arg("build")
-            .arg(ctx.path())
-            .args([
-                "--progress=json",
-                "-o",
-                &format!("type=docker,dest={}/i.tar", root.path().display()),
-            ]),
+    let out = busybox_build(
+        "codes/busybox:4",
+        "RUN echo in-step\n",
+        &["--progress=json"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
@@ -202,6 +192,8 @@ fn json_progress_is_json_on_every_line() {
     assert!(err.contains("\"line\":\"in-step\""), "{err}");
 }
 
+/// Processes of this test's build still alive: sandbox helpers, or anything whose root or
+/// working directory is inside the test's store.
 fn sandbox_processes_under(store: &Path) -> usize {
     let mut n = 0;
     for e in fs::read_dir("/proc").unwrap().flatten() {

@@ -405,16 +405,17 @@ impl<'a> Builder<'a> {
                 None
             };
             let key_text = new_key.to_string();
+            let hit = cached_entry.is_some();
             self.rep.emit(&Event::Step {
                 step: step_no,
                 total: self.total,
                 stage: &stage_label,
                 text: &text,
                 key: &key_text,
-                cached: cached_entry.is_some(),
+                cached: hit,
             });
             let mut explain = Vec::new();
-            if cached_entry.is_none() {
+            if !hit {
                 explain = match self.previous.get(&rec_name) {
                     Some(prev) if prev.key() == new_key => {
                         vec!["the cache entry is missing (pruned, or --no-cache)".into()]
@@ -466,7 +467,7 @@ impl<'a> Builder<'a> {
             self.steps.push(StepReport {
                 text,
                 key: new_key.clone(),
-                cached: explain.is_empty(),
+                cached: hit,
                 explain,
             });
             key = new_key;

@@ -8,14 +8,11 @@
 //! - `none` | `gzip` | `zstd`: walk + tar + diffID (+ compression + blob digest), into a sink
 //! - `store-none` | `store-gzip` | `store-zstd`: `layer::from_upper` into a store at STORE
 //!   (what a build step's "layer" stage does: the above plus the blob write, fsync, rename)
-//! - `probe-zstd` | `probe-zstd-buf` | `probe-gzip` | `probe-gzip-buf`: the same tar, diffID
-//!   and compressor settings as the layer writer, built here without (and with) a 1 MiB
-//!   buffer between the tar writer and the digest/compressor, to see what small writes cost
 
 use cairn::digest::HashingWriter;
 use cairn::layer::{self, Compression, LayerOptions};
 use cairn::store::Store;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::time::Instant;
 
@@ -40,50 +37,8 @@ fn options(c: Compression) -> LayerOptions {
     }
 }
 
-/// The layer writer's pipeline (tar → diffID → compressor → blob digest) assembled here with
-/// the layer module's pinned settings, optionally with a buffer in front of the digest.
-fn probe(comp: &str, buffered: bool, dir: &Path) -> Result<(u64, String), String> {
-    let e = |e: io::Error| e.to_string();
-    let out = HashingWriter::new(Counter::default());
-    let enc: Box<dyn Write> = match comp {
-        "zstd" => {
-            let mut z = zstd::Encoder::new(out, layer::ZSTD_LEVEL).map_err(e)?;
-            let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-            z.multithread(workers as u32).map_err(e)?;
-            z.include_checksum(false).map_err(e)?;
-            Box::new(z.auto_finish())
-        }
-        _ => Box::new(
-            flate2::GzBuilder::new()
-                .mtime(0)
-                .operating_system(255)
-                .write(out, flate2::Compression::new(layer::GZIP_LEVEL)),
-        ),
-    };
-    let tar = HashingWriter::new(enc);
-    let opts = LayerOptions::default();
-    let diff_id = if buffered {
-        let mut w = BufWriter::with_capacity(1 << 20, tar);
-        layer::write_tar(dir, &mut w, &opts).map_err(|e| e.to_string())?;
-        let tar = w.into_inner().map_err(|e| e.to_string())?;
-        tar.finish().1
-    } else {
-        let mut tar = tar;
-        layer::write_tar(dir, &mut tar, &opts).map_err(|e| e.to_string())?;
-        tar.finish().1
-    };
-    Ok((0, diff_id.to_string()))
-}
-
 fn run(mode: &str, dir: &Path, store: Option<&Path>) -> Result<(u64, String), String> {
     let e = |e: cairn::layer::Error| e.to_string();
-    if let Some(p) = mode.strip_prefix("probe-") {
-        let (comp, buffered) = match p.strip_suffix("-buf") {
-            Some(c) => (c, true),
-            None => (p, false),
-        };
-        return probe(comp, buffered, dir);
-    }
     if mode == "tar" {
         let mut n = Counter::default();
         layer::write_tar(dir, &mut n, &LayerOptions::default()).map_err(e)?;

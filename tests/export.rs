@@ -235,14 +235,15 @@ fn docker_load_via_cli_then_skips_when_present() {
     let tag = unique_tag("cli");
     let tag2 = unique_tag("cli2");
     let _rmi = Rmi(vec![tag.clone(), tag2.clone(), img.config.to_string()]);
-    let id = export::docker_load(&store, &img, std::slice::from_ref(&tag)).unwrap();
+    let cli = LoadVia::Cli(common::which("docker"));
+    let id = export::docker_load_via(&cli, &store, &img, std::slice::from_ref(&tag)).unwrap();
     assert_eq!(id, img.config.as_str());
     docker_run_ok(&tag);
 
     // Present already: no load happens (the layer blob is gone, so a load could not be
     // written), but the new tag is applied.
     fs::remove_file(store.blob_path(&img.layers[0].digest)).unwrap();
-    let id2 = export::docker_load(&store, &img, std::slice::from_ref(&tag2)).unwrap();
+    let id2 = export::docker_load_via(&cli, &store, &img, std::slice::from_ref(&tag2)).unwrap();
     assert_eq!(id2, id);
     docker_run_ok(&tag2);
 }
@@ -255,9 +256,19 @@ fn docker_load_via_engine_api() {
     let tag = unique_tag("api");
     let _rmi = Rmi(vec![tag.clone(), img.config.to_string()]);
     let sock = LoadVia::Socket("/var/run/docker.sock".into());
+    // What a build on this machine picks: nothing points the CLI elsewhere.
+    assert_eq!(LoadVia::detect().unwrap(), sock);
     let id = export::docker_load_via(&sock, &store, &img, std::slice::from_ref(&tag)).unwrap();
     assert_eq!(id, img.config.as_str());
     docker_run_ok(&tag);
+
+    // Present already: no load (the layer blob is gone), the new tag is applied.
+    let tag2 = unique_tag("api2");
+    let _rmi2 = Rmi(vec![tag2.clone()]);
+    fs::remove_file(store.blob_path(&img.layers[0].digest)).unwrap();
+    let id2 = export::docker_load_via(&sock, &store, &img, std::slice::from_ref(&tag2)).unwrap();
+    assert_eq!(id2, id);
+    docker_run_ok(&tag2);
 }
 
 #[test]

@@ -21,23 +21,61 @@ pub enum LoadVia {
     Socket(PathBuf),
 }
 
+/// The socket the docker CLI talks to when nothing says otherwise.
+const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
 impl LoadVia {
-    /// The docker CLI from `PATH` when there is one, else the socket `DOCKER_HOST` names
-    /// (`unix://…`), else `/var/run/docker.sock`.
+    /// The way that reaches the engine the docker CLI would use, fastest first: the Engine
+    /// API on the socket when the CLI would use that socket too (no `DOCKER_HOST` other
+    /// than `unix://…`, no docker context other than `default`), else the docker CLI from
+    /// `PATH`, so that remote hosts, contexts and TLS settings work as the user set them.
+    /// The socket saves a CLI start (50–150 ms each) per inspect and tag, which is most of
+    /// a no-op build's time.
     pub fn detect() -> Result<LoadVia, Error> {
-        if let Some(cli) = find_in_path("docker") {
-            return Ok(LoadVia::Cli(cli));
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let config_context = || {
+            let dir = env("DOCKER_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| env("HOME").map(|h| Path::new(&h).join(".docker")))?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
+            v["currentContext"].as_str().map(str::to_string)
+        };
+        detect_from(&DetectInput {
+            docker_host: env("DOCKER_HOST"),
+            docker_context: env("DOCKER_CONTEXT").or_else(config_context),
+            cli: find_in_path("docker"),
+            default_socket_exists: Path::new(DEFAULT_SOCKET).exists(),
+        })
+    }
+}
+
+/// What [`LoadVia::detect`] decides from.
+struct DetectInput {
+    docker_host: Option<String>,
+    /// `DOCKER_CONTEXT`, else `currentContext` from the docker config.
+    docker_context: Option<String>,
+    cli: Option<PathBuf>,
+    default_socket_exists: bool,
+}
+
+fn detect_from(i: &DetectInput) -> Result<LoadVia, Error> {
+    if let Some(h) = &i.docker_host {
+        if let Some(p) = h.strip_prefix("unix://") {
+            return Ok(LoadVia::Socket(PathBuf::from(p)));
         }
-        match std::env::var("DOCKER_HOST") {
-            Ok(h) if !h.is_empty() => match h.strip_prefix("unix://") {
-                Some(p) => Ok(LoadVia::Socket(PathBuf::from(p))),
-                None => Err(Error::DockerUnreachable(format!(
-                    "DOCKER_HOST={h} needs the docker CLI, which is not on PATH; \
-                     install it or use a unix:// socket"
-                ))),
-            },
-            _ => Ok(LoadVia::Socket(PathBuf::from("/var/run/docker.sock"))),
-        }
+        return match &i.cli {
+            Some(cli) => Ok(LoadVia::Cli(cli.clone())),
+            None => Err(Error::DockerUnreachable(format!(
+                "DOCKER_HOST={h} needs the docker CLI, which is not on PATH; \
+                 install it or use a unix:// socket"
+            ))),
+        };
+    }
+    let other_context = i.docker_context.as_deref().is_some_and(|c| c != "default");
+    match &i.cli {
+        Some(cli) if other_context || !i.default_socket_exists => Ok(LoadVia::Cli(cli.clone())),
+        _ => Ok(LoadVia::Socket(PathBuf::from(DEFAULT_SOCKET))),
     }
 }
 
@@ -211,6 +249,48 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detect_uses_the_socket_only_where_the_cli_would() {
+        let cli = Some(PathBuf::from("/usr/bin/docker"));
+        let input = |host: Option<&str>, ctx: Option<&str>, cli: &Option<PathBuf>, sock| {
+            detect_from(&DetectInput {
+                docker_host: host.map(str::to_string),
+                docker_context: ctx.map(str::to_string),
+                cli: cli.clone(),
+                default_socket_exists: sock,
+            })
+        };
+        let socket = |p: &str| Ok::<_, ()>(LoadVia::Socket(PathBuf::from(p)));
+        let via_cli = Ok::<_, ()>(LoadVia::Cli(PathBuf::from("/usr/bin/docker")));
+        let ok = |r: Result<LoadVia, Error>| r.map_err(drop);
+        // Nothing set: the default socket, CLI or not.
+        assert_eq!(ok(input(None, None, &cli, true)), socket(DEFAULT_SOCKET));
+        assert_eq!(
+            ok(input(None, Some("default"), &cli, true)),
+            socket(DEFAULT_SOCKET)
+        );
+        assert_eq!(ok(input(None, None, &None, false)), socket(DEFAULT_SOCKET));
+        // DOCKER_HOST=unix://…: that socket.
+        assert_eq!(
+            ok(input(
+                Some("unix:///run/user/1000/docker.sock"),
+                None,
+                &cli,
+                true
+            )),
+            socket("/run/user/1000/docker.sock")
+        );
+        // A remote host, another context, or no default socket: the CLI knows the way.
+        assert_eq!(
+            ok(input(Some("tcp://10.0.0.1:2376"), None, &cli, true)),
+            via_cli
+        );
+        assert_eq!(ok(input(None, Some("remote"), &cli, true)), via_cli);
+        assert_eq!(ok(input(None, None, &cli, false)), via_cli);
+        let err = input(Some("ssh://host"), None, &None, true).unwrap_err();
+        assert!(err.to_string().contains("not on PATH"), "{err}");
+    }
 
     #[test]
     fn reads_the_loaded_id() {

@@ -11,6 +11,7 @@
 
 mod compress;
 mod header;
+mod pargz;
 mod stored;
 mod walk;
 

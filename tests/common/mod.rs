@@ -78,6 +78,15 @@ pub fn require_docker() {
     );
 }
 
+/// The full path of program `name` on `PATH`; fails loudly when it is not there.
+pub fn which(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("this test needs {name} on PATH (scripts/setup installs it)"))
+}
+
 /// A fresh temporary directory removed on drop.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()

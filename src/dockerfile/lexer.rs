@@ -160,7 +160,7 @@ fn may_have_heredocs(text: &str) -> bool {
 
 fn heredoc_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"^(\d*)<<(-?)([^<]*)$").expect("static regex"))
+    RE.get_or_init(|| Regex::new(r"^([0-9]*)<<(-?)([^<]*)$").expect("static regex"))
 }
 
 fn no_env(_: &str) -> Option<String> {

@@ -269,6 +269,28 @@ fn docker_load_via_engine_api() {
     let id2 = export::docker_load_via(&sock, &store, &img, std::slice::from_ref(&tag2)).unwrap();
     assert_eq!(id2, id);
     docker_run_ok(&tag2);
+    // Both tags already name it (the no-op build's case): the same ID, nothing loaded.
+    let both = [tag.clone(), tag2.clone()];
+    assert_eq!(
+        export::docker_load_via(&sock, &store, &img, &both).unwrap(),
+        id
+    );
+
+    // A tag that names another image is moved back to this one (no load: the blob is gone).
+    let (ostore, oimg) = busybox_image(&t.path().join("other"), Compression::Gzip, "other");
+    let _rmi3 = Rmi(vec![oimg.config.to_string()]);
+    assert_ne!(oimg.config, img.config);
+    let oid = export::docker_load_via(&sock, &ostore, &oimg, std::slice::from_ref(&tag2)).unwrap();
+    assert_eq!(oid, oimg.config.as_str());
+    assert_eq!(
+        export::docker_load_via(&sock, &store, &img, &both).unwrap(),
+        id
+    );
+    let out = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", &tag2])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
 }
 
 #[test]

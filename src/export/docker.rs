@@ -121,6 +121,19 @@ fn load_with(
     img: &BuiltImage,
     tags: &[String],
 ) -> Result<String, Error> {
+    // The usual no-op: every tag already names this image. One inspect per tag and nothing
+    // written (the engine saves its whole tag store on every tag, even an unchanged one).
+    // With the containerd image store the ID is the manifest digest: the full path below.
+    let mut already = !tags.is_empty();
+    for t in tags {
+        if !already {
+            break;
+        }
+        already = e.image_id(t)?.as_deref() == Some(img.config.as_str());
+    }
+    if already {
+        return Ok(img.config.to_string());
+    }
     let id = match e.image_id(img.config.as_str())? {
         Some(id) => id,
         None => {

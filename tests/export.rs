@@ -56,6 +56,36 @@ fn busybox_image(root: &Path, c: Compression, test: &str) -> (Store, BuiltImage)
     (store, img)
 }
 
+/// `img` with one more layer on top (a file `/hello` holding `text`), in the same store.
+fn add_layer(store: &Store, img: &BuiltImage, root: &Path, text: &str) -> BuiltImage {
+    let tree = root.join("top");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("hello"), text).unwrap();
+    let opts = LayerOptions {
+        source_date_epoch: Some(1_700_000_000),
+        ..LayerOptions::default()
+    };
+    let l = layer::from_upper(store, &tree, &opts).unwrap().unwrap();
+    let mut config = ImageConfig::from_json(&store.read_blob(&img.config).unwrap()).unwrap();
+    let h = History {
+        created_by: Some("COPY hello /".into()),
+        ..History::default()
+    };
+    config.push_step(h, Some(l.diff_id.clone()));
+    let json = config.to_canonical_json();
+    let config_digest = store.put_bytes(&json).unwrap();
+    let mut layers = img.layers.clone();
+    layers.push(LayerDesc::from(&l));
+    let manifest = store
+        .put_bytes(&manifest_json(&config_digest, json.len() as u64, &layers))
+        .unwrap();
+    BuiltImage {
+        manifest,
+        config: config_digest,
+        layers,
+    }
+}
+
 /// A tag no other test (or run) uses.
 fn unique_tag(what: &str) -> String {
     format!(
@@ -291,6 +321,53 @@ fn docker_load_via_engine_api() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+}
+
+/// After a change late in a Dockerfile the engine already has the bottom layers (they are
+/// the image the tag names): a load sends only the others, which the classic image store,
+/// this machine's, accepts without ever opening the ones left out.
+#[test]
+fn load_sends_only_the_layers_the_engine_lacks() {
+    common::require_docker();
+    let t = common::tempdir();
+    let test = "load_sends_only_the_layers_the_engine_lacks";
+    let (store, one) = busybox_image(t.path(), Compression::Zstd, test);
+    let two = add_layer(&store, &one, t.path(), "hello from the top layer");
+    let tag = unique_tag("thin");
+    let _rmi = Rmi(vec![
+        tag.clone(),
+        one.config.to_string(),
+        two.config.to_string(),
+    ]);
+    let sock = LoadVia::Socket("/var/run/docker.sock".into());
+    export::docker_load_via(&sock, &store, &one, std::slice::from_ref(&tag)).unwrap();
+    // Without the bottom layer's blob, only an archive that leaves it out can be written.
+    fs::remove_file(store.blob_path(&one.layers[0].digest)).unwrap();
+    let id = export::docker_load_via(&sock, &store, &two, std::slice::from_ref(&tag)).unwrap();
+    assert_eq!(id, two.config.as_str());
+    let out = common::run_ok(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/busybox",
+        &tag,
+        "cat",
+        "/hello",
+    ]));
+    assert_eq!(out.trim(), "hello from the top layer");
+
+    // A tag naming an unrelated image shares nothing: the whole image is sent, and with
+    // the bottom blob gone that fails on cairn's side, naming the blob.
+    let other = unique_tag("thin-other");
+    let _rmi2 = Rmi(vec![other.clone()]);
+    let err = export::docker_load_via(
+        &sock,
+        &store,
+        &add_layer(&store, &one, &t.path().join("3"), "third"),
+        std::slice::from_ref(&other),
+    )
+    .unwrap_err();
+    assert!(!err.is_docker(), "{err}");
 }
 
 #[test]

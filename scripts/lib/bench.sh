@@ -45,6 +45,27 @@ measure() {
     return 0
 }
 
+# measure_hf NAME RUN LOGBASE -- CMD...: a no-op takes milliseconds, below what one run under
+# /usr/bin/time and the stderr stamper can resolve (their own start-up is of the same order):
+# hyperfine runs CMD 20 times after 3 warm-ups, without a shell, and its median goes in as
+# scenario "noop-hf", the figure the no-op targets use.
+measure_hf() {
+    local name=$1 run=$2 log=$3 rc=0 secs
+    shift 4
+    hyperfine -N -w 3 -r 20 --export-json "$log.json" -- "$(printf '%q ' "$@")" \
+        >"$log.out" 2>"$log.err" || rc=$?
+    secs=$(python3 -c 'import json,sys; print("%.4f" % json.load(open(sys.argv[1]))["results"][0]["median"])' \
+        "$log.json" 2>/dev/null) || rc=1
+    printf '{"kind":"build","name":"%s","scenario":"noop-hf","run":%s,"t0":0,"seconds":%s,"cpu_seconds":0,"max_rss_kb":0,"ok":%s,"log":%s}\n' \
+        "$name" "$run" "${secs:-0}" "$([ $rc -eq 0 ] && echo true || echo false)" "$(json_str "$log")" >>"$RAW"
+    if [ $rc -ne 0 ]; then
+        echo "bench:   hyperfine $name noop run $run FAILED, see $log.err" >&2
+    else
+        printf 'bench:   %-8s %-16s %-8s run %s  %7.4fs  (hyperfine median of 20)\n' build "$name" noop-hf "$run" "$secs" >&2
+    fi
+    return 0
+}
+
 # The per-tool storage roots live under $W so nothing touches the machine's own stores.
 buildah_() { buildah --root "$W/buildah/root" --runroot "$W/buildah/run" "$@"; }
 podman_() { podman --root "$W/podman/root" --runroot "$W/podman/run" "$@"; }

@@ -38,13 +38,35 @@ pub fn write_docker_archive(
     tags: &[String],
     out: impl Write,
 ) -> Result<(), Error> {
+    write_docker_archive_omitting(store, img, tags, 0, out)
+}
+
+/// [`write_docker_archive`] without the bytes of the first `omit` layers: `manifest.json`
+/// still lists them, for an engine that already has that chain of layers and so never
+/// opens their files (the classic image store; see `docker::present_layers`). The OCI
+/// part of such an archive is incomplete: it is only for that engine.
+pub(crate) fn write_docker_archive_omitting(
+    store: &Store,
+    img: &BuiltImage,
+    tags: &[String],
+    omit: usize,
+    out: impl Write,
+) -> Result<(), Error> {
     let tags = normalized(tags)?;
     let compat = compat::prepare(store, img)?;
     let img = &compat.image;
+    let omit = omit.min(img.layers.len());
+    // A digest also used by a layer that is sent (the same tar twice) is sent.
+    let omitted: BTreeSet<&Digest> = img.layers[..omit]
+        .iter()
+        .map(|l| &l.digest)
+        .filter(|d| !img.layers[omit..].iter().any(|l| &l.digest == *d))
+        .collect();
     let mut b = tar::Builder::new(out);
     append_dir(&mut b, "blobs/")?;
     append_dir(&mut b, "blobs/sha256/")?;
-    for d in blob_set(img) {
+    for d in blob_set(img).iter().filter(|d| !omitted.contains(d)) {
+        let d = d.clone();
         let size = compat.blob_size(store, &d)?;
         let data = compat.open_blob(store, &d)?;
         append_file(&mut b, &format!("blobs/sha256/{}", d.hex()), size, data)?;

@@ -2,7 +2,7 @@
 //! already has that image ID — then tags it and reads the ID back as the engine reports it
 //! (with the containerd image store that can be the manifest digest, not the config's).
 
-use super::archive::write_docker_archive;
+use super::archive::{write_docker_archive, write_docker_archive_omitting};
 use super::engine::Engine;
 use super::tags::normalize_tag;
 use super::{BuiltImage, Error};
@@ -113,6 +113,39 @@ pub(crate) trait EngineOps {
     fn load(&self, write: &mut WriteArchive) -> Result<String, Error>;
     /// Tags image `id` as the normalised `tag`.
     fn tag(&self, id: &str, tag: &str) -> Result<(), Error>;
+    /// The diffIDs of `reference`'s layers, bottom first; `None` when the engine has no
+    /// such image or the way to it cannot tell cheaply.
+    fn layers_of(&self, _reference: &str) -> Result<Option<Vec<String>>, Error> {
+        Ok(None)
+    }
+    /// Whether `docker load` leaves unread the tar of a layer whose chain the engine already
+    /// has: the classic (graph driver) image store does, the containerd one imports every
+    /// blob it is given and needs them all.
+    fn skips_present_layers(&self) -> Result<bool, Error> {
+        Ok(false)
+    }
+}
+
+/// How many of `img`'s bottom layers the engine already has as a chain: the longest prefix
+/// `img` shares with the image a tag names now (usually the previous build). Zero unless the
+/// engine's load skips such layers.
+fn present_layers(e: &dyn EngineOps, img: &BuiltImage, tags: &[String]) -> Result<usize, Error> {
+    let mut best = 0;
+    for t in tags {
+        if let Some(theirs) = e.layers_of(t)? {
+            let shared = img
+                .layers
+                .iter()
+                .zip(&theirs)
+                .take_while(|(l, d)| l.diff_id.as_str() == d.as_str())
+                .count();
+            best = best.max(shared);
+        }
+    }
+    if best > 0 && !e.skips_present_layers()? {
+        best = 0;
+    }
+    Ok(best)
 }
 
 fn load_with(
@@ -137,7 +170,19 @@ fn load_with(
     let id = match e.image_id(img.config.as_str())? {
         Some(id) => id,
         None => {
-            let printed = e.load(&mut |w| write_docker_archive(store, img, tags, w))?;
+            // After a change late in the Dockerfile most layers are already in the engine:
+            // send only the others. Should the engine want them after all, send them all.
+            let present = present_layers(e, img, tags)?;
+            let full =
+                |e: &dyn EngineOps| e.load(&mut |w| write_docker_archive(store, img, tags, w));
+            let printed = if present > 0 {
+                match e.load(&mut |w| write_docker_archive_omitting(store, img, tags, present, w)) {
+                    Err(Error::Docker { .. }) => full(e)?,
+                    other => other?,
+                }
+            } else {
+                full(e)?
+            };
             // Ask by name: with the containerd image store the ID is the manifest digest.
             let by = tags
                 .first()

@@ -110,6 +110,33 @@ impl EngineOps for Engine {
         }
     }
 
+    fn layers_of(&self, reference: &str) -> Result<Option<Vec<String>>, Error> {
+        let r = self.request("GET", &format!("/images/{}/json", escape(reference)), None)?;
+        match r.status {
+            200 => {
+                let v: serde_json::Value = serde_json::from_slice(&r.body)
+                    .map_err(|e| Error::Message(format!("docker inspect: bad answer: {e}")))?;
+                Ok(v["RootFS"]["Layers"].as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.as_str().map(str::to_string))
+                        .collect()
+                }))
+            }
+            404 => Ok(None),
+            _ => Err(fail("inspect", &r)),
+        }
+    }
+
+    fn skips_present_layers(&self) -> Result<bool, Error> {
+        let r = self.request("GET", "/info", None)?;
+        if r.status != 200 {
+            return Err(fail("info", &r));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&r.body)
+            .map_err(|e| Error::Message(format!("docker info: bad answer: {e}")))?;
+        Ok(classic_image_store(&v))
+    }
+
     fn tag(&self, id: &str, tag: &str) -> Result<(), Error> {
         let (repo, t) = repo_and_tag(tag);
         let path = format!(
@@ -124,6 +151,23 @@ impl EngineOps for Engine {
             _ => Err(fail("tag", &r)),
         }
     }
+}
+
+/// Whether `GET /info` describes the classic image store (a graph driver such as overlay2),
+/// not the containerd image store (driver `overlayfs` with a `driver-type` of
+/// `io.containerd.snapshotter.v1`).
+fn classic_image_store(info: &serde_json::Value) -> bool {
+    let containerd = info["DriverStatus"].as_array().is_some_and(|rows| {
+        rows.iter().any(|row| {
+            row.as_array().is_some_and(|kv| {
+                kv.iter().any(|x| {
+                    x.as_str()
+                        .is_some_and(|s| s.contains("io.containerd.snapshotter"))
+                })
+            })
+        })
+    });
+    info["Driver"].as_str().is_some_and(|d| !d.is_empty()) && !containerd
 }
 
 fn fail(action: &str, r: &Response) -> Error {
@@ -216,6 +260,17 @@ impl<W: Write> Write for Chunked<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tells_the_image_stores_apart() {
+        let classic = serde_json::json!({"Driver": "overlay2",
+            "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]]});
+        let containerd = serde_json::json!({"Driver": "overlayfs",
+            "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]});
+        assert!(classic_image_store(&classic));
+        assert!(!classic_image_store(&containerd));
+        assert!(!classic_image_store(&serde_json::json!({})));
+    }
 
     #[test]
     fn escapes_and_chunks() {

@@ -107,17 +107,16 @@ pub(crate) type WriteArchive<'a> = dyn FnMut(&mut dyn Write) -> Result<(), Error
 
 /// What a load needs from the engine, by CLI or by API.
 pub(crate) trait EngineOps {
+    /// `reference` as the engine has it, or `None` when it has no such image.
+    fn inspect(&self, reference: &str) -> Result<Option<Inspected>, Error>;
     /// The ID of `reference`, or `None` when the engine has no such image.
-    fn image_id(&self, reference: &str) -> Result<Option<String>, Error>;
+    fn image_id(&self, reference: &str) -> Result<Option<String>, Error> {
+        Ok(self.inspect(reference)?.map(|i| i.id))
+    }
     /// Loads the docker-archive `write` produces; returns what the engine printed.
     fn load(&self, write: &mut WriteArchive) -> Result<String, Error>;
     /// Tags image `id` as the normalised `tag`.
     fn tag(&self, id: &str, tag: &str) -> Result<(), Error>;
-    /// The diffIDs of `reference`'s layers, bottom first; `None` when the engine has no
-    /// such image or the way to it cannot tell cheaply.
-    fn layers_of(&self, _reference: &str) -> Result<Option<Vec<String>>, Error> {
-        Ok(None)
-    }
     /// Whether `docker load` leaves unread the tar of a layer whose chain the engine already
     /// has: the classic (graph driver) image store does, the containerd one imports every
     /// blob it is given and needs them all.
@@ -126,21 +125,30 @@ pub(crate) trait EngineOps {
     }
 }
 
+/// An image as the engine shows it.
+pub(crate) struct Inspected {
+    pub id: String,
+    /// Its layers' diffIDs, bottom first, where the way to the engine tells them cheaply.
+    pub layers: Option<Vec<String>>,
+}
+
 /// How many of `img`'s bottom layers the engine already has as a chain: the longest prefix
-/// `img` shares with the image a tag names now (usually the previous build). Zero unless the
-/// engine's load skips such layers.
-fn present_layers(e: &dyn EngineOps, img: &BuiltImage, tags: &[String]) -> Result<usize, Error> {
+/// `img` shares with an image its tags name now (`tagged`, usually the previous build).
+/// Zero unless the engine's load skips such layers.
+fn present_layers(
+    e: &dyn EngineOps,
+    img: &BuiltImage,
+    tagged: &[Option<Inspected>],
+) -> Result<usize, Error> {
     let mut best = 0;
-    for t in tags {
-        if let Some(theirs) = e.layers_of(t)? {
-            let shared = img
-                .layers
-                .iter()
-                .zip(&theirs)
-                .take_while(|(l, d)| l.diff_id.as_str() == d.as_str())
-                .count();
-            best = best.max(shared);
-        }
+    for theirs in tagged.iter().flatten().filter_map(|i| i.layers.as_ref()) {
+        let shared = img
+            .layers
+            .iter()
+            .zip(theirs)
+            .take_while(|(l, d)| l.diff_id.as_str() == d.as_str())
+            .count();
+        best = best.max(shared);
     }
     if best > 0 && !e.skips_present_layers()? {
         best = 0;
@@ -157,14 +165,15 @@ fn load_with(
     // The usual no-op: every tag already names this image. One inspect per tag and nothing
     // written (the engine saves its whole tag store on every tag, even an unchanged one).
     // With the containerd image store the ID is the manifest digest: the full path below.
-    let mut already = !tags.is_empty();
-    for t in tags {
-        if !already {
-            break;
-        }
-        already = e.image_id(t)?.as_deref() == Some(img.config.as_str());
-    }
-    if already {
+    let tagged: Vec<Option<Inspected>> = tags
+        .iter()
+        .map(|t| e.inspect(t))
+        .collect::<Result<_, _>>()?;
+    if !tags.is_empty()
+        && tagged
+            .iter()
+            .all(|i| i.as_ref().is_some_and(|i| i.id == img.config.as_str()))
+    {
         return Ok(img.config.to_string());
     }
     let id = match e.image_id(img.config.as_str())? {
@@ -172,7 +181,7 @@ fn load_with(
         None => {
             // After a change late in the Dockerfile most layers are already in the engine:
             // send only the others. Should the engine want them after all, send them all.
-            let present = present_layers(e, img, tags)?;
+            let present = present_layers(e, img, &tagged)?;
             let full =
                 |e: &dyn EngineOps| e.load(&mut |w| write_docker_archive(store, img, tags, w));
             let printed = if present > 0 {
@@ -243,9 +252,9 @@ impl Cli<'_> {
 }
 
 impl EngineOps for Cli<'_> {
-    fn image_id(&self, reference: &str) -> Result<Option<String>, Error> {
+    fn inspect(&self, reference: &str) -> Result<Option<Inspected>, Error> {
         match self.run("image", ["inspect", "--format", "{{.Id}}", reference]) {
-            Ok(id) => Ok(Some(id)),
+            Ok(id) => Ok(Some(Inspected { id, layers: None })),
             Err(Error::Docker { detail, .. })
                 if detail.to_ascii_lowercase().contains("no such image") =>
             {

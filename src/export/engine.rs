@@ -1,7 +1,7 @@
 //! [`Engine`]: the few Docker Engine API calls a load needs (inspect, load, tag), spoken as
 //! plain HTTP/1.1 over the unix socket, for machines with a daemon but no docker CLI.
 
-use super::docker::{EngineOps, WriteArchive};
+use super::docker::{EngineOps, Inspected, WriteArchive};
 use super::tags::repo_and_tag;
 use super::Error;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -55,13 +55,24 @@ impl Engine {
 }
 
 impl EngineOps for Engine {
-    fn image_id(&self, reference: &str) -> Result<Option<String>, Error> {
+    fn inspect(&self, reference: &str) -> Result<Option<Inspected>, Error> {
         let r = self.request("GET", &format!("/images/{}/json", escape(reference)), None)?;
         match r.status {
             200 => {
                 let v: serde_json::Value = serde_json::from_slice(&r.body)
                     .map_err(|e| Error::Message(format!("docker inspect: bad answer: {e}")))?;
-                Ok(v["Id"].as_str().map(str::to_string))
+                let Some(id) = v["Id"].as_str() else {
+                    return Ok(None);
+                };
+                let layers = v["RootFS"]["Layers"].as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.as_str().map(str::to_string))
+                        .collect()
+                });
+                Ok(Some(Inspected {
+                    id: id.to_string(),
+                    layers,
+                }))
             }
             404 => Ok(None),
             _ => Err(fail("inspect", &r)),
@@ -107,23 +118,6 @@ impl EngineOps for Engine {
                 written?;
                 Err(e)
             }
-        }
-    }
-
-    fn layers_of(&self, reference: &str) -> Result<Option<Vec<String>>, Error> {
-        let r = self.request("GET", &format!("/images/{}/json", escape(reference)), None)?;
-        match r.status {
-            200 => {
-                let v: serde_json::Value = serde_json::from_slice(&r.body)
-                    .map_err(|e| Error::Message(format!("docker inspect: bad answer: {e}")))?;
-                Ok(v["RootFS"]["Layers"].as_array().map(|a| {
-                    a.iter()
-                        .filter_map(|d| d.as_str().map(str::to_string))
-                        .collect()
-                }))
-            }
-            404 => Ok(None),
-            _ => Err(fail("inspect", &r)),
         }
     }
 

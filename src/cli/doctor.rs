@@ -167,10 +167,7 @@ fn checks(store_root: &Path) -> Vec<Check> {
         fix: format!("start the Docker Engine, and add {name} to the docker group (usermod -aG docker {name}; log in again) or set DOCKER_HOST"),
     });
 
-    let cfg = std::env::var_os("DOCKER_CONFIG")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")))
-        .map(|d| d.join("config.json"));
+    let cfg = crate::registry::docker_config_dir(None).map(|d| d.join("config.json"));
     let (ok, detail) = match &cfg {
         Some(p) if p.exists() => match std::fs::read(p)
             .ok()

@@ -65,8 +65,7 @@ pub(crate) fn write_docker_archive_omitting(
     let mut b = tar::Builder::new(out);
     append_dir(&mut b, "blobs/")?;
     append_dir(&mut b, "blobs/sha256/")?;
-    for d in blob_set(img).iter().filter(|d| !omitted.contains(d)) {
-        let d = d.clone();
+    for d in blob_set(img).into_iter().filter(|d| !omitted.contains(d)) {
         let size = compat.blob_size(store, &d)?;
         let data = compat.open_blob(store, &d)?;
         append_file(&mut b, &format!("blobs/sha256/{}", d.hex()), size, data)?;

@@ -34,9 +34,7 @@ impl LoadVia {
     pub fn detect() -> Result<LoadVia, Error> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let config_context = || {
-            let dir = env("DOCKER_CONFIG")
-                .map(PathBuf::from)
-                .or_else(|| env("HOME").map(|h| Path::new(&h).join(".docker")))?;
+            let dir = crate::registry::docker_config_dir(None)?;
             let v: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
             v["currentContext"].as_str().map(str::to_string)

@@ -131,11 +131,13 @@ struct AuthEntry {
 }
 
 /// The Docker config directory: the explicit one, else `$DOCKER_CONFIG`, else `~/.docker`.
+/// An empty variable counts as unset, as the docker CLI has it.
 pub fn config_dir(explicit: Option<&Path>) -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     explicit
         .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("DOCKER_CONFIG").map(PathBuf::from))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .or_else(|| env("DOCKER_CONFIG").map(PathBuf::from))
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".docker")))
 }
 
 /// `https://index.docker.io/v1/` → `docker.io`; `http://host:5000/x` → `host:5000`.

@@ -15,7 +15,7 @@ mod progress;
 mod pull;
 mod reference;
 
-pub use auth::{Challenge, Credentials};
+pub use auth::{config_dir as docker_config_dir, Challenge, Credentials};
 pub use manifest::{
     parse as parse_manifest, select as select_platform, IndexEntry, Manifest, DOCKER_LIST,
     DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,

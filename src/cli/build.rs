@@ -21,10 +21,69 @@ pub enum Output {
     Load,
     DockerArchive(PathBuf),
     OciLayout(PathBuf),
+    /// Push to a registry: to `name` when given, else to every `-t` tag.
+    Registry {
+        name: Option<String>,
+        compression: Compression,
+    },
+}
+
+/// BuildKit's push spellings: `type=registry[,name=REF][,compression=gzip|zstd|none]` and
+/// `type=image,name=REF,push=true` (`push=false` keeps the image local: loaded into
+/// Docker). `None` for other types.
+fn parse_push_output(spec: &str) -> Option<Result<Output>> {
+    let mut kv = Vec::new();
+    for part in spec.split(',') {
+        kv.push(part.split_once('=')?);
+    }
+    let kind = kv.iter().find(|(k, _)| *k == "type").map(|(_, v)| *v)?;
+    if kind != "registry" && kind != "image" {
+        return None;
+    }
+    let mut name = None;
+    let mut compression = Compression::Gzip;
+    let mut push = kind == "registry";
+    for (k, v) in kv {
+        match k {
+            "type" => {}
+            "name" => name = Some(v.to_string()),
+            "compression" => match v.parse() {
+                Ok(c) => compression = c,
+                Err(e) => return Some(Err(Error::Usage(format!("--output {spec}: {e}")))),
+            },
+            "push" => match v {
+                "true" => push = true,
+                "false" => push = false,
+                _ => {
+                    return Some(Err(Error::Usage(format!(
+                        "--output {spec}: push={v:?}: expected true or false"
+                    ))))
+                }
+            },
+            // BuildKit options with no meaning for cairn's registry output.
+            "oci-mediatypes" | "force-compression" | "compression-level" | "store" => {}
+            _ => return Some(Err(Error::Usage(format!(
+                "--output {spec}: unknown key {k:?} (expected type=, name=, push=, compression=)"
+            )))),
+        }
+    }
+    if let Some(n) = &name {
+        if let Err(e) = registry::Reference::parse(n) {
+            return Some(Err(Error::Usage(format!("--output {spec}: name: {e}"))));
+        }
+    }
+    Some(Ok(if push {
+        Output::Registry { name, compression }
+    } else {
+        Output::Load
+    }))
 }
 
 /// Parses `type=docker,dest=FILE` / `type=oci,dest=DIR` (and a bare path, as docker takes it).
 pub fn parse_output(spec: &str) -> Result<Output> {
+    if let Some(out) = parse_push_output(spec) {
+        return out;
+    }
     let mut kind = None;
     let mut dest = None;
     for part in spec.split(',') {
@@ -184,9 +243,16 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
         .map(|o| parse_output(o))
         .collect::<Result<Vec<_>>>()?;
     let mut outputs = outputs;
+    if args.push {
+        outputs.push(Output::Registry {
+            name: None,
+            compression: Compression::Gzip,
+        });
+    }
     if outputs.is_empty() || (args.load && !outputs.contains(&Output::Load)) {
         outputs.push(Output::Load);
     }
+    let push_targets = push_targets(&outputs, &args.tags)?;
     for t in &args.tags {
         registry::Reference::parse(t)
             .map_err(|e| Error::Usage(format!("-t {t}: invalid image name: {e}")))?;
@@ -196,6 +262,8 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let rep = reporter(args);
     let result = executor::build(&store, &opts, &rep)?;
     let mut image_id = result.image_id().to_string();
+    super::push::remember_built(&store, &args.tags, &result.image.manifest)?;
+    let mut pushed = Vec::new();
     for out in &outputs {
         match out {
             Output::Load => {
@@ -215,6 +283,18 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
             Output::OciLayout(dest) => {
                 crate::export::write_oci_layout(&store, &result.image, &args.tags, dest)?;
             }
+            Output::Registry { compression, .. } => {
+                let targets = &push_targets[&compression.to_string()];
+                rep.info(&format!("pushing to {}", args_list(targets)));
+                pushed.extend(super::push::push_image(
+                    cli,
+                    &store,
+                    &result.image.manifest,
+                    targets,
+                    *compression,
+                    args.quiet || args.progress == Progress::Json,
+                )?);
+            }
         }
     }
     if let Some(f) = &args.iidfile {
@@ -226,14 +306,60 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
         cache_key: &result.cache_key.to_string(),
         all_cached: result.all_cached,
     });
-    print_result(args, &result, &image_id);
+    print_result(args, &result, &image_id, &pushed);
     Ok(())
+}
+
+/// The references each registry output pushes to (by compression): its `name=`, else
+/// every `-t` tag; an output with neither is a usage error.
+fn push_targets(
+    outputs: &[Output],
+    tags: &[String],
+) -> Result<BTreeMap<String, Vec<registry::Reference>>> {
+    let mut out: BTreeMap<String, Vec<registry::Reference>> = BTreeMap::new();
+    for o in outputs {
+        let Output::Registry { name, compression } = o else {
+            continue;
+        };
+        let names: Vec<&String> = match name {
+            Some(n) => vec![n],
+            None => tags.iter().collect(),
+        };
+        if names.is_empty() {
+            return Err(Error::Usage(
+                "--push / -o type=registry: name the image with -t REGISTRY/NAME[:TAG] or name="
+                    .into(),
+            ));
+        }
+        let list = out.entry(compression.to_string()).or_default();
+        for n in names {
+            let r = registry::Reference::parse(n)
+                .map_err(|e| Error::Usage(format!("{n}: invalid image name: {e}")))?;
+            if !list.contains(&r) {
+                list.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn args_list(refs: &[registry::Reference]) -> String {
+    refs.iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The result on stdout: the image ID, or one flat JSON object of strings (Terraform's
 /// `data "external"` accepts only that shape).
-fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str) {
+fn print_result(
+    args: &BuildArgs,
+    result: &BuildResult,
+    image_id: &str,
+    pushed: &[registry::Pushed],
+) {
     match args.format {
+        // stdout stays the image ID alone; each push printed its digest on stderr.
         OutputFormat::Text => println!("{image_id}"),
         OutputFormat::Json => {
             let mut m = BTreeMap::new();
@@ -243,6 +369,10 @@ fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str) {
             m.insert("tags", args.tags.join(","));
             m.insert("cache_key", result.cache_key.to_string());
             m.insert("all_cached", result.all_cached.to_string());
+            if !pushed.is_empty() {
+                m.insert("pushed", super::push::pushed_refs(pushed));
+                m.insert("pushed_digest", pushed[0].digest.to_string());
+            }
             m.insert(
                 "steps_cached",
                 format!(
@@ -283,7 +413,28 @@ mod tests {
             parse_output("type=oci,dest=out").unwrap(),
             Output::OciLayout("out".into())
         );
-        assert!(parse_output("type=registry").is_err());
+        assert_eq!(
+            parse_output("type=registry").unwrap(),
+            Output::Registry {
+                name: None,
+                compression: Compression::Gzip
+            }
+        );
+        assert_eq!(
+            parse_output("type=image,name=r:5000/a:1,push=true,compression=zstd").unwrap(),
+            Output::Registry {
+                name: Some("r:5000/a:1".into()),
+                compression: Compression::Zstd
+            }
+        );
+        assert_eq!(
+            parse_output("type=image,name=r:5000/a:1").unwrap(),
+            Output::Load
+        );
+        assert!(parse_output("type=registry,push=maybe").is_err());
+        assert!(parse_output("type=registry,name=UPPER:x:y").is_err());
+        assert!(parse_output("type=registry,compression=lz4").is_err());
+        assert!(parse_output("type=registry,bogus=1").is_err());
         assert!(parse_output("type=oci").is_err());
         assert!(parse_output("type=docker,bogus=1").is_err());
     }

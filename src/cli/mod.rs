@@ -7,6 +7,7 @@ pub mod config;
 mod doctor;
 mod parse;
 mod pull;
+mod push;
 
 use crate::error::{Error, ExitCode};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -40,6 +41,8 @@ pub enum Command {
     Key(BuildArgs),
     /// Pull an image into the store and print its manifest digest.
     Pull(PullArgs),
+    /// Push an image from the store to a registry and print REF@DIGEST.
+    Push(PushArgs),
     /// Parse a Dockerfile and print its stages and instructions.
     Parse(ParseArgs),
     /// Print a stored image's manifest and config as JSON.
@@ -139,12 +142,16 @@ pub struct BuildArgs {
     /// Ignore file to use instead of CONTEXT/.dockerignore (Coder drops dot-files).
     #[arg(long, value_name = "FILE")]
     pub ignore_file: Option<PathBuf>,
-    /// Output: type=docker,dest=FILE | type=oci,dest=DIR (default: --load).
+    /// Output: type=docker,dest=FILE | type=oci,dest=DIR | type=registry[,name=REF]
+    /// [,compression=gzip|zstd] | type=image,name=REF,push=true (default: --load).
     #[arg(short = 'o', long, value_name = "SPEC")]
     pub output: Vec<String>,
     /// Load the result into Docker (the default when no --output is given).
     #[arg(long)]
     pub load: bool,
+    /// Push the image to the registry each -t names (as `-o type=registry`).
+    #[arg(long)]
+    pub push: bool,
     /// Progress output.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
@@ -173,6 +180,26 @@ pub struct PullArgs {
     /// opens no connection.
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing, num_args = 0..=1, default_missing_value = "always")]
     pub pull: PullPolicy,
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The image: a tag a build wrote (`-t`), a pulled reference, or a manifest digest.
+    pub image: String,
+    /// Where to push it (default: IMAGE itself), e.g. registry.internal:5000/team/app:1.
+    pub destination: Option<String>,
+    /// Layer compression in the registry: gzip (what every reader takes), zstd or none;
+    /// layers stored otherwise are re-compressed.
+    #[arg(long, default_value = "gzip", value_name = "gzip|zstd|none")]
+    pub compression: String,
+    /// Platform to push when IMAGE is a pulled multi-platform image.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Result format on stdout: text (REF@DIGEST) or one flat JSON object.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
     #[arg(short = 'q', long)]
     pub quiet: bool,
 }
@@ -258,6 +285,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Build(args) => build::build(&cli, args),
         Command::Key(args) => build::key(&cli, args),
         Command::Pull(args) => pull::pull(&cli, args),
+        Command::Push(args) => push::push(&cli, args),
         Command::Parse(args) => parse::parse(args),
         Command::Inspect(args) => pull::inspect(&cli, args),
         Command::Cache(args) => pull::cache(&cli, args),

@@ -6,13 +6,16 @@
 //! [`Platform`](crate::Platform)); every blob is streamed to disk while hashed and published only when its
 //! size and digest match. [`PullPolicy`] decides when the network is asked: `Never` opens
 //! no connection, `Missing` falls back to the stored digest when the registry is
-//! unreachable, `Always` fails instead. The API is blocking; tokio runs inside.
+//! unreachable, `Always` fails instead. [`push`] sends a stored image the other way
+//! ([`prepare_push`] first gives its layers the compression registries expect). The API is
+//! blocking; tokio runs inside.
 
 mod auth;
 mod client;
 mod manifest;
 mod progress;
 mod pull;
+mod push;
 mod reference;
 
 pub use auth::{config_dir as docker_config_dir, Challenge, Credentials};
@@ -22,6 +25,7 @@ pub use manifest::{
 };
 pub use progress::human;
 pub use pull::{pull, resolve};
+pub use push::{prepare as prepare_push, push, Pushed};
 pub use reference::{Reference, DOCKER_HUB};
 
 use crate::digest::Digest;

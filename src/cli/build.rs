@@ -62,9 +62,11 @@ fn parse_push_output(spec: &str) -> Option<Result<Output>> {
             },
             // BuildKit options with no meaning for cairn's registry output.
             "oci-mediatypes" | "force-compression" | "compression-level" | "store" => {}
-            _ => return Some(Err(Error::Usage(format!(
+            _ => {
+                return Some(Err(Error::Usage(format!(
                 "--output {spec}: unknown key {k:?} (expected type=, name=, push=, compression=)"
-            )))),
+            ))))
+            }
         }
     }
     if let Some(n) = &name {
@@ -262,7 +264,9 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let rep = reporter(args);
     let result = executor::build(&store, &opts, &rep)?;
     let mut image_id = result.image_id().to_string();
-    super::push::remember_built(&store, &args.tags, &result.image.manifest)?;
+    let mut names = args.tags.clone();
+    names.extend(push_targets.values().flatten().map(|r| r.to_string()));
+    super::push::remember_built(&store, &names, &result.image.manifest)?;
     let mut pushed = Vec::new();
     for out in &outputs {
         match out {

@@ -39,6 +39,8 @@ pub(crate) struct Client {
     reference: String,
     opts: RegistryOptions,
     auth: tokio::sync::Mutex<AuthState>,
+    /// Held while answering a 401, so parallel requests share one new token.
+    reauth: tokio::sync::Mutex<()>,
     creds: OnceLock<Option<Credentials>>,
     /// The token scopes asked for: pull on our repository, or push too and pull on the
     /// repositories blobs are mounted from.
@@ -120,6 +122,7 @@ impl Client {
             reference: r.to_string(),
             opts: opts.clone(),
             auth: Default::default(),
+            reauth: Default::default(),
             creds: OnceLock::new(),
             scopes: vec![format!("repository:{}:pull", r.repository)],
         })
@@ -307,7 +310,11 @@ impl Client {
                         "{what}: HTTP 401 Unauthorized without a usable WWW-Authenticate challenge"
                     ))
                 })?;
-            self.authenticate(challenge).await?;
+            let _one = self.reauth.lock().await;
+            // Another request may have fetched a new token while this one waited.
+            if self.auth.lock().await.header == header {
+                self.authenticate(challenge).await?;
+            }
             reauthed = true;
         }
     }

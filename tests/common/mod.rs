@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod images;
+pub mod netns;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

@@ -401,33 +401,108 @@ fn push_token_gate(upstream: &str) -> (TinyServer, Arc<AtomicUsize>) {
                 body: vec![],
             };
         }
-        let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
-        let mut r = http
-            .request(method, format!("http://{upstream}{}", req.path))
-            .body(req.body.clone());
-        for h in ["accept", "content-type"] {
-            if let Some(v) = req.headers.get(h) {
-                r = r.header(h, v);
-            }
-        }
-        let resp = r.send().unwrap();
-        let status = resp.status().as_u16();
-        let mut headers = Vec::new();
-        for h in ["content-type", "docker-content-digest", "location"] {
-            if let Some(v) = resp.headers().get(h) {
-                let v = v.to_str().unwrap().replace(&upstream, &gate);
-                headers.push((h.to_string(), v));
-            }
-        }
-        let body = resp.bytes().unwrap().to_vec();
-        Reply::Full {
-            status,
-            headers,
-            body,
-        }
+        forward(&http, &upstream, &gate, req, &[])
     });
     me.set(server.addr.clone()).unwrap();
     (server, issued)
+}
+
+/// `req` sent on to the registry at `upstream` with its body; `Location`s are rewritten to
+/// point at `gate`, and `extra` headers added to the reply.
+fn forward(
+    http: &reqwest::blocking::Client,
+    upstream: &str,
+    gate: &str,
+    req: &Request,
+    extra: &[(&str, &str)],
+) -> Reply {
+    let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
+    let mut r = http
+        .request(method, format!("http://{upstream}{}", req.path))
+        .body(req.body.clone());
+    for h in ["accept", "content-type", "content-range"] {
+        if let Some(v) = req.headers.get(h) {
+            r = r.header(h, v);
+        }
+    }
+    let resp = r.send().unwrap();
+    let status = resp.status().as_u16();
+    let mut headers = Vec::new();
+    for h in ["content-type", "docker-content-digest", "location", "range"] {
+        if let Some(v) = resp.headers().get(h) {
+            let v = v.to_str().unwrap().replace(upstream, gate);
+            headers.push((h.to_string(), v));
+        }
+    }
+    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let body = resp.bytes().unwrap().to_vec();
+    Reply::Full {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A registry that asks for chunked uploads (`OCI-Chunk-Min-Length`) and refuses a
+/// monolithic `PUT` with a body: cairn sends `PATCH`es with `Content-Range`, then a `PUT`.
+#[test]
+fn chunked_upload_when_the_registry_asks_for_it() {
+    common::require_root();
+    let reg = Registry::start();
+    images::push_busybox(&reg, "base/busybox:1");
+    let patches = Arc::new(AtomicUsize::new(0));
+    let me: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+    let (upstream, n, addr) = (reg.addr.clone(), patches.clone(), me.clone());
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let gate = TinyServer::start(move |req: &Request| {
+        let gate = addr.get().unwrap().clone();
+        if req.method == "PUT" && req.path.contains("/blobs/uploads/") && !req.body.is_empty() {
+            return Reply::status(400);
+        }
+        if req.method == "PATCH" {
+            assert!(req.headers.contains_key("content-range"), "{req:?}");
+            n.fetch_add(1, Ordering::SeqCst);
+        }
+        let extra: &[(&str, &str)] = if req.method == "POST" {
+            &[("OCI-Chunk-Min-Length", "1048576")]
+        } else {
+            &[]
+        };
+        forward(&http, &upstream, &gate, req, extra)
+    });
+    me.set(gate.addr.clone()).unwrap();
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/base/busybox:1\nRUN head -c 3000000 /dev/urandom > /random\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let dest = format!("{}/chunked/app:1", gate.addr);
+    let out = common::run(
+        common::cairn(root.path())
+            .args(["build", "-q", "--format=json", "--push", "-t", &dest])
+            .arg(ctx.path()),
+    );
+    assert!(out.status.success());
+    let digest = json(&out)["pushed_digest"].as_str().unwrap().to_string();
+    // Three 1 MiB chunks of the random layer at least (the config and busybox add more).
+    assert!(patches.load(Ordering::SeqCst) >= 3);
+    let m = skopeo_inspect(&format!("{}/chunked/app:1", reg.addr), &[]);
+    assert_eq!(m["layers"].as_array().unwrap().len(), 2);
+    let pulled = common::tempdir();
+    let out = common::run_ok(common::cairn(pulled.path()).args([
+        "pull",
+        "-q",
+        &format!("{}/chunked/app:1", reg.addr),
+    ]));
+    assert_eq!(out.trim(), digest);
 }
 
 #[test]

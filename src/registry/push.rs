@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// How many mount sources are tried for one blob before it is uploaded.
 const MAX_MOUNT_SOURCES: usize = 3;
+/// The smallest chunk sent to a registry that asks for chunked uploads.
+const MIN_CHUNK: u64 = 1 << 20;
 
 /// What a push did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,24 +315,28 @@ async fn ensure_blob(
             for repo in from {
                 match start_upload(client, d, Some(repo)).await? {
                     Start::Mounted => return Ok(Outcome::Mounted),
-                    Start::Session(url) => {
-                        session = Some(url);
+                    Start::Session(url, chunk) => {
+                        session = Some((url, chunk));
                         break;
                     }
                     Start::Refused => {}
                 }
             }
         }
-        let url = match session {
-            Some(u) => u,
+        let (url, chunk) = match session {
+            Some(s) => s,
             None => match start_upload(client, d, None).await? {
-                Start::Session(u) => u,
+                Start::Session(u, c) => (u, c),
                 _ => {
                     return Err(client.blob_error(d, "the registry opened no upload session".into()))
                 }
             },
         };
-        match upload(client, store, d, size, &url).await {
+        let done = match chunk {
+            Some(c) => upload_chunked(client, store, d, size, url, c).await,
+            None => upload(client, store, d, size, &url).await,
+        };
+        match done {
             Ok(()) => return Ok(Outcome::Uploaded),
             Err(e) if attempt < opts.retries && e.is_unreachable() => {
                 attempt += 1;
@@ -343,7 +349,9 @@ async fn ensure_blob(
 
 enum Start {
     Mounted,
-    Session(reqwest::Url),
+    /// An upload session, and the chunk size the registry asks for (`OCI-Chunk-Min-Length`),
+    /// if it asks for chunked uploads.
+    Session(reqwest::Url, Option<u64>),
     /// The mount request was refused outright (not with a session).
     Refused,
 }
@@ -383,7 +391,12 @@ async fn start_upload(client: &Client, d: &Digest, from: Option<&str>) -> Result
         let url = url
             .join(loc)
             .map_err(|e| client.blob_error(d, format!("bad upload Location {loc:?}: {e}")))?;
-        return Ok(Start::Session(url));
+        let chunk = resp
+            .headers()
+            .get("oci-chunk-min-length")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .map(|n| n.max(MIN_CHUNK));
+        return Ok(Start::Session(url, chunk));
     }
     if from.is_some() && status.is_client_error() {
         return Ok(Start::Refused);
@@ -435,6 +448,101 @@ async fn upload(
             status.canonical_reason().unwrap_or(""),
             String::from_utf8_lossy(&body).trim()
         ),
+    })
+}
+
+/// The blob sent as `PATCH`es of `chunk` bytes (each with its `Content-Range`, each to the
+/// `Location` the previous one returned), closed by a `PUT` with the digest: for registries
+/// that advertise a minimum chunk length and so want chunked uploads.
+async fn upload_chunked(
+    client: &Client,
+    store: &Store,
+    d: &Digest,
+    size: u64,
+    mut session: reqwest::Url,
+    chunk: u64,
+) -> Result<(), Error> {
+    let path = store.blob_path(d);
+    let what = format!("upload of {d}");
+    let mut offset = 0;
+    while offset < size {
+        let len = chunk.min(size - offset);
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        let range = format!("{offset}-{}", offset + len - 1);
+        h.insert(
+            "content-range",
+            HeaderValue::from_str(&range).expect("digits and a dash"),
+        );
+        let path = path.clone();
+        let body = move || -> Result<reqwest::Body, Error> {
+            use std::io::{Seek, SeekFrom};
+            let mut f = std::fs::File::open(&path).map_err(|e| crate::store::Error::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| crate::store::Error::Io {
+                    path: path.clone(),
+                    source: e,
+                })?;
+            let part = tokio::fs::File::from_std(f);
+            let stream = file_stream(part, len);
+            Ok(reqwest::Body::wrap_stream(stream))
+        };
+        let resp = client
+            .send_url(
+                Method::PATCH,
+                session.as_str(),
+                &what,
+                h,
+                Some(&body),
+                false,
+            )
+            .await?;
+        let status = resp.status();
+        if status != StatusCode::ACCEPTED && !status.is_success() {
+            return Err(client.http_error(&format!("{what} (chunk {range})"), status));
+        }
+        if let Some(loc) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
+            session = session
+                .join(loc)
+                .map_err(|e| client.blob_error(d, format!("bad upload Location {loc:?}: {e}")))?;
+        }
+        offset += len;
+    }
+    let mut url = session;
+    url.query_pairs_mut().append_pair("digest", d.as_str());
+    let mut h = HeaderMap::new();
+    h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    let resp = client
+        .send_url(Method::PUT, url.as_str(), &what, h, None, false)
+        .await?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(client.http_error(&format!("{what} (closing PUT)"), resp.status()))
+    }
+}
+
+/// `len` bytes of `file` from its current position, as a stream of chunks.
+fn file_stream(
+    file: tokio::fs::File,
+    len: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
+    use tokio::io::AsyncReadExt;
+    futures_util::stream::try_unfold(file.take(len), |mut f| async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok(Some((buf, f)))
     })
 }
 

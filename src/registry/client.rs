@@ -101,14 +101,14 @@ impl Client {
                 builder = builder.add_root_certificate(c);
             }
         }
-        let http = builder
-            .build()
-            .map_err(|e| Error::Message(format!("cannot build an HTTP client: {e}")))?;
         let scheme = if is_plain_http(&r.registry, &opts.insecure) {
             "http"
         } else {
             "https"
         };
+        let http = builder
+            .build()
+            .map_err(|e| Error::Message(format!("cannot build an HTTP client: {e}")))?;
         let host = if r.registry == DOCKER_HUB {
             "registry-1.docker.io"
         } else {

@@ -426,7 +426,10 @@ async fn upload(
             path: path.clone(),
             source: e,
         })?;
-        Ok(reqwest::Body::from(tokio::fs::File::from_std(f)))
+        Ok(reqwest::Body::wrap_stream(file_stream(
+            tokio::fs::File::from_std(f),
+            size,
+        )))
     };
     let make: MakeBody<'_> = &body;
     let what = format!("upload of {d}");

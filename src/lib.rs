@@ -21,6 +21,7 @@ pub mod layer;
 pub mod plan;
 pub mod platform;
 pub mod registry;
+pub mod remote_cache;
 pub mod rootfs;
 pub mod sandbox;
 pub mod store;

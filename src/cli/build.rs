@@ -8,12 +8,14 @@ use crate::error::{Error, Result};
 use crate::executor::{self, BuildOptions, BuildResult, Mode, Reporter};
 use crate::layer::Compression;
 use crate::registry::{self, RegistryOptions};
+use crate::remote_cache::{self, CacheTo, RegistryCache};
 use crate::sandbox::Network;
 use crate::store::Store;
 use crate::Platform;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Where the image goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +223,8 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
             ..super::pull::registry_options(cli)
         },
         mirrors: cli.config.mirrors.clone(),
+        // Set by `build` (which also exports to the cache); `cairn key` asks no cache.
+        remote_cache: None,
     })
 }
 
@@ -259,10 +263,35 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
         registry::Reference::parse(t)
             .map_err(|e| Error::Usage(format!("-t {t}: invalid image name: {e}")))?;
     }
-    let opts = options(cli, args)?;
+    let mut opts = options(cli, args)?;
+    let (imports, exports) = cache_specs(cli, args)?;
+    let imported =
+        (!imports.is_empty()).then(|| Arc::new(RegistryCache::new(imports, opts.registry.clone())));
+    opts.remote_cache = imported
+        .clone()
+        .map(|c| c as Arc<dyn executor::RemoteCache>);
     let store = Store::open(&cli.store_root())?;
     let rep = reporter(args);
     let result = executor::build(&store, &opts, &rep)?;
+    if let Some(c) = &imported {
+        // Outputs read the layers; a remote hit brought only the step's state.
+        executor::RemoteCache::materialize(c.as_ref(), &store, &result.image.layers)?;
+    }
+    for to in &exports {
+        match remote_cache::export(&store, to, &result, imported.as_deref(), &opts.registry) {
+            Ok(x) => rep.info(&format!(
+                "cache export to {}: {} entries written, {} already there",
+                to.reference.name(),
+                x.written,
+                x.existing
+            )),
+            Err(e) if to.ignore_error => rep.info(&format!(
+                "warning: cache export to {} failed: {e}",
+                to.reference.name()
+            )),
+            Err(e) => return Err(e),
+        }
+    }
     let mut image_id = result.image_id().to_string();
     let mut names = args.tags.clone();
     names.extend(push_targets.values().flatten().map(|r| r.to_string()));
@@ -312,6 +341,26 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
     });
     print_result(args, &result, &image_id, &pushed);
     Ok(())
+}
+
+/// `--cache-from` / `--cache-to` (else the config file's `cache_from` / `cache_to`), parsed.
+fn cache_specs(cli: &Cli, args: &BuildArgs) -> Result<(Vec<registry::Reference>, Vec<CacheTo>)> {
+    let pick = |flag: &Vec<String>, file: &Vec<String>| {
+        if flag.is_empty() {
+            file.clone()
+        } else {
+            flag.clone()
+        }
+    };
+    let from = pick(&args.cache_from, &cli.config.cache_from)
+        .iter()
+        .map(|s| remote_cache::parse_cache_from(s))
+        .collect::<Result<Vec<_>>>()?;
+    let to = pick(&args.cache_to, &cli.config.cache_to)
+        .iter()
+        .map(|s| remote_cache::parse_cache_to(s))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((from, to))
 }
 
 /// The references each registry output pushes to (by compression): its `name=`, else

@@ -8,6 +8,9 @@
 //! pull = "missing"                     # default --pull: always | missing | never
 //! insecure_registries = ["registry.internal:5000"]
 //!
+//! cache_from = ["type=registry,ref=registry.internal:5000/team/cache"]   # default --cache-from
+//! cache_to = ["type=registry,ref=registry.internal:5000/team/cache,mode=max"]  # default --cache-to
+//!
 //! [mirrors]                            # tried in order before the registry itself
 //! "docker.io" = ["mirror.internal:5000"]
 //! ```
@@ -28,6 +31,12 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     #[serde(default)]
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Default `--cache-from` specs.
+    #[serde(default)]
+    pub cache_from: Vec<String>,
+    /// Default `--cache-to` specs.
+    #[serde(default)]
+    pub cache_to: Vec<String>,
 }
 
 impl Config {
@@ -61,6 +70,12 @@ impl Config {
     /// Parses config text.
     pub fn parse(text: &str) -> std::result::Result<Config, String> {
         let c: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        for spec in &c.cache_from {
+            crate::remote_cache::parse_cache_from(spec).map_err(|e| format!("cache_from: {e}"))?;
+        }
+        for spec in &c.cache_to {
+            crate::remote_cache::parse_cache_to(spec).map_err(|e| format!("cache_to: {e}"))?;
+        }
         if let Some(p) = &c.pull {
             if !matches!(p.as_str(), "always" | "missing" | "never") {
                 return Err(format!("pull = {p:?}: expected always, missing or never"));
@@ -84,6 +99,14 @@ mod tests {
         assert_eq!(c.pull.as_deref(), Some("never"));
         assert_eq!(c.mirrors["docker.io"], vec!["m:5000".to_string()]);
         assert!(Config::parse("bogus = 1").unwrap_err().contains("bogus"));
+        let c = Config::parse(
+            "cache_from = [\"type=registry,ref=r:5000/c\"]\ncache_to = [\"type=registry,ref=r:5000/c,mode=max\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.cache_to.len(), 1);
+        assert!(Config::parse("cache_to = [\"type=local,dest=x\"]")
+            .unwrap_err()
+            .contains("cache_to"));
         assert!(Config::parse("pull = \"sometimes\"").is_err());
         assert_eq!(Config::parse("").unwrap(), Config::default());
     }

@@ -152,6 +152,15 @@ pub struct BuildArgs {
     /// Push the image to the registry each -t names (as `-o type=registry`).
     #[arg(long)]
     pub push: bool,
+    /// Read step results from a registry cache: type=registry,ref=REGISTRY/NAME (repeatable;
+    /// default: the config file's cache_from).
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Write step results to a registry cache:
+    /// type=registry,ref=REGISTRY/NAME[,mode=min|max][,ignore-error=true|false] (repeatable;
+    /// default: the config file's cache_to).
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
     /// Progress output.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,

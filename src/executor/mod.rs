@@ -50,11 +50,39 @@ pub struct BuildOptions {
     pub registry: RegistryOptions,
     /// Registry mirrors by registry host (`docker.io` → `["mirror:5000"]`), tried in order.
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// A cache shared beyond this store (`--cache-from`), asked after a local miss.
+    pub remote_cache: Option<std::sync::Arc<dyn RemoteCache>>,
+}
+
+/// The executor's one hook into a cache shared between machines (`crate::remote_cache`):
+/// a lookup after a local miss, and a request to make layers local before a step or the
+/// output reads them (a remote hit brings only the step's small state blob, so layers move
+/// only when needed).
+pub trait RemoteCache: Send + Sync {
+    /// The state blob for `key`, now in the store, and where it came from (for `--explain`);
+    /// `None` on a miss; `Err` is a warning (the cache could not be read: the step is built).
+    fn lookup(
+        &self,
+        store: &Store,
+        key: &CacheKey,
+    ) -> std::result::Result<Option<(Digest, String)>, String>;
+    /// Brings the blobs of `layers` that the store lacks into it.
+    fn materialize(&self, store: &Store, layers: &[image::LayerDesc]) -> Result<()>;
+    /// What a miss adds to its explanation (e.g. which caches were asked).
+    fn miss_note(&self) -> String;
+}
+
+impl std::fmt::Debug for dyn RemoteCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteCache")
+    }
 }
 
 /// What one step did.
 #[derive(Debug, Clone)]
 pub struct StepReport {
+    /// The plan stage the step belongs to.
+    pub stage: usize,
     pub text: String,
     pub key: CacheKey,
     pub cached: bool,
@@ -404,8 +432,17 @@ impl<'a> Builder<'a> {
             } else {
                 None
             };
+            let remote_hit = match &self.opts.remote_cache {
+                Some(rc) if cached_entry.is_none() && !self.key_only && !self.opts.no_cache => {
+                    rc.lookup(self.store, &new_key).unwrap_or_else(|w| {
+                        self.rep.info(&format!("warning: {w}"));
+                        None
+                    })
+                }
+                _ => None,
+            };
             let key_text = new_key.to_string();
-            let hit = cached_entry.is_some();
+            let hit = cached_entry.is_some() || remote_hit.is_some();
             self.rep.emit(&Event::Step {
                 step: step_no,
                 total: self.total,
@@ -433,16 +470,32 @@ impl<'a> Builder<'a> {
                     Some(prev) => cache::explain_change(prev, &inputs),
                     None => vec!["no earlier build of this step".into()],
                 };
+                if let Some(rc) = self.opts.remote_cache.as_ref().filter(|_| !self.key_only) {
+                    explain.push(rc.miss_note());
+                }
                 self.rep.emit(&Event::Explain {
                     step: step_no,
                     reasons: &explain,
                 });
             }
+            if let Some((_, from)) = &remote_hit {
+                self.rep.info(&format!("#{step_no} hit: {from}"));
+            } else if hit && self.rep.explaining() {
+                self.rep.info(&format!("#{step_no} hit: local store"));
+            }
             let started = Instant::now();
-            state = match cached_entry {
-                Some(entry) => State::load(self.store, &entry.state)?,
-                None if self.key_only => steps::simulate(&state, &mut ctx, &expanded, inst, &scope),
-                None => {
+            state = match (cached_entry, remote_hit) {
+                (Some(entry), _) => State::load(self.store, &entry.state)?,
+                (None, Some((state_digest, _))) => State::load(self.store, &state_digest)?,
+                (None, None) if self.key_only => {
+                    steps::simulate(&state, &mut ctx, &expanded, inst, &scope)
+                }
+                (None, None) => {
+                    if let Some(rc) = &self.opts.remote_cache {
+                        let mut needed = state.layers.clone();
+                        needed.extend(done.iter().flat_map(|d| d.state.layers.iter().cloned()));
+                        rc.materialize(self.store, &needed)?;
+                    }
                     let (next, timings) = steps::execute(
                         self, &mut ctx, step_no, &state, &scope, &expanded, inst, prepared, done,
                     )?;
@@ -465,6 +518,7 @@ impl<'a> Builder<'a> {
             };
             self.recorded.insert(rec_name, inputs);
             self.steps.push(StepReport {
+                stage: stage.index,
                 text,
                 key: new_key.clone(),
                 cached: hit,

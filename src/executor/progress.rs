@@ -79,6 +79,11 @@ impl Reporter {
         self.mode
     }
 
+    /// Whether `--explain` asked for keys and reasons.
+    pub fn explaining(&self) -> bool {
+        self.explain
+    }
+
     /// Emits one event.
     pub fn emit(&self, ev: &Event<'_>) {
         let mut err = std::io::stderr().lock();

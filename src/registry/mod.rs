@@ -17,6 +17,7 @@ mod progress;
 mod pull;
 mod push;
 mod reference;
+pub mod remote;
 
 pub use auth::{config_dir as docker_config_dir, Challenge, Credentials};
 pub use manifest::{
@@ -25,6 +26,7 @@ pub use manifest::{
 };
 pub use progress::human;
 pub use pull::{pull, resolve};
+pub(crate) use push::remember as remember_location;
 pub use push::{prepare as prepare_push, push, Pushed};
 pub use reference::{Reference, DOCKER_HUB};
 

@@ -119,9 +119,11 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTo> {
                     }
                 )))
             }
-            (k, _) => return Err(Error::Usage(format!(
+            (k, _) => {
+                return Err(Error::Usage(format!(
                 "--cache-to {spec}: unknown key {k:?} (expected type=, ref=, mode=, ignore-error=)"
-            ))),
+            )))
+            }
         }
     }
     let reference =

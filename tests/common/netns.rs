@@ -1,7 +1,8 @@
 //! [`Netns`]: Linux network namespaces as separate "hosts" for tests — a registry on one,
 //! builders on others — joined by veth pairs on a private test subnet that exists only
 //! inside the namespaces. Nothing on the host changes: no bridge, route or firewall rule
-//! of its own is touched, and every namespace (with its veth ends) is deleted on drop.
+//! of its own is touched, and every namespace (with its bridge and veth ends) is deleted on
+//! drop.
 //!
 //! [`NetRegistry`] runs Debian's `docker-registry` inside a namespace, optionally with TLS.
 
@@ -95,18 +96,34 @@ impl Drop for Netns {
     }
 }
 
-/// Joins `a` (address `a_addr`) and `b` (address `b_addr`) with a veth pair on a /24 of
-/// [`SUBNET`]. The pair is created inside `a`, so it never appears on the host.
-pub fn link(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) {
-    let n = b_addr.rsplit('.').next().unwrap_or("0");
-    let (ea, eb) = (format!("v{n}a"), format!("v{n}b"));
-    a.ip(&[
-        "link", "add", &ea, "type", "veth", "peer", "name", &eb, "netns", &b.name,
-    ]);
-    a.ip(&["addr", "add", &format!("{a_addr}/24"), "dev", &ea]);
-    a.ip(&["link", "set", &ea, "up"]);
-    b.ip(&["addr", "add", &format!("{b_addr}/24"), "dev", &eb]);
-    b.ip(&["link", "set", &eb, "up"]);
+/// A LAN on a /24 of [`SUBNET`]: a bridge inside the hub namespace (which holds the hub's
+/// address), and one veth pair per joined namespace, created inside the hub so nothing
+/// ever appears on the host. Gone with the namespaces.
+pub struct Lan<'a> {
+    hub: &'a Netns,
+}
+
+impl<'a> Lan<'a> {
+    /// The bridge `br0` in `hub`, with `hub_addr`.
+    pub fn new(hub: &'a Netns, hub_addr: &str) -> Lan<'a> {
+        hub.ip(&["link", "add", "br0", "type", "bridge"]);
+        hub.ip(&["addr", "add", &format!("{hub_addr}/24"), "dev", "br0"]);
+        hub.ip(&["link", "set", "br0", "up"]);
+        Lan { hub }
+    }
+
+    /// Plugs `ns` into the LAN with address `addr`.
+    pub fn join(&self, ns: &Netns, addr: &str) {
+        let n = addr.rsplit('.').next().unwrap_or("0");
+        let (hub_end, ns_end) = (format!("vh{n}"), format!("eth{n}"));
+        self.hub.ip(&[
+            "link", "add", &hub_end, "type", "veth", "peer", "name", &ns_end, "netns", &ns.name,
+        ]);
+        self.hub.ip(&["link", "set", &hub_end, "master", "br0"]);
+        self.hub.ip(&["link", "set", &hub_end, "up"]);
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &ns_end]);
+        ns.ip(&["link", "set", &ns_end, "up"]);
+    }
 }
 
 /// A test CA and a server certificate for one IP address, made with openssl.

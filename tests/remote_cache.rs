@@ -1,0 +1,222 @@
+//! The build cache shared through a registry, tested as several machines: network
+//! namespaces joined on a private test subnet, the registry on one "host", builders with
+//! their own stores on others. B, with an empty store and `--cache-from`, runs no step and
+//! produces A's image digest; a one-line change built on B runs only the steps after it, and
+//! A then hits B's new entries; an unreachable cache is a warning, not a failure; entries are
+//! never replaced.
+
+mod common;
+
+use common::images::{self, LayerSrc, Layout};
+use common::netns::{Lan, NetRegistry, Netns, SUBNET};
+use std::path::Path;
+use std::process::Output;
+
+const DOCKERFILE: &str = r#"FROM {BASE} AS tools
+RUN echo "tool v1" > /tool && mkdir -p /opt/tools && echo helper > /opt/tools/helper
+FROM {BASE}
+ENV HOME=/home/coder
+COPY --from=tools /tool /usr/local/share/tool
+RUN echo "coder:x:1000:1000::/home/coder:/bin/sh" >> /etc/passwd && mkdir -p /home/coder && chown 1000:1000 /home/coder
+COPY startup.sh /usr/local/bin/startup.sh
+RUN echo one > /one
+RUN echo two > /two
+USER coder
+WORKDIR /home/coder
+"#;
+
+/// One builder "host": a namespace with its own store and context.
+struct Builder {
+    ns: Netns,
+    store: tempfile::TempDir,
+    ctx: tempfile::TempDir,
+    registry: String,
+}
+
+struct Built {
+    json: serde_json::Value,
+    stderr: String,
+}
+
+impl Built {
+    /// Steps that ran (each executed step ends with a DONE line).
+    fn ran(&self) -> usize {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with('#') && l.contains(" DONE "))
+            .count()
+    }
+    fn get(&self, k: &str) -> String {
+        self.json[k].as_str().unwrap_or_default().to_string()
+    }
+}
+
+impl Builder {
+    fn new(tag: &str, lan: &Lan, addr: &str, registry: &str) -> Builder {
+        let ns = Netns::new(tag);
+        lan.join(&ns, addr);
+        let b = Builder {
+            ns,
+            store: common::tempdir(),
+            ctx: common::tempdir(),
+            registry: registry.to_string(),
+        };
+        b.write_context(DOCKERFILE);
+        b
+    }
+
+    fn write_context(&self, dockerfile: &str) {
+        let base = format!("{}/base/busybox:1", self.registry);
+        std::fs::write(
+            self.ctx.path().join("Dockerfile"),
+            dockerfile.replace("{BASE}", &base),
+        )
+        .unwrap();
+        std::fs::write(
+            self.ctx.path().join("startup.sh"),
+            "#!/bin/sh\nexec sleep infinity\n",
+        )
+        .unwrap();
+    }
+
+    fn build(&self, extra: &[&str]) -> Output {
+        let out_dir = self.store.path().join("out");
+        let _ = std::fs::remove_dir_all(&out_dir);
+        common::run(
+            self.ns
+                .command(common::cairn_bin())
+                .env("CAIRN_ROOT", self.store.path())
+                .env_remove("SOURCE_DATE_EPOCH")
+                .args(["build", "--progress=plain", "--format=json", "--explain"])
+                .args(["--insecure-registry", &self.registry])
+                .arg("-o")
+                .arg(format!("type=oci,dest={}", out_dir.display()))
+                .args(["-t", "workspace:dev"])
+                .args(extra)
+                .arg(self.ctx.path()),
+        )
+    }
+
+    fn build_ok(&self, extra: &[&str]) -> Built {
+        let out = self.build(extra);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "build failed:\n{stderr}");
+        let json = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+        Built { json, stderr }
+    }
+}
+
+/// Pushes the busybox base into the registry from inside `ns` with skopeo.
+fn push_base(ns: &Netns, registry: &str, work: &Path) {
+    let layout = Layout::new(&work.join("base-layout"));
+    let m = layout.image(
+        &[LayerSrc::Entries(images::busybox_entries())],
+        "amd64",
+        None,
+    );
+    layout.tag(&m);
+    common::run_ok(ns.command("skopeo").args([
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", layout.dir.display()),
+        &format!("docker://{registry}/base/busybox:1"),
+    ]));
+}
+
+#[test]
+fn builders_on_two_hosts_share_steps_through_the_registry() {
+    common::require_root();
+    let hub = Netns::new("rc-reg");
+    let reg_ip = format!("{SUBNET}.1");
+    let lan = Lan::new(&hub, &reg_ip);
+    let reg = NetRegistry::start(&hub, &reg_ip, 5000, None);
+    let work = common::tempdir();
+    push_base(&hub, &reg.addr, work.path());
+    let a = Builder::new("rc-a", &lan, &format!("{SUBNET}.2"), &reg.addr);
+    let b = Builder::new("rc-b", &lan, &format!("{SUBNET}.3"), &reg.addr);
+    let cache = format!("{}/cache/workspace", reg.addr);
+    let to = format!("type=registry,ref={cache},mode=max");
+    let from = format!("type=registry,ref={cache}");
+
+    // A builds everything and exports every stage's steps.
+    let built_a = a.build_ok(&["--cache-to", &to]);
+    assert_eq!(built_a.ran(), 9, "{}", built_a.stderr);
+    assert!(
+        built_a.stderr.contains("cache export to") && built_a.stderr.contains("9 entries written"),
+        "{}",
+        built_a.stderr
+    );
+
+    // B, empty store: every step from the registry, nothing runs, the same image.
+    let built_b = b.build_ok(&["--cache-from", &from]);
+    assert_eq!(built_b.ran(), 0, "B ran steps:\n{}", built_b.stderr);
+    assert_eq!(built_b.get("steps_cached"), "9/9");
+    assert_eq!(
+        built_b.get("manifest_digest"),
+        built_a.get("manifest_digest")
+    );
+    assert_eq!(built_b.get("image_id"), built_a.get("image_id"));
+    assert!(
+        built_b
+            .stderr
+            .contains(&format!("hit: registry cache {cache}")),
+        "--explain names where the hit came from:\n{}",
+        built_b.stderr
+    );
+
+    // A one-line change on B: only that step and the ones after it run; B exports them.
+    let changed = DOCKERFILE.replace("echo two > /two", "echo TWO > /two");
+    b.write_context(&changed);
+    let built_b2 = b.build_ok(&["--cache-from", &from, "--cache-to", &to]);
+    assert_eq!(
+        built_b2.ran(),
+        3,
+        "RUN two, USER, WORKDIR:\n{}",
+        built_b2.stderr
+    );
+    assert!(
+        built_b2
+            .stderr
+            .contains("no machine has built this key yet"),
+        "{}",
+        built_b2.stderr
+    );
+    assert!(
+        built_b2.stderr.contains("3 entries written"),
+        "{}",
+        built_b2.stderr
+    );
+
+    // A builds the same change: B's new entries are hits, nothing runs.
+    a.write_context(&changed);
+    let built_a2 = a.build_ok(&["--cache-from", &from]);
+    assert_eq!(built_a2.ran(), 0, "{}", built_a2.stderr);
+    assert_eq!(
+        built_a2.get("manifest_digest"),
+        built_b2.get("manifest_digest")
+    );
+
+    // Re-exporting never replaces an entry.
+    let again = a.build_ok(&["--cache-from", &from, "--cache-to", &to]);
+    assert!(
+        again.stderr.contains("0 entries written, 9 already there"),
+        "{}",
+        again.stderr
+    );
+
+    // An unreachable cache is a warning; the build runs the steps itself.
+    let c = Builder::new("rc-c", &lan, &format!("{SUBNET}.4"), &reg.addr);
+    let dead = format!("type=registry,ref={}:5999/cache/workspace", reg_ip);
+    let out = c.build(&[
+        "--cache-from",
+        &dead,
+        "--insecure-registry",
+        &format!("{reg_ip}:5999"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: cache import from"), "{stderr}");
+    drop(reg);
+}

@@ -113,6 +113,12 @@ pub fn key(store: &Store, opts: &BuildOptions, rep: &Reporter) -> Result<CacheKe
     Ok(Builder::new(store, opts, rep, true)?.run()?.cache_key)
 }
 
+/// Every step's key in build order, without running any step (bases are still resolved):
+/// what the pinned key vectors in `tests/keys.rs` compare.
+pub fn step_keys(store: &Store, opts: &BuildOptions, rep: &Reporter) -> Result<Vec<StepReport>> {
+    Ok(Builder::new(store, opts, rep, true)?.run()?.steps)
+}
+
 /// One finished stage: its state and the key of its last step.
 #[derive(Clone)]
 struct StageResult {

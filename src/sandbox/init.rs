@@ -4,9 +4,9 @@
 //! parent; a command that cannot be executed is the step's failure (126/127), as a shell
 //! would report it.
 
-use super::child::send;
+use crate::userns::{send, Report};
 use super::mounts::{build_root, RootPlan, RootSource};
-use super::protocol::{ChildSpec, Report};
+use super::child::ChildSpec;
 use super::{caps, sys, Network, DEFAULT_PATH};
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid};

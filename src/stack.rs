@@ -210,7 +210,11 @@ mod tests {
     #[test]
     fn the_topmost_layer_wins_and_whiteouts_hide() {
         let t = tempfile::tempdir().unwrap();
-        let base = layer(t.path(), "base", &[("etc/passwd", Some("v1")), ("etc/group", Some("g"))]);
+        let base = layer(
+            t.path(),
+            "base",
+            &[("etc/passwd", Some("v1")), ("etc/group", Some("g"))],
+        );
         let top = layer(t.path(), "top", &[("etc/passwd", Some("v2"))]);
         let gone = layer(t.path(), "gone", &[("etc/group", None)]);
         let lowers = [base, top, gone];
@@ -219,13 +223,20 @@ mod tests {
         assert_eq!(read(&stack, "/etc/passwd").as_deref(), Some("v2"));
         assert_eq!(stack.lookup(Path::new("etc/group")), None);
         assert_eq!(stack.lookup(Path::new("etc/shadow")), None);
-        assert_eq!(read(&LayerStack::new(&lowers[..1]), "etc/group").as_deref(), Some("g"));
+        assert_eq!(
+            read(&LayerStack::new(&lowers[..1]), "etc/group").as_deref(),
+            Some("g")
+        );
     }
 
     #[test]
     fn a_whiteout_on_an_ancestor_hides_everything_below() {
         let t = tempfile::tempdir().unwrap();
-        let base = layer(t.path(), "base", &[("opt/app/bin/run", Some("old")), ("opt/keep", Some("k"))]);
+        let base = layer(
+            t.path(),
+            "base",
+            &[("opt/app/bin/run", Some("old")), ("opt/keep", Some("k"))],
+        );
         let mid = layer(t.path(), "mid", &[("opt/app", None)]);
         let lowers = [base.clone(), mid.clone()];
         let stack = LayerStack::new(&lowers);
@@ -254,7 +265,11 @@ mod tests {
     #[test]
     fn opaque_directories_hide_older_layers() {
         let t = tempfile::tempdir().unwrap();
-        let base = layer(t.path(), "base", &[("app/old/f", Some("old")), ("app/keep", Some("v1"))]);
+        let base = layer(
+            t.path(),
+            "base",
+            &[("app/old/f", Some("old")), ("app/keep", Some("v1"))],
+        );
         let mid = layer(t.path(), "mid", &[("app/keep", Some("v2"))]);
         let lowers = [base.clone(), mid.clone()];
         let out = t.path().join("out");

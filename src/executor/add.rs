@@ -169,7 +169,12 @@ mod tests {
         b.append(&h, &b"x"[..]).unwrap();
         std::fs::write(&evil, b.into_inner().unwrap()).unwrap();
         let out = t.path().join("out");
-        let _ = extract(&evil, &out, &crate::userns::Privilege::detect(), &mut |_| {});
+        let _ = extract(
+            &evil,
+            &out,
+            &crate::userns::Privilege::detect(),
+            &mut |_| {},
+        );
         assert!(!t.path().join("escape.tx").exists());
     }
 }

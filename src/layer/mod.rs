@@ -16,13 +16,13 @@ mod pargz;
 mod stored;
 mod walk;
 
+pub use crate::overlay::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 pub use compress::{
     decoder, Compression, InvalidCompression, DOCKER_MEDIA_TYPE_TAR, DOCKER_MEDIA_TYPE_TAR_GZIP,
     GZIP_LEVEL, MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD, ZSTD_LEVEL,
 };
 pub use owner::{from_upper_as_owner, tar_as_owner, TarJob};
 pub use stored::{from_tar, from_upper, recompress};
-pub use crate::overlay::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::idmap::IdMap;

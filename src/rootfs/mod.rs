@@ -73,8 +73,8 @@ impl Job for UnpackJob {
     const KIND: &'static str = "unpack";
 
     fn run(self, mut input: StdinLock<'static>) -> Result<Report, String> {
-        let skipped =
-            unpack_as(&mut input, &self.target, Access::UserNamespace).map_err(|e| e.to_string())?;
+        let skipped = unpack_as(&mut input, &self.target, Access::UserNamespace)
+            .map_err(|e| e.to_string())?;
         if let Some(first) = skipped.first() {
             send(&Report::Warning(skipped_summary(
                 &self.target,
@@ -101,8 +101,8 @@ pub fn unpack_as_container_root(
     let job = UnpackJob {
         target: target.to_path_buf(),
     };
-    let warnings = run_job(privilege, &job, Some(tar), None)
-        .map_err(|e| Error::Message(e.to_string()))?;
+    let warnings =
+        run_job(privilege, &job, Some(tar), None).map_err(|e| Error::Message(e.to_string()))?;
     warnings.iter().for_each(|w| warn(w));
     Ok(())
 }

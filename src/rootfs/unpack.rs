@@ -6,9 +6,9 @@
 //! are applied last, deepest first, so a read-only directory can still be filled and
 //! its mtime is not disturbed by its children.
 
-use crate::overlay::{self, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use super::secure::{clean_entry_path, resolve_in_root};
 use super::Error;
+use crate::overlay::{self, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::userns::Privilege;
 use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -56,7 +56,11 @@ pub(super) enum Access {
 }
 
 /// [`unpack_tar`] in an explicit mode; returns what could not be reproduced.
-pub(super) fn unpack_as(reader: impl Read, target: &Path, mode: Access) -> Result<Vec<String>, Error> {
+pub(super) fn unpack_as(
+    reader: impl Read,
+    target: &Path,
+    mode: Access,
+) -> Result<Vec<String>, Error> {
     let mut archive = tar::Archive::new(reader);
     let mut unpacker = Unpacker {
         root: target.to_path_buf(),

@@ -127,7 +127,10 @@ pub fn child_main(
 }
 
 /// Decodes a job of type `J` and runs it (for the dispatcher).
-pub fn perform<J: Job>(job: serde_json::Value, input: StdinLock<'static>) -> Result<Report, String> {
+pub fn perform<J: Job>(
+    job: serde_json::Value,
+    input: StdinLock<'static>,
+) -> Result<Report, String> {
     let job: J = serde_json::from_value(job).map_err(|e| format!("bad {} job: {e}", J::KIND))?;
     job.run(input)
 }

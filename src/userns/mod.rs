@@ -195,8 +195,9 @@ mod tests {
             subuid: subuid.clone(),
             subgid: subuid.clone(),
         };
-        // (environment, expected uid maps, expected gid maps, warns)
-        let table: Vec<(Environment, Option<(Vec<IdMap>, Vec<IdMap>)>, bool)> = vec![
+        // (environment, expected (uid maps, gid maps) or root, warns)
+        type Maps = Option<(Vec<IdMap>, Vec<IdMap>)>;
+        let table: Vec<(Environment, Maps, bool)> = vec![
             (user(0, Some("root"), &None), None, false),
             (
                 user(1000, Some("alice"), &sub),

@@ -2,7 +2,6 @@
 //! line on the helper's stdin, then `go` once the id maps are written; the helper answers
 //! with [`Report`] lines on its stderr (a job's own output has stdout).
 
-
 /// The parent's go-ahead after writing the maps.
 pub const GO: &str = "go";
 

@@ -396,6 +396,11 @@ fn json_progress_without_subordinate_ids_is_json_on_every_stderr_line() {
     common::images::push_busybox(&reg, "noids/busybox:1");
     let dir = common::tempdir();
     let (ctx, store) = (dir.path().join("ctx"), dir.path().join("store"));
+    // An archive, not a load: cairnnoids is not in the docker group.
+    let dest = format!(
+        "type=docker,dest={}",
+        dir.path().join("image.tar").display()
+    );
     fs::create_dir_all(&ctx).unwrap();
     write(
         &ctx.join("Dockerfile"),
@@ -416,7 +421,7 @@ fn json_progress_without_subordinate_ids_is_json_on_every_stderr_line() {
             .arg(common::cairn_bin())
             .arg("build")
             .arg(&ctx)
-            .args(["--progress=json", "--format=json"]),
+            .args(["--progress=json", "--format=json", "-o", &dest]),
     );
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");

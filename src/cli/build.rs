@@ -225,6 +225,8 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         mirrors: cli.config.mirrors.clone(),
         // Set by `build` (which also exports to the cache); `cairn key` asks no cache.
         remote_cache: None,
+        // Decided once here: every step, layer and unpack of the build uses this one.
+        privilege: crate::userns::Privilege::detect(),
     })
 }
 

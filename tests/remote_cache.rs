@@ -9,8 +9,11 @@ mod common;
 
 use common::images::{self, LayerSrc, Layout};
 use common::netns::{Lan, NetRegistry, Netns, SUBNET};
+use common::registry::{Registry, Reply, Request, TinyServer};
 use std::path::Path;
 use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 const DOCKERFILE: &str = r#"FROM {BASE} AS tools
 RUN echo "tool v1" > /tool && mkdir -p /opt/tools && echo helper > /opt/tools/helper
@@ -219,4 +222,202 @@ fn builders_on_two_hosts_share_steps_through_the_registry() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("warning: cache import from"), "{stderr}");
     drop(reg);
+}
+
+/// Every entry in cache repository `repo` of the registry at `addr` is readable: its
+/// manifest, its state blob and every layer are there, and the state lists exactly the
+/// manifest's layers. Returns the number of entries.
+fn check_entries(addr: &str, repo: &str) -> usize {
+    let http = reqwest::blocking::Client::new();
+    let tags: serde_json::Value = http
+        .get(format!("http://{addr}/v2/{repo}/tags/list"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let tags = tags["tags"].as_array().cloned().unwrap_or_default();
+    for t in &tags {
+        let t = t.as_str().unwrap();
+        let m: serde_json::Value = http
+            .get(format!("http://{addr}/v2/{repo}/manifests/{t}"))
+            .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(
+            m["config"]["mediaType"],
+            "application/vnd.cairn.step-state.v1+json"
+        );
+        let state: serde_json::Value = http
+            .get(format!(
+                "http://{addr}/v2/{repo}/blobs/{}",
+                m["config"]["digest"].as_str().unwrap()
+            ))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let listed: Vec<&serde_json::Value> = state["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| &l["digest"])
+            .collect();
+        let layers = m["layers"].as_array().unwrap();
+        let in_manifest: Vec<&serde_json::Value> = layers.iter().map(|l| &l["digest"]).collect();
+        assert_eq!(listed, in_manifest, "entry {t}");
+        for l in layers {
+            let d = l["digest"].as_str().unwrap();
+            let st = http
+                .head(format!("http://{addr}/v2/{repo}/blobs/{d}"))
+                .send()
+                .unwrap()
+                .status();
+            assert_eq!(st.as_u16(), 200, "entry {t}: layer {d} missing");
+        }
+    }
+    tags.len()
+}
+
+fn local_context(reg: &Registry, dockerfile: &str) -> tempfile::TempDir {
+    let ctx = common::tempdir();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        dockerfile.replace("{BASE}", &format!("{}/base/busybox:1", reg.addr)),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("startup.sh"), "#!/bin/sh\n").unwrap();
+    ctx
+}
+
+fn local_build(root: &Path, ctx: &Path, extra: &[&str]) -> std::process::Command {
+    let mut c = common::cairn(root);
+    c.args(["build", "--progress=plain", "--format=json", "-o"])
+        .arg(format!("type=oci,dest={}", root.join("out").display()))
+        .args(extra)
+        .arg(ctx);
+    c
+}
+
+/// Four builders export the same steps to one cache at once (one step's output differs on
+/// every machine): every entry stays readable and consistent, and a fifth builder gets a
+/// complete image from it without running a step.
+#[test]
+fn four_builders_exporting_at_once_leave_consistent_entries() {
+    common::require_root();
+    let reg = Registry::start();
+    images::push_busybox(&reg, "base/busybox:1");
+    let dockerfile = DOCKERFILE.replace("echo one > /one", "head -c 64 /dev/urandom > /one");
+    let ctx = local_context(&reg, &dockerfile);
+    let cache = format!("{}/cache/shared", reg.addr);
+    let to = format!("type=registry,ref={cache},mode=max");
+    let roots: Vec<tempfile::TempDir> = (0..4).map(|_| common::tempdir()).collect();
+    let children: Vec<std::process::Child> = roots
+        .iter()
+        .map(|r| {
+            local_build(r.path(), ctx.path(), &["--cache-to", &to])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(check_entries(&reg.addr, "cache/shared"), 9);
+
+    let fresh = common::tempdir();
+    let out = common::run(&mut local_build(
+        fresh.path(),
+        ctx.path(),
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    ));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains(" DONE ")).count(),
+        0,
+        "{stderr}"
+    );
+}
+
+/// A builder killed while its export hangs in a layer upload leaves no entry whose blobs
+/// are missing: the manifest of an entry is written only after all its blobs.
+#[test]
+fn a_builder_killed_mid_export_leaves_no_broken_entry() {
+    common::require_root();
+    let reg = Registry::start();
+    images::push_busybox(&reg, "base/busybox:1");
+    let hung = Arc::new(AtomicUsize::new(0));
+    let me: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+    let (upstream, h, addr) = (reg.addr.clone(), hung.clone(), me.clone());
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let puts = Arc::new(AtomicUsize::new(0));
+    let p = puts.clone();
+    let gate = TinyServer::start(move |req: &Request| {
+        // The third layer upload never finishes.
+        let upload =
+            req.method == "PUT" && req.path.contains("/blobs/uploads/") && req.body.len() > 200;
+        if upload && p.fetch_add(1, Ordering::SeqCst) == 2 {
+            h.fetch_add(1, Ordering::SeqCst);
+            return Reply::Hang;
+        }
+        forward(&http, &upstream, addr.get().unwrap(), req)
+    });
+    me.set(gate.addr.clone()).unwrap();
+    let ctx = local_context(&reg, DOCKERFILE);
+    let root = common::tempdir();
+    let to = format!("type=registry,ref={}/cache/killed,mode=max", gate.addr);
+    let mut child = local_build(root.path(), ctx.path(), &["--cache-to", &to])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while hung.load(Ordering::SeqCst) == 0 {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the build ended ({st}) before its export reached the hanging upload");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let entries = check_entries(&reg.addr, "cache/killed");
+    assert!(entries < 9, "the export was cut short ({entries} entries)");
+}
+
+/// `req` sent on to the registry at `upstream` with its body; `Location`s rewritten to `gate`.
+fn forward(http: &reqwest::blocking::Client, upstream: &str, gate: &str, req: &Request) -> Reply {
+    let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
+    let mut r = http
+        .request(method, format!("http://{upstream}{}", req.path))
+        .body(req.body.clone());
+    for h in ["accept", "content-type", "content-range"] {
+        if let Some(v) = req.headers.get(h) {
+            r = r.header(h, v);
+        }
+    }
+    let resp = r.send().unwrap();
+    let status = resp.status().as_u16();
+    let mut headers = Vec::new();
+    for h in ["content-type", "docker-content-digest", "location", "range"] {
+        if let Some(v) = resp.headers().get(h) {
+            headers.push((h.to_string(), v.to_str().unwrap().replace(upstream, gate)));
+        }
+    }
+    let body = resp.bytes().unwrap().to_vec();
+    Reply::Full {
+        status,
+        headers,
+        body,
+    }
 }

@@ -421,3 +421,36 @@ fn forward(http: &reqwest::blocking::Client, upstream: &str, gate: &str, req: &R
         body,
     }
 }
+
+/// An export to a registry that is down is a warning by default and an error (exit 4,
+/// naming the registry) with `ignore-error=false`; the image is built either way.
+#[test]
+fn a_failed_export_is_a_warning_unless_asked_otherwise() {
+    common::require_root();
+    let reg = Registry::start();
+    images::push_busybox(&reg, "base/busybox:1");
+    let ctx = local_context(&reg, DOCKERFILE);
+    let dead = format!("127.0.0.1:{}", common::registry::free_port());
+    let root = common::tempdir();
+    let out = common::run(&mut local_build(
+        root.path(),
+        ctx.path(),
+        &["--cache-to", &format!("type=registry,ref={dead}/cache/x")],
+    ));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("warning: cache export to {dead}/cache/x failed")),
+        "{stderr}"
+    );
+    let out = common::run(&mut local_build(
+        root.path(),
+        ctx.path(),
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={dead}/cache/x,ignore-error=false"),
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&dead));
+}

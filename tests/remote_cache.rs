@@ -235,9 +235,15 @@ fn check_entries(addr: &str, repo: &str) -> usize {
         .unwrap()
         .json()
         .unwrap();
-    let tags = tags["tags"].as_array().cloned().unwrap_or_default();
+    let tags: Vec<String> = tags["tags"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .filter(|t| t.len() == 64)
+        .collect();
     for t in &tags {
-        let t = t.as_str().unwrap();
         let m: serde_json::Value = http
             .get(format!("http://{addr}/v2/{repo}/manifests/{t}"))
             .header("Accept", "application/vnd.oci.image.manifest.v1+json")
@@ -453,4 +459,51 @@ fn a_failed_export_is_a_warning_unless_asked_otherwise() {
     ));
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&dead));
+}
+
+/// `cairn cache prune --registry`: young entries stay with --keep-duration, --all removes
+/// every entry (and only entries), after which a builder finds nothing.
+#[test]
+fn prune_removes_registry_cache_entries() {
+    common::require_root();
+    let reg = Registry::start();
+    images::push_busybox(&reg, "base/busybox:1");
+    let ctx = local_context(&reg, DOCKERFILE);
+    let cache = format!("{}/cache/pruned", reg.addr);
+    let root = common::tempdir();
+    let out = common::run(&mut local_build(
+        root.path(),
+        ctx.path(),
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    ));
+    assert!(out.status.success());
+    images::push_busybox(&reg, "cache/pruned:not-an-entry");
+    let prune = |extra: &[&str]| {
+        common::run_ok(
+            common::cairn(root.path())
+                .args(["cache", "prune", "--registry", &cache])
+                .args(extra),
+        )
+    };
+    assert!(prune(&["--keep-duration", "7d"]).contains("removed 0 cache entries, kept 9"));
+    assert!(prune(&["--all"]).contains("removed 9 cache entries, kept 0"));
+    assert_eq!(check_entries(&reg.addr, "cache/pruned"), 0);
+    let other = reqwest::blocking::Client::new()
+        .head(format!(
+            "http://{}/v2/cache/pruned/manifests/not-an-entry",
+            reg.addr
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 200, "other tags are left alone");
+    let fresh = common::tempdir();
+    let out = common::run(&mut local_build(
+        fresh.path(),
+        ctx.path(),
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    ));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().filter(|l| l.contains(" DONE ")).count(), 9);
 }

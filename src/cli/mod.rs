@@ -251,6 +251,10 @@ pub enum CacheCommand {
         /// Remove everything.
         #[arg(long)]
         all: bool,
+        /// Prune the cache entries in this registry repository (a --cache-to ref) instead of
+        /// the store: those written before --keep-duration, or all with --all.
+        #[arg(long, value_name = "REGISTRY/NAME")]
+        registry: Option<String>,
     },
     /// Re-hash every blob and report bad ones.
     Verify {

@@ -159,7 +159,11 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
             println!("{:<8} {:>8} {:>12}", "total", "", human(total));
             Ok(())
         }
-        CacheCommand::Prune { keep_duration, all } => {
+        CacheCommand::Prune {
+            keep_duration,
+            all,
+            registry,
+        } => {
             let keep_duration = keep_duration
                 .as_deref()
                 .map(|s| {
@@ -167,6 +171,9 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
                         .map_err(|e| Error::Usage(format!("invalid --keep-duration {s:?}: {e}")))
                 })
                 .transpose()?;
+            if let Some(r) = registry {
+                return prune_registry(cli, r, keep_duration, *all);
+            }
             let opts = PruneOptions {
                 keep_duration,
                 all: *all,
@@ -185,6 +192,24 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
         }
         CacheCommand::Verify { repair } => verify(&store, *repair),
     }
+}
+
+/// `cairn cache prune --registry REF`: old entries of a registry cache.
+fn prune_registry(cli: &Cli, r: &str, keep: Option<std::time::Duration>, all: bool) -> Result<()> {
+    let r = reference(r)?;
+    if keep.is_none() && !all {
+        return Err(Error::Usage(
+            "cache prune --registry: give --keep-duration (e.g. 7d) or --all".into(),
+        ));
+    }
+    let p = crate::remote_cache::prune(&r, if all { None } else { keep }, &registry_options(cli))?;
+    println!(
+        "{}: removed {} cache entries, kept {}",
+        r.name(),
+        p.removed,
+        p.kept
+    );
+    Ok(())
 }
 
 fn ls(store: &Store) -> Result<()> {

@@ -1,7 +1,9 @@
 //! Small registry operations for a build cache kept in a registry
 //! ([`crate::remote_cache`]): read one manifest and its config blob by tag without its
-//! layers ([`fetch_entry`]), fetch chosen blobs later ([`fetch_blobs`]), and ask whether a
-//! tag exists ([`manifest_exists`]). Everything fetched is verified and stored like a pull.
+//! layers ([`fetch_entry`]), fetch chosen blobs later ([`fetch_blobs`]), ask whether a
+//! tag exists ([`manifest_exists`]); and for pruning, list tags ([`list_tags`]), read a
+//! manifest ([`get_manifest`]) and delete one ([`delete_manifest`]). Everything fetched is
+//! verified and stored like a pull.
 
 use super::client::Client;
 use super::manifest::{self, Manifest, MAX_CONFIG};
@@ -32,12 +34,7 @@ pub fn fetch_entry(
     opts: &RegistryOptions,
 ) -> Result<Option<Entry>, Error> {
     let client = Client::new(r, opts)?;
-    let name = r
-        .digest
-        .as_ref()
-        .map(|d| d.to_string())
-        .or_else(|| r.tag.clone())
-        .unwrap_or_else(|| "latest".into());
+    let name = name_of(r);
     block_on(async {
         let mut h = HeaderMap::new();
         h.insert(
@@ -146,12 +143,7 @@ async fn fetch_one(
 /// Whether the registry has a manifest under `r`'s tag (or digest).
 pub fn manifest_exists(r: &Reference, opts: &RegistryOptions) -> Result<bool, Error> {
     let client = Client::new(r, opts)?;
-    let name = r
-        .digest
-        .as_ref()
-        .map(|d| d.to_string())
-        .or_else(|| r.tag.clone())
-        .unwrap_or_else(|| "latest".into());
+    let name = name_of(r);
     block_on(async {
         let mut h = HeaderMap::new();
         h.insert(
@@ -170,6 +162,101 @@ pub fn manifest_exists(r: &Reference, opts: &RegistryOptions) -> Result<bool, Er
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
             s => Err(client.http_error("manifest HEAD", s)),
+        }
+    })
+}
+
+fn name_of(r: &Reference) -> String {
+    r.digest
+        .as_ref()
+        .map(|d| d.to_string())
+        .or_else(|| r.tag.clone())
+        .unwrap_or_else(|| "latest".into())
+}
+
+/// Every tag of `r`'s repository, following the registry's pagination (`Link` headers).
+pub fn list_tags(r: &Reference, opts: &RegistryOptions) -> Result<Vec<String>, Error> {
+    let client = Client::new(r, opts)?;
+    block_on(async {
+        let mut out = Vec::new();
+        let mut path = "tags/list?n=1000".to_string();
+        loop {
+            let resp = client
+                .send(Method::GET, &path, "tag list", HeaderMap::new())
+                .await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(out);
+            }
+            if !resp.status().is_success() {
+                return Err(client.http_error("tag list", resp.status()));
+            }
+            let next = resp
+                .headers()
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| l.split(';').next())
+                .map(|l| {
+                    l.trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_string()
+                });
+            let body = super::client::read_limited(resp, 16 << 20)
+                .await
+                .map_err(|msg| Error::Message(format!("{r}: tag list: {msg}")))?;
+            #[derive(serde::Deserialize)]
+            struct Tags {
+                tags: Option<Vec<String>>,
+            }
+            let tags: Tags = serde_json::from_slice(&body)
+                .map_err(|e| Error::Message(format!("{r}: tag list is not JSON: {e}")))?;
+            out.extend(tags.tags.unwrap_or_default());
+            // The link is `/v2/<repo>/tags/list?…`; keep what follows the repository.
+            match next.and_then(|n| n.split("/tags/list").nth(1).map(String::from)) {
+                Some(q) => path = format!("tags/list{q}"),
+                None => return Ok(out),
+            }
+        }
+    })
+}
+
+/// The manifest `r` names (bytes and digest), or `None` when there is none.
+pub fn get_manifest(
+    r: &Reference,
+    opts: &RegistryOptions,
+) -> Result<Option<(Vec<u8>, Digest)>, Error> {
+    let client = Client::new(r, opts)?;
+    block_on(async {
+        match client.get_manifest(&name_of(r)).await {
+            Ok((bytes, _, _)) => {
+                let d = Digest::of_bytes(&bytes);
+                Ok(Some((bytes, d)))
+            }
+            Err(Error::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// Deletes the manifest `digest` from `r`'s repository (the registry must allow deletes).
+pub fn delete_manifest(
+    r: &Reference,
+    digest: &Digest,
+    opts: &RegistryOptions,
+) -> Result<(), Error> {
+    let client = Client::new(r, opts)?;
+    block_on(async {
+        let resp = client
+            .send(
+                Method::DELETE,
+                &format!("manifests/{digest}"),
+                "manifest DELETE",
+                HeaderMap::new(),
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            s => Err(client.http_error("manifest DELETE", s)),
         }
     })
 }

@@ -15,7 +15,8 @@
 //!   and the manifest goes last, so an interrupted export leaves no entry with missing blobs).
 //!
 //! An import that fails (registry down, bad entry) is a warning and the step is built; an
-//! export that fails is a warning unless `ignore-error=false`.
+//! export that fails is a warning unless `ignore-error=false`. Entries carry their creation
+//! time ([`CREATED_ANNOTATION`]), which [`prune`] reads to delete old ones.
 
 use crate::cache::CacheKey;
 use crate::digest::Digest;
@@ -29,6 +30,11 @@ use std::sync::Mutex;
 
 /// The media type of an entry's config: a step's [`State`] as cairn stores it.
 pub const STATE_MEDIA_TYPE: &str = "application/vnd.cairn.step-state.v1+json";
+
+/// The annotation holding when an entry was written (RFC 3339, UTC).
+pub const CREATED_ANNOTATION: &str = "org.cairn.created";
+/// The annotation holding the entry's cache key.
+pub const KEY_ANNOTATION: &str = "org.cairn.cache-key";
 
 /// Which steps an export writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -322,7 +328,8 @@ pub fn export(
                 c.materialize(store, &state.layers)?;
             }
         }
-        let manifest = store.put_bytes(&entry_manifest(store, &state_digest, &state)?)?;
+        let manifest =
+            store.put_bytes(&entry_manifest(store, &step.key, &state_digest, &state)?)?;
         registry::push(store, &manifest, &er, &opts)?;
         out.written += 1;
     }
@@ -330,7 +337,12 @@ pub fn export(
 }
 
 /// The OCI manifest of one entry: the state blob as config, its layers as layers.
-fn entry_manifest(store: &Store, state_digest: &Digest, state: &State) -> Result<Vec<u8>> {
+fn entry_manifest(
+    store: &Store,
+    key: &CacheKey,
+    state_digest: &Digest,
+    state: &State,
+) -> Result<Vec<u8>> {
     let size = std::fs::metadata(store.blob_path(state_digest))
         .map_err(|e| crate::store::Error::Io {
             path: store.blob_path(state_digest),
@@ -353,8 +365,68 @@ fn entry_manifest(store: &Store, state_digest: &Digest, state: &State) -> Result
         "mediaType": crate::image::MEDIA_TYPE_MANIFEST,
         "config": {"mediaType": STATE_MEDIA_TYPE, "digest": state_digest, "size": size},
         "layers": layers,
+        "annotations": {
+            KEY_ANNOTATION: key.to_string(),
+            CREATED_ANNOTATION: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        },
     });
     Ok(crate::image::to_canonical_json(&m))
+}
+
+/// What a prune did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub removed: usize,
+    pub kept: usize,
+}
+
+/// Deletes the entries of cache repository `r` written longer than `keep` ago (all of them
+/// with `None`). Other tags of the repository are left alone; the registry frees the blobs
+/// at its next garbage collection.
+pub fn prune(
+    r: &Reference,
+    keep: Option<std::time::Duration>,
+    opts: &RegistryOptions,
+) -> Result<Pruned> {
+    let now = std::time::SystemTime::now();
+    let mut out = Pruned::default();
+    for tag in registry::remote::list_tags(r, opts)? {
+        if tag.len() != 64 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let er = Reference {
+            tag: Some(tag),
+            digest: None,
+            ..r.clone()
+        };
+        let Some((bytes, digest)) = registry::remote::get_manifest(&er, opts)? else {
+            continue;
+        };
+        let m: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if m.pointer("/config/mediaType").and_then(|v| v.as_str()) != Some(STATE_MEDIA_TYPE) {
+            continue;
+        }
+        let created = m
+            .pointer(&format!(
+                "/annotations/{}",
+                CREATED_ANNOTATION.replace('/', "~1")
+            ))
+            .and_then(|v| v.as_str())
+            .and_then(|t| humantime::parse_rfc3339(t).ok());
+        let old = match (keep, created) {
+            (None, _) => true,
+            (Some(k), Some(c)) => now.duration_since(c).is_ok_and(|age| age > k),
+            // Written by a cairn that recorded no time: age unknown, kept.
+            (Some(_), None) => false,
+        };
+        if old {
+            registry::remote::delete_manifest(&er, &digest, opts)?;
+            out.removed += 1;
+        } else {
+            out.kept += 1;
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

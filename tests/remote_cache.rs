@@ -85,6 +85,13 @@ impl Builder {
     fn build(&self, extra: &[&str]) -> Output {
         let out_dir = self.store.path().join("out");
         let _ = std::fs::remove_dir_all(&out_dir);
+        let oci = format!("type=oci,dest={}", out_dir.display());
+        let mut args = vec!["-o", &oci, "-t", "workspace:dev"];
+        args.extend_from_slice(extra);
+        self.build_with(&args)
+    }
+
+    fn build_with(&self, args: &[&str]) -> Output {
         common::run(
             self.ns
                 .command(common::cairn_bin())
@@ -92,10 +99,7 @@ impl Builder {
                 .env_remove("SOURCE_DATE_EPOCH")
                 .args(["build", "--progress=plain", "--format=json", "--explain"])
                 .args(["--insecure-registry", &self.registry])
-                .arg("-o")
-                .arg(format!("type=oci,dest={}", out_dir.display()))
-                .args(["-t", "workspace:dev"])
-                .args(extra)
+                .args(args)
                 .arg(self.ctx.path()),
         )
     }
@@ -168,6 +172,43 @@ fn builders_on_two_hosts_share_steps_through_the_registry() {
         "--explain names where the hit came from:\n{}",
         built_b.stderr
     );
+
+    // D, empty store, only pushes: its layers are mounted from the cache repository and
+    // never cross D (only the base, pulled for FROM, is stored).
+    let d = Builder::new("rc-d", &lan, &format!("{SUBNET}.5"), &reg.addr);
+    let image = format!("{}/team/workspace:1", reg.addr);
+    let out = d.build_with(&[
+        "--cache-from",
+        &from,
+        "-o",
+        &format!("type=registry,name={image},compression=zstd"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let pushed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pushed["image_id"], built_a.json["image_id"]);
+    let manifest = common::run_ok(hub.command("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{image}"),
+    ]));
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let ours: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["mediaType"].as_str().unwrap().ends_with("+zstd"))
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(ours.len(), 5, "{manifest}");
+    for digest in ours {
+        let hex = digest.trim_start_matches("sha256:");
+        assert!(
+            !d.store.path().join("blobs/sha256").join(hex).exists(),
+            "layer {digest} was fetched by a builder that only pushed"
+        );
+    }
 
     // A one-line change on B: only that step and the ones after it run; B exports them.
     let changed = DOCKERFILE.replace("echo two > /two", "echo TWO > /two");

@@ -276,8 +276,9 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let rep = reporter(args);
     let result = executor::build(&store, &opts, &rep)?;
     if let Some(c) = &imported {
-        // Outputs read the layers; a remote hit brought only the step's state.
-        executor::RemoteCache::materialize(c.as_ref(), &store, &result.image.layers)?;
+        // A remote hit brought only the step's state: fetch the layers the outputs read.
+        let needed = layers_to_fetch(&store, &outputs, &push_targets, &result.image.layers);
+        executor::RemoteCache::materialize(c.as_ref(), &store, &needed)?;
     }
     for to in &exports {
         match remote_cache::export(&store, to, &result, imported.as_deref(), &opts.registry) {
@@ -343,6 +344,42 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
     });
     print_result(args, &result, &image_id, &pushed);
     Ok(())
+}
+
+/// The layers the outputs need in the store: all of them for a load or a file output; for
+/// pushes only those to be re-compressed or that no target registry is known to hold (the
+/// push mounts the others from the cache repository, so they never cross this machine).
+fn layers_to_fetch(
+    store: &Store,
+    outputs: &[Output],
+    targets: &BTreeMap<String, Vec<registry::Reference>>,
+    layers: &[crate::image::LayerDesc],
+) -> Vec<crate::image::LayerDesc> {
+    if outputs
+        .iter()
+        .any(|o| !matches!(o, Output::Registry { .. }))
+    {
+        return layers.to_vec();
+    }
+    layers
+        .iter()
+        .filter(|l| {
+            let stored = Compression::from_media_type(&l.media_type);
+            let locs = registry::blob_locations(store, &l.digest);
+            outputs.iter().any(|o| match o {
+                Output::Registry { compression, .. } => {
+                    registry::needs_conversion(stored, *compression)
+                        || targets[&compression.to_string()].iter().any(|t| {
+                            !locs
+                                .iter()
+                                .any(|loc| loc.starts_with(&format!("{}/", t.registry)))
+                        })
+                }
+                _ => true,
+            })
+        })
+        .cloned()
+        .collect()
 }
 
 /// `--cache-from` / `--cache-to` (else the config file's `cache_from` / `cache_to`), parsed.

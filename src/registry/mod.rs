@@ -27,7 +27,9 @@ pub use manifest::{
 pub use progress::human;
 pub use pull::{pull, resolve};
 pub(crate) use push::remember as remember_location;
-pub use push::{prepare as prepare_push, push, Pushed};
+pub use push::{
+    locations as blob_locations, needs_conversion, prepare as prepare_push, push, Pushed,
+};
 pub use reference::{Reference, DOCKER_HUB};
 
 use crate::digest::Digest;

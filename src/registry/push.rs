@@ -86,7 +86,7 @@ pub fn prepare(
             media_type,
             diff_id,
         };
-        if Compression::from_media_type(&desc.media_type) == Some(compression) {
+        if !needs_conversion(Compression::from_media_type(&desc.media_type), compression) {
             out.push(desc);
             continue;
         }
@@ -98,6 +98,17 @@ pub fn prepare(
         return Ok(manifest.clone());
     }
     Ok(store.put_bytes(&manifest_json(&config.0, config.1, &out))?)
+}
+
+/// Whether a layer stored as `stored` is re-compressed for a push in `target`: gzip
+/// readers may not read zstd, so gzip converts everything; a zstd push keeps gzip layers
+/// (every zstd reader reads gzip; as BuildKit keeps base layers without force-compression).
+pub fn needs_conversion(stored: Option<Compression>, target: Compression) -> bool {
+    match (stored, target) {
+        (Some(s), t) if s == t => false,
+        (Some(Compression::Gzip), Compression::Zstd) => false,
+        _ => true,
+    }
 }
 
 /// The config (digest, size) and layers (digest, size, media type) of an image manifest.
@@ -264,7 +275,7 @@ fn location_record(d: &Digest) -> String {
 }
 
 /// The `registry/repository` places blob `d` was pulled from or pushed to (newest first).
-pub(crate) fn locations(store: &Store, d: &Digest) -> Vec<String> {
+pub fn locations(store: &Store, d: &Digest) -> Vec<String> {
     store
         .record_get(&location_record(d))
         .ok()
@@ -608,6 +619,17 @@ async fn put_manifest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn which_layers_are_recompressed() {
+        use Compression::*;
+        assert!(!needs_conversion(Some(Gzip), Gzip));
+        assert!(needs_conversion(Some(Zstd), Gzip));
+        assert!(needs_conversion(Some(None), Gzip));
+        assert!(!needs_conversion(Some(Gzip), Zstd));
+        assert!(needs_conversion(Some(None), Zstd));
+        assert!(needs_conversion(Some(Zstd), None));
+    }
 
     #[test]
     fn locations_are_remembered_newest_first_per_blob() {

@@ -600,3 +600,55 @@ fn tls_with_a_ca_under_certs_d() {
         pushed
     );
 }
+
+/// A registry that fails the first upload of every blob (HTTP 500) and then works: the
+/// push retries from a fresh session and succeeds; one that always fails is an error naming
+/// the registry, the reference and the status.
+#[test]
+fn uploads_are_retried_and_failures_named() {
+    let open = Registry::start();
+    let (root, src) = store_with_busybox(&open);
+    let target = Registry::start();
+    let failed: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+    let always = Arc::new(AtomicBool::new(false));
+    let me: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+    let (upstream, seen, stuck, addr) = (
+        target.addr.clone(),
+        failed.clone(),
+        always.clone(),
+        me.clone(),
+    );
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let gate = TinyServer::start(move |req: &Request| {
+        if req.method == "PUT" && req.path.contains("/blobs/uploads/") {
+            let digest = req.path.split("digest=").nth(1).unwrap_or("").to_string();
+            if stuck.load(Ordering::SeqCst) || seen.lock().unwrap().insert(digest) {
+                return Reply::status(500);
+            }
+        }
+        if stuck.load(Ordering::SeqCst) && req.path.contains("mount=") {
+            return Reply::status(404);
+        }
+        forward(&http, &upstream, addr.get().unwrap(), req, &[])
+    });
+    me.set(gate.addr.clone()).unwrap();
+
+    let dest = format!("{}/retried/busybox:1", gate.addr);
+    let out = common::run(common::cairn(root.path()).args(["push", "--format=json", &src, &dest]));
+    assert!(out.status.success());
+    assert_eq!(json(&out)["uploaded_blobs"], "2");
+    assert_eq!(failed.lock().unwrap().len(), 2, "each blob failed once");
+
+    always.store(true, Ordering::SeqCst);
+    let dest = format!("{}/failing/busybox:1", gate.addr);
+    let out = common::run(common::cairn(root.path()).args(["push", "-q", &src, &dest]));
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&gate.addr) && err.contains("failing/busybox") && err.contains("500"),
+        "{err}"
+    );
+}

@@ -143,8 +143,9 @@ pub struct BuildArgs {
     /// Ignore file to use instead of CONTEXT/.dockerignore (Coder drops dot-files).
     #[arg(long, value_name = "FILE")]
     pub ignore_file: Option<PathBuf>,
-    /// Output: type=docker,dest=FILE | type=oci,dest=DIR | type=registry[,name=REF]
-    /// [,compression=gzip|zstd] | type=image,name=REF,push=true (default: --load).
+    /// Output: `type=docker,dest=FILE` | `type=oci,dest=DIR` |
+    /// `type=registry[,name=REF][,compression=gzip|zstd]` | `type=image,name=REF,push=true`
+    /// (default: --load).
     #[arg(short = 'o', long, value_name = "SPEC")]
     pub output: Vec<String>,
     /// Load the result into Docker (the default when no --output is given).
@@ -158,8 +159,8 @@ pub struct BuildArgs {
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
     /// Write step results to a registry cache:
-    /// type=registry,ref=REGISTRY/NAME[,mode=min|max][,ignore-error=true|false] (repeatable;
-    /// default: the config file's cache_to).
+    /// `type=registry,ref=REGISTRY/NAME[,mode=min|max][,ignore-error=true|false]`
+    /// (repeatable; default: the config file's cache_to).
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Vec<String>,
     /// Progress output.

@@ -532,6 +532,48 @@ mod tests {
     }
 
     #[test]
+    fn a_push_only_fetches_layers_it_cannot_mount_or_must_recompress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let layer = |name: &[u8], media_type: &str| crate::image::LayerDesc {
+            digest: crate::Digest::of_bytes(name),
+            size: 1,
+            media_type: media_type.into(),
+            diff_id: crate::Digest::of_bytes(b"diff"),
+        };
+        let cached = layer(b"cached", crate::layer::MEDIA_TYPE_TAR_ZSTD);
+        let elsewhere = layer(b"elsewhere", crate::layer::MEDIA_TYPE_TAR_ZSTD);
+        registry::remember_location(&store, &cached.digest, "reg:5000", "team/cache");
+        registry::remember_location(&store, &elsewhere.digest, "other:5000", "x");
+        let layers = vec![cached, elsewhere.clone()];
+        let zstd = Output::Registry {
+            name: None,
+            compression: Compression::Zstd,
+        };
+        let mut targets = BTreeMap::new();
+        targets.insert(
+            "zstd".to_string(),
+            vec![registry::Reference::parse("reg:5000/team/app:1").unwrap()],
+        );
+        let fetch = |outputs: &[Output], targets: &BTreeMap<_, _>| {
+            layers_to_fetch(&store, outputs, targets, &layers)
+        };
+        assert_eq!(
+            fetch(std::slice::from_ref(&zstd), &targets),
+            vec![elsewhere]
+        );
+        // gzip needs the bytes to re-compress; a load needs every layer.
+        let gzip = Output::Registry {
+            name: None,
+            compression: Compression::Gzip,
+        };
+        let mut gz_targets = targets.clone();
+        gz_targets.insert("gzip".to_string(), targets["zstd"].clone());
+        assert_eq!(fetch(&[gzip], &gz_targets), layers);
+        assert_eq!(fetch(&[zstd, Output::Load], &targets), layers);
+    }
+
+    #[test]
     fn build_args_take_environment_when_bare() {
         std::env::set_var("CAIRN_TEST_BUILD_ARG", "from-env");
         let m = build_args(&[

@@ -202,7 +202,7 @@ fn push_skips_what_the_registry_has_and_mounts_across_repositories() {
     };
     assert_eq!(digest_of(&app), digest);
 
-    // Re-push: HEADs and the manifest, no upload and no layer bytes.
+    // Re-push: one HEAD of the tag, which names this manifest already: nothing else.
     proxy.reset();
     let out = common::run(common::cairn(root.path()).args(["push", "--format=json", &app]));
     assert!(out.status.success());
@@ -212,6 +212,22 @@ fn push_skips_what_the_registry_has_and_mounts_across_repositories() {
     assert_eq!(again["uploaded_bytes"], "0");
     assert_eq!(proxy.count("POST", ""), 0);
     assert_eq!(proxy.count("PATCH", ""), 0);
+    assert_eq!(proxy.count("PUT", ""), 0);
+    assert_eq!(proxy.count("HEAD", "/manifests/1"), 1);
+    assert!(proxy.bytes() < 4 * 1024, "sent {} bytes", proxy.bytes());
+
+    // The same image under a new tag of the same repository: blobs asked, none sent.
+    proxy.reset();
+    let out = common::run(common::cairn(root.path()).args([
+        "push",
+        "--format=json",
+        &app,
+        &format!("{p}/app/web:2"),
+    ]));
+    assert!(out.status.success());
+    assert_eq!(json(&out)["existing_blobs"], "4");
+    assert_eq!(proxy.count("HEAD", "/blobs/"), 4);
+    assert_eq!(proxy.count("POST", ""), 0);
     assert_eq!(proxy.count("PUT", ""), 1, "only the manifest");
     assert!(proxy.bytes() < 16 * 1024, "sent {} bytes", proxy.bytes());
 

@@ -33,6 +33,8 @@ struct AuthState {
 
 pub(crate) struct Client {
     http: reqwest::Client,
+    /// For HTTPS token servers of plain-HTTP registries: a client with the system roots.
+    tls_http: OnceLock<reqwest::Client>,
     registry: String,
     base: String,
     repository: String,
@@ -50,6 +52,33 @@ pub(crate) struct Client {
 /// A request body that can be made again for a retry or after re-authentication (a file
 /// is reopened rather than held in memory).
 pub(crate) type MakeBody<'a> = &'a (dyn Fn() -> Result<reqwest::Body, Error> + Send + Sync);
+
+/// An HTTP client for `registry`: its `certs.d` CAs, the bundled web roots, and the
+/// system's roots when `system_roots`.
+fn http_client(
+    registry: &str,
+    opts: &RegistryOptions,
+    system_roots: bool,
+) -> Result<reqwest::Client, Error> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(opts.timeout)
+        .read_timeout(opts.timeout)
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .tls_built_in_native_certs(system_roots);
+    for ca in registry_cas(registry, opts.docker_config_dir.as_deref()) {
+        let pem = std::fs::read(&ca)
+            .map_err(|e| Error::Config(format!("CA certificate {}: {e}", ca.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| Error::Config(format!("CA certificate {}: {e}", ca.display())))?;
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| Error::Message(format!("cannot build an HTTP client: {e}")))
+}
 
 /// Docker's per-registry CA files for `registry` (`host:port` as written in references):
 /// every `*.crt` in `/etc/docker/certs.d/<registry>/` and in `<docker config>/certs.d/<registry>/`,
@@ -87,28 +116,11 @@ pub(crate) fn is_plain_http(registry: &str, insecure: &[String]) -> bool {
 
 impl Client {
     pub(crate) fn new(r: &Reference, opts: &RegistryOptions) -> Result<Client, Error> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(opts.timeout)
-            .read_timeout(opts.timeout)
-            .redirect(reqwest::redirect::Policy::limited(10));
-        for ca in registry_cas(&r.registry, opts.docker_config_dir.as_deref()) {
-            let pem = std::fs::read(&ca)
-                .map_err(|e| Error::Config(format!("CA certificate {}: {e}", ca.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::Config(format!("CA certificate {}: {e}", ca.display())))?;
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
-        }
-        let scheme = if is_plain_http(&r.registry, &opts.insecure) {
-            "http"
-        } else {
-            "https"
-        };
-        let http = builder
-            .build()
-            .map_err(|e| Error::Message(format!("cannot build an HTTP client: {e}")))?;
+        let plain = is_plain_http(&r.registry, &opts.insecure);
+        let scheme = if plain { "http" } else { "https" };
+        // A plain-HTTP registry needs no system roots (reading them is most of a no-change
+        // push); its token server, if it has an HTTPS one, gets a client with them.
+        let http = http_client(&r.registry, opts, !plain)?;
         let host = if r.registry == DOCKER_HUB {
             "registry-1.docker.io"
         } else {
@@ -116,6 +128,7 @@ impl Client {
         };
         Ok(Client {
             http,
+            tls_http: OnceLock::new(),
             registry: r.registry.clone(),
             base: format!("{scheme}://{host}"),
             repository: r.repository.clone(),
@@ -387,6 +400,15 @@ impl Client {
             query.push(("service", s));
         }
         let creds = self.creds()?;
+        let http = if realm.starts_with("https://") && self.base.starts_with("http://") {
+            if self.tls_http.get().is_none() {
+                let c = http_client(&self.registry, &self.opts, true)?;
+                let _ = self.tls_http.set(c);
+            }
+            self.tls_http.get().expect("just set")
+        } else {
+            &self.http
+        };
         let resp = self
             .send_retrying("token request", || {
                 Ok(match creds {
@@ -397,14 +419,13 @@ impl Client {
                             ("refresh_token", c.identity_token.as_deref().unwrap_or("")),
                             ("client_id", "cairn"),
                         ]);
-                        self.http.post(realm).form(&form)
+                        http.post(realm).form(&form)
                     }
-                    Some(c) => self
-                        .http
+                    Some(c) => http
                         .get(realm)
                         .query(&query)
                         .header(AUTHORIZATION, c.basic_header()),
-                    None => self.http.get(realm).query(&query),
+                    None => http.get(realm).query(&query),
                 })
             })
             .await?;

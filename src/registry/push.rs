@@ -1,7 +1,7 @@
 //! [`push`]: an image from the store to a registry, so a build made here can run anywhere.
 //!
-//! Each blob (config and layers) is asked for first (`HEAD`): what the registry has is not
-//! sent again. A blob it lacks is mounted from another repository of the same registry
+//! A tag that already names the manifest ends the push at once. Otherwise each blob
+//! (config and layers) is asked for first (`HEAD`): what the registry has is not sent again. A blob it lacks is mounted from another repository of the same registry
 //! where the store remembers having seen it ([`remember`]: pulls and pushes record
 //! where each blob lives), and uploaded only when that fails — a `202` to a mount request is
 //! the registry declining, and its upload session is used. Uploads stream the blob file
@@ -177,6 +177,20 @@ pub fn push(
     let all: Vec<String> = sources.iter().flatten().cloned().collect();
     let client = Client::for_push(target, opts, &all)?;
     let counts = Counts::default();
+    // The tag already names this very manifest: the registry accepted it with every blob,
+    // so there is nothing to send (a no-change re-push is this one request).
+    if let Some(tag) = &target.tag {
+        if block_on(client.head_manifest(tag)).ok().flatten().as_ref() == Some(manifest) {
+            return Ok(Pushed {
+                reference: target.clone(),
+                digest: manifest.clone(),
+                present: blobs.len(),
+                mounted: 0,
+                uploaded: 0,
+                uploaded_bytes: 0,
+            });
+        }
+    }
     let mut jobs = Vec::with_capacity(blobs.len());
     for ((d, size), from) in blobs.iter().zip(&sources) {
         jobs.push(blob_job(&client, store, d, *size, from, opts, &counts));

@@ -98,18 +98,36 @@ impl BlobProgress {
     }
 }
 
-/// `1.5 MB`-style sizes (decimal units, as Docker prints them).
+/// A byte count for people, in IEC units (`512 B`, `1.5 KiB`, `3.2 MiB`): the one helper
+/// every command uses, so a size reads the same in `cairn pull`, `cairn cache` and
+/// `cairn doctor`.
 pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
         i += 1;
     }
     if i == 0 {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn sizes_are_iec() {
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1023), "1023 B");
+        assert_eq!(human(1024), "1.0 KiB");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(5 * 1024 * 1024), "5.0 MiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+        assert_eq!(human(2 << 40), "2.0 TiB");
     }
 }

@@ -3,14 +3,13 @@
 //! Results go to stdout (the image ID, or one flat JSON object with `--format json`); logs
 //! go to stderr.
 
-use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress, PullPolicy};
+use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress};
 use crate::error::{Error, Result};
 use crate::executor::{self, BuildOptions, BuildResult, Mode, Reporter};
 use crate::layer::Compression;
 use crate::registry::{self, RegistryOptions};
 use crate::sandbox::Network;
 use crate::store::Store;
-use crate::Platform;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
@@ -102,12 +101,7 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
             .map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
         (Some(ctx), file, text)
     };
-    let platform = match &args.platform {
-        Some(p) => p
-            .parse::<Platform>()
-            .map_err(|e| Error::Usage(e.to_string()))?,
-        None => Platform::host(),
-    };
+    let platform = cli.platform(args.platform.as_ref());
     let labels = args
         .labels
         .iter()
@@ -139,11 +133,7 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         platform,
         labels,
         no_cache: args.no_cache,
-        pull: match (args.pull, cli.config.pull.as_deref()) {
-            (Some(PullPolicy::Always), _) | (None, Some("always")) => registry::PullPolicy::Always,
-            (Some(PullPolicy::Never), _) | (None, Some("never")) => registry::PullPolicy::Never,
-            _ => registry::PullPolicy::Missing,
-        },
+        pull: cli.pull_policy(args.pull),
         network: match args.network {
             NetworkArg::None => Network::None,
             NetworkArg::Default | NetworkArg::Host => Network::Host,

@@ -10,6 +10,7 @@
 
 mod expanded;
 mod scope;
+mod signal;
 
 pub use expanded::{CopySource, Expanded, ExpandedCopy, ExpandedMount, ExpandedRun};
 pub use scope::Scope;

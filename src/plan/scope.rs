@@ -159,7 +159,11 @@ impl Scope {
             }
             Instruction::Workdir(w) => Expanded::Workdir(self.word(w, line)?),
             Instruction::User(u) => Expanded::User(self.word(u, line)?),
-            Instruction::StopSignal(s) => Expanded::StopSignal(self.word(s, line)?),
+            Instruction::StopSignal(s) => {
+                let s = self.word(s, line)?;
+                super::signal::check_stop_signal(&s).map_err(|m| Error::at(line, m))?;
+                Expanded::StopSignal(s)
+            }
             Instruction::Expose(ports) => {
                 let env = &self.env;
                 let lookup = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());

@@ -1,0 +1,91 @@
+//! Dockerfile front-end behaviour where BuildKit is the specification (issue 14): each test
+//! states what BuildKit does, checked on cairn's parser, planner or `cairn key` (which
+//! plans and dispatches every instruction without running one). Parser-only cases are
+//! golden files in `testdata/dockerfile/`.
+
+mod common;
+
+use cairn::dockerfile;
+use cairn::plan::{self, Expanded, PlanOptions, Scope};
+use std::fs;
+
+fn opts() -> PlanOptions {
+    PlanOptions {
+        build_args: Default::default(),
+        target: None,
+        target_platform: "linux/amd64".parse().unwrap(),
+        build_platform: "linux/amd64".parse().unwrap(),
+    }
+}
+
+/// Plans `src` and dispatches every instruction of every planned stage.
+fn dispatch(src: &str, o: &PlanOptions) -> Result<Vec<Expanded>, plan::Error> {
+    let df = dockerfile::parse(src, "Dockerfile").expect("parses");
+    let p = plan::plan(&df, o)?;
+    let mut out = Vec::new();
+    for stage in &p.stages {
+        let mut scope = Scope::new(&p, stage, &[]);
+        for i in &stage.instructions {
+            out.push(scope.apply(i)?);
+        }
+    }
+    Ok(out)
+}
+
+/// `cairn key` on a context holding only `Dockerfile` = `src`; returns (exit code, stderr).
+fn key(src: &str, args: &[&str]) -> (Option<i32>, String) {
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), src).unwrap();
+    let out = common::run(
+        common::cairn(&dir.path().join("store"))
+            .args(["key", "--pull=never", "--progress=plain"])
+            .args(args)
+            .arg(&ctx),
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn stopsignal_must_name_a_signal() {
+    // BuildKit: dispatchStopSignal calls signal.ParseSignal → "invalid signal: SIGFOO".
+    let err = dispatch("FROM scratch\nSTOPSIGNAL SIGFOO\n", &opts()).unwrap_err();
+    assert_eq!(err.to_string(), "line 2: invalid signal: SIGFOO");
+    let ok = dispatch("FROM scratch\nARG S=sigkill\nSTOPSIGNAL $S\n", &opts()).unwrap();
+    assert_eq!(ok[1], Expanded::StopSignal("sigkill".into()));
+    let (code, err) = key("FROM scratch\n\nSTOPSIGNAL SIGFOO\n", &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("Dockerfile:3: invalid signal: SIGFOO"), "{err}");
+}
+
+#[test]
+fn copy_from_a_later_stage_is_a_dependency_not_an_error() {
+    // BuildKit registers every stage before it resolves `--from`, so a later stage is a
+    // dependency like an earlier one (TestDockerfileCircularDependencies relies on it);
+    // only a cycle is refused, with this wording.
+    let src = "FROM scratch AS a\nCOPY --from=b /f /f\nFROM scratch AS b\nCOPY f /f\n";
+    let df = dockerfile::parse(src, "Dockerfile").unwrap();
+    let p = plan::plan(
+        &df,
+        &PlanOptions {
+            target: Some("a".into()),
+            ..opts()
+        },
+    )
+    .unwrap();
+    let order: Vec<_> = p.stages.iter().map(|s| s.name.clone().unwrap()).collect();
+    assert_eq!(order, ["b", "a"]);
+
+    let cycle = "FROM busybox AS stage0\nCOPY --from=stage2 f1 /sub/\nFROM busybox AS stage1\nCOPY --from=stage0 f2 /sub/\nFROM busybox AS stage2\nCOPY --from=stage1 f2 /sub/\n";
+    let df = dockerfile::parse(cycle, "Dockerfile").unwrap();
+    let err = plan::plan(&df, &opts()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("circular dependency detected on stage: stage"),
+        "{err}"
+    );
+}

@@ -59,7 +59,10 @@ fn stopsignal_must_name_a_signal() {
     assert_eq!(ok[1], Expanded::StopSignal("sigkill".into()));
     let (code, err) = key("FROM scratch\n\nSTOPSIGNAL SIGFOO\n", &[]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("Dockerfile:3: invalid signal: SIGFOO"), "{err}");
+    assert!(
+        err.contains("Dockerfile:3: invalid signal: SIGFOO"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -88,4 +91,23 @@ fn copy_from_a_later_stage_is_a_dependency_not_an_error() {
             .contains("circular dependency detected on stage: stage"),
         "{err}"
     );
+}
+
+#[test]
+fn platform_os_version_is_kept_out_of_os() {
+    // containerd's platforms.Parse: `os(version)/arch`; the config's `os` is the bare OS.
+    let df = dockerfile::parse(
+        "FROM --platform=linux(5.15)/arm64 scratch\nARG TARGETOS\n",
+        "Dockerfile",
+    )
+    .unwrap();
+    let p = plan::plan(&df, &opts()).unwrap();
+    let platform = p.stages[0].platform.clone().unwrap();
+    assert_eq!(platform.os, "linux");
+    assert_eq!(platform.os_version.as_deref(), Some("5.15"));
+    assert_eq!(platform.architecture, "arm64");
+    let mut o = opts();
+    o.target_platform = "linux(5.15)/amd64".parse().unwrap();
+    let out = dispatch("FROM scratch\nARG TARGETOS\nENV OS=$TARGETOS\n", &o).unwrap();
+    assert_eq!(out[1], Expanded::Env(vec![("OS".into(), "linux".into())]));
 }

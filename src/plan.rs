@@ -92,6 +92,8 @@ pub struct Plan {
     pub stage_names: BTreeMap<String, usize>,
     /// How many stages the Dockerfile has (planned or not).
     pub stage_count: usize,
+    /// Warnings about the Dockerfile, each with its line, for the caller to show.
+    pub warnings: Vec<(usize, String)>,
 }
 
 /// Build args Docker accepts without an `ARG` (proxies) or that configure the builder.
@@ -296,7 +298,18 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, Error> {
         .filter(|k| !declared.contains(*k) && !is_predefined_arg(k))
         .cloned()
         .collect();
+    let mut warnings = Vec::new();
+    if let Some(s) = df.directives.unemulated_syntax() {
+        warnings.push((
+            df.directives.syntax_line,
+            format!(
+                "the syntax directive names the frontend {s}, which cairn does not emulate; \
+                 the file is read as a docker/dockerfile:1 Dockerfile"
+            ),
+        ));
+    }
     Ok(Plan {
+        warnings,
         stages,
         unused_build_args,
         build_args: opts.build_args.clone(),

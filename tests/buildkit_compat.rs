@@ -111,3 +111,25 @@ fn platform_os_version_is_kept_out_of_os() {
     let out = dispatch("FROM scratch\nARG TARGETOS\nENV OS=$TARGETOS\n", &o).unwrap();
     assert_eq!(out[1], Expanded::Env(vec![("OS".into(), "linux".into())]));
 }
+
+#[test]
+fn a_syntax_directive_naming_another_frontend_is_warned_about() {
+    // BuildKit would run that frontend image; cairn is its own frontend, so it says the
+    // directive is not honoured instead of ignoring it without a word.
+    let (code, err) = key(
+        "# syntax=example.com/other/frontend:2\nFROM scratch\nENV A=1\n",
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("warning: ")
+            && err.contains("Dockerfile:1: the syntax directive names the frontend example.com/other/frontend:2"),
+        "{err}"
+    );
+    let (code, err) = key(
+        "# syntax=docker/dockerfile:1.7\nFROM scratch\nENV A=1\n",
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("syntax directive"), "{err}");
+}

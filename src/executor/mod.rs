@@ -159,6 +159,9 @@ impl<'a> Builder<'a> {
             },
         )
         .map_err(|e| located(&df_name, e))?;
+        for (line, w) in &plan.warnings {
+            rep.info(&format!("warning: {df_name}:{line}: {w}"));
+        }
         for a in &plan.unused_build_args {
             rep.info(&format!(
                 "warning: build arg {a} was not consumed by any stage"

@@ -133,3 +133,33 @@ fn a_syntax_directive_naming_another_frontend_is_warned_about() {
     assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains("syntax directive"), "{err}");
 }
+
+#[test]
+fn a_lower_case_dockerfile_is_found_when_dockerfile_is_absent() {
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("dockerfile"), "FROM scratch\nENV A=lower\n").unwrap();
+    let key = |ctx: &std::path::Path| {
+        let out = common::run(
+            common::cairn(&dir.path().join("store"))
+                .args(["key", "--pull=never"])
+                .arg(ctx),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let lower = key(&ctx);
+    // `Dockerfile` wins when both exist.
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nENV A=upper\n").unwrap();
+    let upper = key(&ctx);
+    assert_ne!(lower, upper);
+    let only_upper = dir.path().join("only");
+    fs::create_dir(&only_upper).unwrap();
+    fs::write(only_upper.join("Dockerfile"), "FROM scratch\nENV A=upper\n").unwrap();
+    assert_eq!(key(&only_upper), upper);
+}

@@ -80,6 +80,18 @@ fn build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// `CONTEXT/Dockerfile`, or `CONTEXT/dockerfile` when only that exists (as BuildKit falls
+/// back to the lower-case name).
+fn default_dockerfile(ctx: &std::path::Path) -> PathBuf {
+    let upper = ctx.join("Dockerfile");
+    let lower = ctx.join("dockerfile");
+    if !upper.exists() && lower.is_file() {
+        lower
+    } else {
+        upper
+    }
+}
+
 /// Options shared by `cairn build` and `cairn key`.
 pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
     let (context, dockerfile_path, dockerfile_text) = if args.context == "-" {
@@ -96,7 +108,10 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
                 ctx.display()
             )));
         }
-        let file = args.file.clone().unwrap_or_else(|| ctx.join("Dockerfile"));
+        let file = args
+            .file
+            .clone()
+            .unwrap_or_else(|| default_dockerfile(&ctx));
         let text = std::fs::read_to_string(&file)
             .map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
         (Some(ctx), file, text)

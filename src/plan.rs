@@ -121,11 +121,34 @@ pub fn platform_args(target: &Platform, build: &Platform) -> BTreeMap<String, St
     for (prefix, p) in [("TARGET", target), ("BUILD", build)] {
         m.insert(format!("{prefix}PLATFORM"), p.to_string());
         m.insert(format!("{prefix}OS"), p.os.clone());
+        m.insert(
+            format!("{prefix}OSVERSION"),
+            p.os_version.clone().unwrap_or_default(),
+        );
         m.insert(format!("{prefix}ARCH"), p.architecture.clone());
         m.insert(
             format!("{prefix}VARIANT"),
             p.variant.clone().unwrap_or_default(),
         );
+    }
+    m
+}
+
+/// Every automatic ARG BuildKit defines: the platform ones and `TARGETSTAGE` (the
+/// `--target` stage, else the last stage's name, else `default`). A `--build-arg` of the
+/// same name overrides any of them.
+fn builtin_args(df: &Dockerfile, opts: &PlanOptions) -> BTreeMap<String, String> {
+    let mut m = platform_args(&opts.target_platform, &opts.build_platform);
+    let stage = opts
+        .target
+        .clone()
+        .or_else(|| df.stages.last().and_then(|s| s.from.name.clone()))
+        .unwrap_or_else(|| "default".into());
+    m.insert("TARGETSTAGE".into(), stage);
+    for (k, v) in m.iter_mut() {
+        if let Some(o) = opts.build_args.get(k) {
+            v.clone_from(o);
+        }
     }
     m
 }
@@ -136,7 +159,7 @@ fn global_args(
     df: &Dockerfile,
     opts: &PlanOptions,
 ) -> Result<(BTreeMap<String, String>, BTreeSet<String>), Error> {
-    let mut env = platform_args(&opts.target_platform, &opts.build_platform);
+    let mut env = builtin_args(df, opts);
     let mut declared = BTreeSet::new();
     for inst in &df.global_args {
         let Instruction::Arg(decls) = &inst.node else {

@@ -163,3 +163,121 @@ fn a_lower_case_dockerfile_is_found_when_dockerfile_is_absent() {
     fs::write(only_upper.join("Dockerfile"), "FROM scratch\nENV A=upper\n").unwrap();
     assert_eq!(key(&only_upper), upper);
 }
+
+#[test]
+fn proxy_build_args_reach_run_but_not_the_key() {
+    // BuildKit keeps proxies out of the LLB definition (ProxyEnv) and sets both spellings.
+    let src = "FROM scratch\nENV A=1\n";
+    let (a, b) = (
+        key_out(src, &["--build-arg", "HTTP_PROXY=http://a.invalid:3128"]),
+        key_out(src, &["--build-arg", "http_proxy=http://b.invalid:8080"]),
+    );
+    assert_eq!(a, b, "a proxy changed the key");
+    assert_eq!(a, key_out(src, &[]));
+    let df = dockerfile::parse("FROM scratch\nRUN true\n", "Dockerfile").unwrap();
+    let mut o = opts();
+    o.build_args.insert("HTTPS_PROXY".into(), "upper".into());
+    o.build_args.insert("https_proxy".into(), "lower".into());
+    let p = plan::plan(&df, &o).unwrap();
+    let scope = Scope::new(&p, &p.stages[0], &["PATH=/bin".into()]);
+    assert_eq!(
+        scope.run_env(),
+        ["PATH=/bin", "HTTPS_PROXY=lower", "https_proxy=lower"]
+    );
+    assert_eq!(scope.key_env(), ["PATH=/bin"]);
+}
+
+#[test]
+fn targetstage_and_os_version_args_are_defined() {
+    // BuildKit's defaultArgs: TARGETSTAGE is --target, else the last stage's name, else
+    // "default"; TARGETOSVERSION/BUILDOSVERSION come with the platform ARGs.
+    let src = "FROM scratch AS base\nFROM base AS final\nARG TARGETSTAGE TARGETOSVERSION\nENV S=$TARGETSTAGE V=$TARGETOSVERSION\n";
+    let env = |o: &PlanOptions| match dispatch(src, o).unwrap().pop().unwrap() {
+        Expanded::Env(kv) => kv,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(env(&opts())[0], ("S".into(), "final".into()));
+    let unnamed = dispatch(
+        "FROM scratch\nARG TARGETSTAGE\nENV S=$TARGETSTAGE\n",
+        &opts(),
+    )
+    .unwrap();
+    assert_eq!(
+        unnamed[1],
+        Expanded::Env(vec![("S".into(), "default".into())])
+    );
+    let mut o = opts();
+    o.target = Some("base".into());
+    let df = dockerfile::parse(
+        "FROM scratch AS base\nARG TARGETSTAGE\nENV S=$TARGETSTAGE\n",
+        "Dockerfile",
+    )
+    .unwrap();
+    let p = plan::plan(&df, &o).unwrap();
+    let mut scope = Scope::new(&p, &p.stages[0], &[]);
+    scope.apply(&p.stages[0].instructions[0]).unwrap();
+    assert_eq!(scope.get("TARGETSTAGE"), Some("base"));
+    o.target = None;
+    o.target_platform = "windows(10.0.17763)/amd64".parse().unwrap();
+    assert_eq!(env(&o)[1], ("V".into(), "10.0.17763".into()));
+    // A --build-arg overrides a built-in.
+    o.build_args.insert("TARGETSTAGE".into(), "mine".into());
+    assert_eq!(env(&o)[0], ("S".into(), "mine".into()));
+}
+
+#[test]
+fn source_date_epoch_is_taken_from_a_build_arg() {
+    // BuildKit reads SOURCE_DATE_EPOCH from the build args: `created` follows it.
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nENV A=1\n").unwrap();
+    let layout = dir.path().join("oci");
+    let out = common::run(
+        common::cairn(&dir.path().join("store"))
+            .args(["build", "--pull=never", "--progress=plain"])
+            .args(["--build-arg", "SOURCE_DATE_EPOCH=1700000000"])
+            .arg("-o")
+            .arg(format!("type=oci,dest={}", layout.display()))
+            .arg(&ctx),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("SOURCE_DATE_EPOCH was not consumed"), "{err}");
+    let blob = |d: &str| {
+        let hex = d.strip_prefix("sha256:").unwrap();
+        let bytes = fs::read(layout.join("blobs/sha256").join(hex)).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(config["created"], "2023-11-14T22:13:20Z", "{config}");
+    let bad = common::run(
+        common::cairn(&dir.path().join("store"))
+            .args(["key", "--build-arg", "SOURCE_DATE_EPOCH=yesterday"])
+            .arg(&ctx),
+    );
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+/// `cairn key` of `src` with `args`: the key printed, which must succeed.
+fn key_out(src: &str, args: &[&str]) -> String {
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), src).unwrap();
+    let out = common::run(
+        common::cairn(&dir.path().join("store"))
+            .args(["key", "--pull=never"])
+            .args(args)
+            .arg(&ctx),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -92,8 +92,14 @@ fn args_are_in_run_env_but_not_in_config_env() {
             "HOME=/root",
             "BUILD=1",
             "TAG=arg",
-            "HTTP_PROXY=http://proxy:3128"
+            "HTTP_PROXY=http://proxy:3128",
+            "http_proxy=http://proxy:3128"
         ]
+    );
+    // Proxies reach RUN but not the cache key, as in BuildKit.
+    assert_eq!(
+        scope.key_env(),
+        ["PATH=/usr/bin:/bin", "HOME=/root", "BUILD=1", "TAG=arg"]
     );
     assert_eq!(
         scope.config_env(),

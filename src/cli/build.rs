@@ -122,8 +122,15 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         .iter()
         .map(|l| key_value("--label", l))
         .collect::<Result<BTreeMap<_, _>>>()?;
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
+    let build_args = build_args(&args.build_args)?;
+    // As BuildKit: `--build-arg SOURCE_DATE_EPOCH=...`, else the environment variable
+    // (which buildx passes on as that build arg).
+    let epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
+    let source_date_epoch = match epoch {
+        Some(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
             Error::Usage(format!(
                 "SOURCE_DATE_EPOCH={v:?}: expected seconds since the epoch"
             ))
@@ -143,7 +150,7 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         dockerfile_path,
         dockerfile_text,
         ignore_file: args.ignore_file.clone(),
-        build_args: build_args(&args.build_args)?,
+        build_args,
         target: args.target.clone(),
         platform,
         labels,

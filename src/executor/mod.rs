@@ -381,7 +381,7 @@ impl<'a> Builder<'a> {
             let inputs = KeyInputs {
                 parent: key.clone(),
                 instruction: expanded.canonical(),
-                env: scope.run_env(),
+                env: scope.key_env(),
                 user: state.config.config.user.clone().unwrap_or_default(),
                 workdir: state.config.config.working_dir.clone().unwrap_or_default(),
                 shell: state.config.config.shell.clone().unwrap_or_default(),

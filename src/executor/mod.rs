@@ -50,6 +50,8 @@ pub struct BuildOptions {
     pub registry: RegistryOptions,
     /// Registry mirrors by registry host (`docker.io` → `["mirror:5000"]`), tried in order.
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Root or rootless with its id maps, decided once at start-up.
+    pub privilege: crate::userns::Privilege,
 }
 
 /// What one step did.

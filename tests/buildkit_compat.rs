@@ -281,3 +281,26 @@ fn key_out(src: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+#[test]
+fn an_onbuild_trigger_keeps_its_heredoc_body() {
+    // BuildKit's parseOnBuild stores the line, then each heredoc's content and delimiter
+    // (testOnBuildHeredoc: the child build runs the body).
+    let src = "FROM scratch\nONBUILD RUN <<EOF\necho \"hello world\" >> /dest\nEOF\n";
+    let out = dispatch(src, &opts()).unwrap();
+    let Expanded::Onbuild(trigger) = &out[0] else {
+        panic!("{:?}", out[0])
+    };
+    assert_eq!(trigger, "RUN <<EOF\necho \"hello world\" >> /dest\nEOF");
+    // The child parses it back with the body.
+    match dockerfile::parse_instruction_line(trigger).unwrap() {
+        dockerfile::Instruction::Run(r) => {
+            assert_eq!(r.heredocs.len(), 1);
+            assert_eq!(r.heredocs[0].body, "echo \"hello world\" >> /dest\n");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A plain trigger is one line, as before.
+    let plain = dispatch("FROM scratch\nONBUILD RUN echo hi\n", &opts()).unwrap();
+    assert_eq!(plain[0], Expanded::Onbuild("RUN echo hi".into()));
+}

@@ -233,8 +233,45 @@ fn from_refs(insts: &[Spanned<Instruction>]) -> Vec<(&str, usize)> {
     out
 }
 
+/// A stage's base-image triggers parsed as instructions located at its `FROM` line.
+fn trigger_instructions(
+    texts: Option<&Vec<String>>,
+    line: usize,
+) -> Result<Vec<Spanned<Instruction>>, Error> {
+    texts
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let node = crate::dockerfile::parse_instruction_line(t)
+                .map_err(|e| Error::at(line, format!("ONBUILD trigger of the base image: {e}")))?;
+            Ok(Spanned {
+                node,
+                span: crate::dockerfile::Span {
+                    line,
+                    col: 1,
+                    end_line: line,
+                },
+                original: format!("ONBUILD {t}"),
+            })
+        })
+        .collect()
+}
+
 /// Plans a build.
 pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, Error> {
+    plan_with_triggers(df, opts, &BTreeMap::new())
+}
+
+/// Plans a build whose stages' base images carry `ONBUILD` triggers: `triggers` maps a
+/// Dockerfile stage index to its base image's trigger texts (as stored in the image
+/// config). A trigger's `COPY --from=NAME` (or `RUN --mount=from=NAME`) names a stage of
+/// *this* Dockerfile and makes it a dependency, as BuildKit re-resolves the stage graph
+/// after reading its bases' triggers; without this, such a stage would not be planned.
+pub fn plan_with_triggers(
+    df: &Dockerfile,
+    opts: &PlanOptions,
+    triggers: &BTreeMap<usize, Vec<String>>,
+) -> Result<Plan, Error> {
     let escape = df.directives.escape;
     let (globals, mut declared) = global_args(df, opts)?;
     let names: BTreeMap<String, usize> = df
@@ -274,7 +311,11 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, Error> {
             _ if image.eq_ignore_ascii_case("scratch") => Base::Scratch,
             _ => Base::Image(image),
         };
-        for (from, line) in from_refs(&st.instructions) {
+        let onbuild = trigger_instructions(triggers.get(&i), line)?;
+        for (from, line) in from_refs(&st.instructions)
+            .into_iter()
+            .chain(from_refs(&onbuild))
+        {
             let v = expand_with(from, &globals, escape, line)?;
             if let Some(j) = resolve_from(&v, &names, df.stages.len(), line)? {
                 d.insert(j);

@@ -304,3 +304,41 @@ fn an_onbuild_trigger_keeps_its_heredoc_body() {
     let plain = dispatch("FROM scratch\nONBUILD RUN echo hi\n", &opts()).unwrap();
     assert_eq!(plain[0], Expanded::Onbuild("RUN echo hi".into()));
 }
+
+#[test]
+fn an_onbuild_copy_from_names_a_stage_of_the_child_dockerfile() {
+    // The base image (stage 1's) carries `ONBUILD COPY --from=src /out /out`; `src` is a
+    // stage of the child's Dockerfile that nothing else uses. BuildKit plans it because of
+    // the trigger; so does plan_with_triggers.
+    let src = "FROM scratch AS src\nCOPY f /out\nFROM registry.test/base:1 AS child\nENV A=1\n";
+    let df = dockerfile::parse(src, "Dockerfile").unwrap();
+    let without = plan::plan(&df, &opts()).unwrap();
+    assert_eq!(without.stages.len(), 1, "nothing else names src");
+    let triggers = [(1, vec!["COPY --from=src /out /out".to_string()])].into();
+    let p = plan::plan_with_triggers(&df, &opts(), &triggers).unwrap();
+    let names: Vec<_> = p.stages.iter().map(|s| s.name.clone().unwrap()).collect();
+    assert_eq!(names, ["src", "child"]);
+    // The child's scope resolves the trigger's --from to the planned stage.
+    let trigger = dockerfile::parse_instruction_line("COPY --from=src /out /out").unwrap();
+    let spanned = dockerfile::Spanned {
+        node: trigger,
+        span: dockerfile::Span {
+            line: 3,
+            col: 1,
+            end_line: 3,
+        },
+        original: "ONBUILD COPY --from=src /out /out".into(),
+    };
+    let mut scope = Scope::new(&p, &p.stages[1], &[]);
+    match scope.apply(&spanned).unwrap() {
+        Expanded::Copy(c) => assert_eq!(c.from, Some(plan::CopySource::Stage(0))),
+        other => panic!("{other:?}"),
+    }
+    // A broken trigger is an error at the FROM line.
+    let bad = [(1, vec!["COPY --bogus=1 a b".to_string()])].into();
+    let err = plan::plan_with_triggers(&df, &opts(), &bad).unwrap_err();
+    assert!(
+        err.to_string().starts_with("line 3: ONBUILD trigger"),
+        "{err}"
+    );
+}

@@ -342,3 +342,73 @@ fn an_onbuild_copy_from_names_a_stage_of_the_child_dockerfile() {
         "{err}"
     );
 }
+
+#[test]
+fn chmod_takes_symbolic_modes_and_refuses_out_of_range_octal() {
+    // BuildKit: ParseUint(v, 8) up to 07777, else a symbolic mode (BSD chmod syntax)
+    // applied to each source's own mode; 10000 gets its "invalid chmod parameter" error.
+    let err = dispatch("FROM scratch\nCOPY --chmod=10000 a /a\n", &opts()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 2: invalid chmod parameter: '10000'. it should be octal string and between 0 and 07777"
+    );
+    let err = dispatch("FROM scratch\nADD --chmod=u+q a /a\n", &opts()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 2: invalid chmod parameter: 'u+q': invalid syntax"
+    );
+
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(ctx.join("d")).unwrap();
+    for (name, mode) in [("rw", 0o666), ("exe", 0o777), ("d/f", 0o640)] {
+        fs::write(ctx.join(name), name).unwrap();
+        fs::set_permissions(
+            ctx.join(name),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap();
+    }
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY --chmod=go-w rw exe /out/\nCOPY --chmod=a=rX,u+w d /d/\n",
+    )
+    .unwrap();
+    let layout = dir.path().join("oci");
+    let out = common::run(
+        common::cairn(&dir.path().join("store"))
+            .args(["build", "--pull=never", "--compression=none"])
+            .arg("-o")
+            .arg(format!("type=oci,dest={}", layout.display()))
+            .arg(&ctx),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blob = |d: &str| fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap();
+    let json = |d: &str| serde_json::from_slice::<serde_json::Value>(&blob(d)).unwrap();
+    let index =
+        serde_json::from_slice::<serde_json::Value>(&fs::read(layout.join("index.json")).unwrap())
+            .unwrap();
+    let manifest = json(index["manifests"][0]["digest"].as_str().unwrap());
+    let mut modes = std::collections::BTreeMap::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let bytes = blob(layer["digest"].as_str().unwrap());
+        let mut archive = tar::Archive::new(&bytes[..]);
+        for e in archive.entries().unwrap() {
+            let e = e.unwrap();
+            let path = e
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string();
+            modes.insert(path, e.header().mode().unwrap() & 0o7777);
+        }
+    }
+    assert_eq!(modes.get("out/rw"), Some(&0o644), "{modes:?}");
+    assert_eq!(modes.get("out/exe"), Some(&0o755), "{modes:?}");
+    assert_eq!(modes.get("d/f"), Some(&0o644), "{modes:?}");
+}

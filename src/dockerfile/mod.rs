@@ -12,6 +12,7 @@
 //! [`parse`] and [`expand::expand_word`]; run it with
 //! `cargo test --test dockerfile_props` (set `PROPTEST_CASES=100000` for a longer run).
 
+mod chmod;
 mod convert;
 pub mod directives;
 pub mod expand;
@@ -22,6 +23,7 @@ mod json;
 mod lexer;
 mod words;
 
+pub use chmod::Chmod;
 pub use directives::Directives;
 pub use instructions::*;
 pub use json::{to_json, to_text};

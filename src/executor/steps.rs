@@ -203,14 +203,8 @@ pub(super) fn prepare(
 }
 
 fn copy_options(c: &ExpandedCopy) -> Result<CopyOptions> {
-    let chmod = match &c.chmod {
-        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
-            Error::Usage(format!("--chmod={m}: expected an octal mode such as 755"))
-        })?),
-        None => None,
-    };
     Ok(CopyOptions {
-        chmod,
+        chmod: c.chmod.clone(),
         exclude: c.exclude.clone(),
         ..CopyOptions::default()
     })

@@ -283,7 +283,10 @@ impl Scope {
             dest: self.word(&c.dest, line)?,
             from: self.source(&c.from, line)?,
             chown: self.opt_word(&c.chown, line)?,
-            chmod: self.opt_word(&c.chmod, line)?,
+            chmod: self
+                .opt_word(&c.chmod, line)?
+                .map(|m| dockerfile::Chmod::parse(&m).map_err(|e| Error::at(line, e)))
+                .transpose()?,
             link: c.link,
             parents: c.parents,
             exclude: words(&c.exclude)?,

@@ -23,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Errors of this module.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// `--target` names no stage.
-    #[error("target stage {0:?} could not be found")]
+    /// `--target` names no stage (the message, with BuildKit's suggestion, is complete).
+    #[error("{0}")]
     UnknownTarget(String),
     /// A problem at a place in the Dockerfile.
     #[error("line {line}: {message}")]
@@ -326,9 +326,15 @@ pub fn plan_with_triggers(
     }
     let target = match &opts.target {
         None => df.stages.len() - 1,
-        Some(t) => *names
-            .get(&t.to_ascii_lowercase())
-            .ok_or_else(|| Error::UnknownTarget(t.clone()))?,
+        Some(t) => *names.get(&t.to_ascii_lowercase()).ok_or_else(|| {
+            let stages: Vec<&str> = names.keys().map(String::as_str).collect();
+            Error::UnknownTarget(crate::dockerfile::suggest::did_you_mean(
+                format!("target stage {t:?} could not be found"),
+                t,
+                &stages,
+                true,
+            ))
+        })?,
     };
     let order = dependency_order(df, &deps, target)?;
     let stage_map: BTreeMap<usize, usize> =

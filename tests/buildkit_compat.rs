@@ -412,3 +412,28 @@ fn chmod_takes_symbolic_modes_and_refuses_out_of_range_octal() {
     assert_eq!(modes.get("out/exe"), Some(&0o755), "{modes:?}");
     assert_eq!(modes.get("d/f"), Some(&0o644), "{modes:?}");
 }
+
+#[test]
+fn an_unknown_target_stage_gets_a_suggestion() {
+    let df = dockerfile::parse(
+        "FROM scratch AS build\nFROM scratch AS final\n",
+        "Dockerfile",
+    )
+    .unwrap();
+    let o = PlanOptions {
+        target: Some("biuld".into()),
+        ..opts()
+    };
+    assert_eq!(
+        plan::plan(&df, &o).unwrap_err().to_string(),
+        "target stage \"biuld\" could not be found (did you mean build?)"
+    );
+    let o = PlanOptions {
+        target: Some("nothing-like-it".into()),
+        ..opts()
+    };
+    assert_eq!(
+        plan::plan(&df, &o).unwrap_err().to_string(),
+        "target stage \"nothing-like-it\" could not be found"
+    );
+}

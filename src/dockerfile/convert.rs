@@ -59,7 +59,12 @@ fn instruction_in(ll: &LogicalLine, text: &str, base: usize, escape: char) -> R<
         _ => {
             return Err(ll.fault(
                 cmd.keyword.offset,
-                format!("unknown instruction: {}", cmd.keyword.text),
+                super::suggest::did_you_mean(
+                    format!("unknown instruction: {}", cmd.keyword.text),
+                    &cmd.keyword.text,
+                    KEYWORDS,
+                    false,
+                ),
             ))
         }
     })

@@ -21,6 +21,7 @@ pub mod ignore;
 pub mod instructions;
 mod json;
 mod lexer;
+pub mod suggest;
 mod words;
 
 pub use chmod::Chmod;

@@ -39,6 +39,15 @@ pub enum Error {
         code: i32,
         command: String,
     },
+    /// A failure while an instruction was prepared or run, at its Dockerfile line
+    /// (`Dockerfile:3: copy source "x": not found in build context`); the exit code is the
+    /// cause's.
+    #[error("{location}: {source}")]
+    At {
+        location: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// SIGINT or SIGTERM arrived; the build stopped and cleaned up.
     #[error("interrupted")]
     Interrupted,
@@ -100,6 +109,23 @@ impl Error {
         text.contains("(os error 28)") || text.contains("(os error 122)")
     }
 
+    /// `e` located at `file:line`, unless it already names a place in the Dockerfile (parse
+    /// and plan errors, a failed RUN) or is an interruption.
+    pub fn at_line(file: &str, line: usize, e: Error) -> Error {
+        match e {
+            Error::Interrupted
+            | Error::StepFailed { .. }
+            | Error::At { .. }
+            | Error::Dockerfile(_)
+            | Error::Plan(_) => e,
+            Error::Usage(ref m) if m.starts_with(&format!("{file}:")) => e,
+            e => Error::At {
+                location: format!("{file}:{line}"),
+                source: Box::new(e),
+            },
+        }
+    }
+
     /// The process exit code this failure maps to.
     pub fn exit_code(&self) -> ExitCode {
         // A full disk is a store problem wherever it surfaced (pull, COPY staging, unpack).
@@ -118,6 +144,7 @@ impl Error {
             Error::Export(_) => ExitCode::Store,
             Error::StepFailed { .. } => ExitCode::StepFailed,
             Error::Interrupted => ExitCode::Interrupted,
+            Error::At { source, .. } => source.exit_code(),
             Error::Internal(_) => ExitCode::Internal,
         }
     }

@@ -437,3 +437,27 @@ fn an_unknown_target_stage_gets_a_suggestion() {
         "target stage \"nothing-like-it\" could not be found"
     );
 }
+
+#[test]
+fn errors_while_dispatching_name_the_dockerfile_line() {
+    // BuildKit locates every dispatch error at its instruction (Dockerfile:LINE); cairn's
+    // exit code stays the cause's.
+    let (code, err) = key("FROM scratch\nENV A=1\nCOPY missing.txt /x\n", &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("Dockerfile:3: copy source \"missing.txt\": not found"),
+        "{err}"
+    );
+    let (code, err) = key("FROM localhost:5000/absent:1\nRUN true\n", &[]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(
+        err.contains("Dockerfile:1: localhost:5000/absent:1"),
+        "{err}"
+    );
+    let (code, err) = key(
+        "FROM scratch\n\nCOPY --from=localhost:5000/gone:2 /a /b\n",
+        &[],
+    );
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("Dockerfile:3: localhost:5000/gone:2"), "{err}");
+}

@@ -359,7 +359,10 @@ impl<'a> Builder<'a> {
     }
 
     fn build_stage(&mut self, si: usize, done: &[StageResult]) -> Result<StageResult> {
-        let StageResult { mut state, mut key } = self.base(si, done)?;
+        let from_line = self.plan.stages[si].line;
+        let StageResult { mut state, mut key } = self
+            .base(si, done)
+            .map_err(|e| Error::at_line(&self.df_name, from_line, e))?;
         let stage = self.plan.stages[si].clone();
         let stage_label = stage
             .name
@@ -379,7 +382,14 @@ impl<'a> Builder<'a> {
         for (ii, inst) in instructions.iter().enumerate() {
             check_interrupted()?;
             let expanded = scope.apply(inst).map_err(|e| located(&self.df_name, e))?;
-            let prepared = steps::prepare(self, &mut ctx, &state, &scope, &expanded, inst, done)?;
+            // Base-image triggers have no line of their own: they belong to the FROM.
+            let line = if inst.span.line == 0 {
+                from_line
+            } else {
+                inst.span.line
+            };
+            let prepared = steps::prepare(self, &mut ctx, &state, &scope, &expanded, inst, done)
+                .map_err(|e| Error::at_line(&self.df_name, line, e))?;
             let inputs = KeyInputs {
                 parent: key.clone(),
                 instruction: expanded.canonical(),
@@ -456,7 +466,8 @@ impl<'a> Builder<'a> {
                 None => {
                     let (next, timings) = steps::execute(
                         self, &mut ctx, step_no, &state, &scope, &expanded, inst, prepared, done,
-                    )?;
+                    )
+                    .map_err(|e| Error::at_line(&self.df_name, line, e))?;
                     let (digest, refs) = next.save(self.store)?;
                     self.store.cache_put(
                         &new_key,

@@ -181,7 +181,6 @@ fn keys_of(dir: &Path) -> Result<String, String> {
             ..RegistryOptions::default()
         },
         mirrors: BTreeMap::new(),
-        // Keys never depend on who builds.
         privilege: cairn::userns::Privilege::detect(),
     };
     let steps = executor::step_keys(&store, &opts, &Reporter::new(Mode::Quiet, false))

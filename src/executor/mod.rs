@@ -6,6 +6,7 @@
 //! so a fully cached build reproduces the same config bytes and thus the same image ID.
 
 mod add;
+mod dispatch;
 mod merge;
 pub mod progress;
 mod state;
@@ -364,11 +365,11 @@ impl<'a> Builder<'a> {
         instructions.extend(stage.instructions.iter().cloned());
 
         let mut scope = plan::Scope::new(&self.plan, &stage, &state.config.config.env);
-        let mut ctx = steps::StageCtx::new(&stage_label);
+        let mut facts = dispatch::StageFacts::default();
         for (ii, inst) in instructions.iter().enumerate() {
             check_interrupted()?;
             let expanded = scope.apply(inst).map_err(|e| located(&self.df_name, e))?;
-            let prepared = steps::prepare(self, &mut ctx, &state, &scope, &expanded, inst, done)?;
+            let prepared = steps::prepare(self, &state, &scope, &expanded, inst, done)?;
             let inputs = KeyInputs {
                 parent: key.clone(),
                 instruction: expanded.canonical(),
@@ -441,10 +442,10 @@ impl<'a> Builder<'a> {
             let started = Instant::now();
             state = match cached_entry {
                 Some(entry) => State::load(self.store, &entry.state)?,
-                None if self.key_only => steps::simulate(&state, &mut ctx, &expanded, inst, &scope),
+                None if self.key_only => steps::simulate(&state, &mut facts, &expanded, inst),
                 None => {
                     let (next, timings) = steps::execute(
-                        self, &mut ctx, step_no, &state, &scope, &expanded, inst, prepared, done,
+                        self, &mut facts, step_no, &state, &scope, &expanded, inst, prepared, done,
                     )?;
                     let (digest, refs) = next.save(self.store)?;
                     self.store.cache_put(
@@ -452,7 +453,7 @@ impl<'a> Builder<'a> {
                         &CacheEntry {
                             state: digest,
                             refs,
-                            created: now_rfc3339(),
+                            created: image::now_rfc3339(),
                         },
                     )?;
                     self.rep.emit(&Event::Done {
@@ -544,16 +545,4 @@ fn record_name(dockerfile: &std::path::Path) -> String {
         "explain-{}",
         Digest::of_bytes(abs.to_string_lossy().as_bytes()).hex()
     )
-}
-
-/// The current time in RFC 3339, or `SOURCE_DATE_EPOCH`'s when given.
-pub(crate) fn step_time(source_date_epoch: Option<i64>) -> String {
-    match source_date_epoch {
-        Some(t) => crate::image::rfc3339(t),
-        None => now_rfc3339(),
-    }
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }

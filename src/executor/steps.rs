@@ -1,14 +1,16 @@
 //! One function per kind of step: [`prepare`] gathers a step's inputs (COPY sources and their
 //! Merkle hash) so the key can be computed before anything runs, [`execute`] runs a miss, and
-//! [`apply_meta`] applies the config-only instructions (also used by `cairn key`).
+//! [`simulate`] stands in for a step `cairn key` does not run. How an instruction changes
+//! the image config is [`dispatch::apply`]'s business, not this module's.
 
-use super::{progress, step_time, Builder, Event, StageResult, State};
+use super::dispatch::{self, StageFacts};
+use super::{progress, Builder, Event, StageResult, State};
 use crate::cache::CacheKey;
 use crate::context::{self, CopyOptions, InputsHash, Source};
 use crate::digest::Digest;
 use crate::dockerfile::{Heredoc, Instruction, ShellOrExec, Spanned};
 use crate::error::{Error, Result};
-use crate::image::{History, LayerDesc};
+use crate::image::LayerDesc;
 use crate::layer::{self, Chown, LayerOptions};
 use crate::plan::ExpandedCopy;
 use crate::plan::{CopySource, Expanded, Scope};
@@ -17,18 +19,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Per-stage facts that outlive one step.
-pub(super) struct StageCtx {
-    /// Whether this stage set CMD (ENTRYPOINT clears an inherited CMD otherwise).
-    cmd_set: bool,
-}
-
-impl StageCtx {
-    pub(super) fn new(_label: &str) -> StageCtx {
-        StageCtx { cmd_set: false }
-    }
-}
-
 /// What a step needs beyond its instruction, gathered before the key is computed.
 pub(super) enum Prepared {
     Plain,
@@ -36,13 +26,31 @@ pub(super) enum Prepared {
         network: Network,
     },
     Copy {
+        target: CopyTarget,
         sources: CopySources,
         hash: InputsHash,
     },
     CopyFrom {
+        target: CopyTarget,
         key: CacheKey,
         layers: Vec<LayerDesc>,
     },
+}
+
+/// Where and how a COPY or ADD writes, worked out once for its key and its run.
+pub(super) struct CopyTarget {
+    /// The destination made absolute against WORKDIR.
+    dest: String,
+    options: CopyOptions,
+}
+
+impl CopyTarget {
+    fn new(c: &ExpandedCopy, state: &State) -> Result<CopyTarget> {
+        Ok(CopyTarget {
+            dest: dest_path(&c.dest, state.config.config.working_dir.as_deref()),
+            options: copy_options(c)?,
+        })
+    }
 }
 
 /// Where COPY sources come from.
@@ -111,7 +119,6 @@ pub(super) fn parse_trigger(text: &str) -> Result<Spanned<Instruction>> {
 /// Gathers a step's inputs.
 pub(super) fn prepare(
     b: &Builder<'_>,
-    _ctx: &mut StageCtx,
     state: &State,
     _scope: &Scope,
     exp: &Expanded,
@@ -139,10 +146,12 @@ pub(super) fn prepare(
             },
         }),
         Expanded::Copy(c) | Expanded::Add(c) => {
+            let target = CopyTarget::new(c, state)?;
             match &c.from {
                 Some(CopySource::Stage(i)) => {
                     let src = &done[*i];
                     return Ok(Prepared::CopyFrom {
+                        target,
                         key: src.key.clone(),
                         layers: src.state.layers.clone(),
                     });
@@ -150,14 +159,13 @@ pub(super) fn prepare(
                 Some(CopySource::Image(r)) => {
                     let img = b.pull_image(r, None)?;
                     return Ok(Prepared::CopyFrom {
+                        target,
                         key: img.key,
                         layers: img.state.layers,
                     });
                 }
                 None => {}
             }
-            let copts = copy_options(c)?;
-            let dest = dest_path(&c.dest, state);
             let is_add = matches!(exp, Expanded::Add(_));
             let sources = if is_add && c.sources.iter().any(|s| super::add::is_url(s)) {
                 if !c.sources.iter().all(|s| super::add::is_url(s)) {
@@ -194,8 +202,12 @@ pub(super) fn prepare(
                 })?;
                 CopySources::Context(ctx.resolve(&c.sources)?)
             };
-            let hash = context::hash_sources(sources.sources(), &dest, &copts)?;
-            Ok(Prepared::Copy { sources, hash })
+            let hash = context::hash_sources(sources.sources(), &target.dest, &target.options)?;
+            Ok(Prepared::Copy {
+                target,
+                sources,
+                hash,
+            })
         }
         _ => Ok(Prepared::Plain),
     }
@@ -216,16 +228,11 @@ fn copy_options(c: &ExpandedCopy) -> Result<CopyOptions> {
 }
 
 /// COPY's destination made absolute against WORKDIR (a trailing `/` kept: it means "into").
-fn dest_path(dest: &str, state: &State) -> String {
+fn dest_path(dest: &str, workdir: Option<&str>) -> String {
     if dest.starts_with('/') {
         return dest.to_string();
     }
-    let wd = state
-        .config
-        .config
-        .working_dir
-        .clone()
-        .unwrap_or_else(|| "/".into());
+    let wd = workdir.unwrap_or("/");
     let joined = format!("{}/{}", wd.trim_end_matches('/'), dest);
     if dest == "." || dest == "./" {
         format!("{}/", wd.trim_end_matches('/'))
@@ -238,7 +245,7 @@ fn dest_path(dest: &str, state: &State) -> String {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn execute(
     b: &Builder<'_>,
-    ctx: &mut StageCtx,
+    facts: &mut StageFacts,
     step: usize,
     state: &State,
     scope: &Scope,
@@ -248,7 +255,7 @@ pub(super) fn execute(
     _done: &[StageResult],
 ) -> Result<(State, Vec<(String, f64)>)> {
     let mut next = state.clone();
-    let created_by = created_by(inst);
+    let history = dispatch::history(inst, dispatch::step_time(b.opts.source_date_epoch));
     let mut timings = Vec::new();
     let layer = match (exp, prepared) {
         (Expanded::Run(run), Prepared::Run { network }) => run_step(
@@ -265,15 +272,9 @@ pub(super) fn execute(
         (Expanded::Copy(c), prepared) => copy_step(b, state, c, false, prepared, &mut timings)?,
         (Expanded::Add(c), prepared) => copy_step(b, state, c, true, prepared, &mut timings)?,
         (other, _) => {
-            apply_meta(&mut next, ctx, other, inst, scope, b.opts.source_date_epoch);
+            dispatch::apply(&mut next.config, facts, other, history);
             return Ok((next, timings));
         }
-    };
-    let history = History {
-        created: Some(step_time(b.opts.source_date_epoch)),
-        created_by: Some(created_by),
-        comment: Some("cairn".into()),
-        ..History::default()
     };
     match layer {
         Some(l) => {
@@ -294,24 +295,14 @@ pub(super) fn execute(
 /// RUN/COPY recorded without a layer (their keys do not depend on their results).
 pub(super) fn simulate(
     state: &State,
-    ctx: &mut StageCtx,
+    facts: &mut StageFacts,
     exp: &Expanded,
     inst: &Spanned<Instruction>,
-    scope: &Scope,
 ) -> State {
     let mut next = state.clone();
-    apply_meta(&mut next, ctx, exp, inst, scope, Some(0));
+    let history = dispatch::history(inst, dispatch::step_time(Some(0)));
+    dispatch::apply(&mut next.config, facts, exp, history);
     next
-}
-
-/// The history text of a step: its source text on one line, as `docker history` shows it.
-fn created_by(inst: &Spanned<Instruction>) -> String {
-    inst.original
-        .lines()
-        .map(|l| l.trim().trim_end_matches('\\').trim())
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// A RUN step's temporary directory. Rootless, it holds files owned by subordinate ids that
@@ -407,16 +398,10 @@ fn run_step(
     }
     let argv = match cmd {
         ShellOrExec::Exec(v) => v.clone(),
-        ShellOrExec::Shell(s) => {
-            let mut argv = state
-                .config
-                .config
-                .shell
-                .clone()
-                .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-            argv.push(shell_script(s, heredocs));
-            argv
-        }
+        ShellOrExec::Shell(s) => dispatch::shell_argv(
+            state.config.config.shell.as_deref(),
+            shell_script(s, heredocs),
+        ),
     };
     let spec = RunSpec {
         lowers,
@@ -514,15 +499,21 @@ fn copy_step(
     prepared: Prepared,
     timings: &mut Vec<(String, f64)>,
 ) -> Result<Option<layer::Layer>> {
-    let copts = copy_options(c)?;
-    let dest = dest_path(&c.dest, state);
     let tmp = b.store.temp_dir("copy-")?;
     let root = tmp.path().join("root");
     std::fs::create_dir(&root)
         .map_err(|e| Error::Internal(format!("cannot create {}: {e}", root.display())))?;
     let t = Instant::now();
-    match prepared {
-        Prepared::Copy { sources, hash } => {
+    let dest = match prepared {
+        Prepared::Copy {
+            target,
+            sources,
+            hash,
+        } => {
+            let CopyTarget {
+                dest,
+                options: copts,
+            } = target;
             let hash = &hash;
             // ADD extracts local tar archives (not downloaded files) instead of copying them.
             let extract =
@@ -543,16 +534,18 @@ fn copy_step(
                 let target = root.join(dest.trim_start_matches('/'));
                 super::add::extract(&src.path(), &target)?;
             }
+            dest
         }
-        Prepared::CopyFrom { layers, .. } => {
+        Prepared::CopyFrom { target, layers, .. } => {
             let view = b.store.temp_dir("from-")?;
             let lowers = lowers(b, &layers)?;
             super::merge::materialize(&lowers, &c.sources, view.path())?;
             let sources = context::resolve_in(view.path(), &c.sources)?;
-            context::stage(&sources, &dest, &copts, &root)?;
+            context::stage(&sources, &target.dest, &target.options, &root)?;
+            target.dest
         }
         _ => return Err(Error::Internal("COPY without prepared sources".into())),
-    }
+    };
     super::merge::inherit_existing_dirs(&lowers(b, &state.layers)?, &root, &dest)?;
     timings.push(("copy".into(), progress::secs(t.elapsed())));
     let chown = match &c.chown {
@@ -587,136 +580,4 @@ fn resolve_owner(b: &Builder<'_>, state: &State, spec: &str) -> Result<(u32, u32
     let lowers = lowers(b, &state.layers)?;
     let (uid, gid, _) = sandbox::resolve_user(&lowers, spec)?;
     Ok((uid, gid))
-}
-
-/// Applies a config-only instruction (ENV, LABEL, USER, WORKDIR, CMD, ...).
-pub(super) fn apply_meta(
-    next: &mut State,
-    ctx: &mut StageCtx,
-    exp: &Expanded,
-    inst: &Spanned<Instruction>,
-    scope: &Scope,
-    sde: Option<i64>,
-) {
-    let cfg = &mut next.config.config;
-    let shell_form = |cfg: &crate::image::ContainerConfig, c: &ShellOrExec| match c {
-        ShellOrExec::Exec(v) => v.clone(),
-        ShellOrExec::Shell(s) => {
-            let mut v = cfg
-                .shell
-                .clone()
-                .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-            v.push(s.clone());
-            v
-        }
-    };
-    match exp {
-        Expanded::Env(_) => cfg.env = scope.config_env(),
-        Expanded::Label(kvs) => {
-            for (k, v) in kvs {
-                cfg.labels.insert(k.clone(), v.clone());
-            }
-        }
-        Expanded::User(u) => cfg.user = Some(u.clone()).filter(|u| !u.is_empty()),
-        Expanded::Workdir(w) => {
-            let base = cfg.working_dir.clone().unwrap_or_else(|| "/".into());
-            let p = if w.starts_with('/') {
-                w.clone()
-            } else {
-                format!("{}/{}", base.trim_end_matches('/'), w)
-            };
-            cfg.working_dir = Some(clean_path(&p));
-        }
-        Expanded::Cmd(c) => {
-            cfg.cmd = Some(shell_form(cfg, c));
-            ctx.cmd_set = true;
-        }
-        Expanded::Entrypoint(c) => {
-            cfg.entrypoint = Some(shell_form(cfg, c));
-            if !ctx.cmd_set {
-                cfg.cmd = None;
-            }
-        }
-        Expanded::Expose(ports) => {
-            for p in ports {
-                let p = if p.contains('/') {
-                    p.clone()
-                } else {
-                    format!("{p}/tcp")
-                };
-                cfg.exposed_ports.insert(p, Default::default());
-            }
-        }
-        Expanded::Volume(vs) => {
-            for v in vs {
-                cfg.volumes.insert(v.clone(), Default::default());
-            }
-        }
-        Expanded::Shell(s) => cfg.shell = Some(s.clone()),
-        Expanded::StopSignal(s) => cfg.stop_signal = Some(s.clone()),
-        Expanded::Healthcheck(h) => cfg.healthcheck = Some(healthcheck(h)),
-        Expanded::Onbuild(t) => cfg.on_build.push(t.clone()),
-        Expanded::Maintainer(m) => next.config.author = Some(m.clone()),
-        _ => {}
-    }
-    if matches!(exp, Expanded::Arg(_)) {
-        return; // ARG changes the scope, not the image, and leaves no history (as BuildKit)
-    }
-    let created_by = created_by(inst);
-    next.config.push_step(
-        History {
-            created: Some(step_time(sde)),
-            created_by: Some(created_by),
-            comment: Some("cairn".into()),
-            ..History::default()
-        },
-        None,
-    );
-}
-
-fn healthcheck(h: &crate::dockerfile::Healthcheck) -> crate::image::Healthcheck {
-    use crate::dockerfile::Healthcheck as H;
-    let ns = |d: &Option<std::time::Duration>| d.map(|d| d.as_nanos() as i64);
-    match h {
-        H::None => crate::image::Healthcheck {
-            test: vec!["NONE".into()],
-            ..Default::default()
-        },
-        H::Cmd {
-            cmd,
-            interval,
-            timeout,
-            start_period,
-            start_interval,
-            retries,
-            ..
-        } => crate::image::Healthcheck {
-            test: match cmd {
-                ShellOrExec::Exec(v) => std::iter::once("CMD".to_string())
-                    .chain(v.iter().cloned())
-                    .collect(),
-                ShellOrExec::Shell(s) => vec!["CMD-SHELL".into(), s.clone()],
-            },
-            interval: ns(interval),
-            timeout: ns(timeout),
-            start_period: ns(start_period),
-            start_interval: ns(start_interval),
-            retries: retries.map(i64::from),
-        },
-    }
-}
-
-/// Lexically cleans an absolute path (`/a/./b/../c` → `/a/c`), as Go's path.Clean.
-pub(super) fn clean_path(p: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            x => out.push(x),
-        }
-    }
-    format!("/{}", out.join("/"))
 }

@@ -5,7 +5,7 @@
 
 use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress, PullPolicy};
 use crate::error::{Error, Result};
-use crate::executor::{self, BuildOptions, BuildResult, Mode, Reporter};
+use crate::executor::{self, BuildOptions, BuildResult, Cancel, Mode, Reporter};
 use crate::layer::Compression;
 use crate::registry::{self, RegistryOptions};
 use crate::sandbox::Network;
@@ -177,7 +177,7 @@ fn reporter(args: &BuildArgs) -> Reporter {
     Reporter::new(mode, args.explain)
 }
 
-pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
+pub fn build(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
     let outputs = args
         .output
         .iter()
@@ -194,7 +194,7 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let opts = options(cli, args)?;
     let store = Store::open(&cli.store_root())?;
     let rep = reporter(args);
-    let result = executor::build(&store, &opts, &rep)?;
+    let result = executor::build(&store, &opts, &rep, cancel)?;
     let mut image_id = result.image_id().to_string();
     for out in &outputs {
         match out {
@@ -256,11 +256,11 @@ fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str) {
     }
 }
 
-pub fn key(cli: &Cli, args: &BuildArgs) -> Result<()> {
+pub fn key(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
     let opts = options(cli, args)?;
     let store = Store::open(&cli.store_root())?;
     let rep = reporter(args);
-    let key = executor::key(&store, &opts, &rep)?;
+    let key = executor::key(&store, &opts, &rep, cancel)?;
     match args.format {
         OutputFormat::Text => println!("{key}"),
         OutputFormat::Json => println!("{}", serde_json::json!({ "cache_key": key.to_string() })),

@@ -6,12 +6,14 @@
 //! so a fully cached build reproduces the same config bytes and thus the same image ID.
 
 mod add;
+mod cancel;
 mod dispatch;
 mod merge;
 pub mod progress;
 mod state;
 mod steps;
 
+pub use cancel::Cancel;
 pub use progress::{Event, Mode, Reporter};
 pub use state::State;
 
@@ -79,39 +81,31 @@ impl BuildResult {
     }
 }
 
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Asks the running build to stop: kills the running step's whole PID namespace; the
-/// build then fails with [`Error::Interrupted`] and cleans up as it unwinds.
-pub fn interrupt() {
-    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
-    crate::sandbox::kill_running();
-}
-
-/// Whether [`interrupt`] was called.
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-fn check_interrupted() -> Result<()> {
-    if interrupted() {
-        Err(Error::Interrupted)
-    } else {
-        Ok(())
-    }
-}
-
 /// The label holding the last step's cache key, for Terraform triggers.
 pub const CACHE_KEY_LABEL: &str = "org.cairn.cache-key";
 
-/// Builds (or, with `key_only`, only keys) the image the options describe.
-pub fn build(store: &Store, opts: &BuildOptions, rep: &Reporter) -> Result<BuildResult> {
-    Builder::new(store, opts, rep, false)?.run()
+/// Builds the image the options describe. Cancelling `cancel` kills the running step's
+/// whole PID namespace; the build then fails with [`Error::Interrupted`] and cleans up as
+/// it unwinds.
+pub fn build(
+    store: &Store,
+    opts: &BuildOptions,
+    rep: &Reporter,
+    cancel: &Cancel,
+) -> Result<BuildResult> {
+    Builder::new(store, opts, rep, cancel, false)?.run()
 }
 
 /// Computes the final cache key without running any step (the base is still resolved).
-pub fn key(store: &Store, opts: &BuildOptions, rep: &Reporter) -> Result<CacheKey> {
-    Ok(Builder::new(store, opts, rep, true)?.run()?.cache_key)
+pub fn key(
+    store: &Store,
+    opts: &BuildOptions,
+    rep: &Reporter,
+    cancel: &Cancel,
+) -> Result<CacheKey> {
+    Ok(Builder::new(store, opts, rep, cancel, true)?
+        .run()?
+        .cache_key)
 }
 
 /// One finished stage: its state and the key of its last step.
@@ -125,6 +119,7 @@ struct Builder<'a> {
     store: &'a Store,
     opts: &'a BuildOptions,
     rep: &'a Reporter,
+    cancel: &'a Cancel,
     key_only: bool,
     plan: Plan,
     df_name: String,
@@ -140,8 +135,11 @@ impl<'a> Builder<'a> {
         store: &'a Store,
         opts: &'a BuildOptions,
         rep: &'a Reporter,
+        cancel: &'a Cancel,
         key_only: bool,
     ) -> Result<Self> {
+        // The sandbox tracks its running steps itself; stopping them is its job.
+        cancel.on_cancel(crate::sandbox::kill_running);
         let df_name = opts.dockerfile_path.display().to_string();
         let df = crate::dockerfile::parse(&opts.dockerfile_text, &df_name)?;
         let plan = plan::plan(
@@ -180,6 +178,7 @@ impl<'a> Builder<'a> {
             store,
             opts,
             rep,
+            cancel,
             key_only,
             plan,
             df_name,
@@ -367,7 +366,7 @@ impl<'a> Builder<'a> {
         let mut scope = plan::Scope::new(&self.plan, &stage, &state.config.config.env);
         let mut facts = dispatch::StageFacts::default();
         for (ii, inst) in instructions.iter().enumerate() {
-            check_interrupted()?;
+            self.cancel.check()?;
             let expanded = scope.apply(inst).map_err(|e| located(&self.df_name, e))?;
             let prepared = steps::prepare(self, &state, &scope, &expanded, inst, done)?;
             let inputs = KeyInputs {

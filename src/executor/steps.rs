@@ -431,7 +431,7 @@ fn run_step(
         }
     };
     let code = sandbox::run(&spec, &mut emit)?;
-    super::check_interrupted()?;
+    b.cancel.check()?;
     if !pending.is_empty() {
         let text = String::from_utf8_lossy(&pending).into_owned();
         b.rep.emit(&Event::Output { step, line: &text });

@@ -87,7 +87,10 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
-            .map_err(|e| Error::Usage(format!("cannot read the Dockerfile from stdin: {e}")))?;
+            .map_err(|e| Error::Input {
+                what: "cannot read the Dockerfile from stdin".into(),
+                source: e,
+            })?;
         (None, PathBuf::from("Dockerfile"), text)
     } else {
         let ctx = PathBuf::from(&args.context);
@@ -203,8 +206,10 @@ pub fn build(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
                 image_id = crate::export::docker_load(&store, &result.image, &args.tags)?;
             }
             Output::DockerArchive(dest) => {
-                let f = std::fs::File::create(dest)
-                    .map_err(|e| Error::Usage(format!("cannot create {}: {e}", dest.display())))?;
+                let f = std::fs::File::create(dest).map_err(|e| Error::Input {
+                    what: format!("cannot create {}", dest.display()),
+                    source: e,
+                })?;
                 crate::export::write_docker_archive(
                     &store,
                     &result.image,
@@ -218,8 +223,10 @@ pub fn build(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
         }
     }
     if let Some(f) = &args.iidfile {
-        std::fs::write(f, &image_id)
-            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", f.display())))?;
+        std::fs::write(f, &image_id).map_err(|e| Error::Input {
+            what: format!("cannot write {}", f.display()),
+            source: e,
+        })?;
     }
     rep.emit(&executor::Event::Finished {
         image_id: &image_id,

@@ -175,7 +175,12 @@ pub(super) fn prepare(
                     )));
                 }
                 let dir = b.store.temp_dir("add-")?;
-                let names = super::add::download(&c.sources, c.checksum.as_deref(), dir.path())?;
+                let names = super::add::download(
+                    &c.sources,
+                    c.checksum.as_deref(),
+                    dir.path(),
+                    &b.opts.registry,
+                )?;
                 let s = context::resolve_in(dir.path(), &names)?;
                 CopySources::Heredocs {
                     _dir: dir,
@@ -394,7 +399,7 @@ fn run_step(
     let work = tmp.path().join("work");
     for d in [&upper, &work] {
         std::fs::create_dir(d)
-            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
+            .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
     }
     let argv = match cmd {
         ShellOrExec::Exec(v) => v.clone(),
@@ -502,7 +507,7 @@ fn copy_step(
     let tmp = b.store.temp_dir("copy-")?;
     let root = tmp.path().join("root");
     std::fs::create_dir(&root)
-        .map_err(|e| Error::Internal(format!("cannot create {}: {e}", root.display())))?;
+        .map_err(|e| Error::io(format!("cannot create {}", root.display()), e))?;
     let t = Instant::now();
     let dest = match prepared {
         Prepared::Copy {

@@ -10,12 +10,14 @@
 
 mod auth;
 mod client;
+mod fetch;
 mod manifest;
 mod progress;
 mod pull;
 mod reference;
 
 pub use auth::{config_dir as docker_config_dir, Challenge, Credentials};
+pub use fetch::download;
 pub use manifest::{
     parse as parse_manifest, select as select_platform, IndexEntry, Manifest, DOCKER_LIST,
     DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,

@@ -1,0 +1,212 @@
+//! [`download`]: GET one URL into a file, streaming and hashing as it goes, through the same
+//! HTTP stack as registry requests — one client configuration (user agent, connect and read
+//! timeouts, redirects, proxies and TLS from the environment), the same retries with
+//! backoff on 5xx, 429, resets and timeouts. `ADD <url>` uses it, so a download behaves
+//! like a pull on a flaky network and fails with the same kind of error (exit code 4,
+//! naming the host, the URL and the HTTP status).
+
+use super::client::{backoff, error_chain, http_client};
+use super::pull::block_on;
+use super::{Error, RegistryOptions};
+use crate::digest::{Digest, HashingWriter};
+use crate::store;
+use reqwest::{Response, StatusCode};
+use std::io::Write;
+use std::path::Path;
+
+/// Downloads `url` into `path` (created or truncated) and returns the content's digest.
+/// A body cut short is fetched again from the start, within the same retry budget as a
+/// failed request.
+pub fn download(url: &str, path: &Path, opts: &RegistryOptions) -> Result<Digest, Error> {
+    let http = http_client(opts)?;
+    block_on(get_to_file(&http, url, path, opts.retries))
+}
+
+/// Why one attempt failed, when another may succeed.
+enum Retryable {
+    Status(StatusCode),
+    Network(String),
+}
+
+async fn get_to_file(
+    http: &reqwest::Client,
+    url: &str,
+    path: &Path,
+    retries: u32,
+) -> Result<Digest, Error> {
+    let host = host(url);
+    let unreachable = |msg: String| Error::Unreachable {
+        registry: host.clone(),
+        reference: url.to_string(),
+        msg,
+    };
+    let http_error = |status: StatusCode| Error::Http {
+        registry: host.clone(),
+        reference: url.to_string(),
+        what: "download".into(),
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("").to_string(),
+    };
+    let mut attempt = 0;
+    loop {
+        let failure = match http.get(url).send().await {
+            Ok(resp) if resp.status().is_success() => match write_body(resp, path).await? {
+                Ok(digest) => return Ok(digest),
+                Err(msg) => Retryable::Network(msg),
+            },
+            Ok(resp)
+                if resp.status().is_server_error()
+                    || resp.status() == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                Retryable::Status(resp.status())
+            }
+            Ok(resp) => return Err(http_error(resp.status())),
+            Err(e) if e.is_builder() || e.is_redirect() => {
+                return Err(unreachable(error_chain(&e)))
+            }
+            Err(e) => Retryable::Network(error_chain(&e)),
+        };
+        if attempt >= retries {
+            return Err(match failure {
+                Retryable::Status(s) => http_error(s),
+                Retryable::Network(msg) => unreachable(msg),
+            });
+        }
+        attempt += 1;
+        backoff(attempt).await;
+    }
+}
+
+/// Streams a response body into `path`. The outer error is the file's (the disk, not the
+/// network: never retried); the inner one a body cut short.
+async fn write_body(
+    mut resp: Response,
+    path: &Path,
+) -> Result<Result<Digest, String>, store::Error> {
+    let io = |source: std::io::Error| store::Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut w = HashingWriter::new(std::io::BufWriter::new(
+        std::fs::File::create(path).map_err(io)?,
+    ));
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => w.write_all(&chunk).map_err(io)?,
+            Ok(None) => break,
+            Err(e) => return Ok(Err(error_chain(&e))),
+        }
+    }
+    w.flush().map_err(io)?;
+    let (file, digest, _) = w.finish();
+    file.into_inner()
+        .map_err(|e| io(e.into_error()))?
+        .sync_all()
+        .map_err(io)?;
+    Ok(Ok(digest))
+}
+
+/// `host[:port]` of a URL, for messages.
+fn host(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => url.to_string(),
+        },
+        Err(_) => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    /// A one-connection-at-a-time HTTP server on loopback answering each request with the
+    /// next of `replies` (status, body); returns its base URL.
+    fn serve(replies: Vec<(u16, &'static [u8])>) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for (status, body) in replies {
+                let Ok((mut s, _)) = l.accept() else { return };
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(body);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn opts() -> RegistryOptions {
+        RegistryOptions {
+            retries: 2,
+            ..RegistryOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_download_retries_a_server_error_and_hashes_what_it_wrote() {
+        let url = serve(vec![(503, b""), (200, b"payload")]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let d = download(&format!("{url}/f"), &path, &opts()).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"payload");
+        assert_eq!(d, Digest::of_bytes(b"payload"));
+    }
+
+    #[test]
+    fn a_client_error_fails_at_once_naming_host_url_and_status() {
+        let url = serve(vec![(404, b"no")]);
+        let dir = tempfile::tempdir().unwrap();
+        let e = download(&format!("{url}/missing"), &dir.path().join("f"), &opts()).unwrap_err();
+        let host = url.trim_start_matches("http://");
+        match &e {
+            Error::Http {
+                registry,
+                reference,
+                status,
+                ..
+            } => {
+                assert_eq!(registry, host);
+                assert_eq!(reference, &format!("{url}/missing"));
+                assert_eq!(*status, 404);
+            }
+            other => panic!("expected an HTTP error, got {other:?}"),
+        }
+        assert!(e.to_string().contains("HTTP 404"), "{e}");
+    }
+
+    #[test]
+    fn persistent_server_errors_give_up_after_the_retries() {
+        let url = serve(vec![(500, b""), (500, b""), (500, b"")]);
+        let dir = tempfile::tempdir().unwrap();
+        let e = download(&format!("{url}/f"), &dir.path().join("f"), &opts()).unwrap_err();
+        assert!(matches!(e, Error::Http { status: 500, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_is_a_store_error_with_its_source() {
+        let url = serve(vec![(200, b"x")]);
+        let e = download(
+            &format!("{url}/f"),
+            Path::new("/nonexistent-dir/f"),
+            &opts(),
+        )
+        .unwrap_err();
+        let Error::Store(store::Error::Io { source, .. }) = &e else {
+            panic!("expected a store I/O error, got {e:?}")
+        };
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+    }
+}

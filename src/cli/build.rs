@@ -101,8 +101,7 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
             )));
         }
         let file = args.file.clone().unwrap_or_else(|| ctx.join("Dockerfile"));
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
+        let text = executor::frontend::read_dockerfile(&file)?;
         (Some(ctx), file, text)
     };
     let platform = match &args.platform {

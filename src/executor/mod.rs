@@ -8,6 +8,7 @@
 mod add;
 mod cancel;
 mod dispatch;
+pub mod frontend;
 mod merge;
 pub mod progress;
 mod state;
@@ -23,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::export::BuiltImage;
 use crate::image::{self, ImageConfig};
 use crate::layer::Compression;
-use crate::plan::{self, Base, Plan, PlanOptions};
+use crate::plan::{self, Base, Plan};
 use crate::registry::{self, PullPolicy, Reference, RegistryOptions};
 use crate::sandbox::Network;
 use crate::store::{CacheEntry, Store};
@@ -140,35 +141,11 @@ impl<'a> Builder<'a> {
     ) -> Result<Self> {
         // The sandbox tracks its running steps itself; stopping them is its job.
         cancel.on_cancel(crate::sandbox::kill_running);
-        let df_name = opts.dockerfile_path.display().to_string();
-        let df = crate::dockerfile::parse(&opts.dockerfile_text, &df_name)?;
-        let plan = plan::plan(
-            &df,
-            &PlanOptions {
-                build_args: opts.build_args.clone(),
-                target: opts.target.clone(),
-                target_platform: opts.platform.clone(),
-                build_platform: Platform::host(),
-            },
-        )
-        .map_err(|e| located(&df_name, e))?;
-        for a in &plan.unused_build_args {
-            rep.info(&format!(
-                "warning: build arg {a} was not consumed by any stage"
-            ));
-        }
-        let context = match &opts.context {
-            Some(dir) => {
-                let ignore = crate::dockerfile::ignore::IgnoreMatcher::load(
-                    dir,
-                    &opts.dockerfile_path,
-                    opts.ignore_file.as_deref(),
-                )
-                .map_err(crate::context::Error::from)?;
-                Some(crate::context::Context::open(dir, ignore)?)
-            }
-            None => None,
-        };
+        let frontend::Frontend {
+            df_name,
+            plan,
+            context,
+        } = frontend::prepare(opts, rep)?;
         let previous = store
             .record_get(&record_name(&opts.dockerfile_path))?
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -367,7 +344,9 @@ impl<'a> Builder<'a> {
         let mut facts = dispatch::StageFacts::default();
         for (ii, inst) in instructions.iter().enumerate() {
             self.cancel.check()?;
-            let expanded = scope.apply(inst).map_err(|e| located(&self.df_name, e))?;
+            let expanded = scope
+                .apply(inst)
+                .map_err(|e| frontend::located(&self.df_name, e))?;
             let prepared = steps::prepare(self, &state, &scope, &expanded, inst, done)?;
             let inputs = KeyInputs {
                 parent: key.clone(),
@@ -517,14 +496,6 @@ impl<'a> Builder<'a> {
             },
             config,
         ))
-    }
-}
-
-/// A plan error located in the Dockerfile: `FILE:LINE: message`, as parse errors are.
-fn located(df_name: &str, e: plan::Error) -> Error {
-    match e {
-        plan::Error::At { line, message } => Error::Usage(format!("{df_name}:{line}: {message}")),
-        other => other.into(),
     }
 }
 

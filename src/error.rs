@@ -108,14 +108,18 @@ impl Error {
         }
     }
 
-    /// Whether the failure is a full file system or an exceeded quota: an `io::Error` with
-    /// `ENOSPC`/`EDQUOT` somewhere in the source chain. Classified by errno only — an
-    /// error that lost its source to a string is not guessed at.
+    /// Whether the failure is a full file system or an exceeded quota: an `io::Error` in
+    /// the source chain with `ENOSPC`/`EDQUOT`, or of that kind (libraries that add a path
+    /// to an OS error, as `tempfile` does, keep its kind but not its errno). Classified by
+    /// the sources only: an error that lost its source to a string is not guessed at.
     pub fn is_disk_full(&self) -> bool {
+        use std::io::ErrorKind;
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(e) = cur {
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+                if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+                    || matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+                {
                     return true;
                 }
             }
@@ -174,6 +178,12 @@ mod tests {
             source: enospc(),
         }));
         assert_eq!(wrapped.exit_code(), ExitCode::Store);
+        // What tempfile returns: the kind kept, the errno behind a custom error.
+        let with_path = Error::Store(crate::store::Error::Io {
+            path: "/s/tmp".into(),
+            source: std::io::Error::new(std::io::ErrorKind::StorageFull, "at path /s/tmp/x"),
+        });
+        assert_eq!(with_path.exit_code(), ExitCode::Store);
         let other = Error::Sandbox(crate::sandbox::Error::Io(
             std::io::Error::from_raw_os_error(libc::EPERM),
         ));

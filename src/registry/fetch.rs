@@ -2,8 +2,8 @@
 //! HTTP stack as registry requests — one client configuration (user agent, connect and read
 //! timeouts, redirects, proxies and TLS from the environment), the same retries with
 //! backoff on 5xx, 429, resets and timeouts. `ADD <url>` uses it, so a download behaves
-//! like a pull on a flaky network and fails with the same kind of error (exit code 4,
-//! naming the host, the URL and the HTTP status).
+//! like a pull on a flaky network and fails as a network failure (exit code 4, naming the
+//! URL and the HTTP status).
 
 use super::client::{backoff, error_chain, http_client};
 use super::pull::block_on;
@@ -34,16 +34,12 @@ async fn get_to_file(
     path: &Path,
     retries: u32,
 ) -> Result<Digest, Error> {
-    let host = host(url);
-    let unreachable = |msg: String| Error::Unreachable {
-        registry: host.clone(),
-        reference: url.to_string(),
+    let unreachable = |msg: String| Error::DownloadFailed {
+        url: url.to_string(),
         msg,
     };
-    let http_error = |status: StatusCode| Error::Http {
-        registry: host.clone(),
-        reference: url.to_string(),
-        what: "download".into(),
+    let http_error = |status: StatusCode| Error::DownloadHttp {
+        url: url.to_string(),
         status: status.as_u16(),
         reason: status.canonical_reason().unwrap_or("").to_string(),
     };
@@ -106,18 +102,6 @@ async fn write_body(
     Ok(Ok(digest))
 }
 
-/// `host[:port]` of a URL, for messages.
-fn host(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => match (u.host_str(), u.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            _ => url.to_string(),
-        },
-        Err(_) => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,25 +150,39 @@ mod tests {
     }
 
     #[test]
-    fn a_client_error_fails_at_once_naming_host_url_and_status() {
+    fn a_client_error_fails_at_once_naming_url_and_status() {
         let url = serve(vec![(404, b"no")]);
         let dir = tempfile::tempdir().unwrap();
         let e = download(&format!("{url}/missing"), &dir.path().join("f"), &opts()).unwrap_err();
-        let host = url.trim_start_matches("http://");
-        match &e {
-            Error::Http {
-                registry,
-                reference,
-                status,
-                ..
-            } => {
-                assert_eq!(registry, host);
-                assert_eq!(reference, &format!("{url}/missing"));
-                assert_eq!(*status, 404);
-            }
-            other => panic!("expected an HTTP error, got {other:?}"),
-        }
-        assert!(e.to_string().contains("HTTP 404"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("download {url}/missing: HTTP 404 Not Found")
+        );
+    }
+
+    #[test]
+    fn an_unreachable_server_fails_naming_the_url() {
+        // A port that was free a moment ago: nothing listens there.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/f");
+        let dir = tempfile::tempdir().unwrap();
+        let e = download(
+            &url,
+            &dir.path().join("f"),
+            &RegistryOptions {
+                retries: 0,
+                ..opts()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, Error::DownloadFailed { url: u, .. } if *u == url),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -192,7 +190,10 @@ mod tests {
         let url = serve(vec![(500, b""), (500, b""), (500, b"")]);
         let dir = tempfile::tempdir().unwrap();
         let e = download(&format!("{url}/f"), &dir.path().join("f"), &opts()).unwrap_err();
-        assert!(matches!(e, Error::Http { status: 500, .. }), "{e:?}");
+        assert!(
+            matches!(e, Error::DownloadHttp { status: 500, .. }),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -55,6 +55,14 @@ pub enum Error {
         code: i32,
         command: String,
     },
+    /// JSON cairn reads or writes itself (a cache state, a listing) that does not
+    /// (de)serialize: a bug, or a damaged store entry.
+    #[error("{what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// SIGINT or SIGTERM arrived; the build stopped and cleaned up.
     #[error("interrupted")]
     Interrupted,
@@ -113,12 +121,20 @@ impl Error {
     /// to an OS error, as `tempfile` does, keep its kind but not its errno). Classified by
     /// the sources only: an error that lost its source to a string is not guessed at.
     pub fn is_disk_full(&self) -> bool {
-        use std::io::ErrorKind;
+        const FULL: [i32; 2] = [libc::ENOSPC, libc::EDQUOT];
+        // The kinds std gives those errnos (named `StorageFull`/`QuotaExceeded` only since
+        // Rust 1.83, above our minimum), asked of std rather than spelled out.
+        let full_kind = |k| {
+            k != std::io::ErrorKind::Other
+                && FULL
+                    .iter()
+                    .any(|&n| std::io::Error::from_raw_os_error(n).kind() == k)
+        };
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(e) = cur {
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-                    || matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+                if io.raw_os_error().is_some_and(|n| FULL.contains(&n))
+                    || (io.raw_os_error().is_none() && full_kind(io.kind()))
                 {
                     return true;
                 }
@@ -146,7 +162,7 @@ impl Error {
             Error::Export(_) => ExitCode::Store,
             Error::StepFailed { .. } => ExitCode::StepFailed,
             Error::Interrupted => ExitCode::Interrupted,
-            Error::Io { .. } | Error::Internal(_) => ExitCode::Internal,
+            Error::Io { .. } | Error::Json { .. } | Error::Internal(_) => ExitCode::Internal,
         }
     }
 }
@@ -181,7 +197,10 @@ mod tests {
         // What tempfile returns: the kind kept, the errno behind a custom error.
         let with_path = Error::Store(crate::store::Error::Io {
             path: "/s/tmp".into(),
-            source: std::io::Error::new(std::io::ErrorKind::StorageFull, "at path /s/tmp/x"),
+            source: std::io::Error::new(
+                std::io::Error::from_raw_os_error(libc::ENOSPC).kind(),
+                "at path /s/tmp/x",
+            ),
         });
         assert_eq!(with_path.exit_code(), ExitCode::Store);
         let other = Error::Sandbox(crate::sandbox::Error::Io(

@@ -271,7 +271,7 @@ pub fn main() -> std::process::ExitCode {
         }
         Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
             .render(&mut std::io::stdout())
-            .map_err(|e| Error::Internal(format!("cannot write the man page: {e}"))),
+            .map_err(|e| Error::io("cannot write the man page", e)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -12,8 +12,12 @@ pub fn parse(args: &ParseArgs) -> Result<()> {
     let df = frontend::parse(&args.file, &text)?;
     match args.format {
         OutputFormat::Json => {
-            let text = serde_json::to_string_pretty(&dockerfile::to_json(&df))
-                .map_err(|e| Error::Internal(e.to_string()))?;
+            let text = serde_json::to_string_pretty(&dockerfile::to_json(&df)).map_err(|e| {
+                Error::Json {
+                    what: "cannot write the parse as JSON".into(),
+                    source: e,
+                }
+            })?;
             println!("{text}");
         }
         OutputFormat::Text => print!("{}", dockerfile::to_text(&df)),

@@ -586,3 +586,121 @@ fn resolve_owner(b: &Builder<'_>, state: &State, spec: &str) -> Result<(u32, u32
     let (uid, gid, _) = sandbox::resolve_user(&lowers, spec)?;
     Ok((uid, gid))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(dest: &str, chmod: Option<&str>) -> ExpandedCopy {
+        ExpandedCopy {
+            sources: vec!["a".into()],
+            dest: dest.into(),
+            from: None,
+            chown: None,
+            chmod: chmod.map(String::from),
+            link: false,
+            parents: false,
+            exclude: vec!["*.tmp".into()],
+            checksum: None,
+            keep_git_dir: None,
+            unpack: None,
+            heredocs: vec![],
+        }
+    }
+
+    /// The destination goes into the key (through the inputs hash): pinned forms.
+    #[test]
+    fn destinations_are_made_absolute_against_workdir() {
+        let rows = [
+            ("/abs", Some("/w"), "/abs"),
+            ("/abs/", None, "/abs/"),
+            ("rel", None, "/rel"),
+            ("rel", Some("/w"), "/w/rel"),
+            ("rel/", Some("/w/"), "/w/rel/"),
+            (".", Some("/w"), "/w/"),
+            ("./", Some("/w"), "/w/"),
+            (".", None, "/"),
+            ("./x", Some("/w"), "/w/./x"),
+        ];
+        for (dest, wd, want) in rows {
+            assert_eq!(dest_path(dest, wd), want, "{dest} in {wd:?}");
+        }
+    }
+
+    #[test]
+    fn copy_target_is_worked_out_once_from_the_instruction_and_workdir() {
+        let mut state = State {
+            config: crate::image::ImageConfig::default(),
+            layers: vec![],
+        };
+        state.config.config.working_dir = Some("/srv".into());
+        let t = CopyTarget::new(&copy("app/", Some("750")), &state).unwrap();
+        assert_eq!(t.dest, "/srv/app/");
+        assert_eq!(t.options.chmod, Some(0o750));
+        assert_eq!(t.options.exclude, vec!["*.tmp".to_string()]);
+        assert!(CopyTarget::new(&copy("x", None), &state)
+            .unwrap()
+            .options
+            .chmod
+            .is_none());
+        let bad = CopyTarget::new(&copy("x", Some("rwx")), &state)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(bad, Error::Usage(ref m) if m.contains("--chmod=rwx")),
+            "{bad}"
+        );
+    }
+
+    fn heredoc(name: &str, body: &str) -> Heredoc {
+        Heredoc {
+            name: name.into(),
+            body: body.into(),
+            expand: true,
+            chomp: false,
+            fd: None,
+        }
+    }
+
+    #[test]
+    fn a_run_heredoc_is_fed_to_the_shell_as_buildkit_does() {
+        // Only a heredoc: its body is the script.
+        assert_eq!(
+            shell_script("<<EOF", &[heredoc("EOF", "echo a\necho b\n")]),
+            "echo a\necho b\n"
+        );
+        // A command reading heredocs: they follow it, each closed by its delimiter.
+        assert_eq!(
+            shell_script(
+                "cat <<A >/a && cat <<B",
+                &[heredoc("A", "one\n"), heredoc("B", "two")]
+            ),
+            "cat <<A >/a && cat <<B\none\nA\ntwo\nB"
+        );
+        assert_eq!(shell_script("echo hi", &[]), "echo hi");
+    }
+
+    #[test]
+    fn an_onbuild_trigger_parses_as_an_instruction_of_the_child() {
+        let t = parse_trigger("RUN make install").unwrap();
+        assert!(matches!(t.node, Instruction::Run(_)));
+        assert_eq!(t.original, "ONBUILD RUN make install");
+        assert_eq!(
+            dispatch::created_by(&t),
+            "ONBUILD RUN make install",
+            "the history shows where the step came from"
+        );
+        assert!(parse_trigger("NOT-AN-INSTRUCTION x").is_err());
+    }
+
+    #[test]
+    fn key_facts_of_prepared_steps() {
+        let run = Prepared::Run {
+            network: Network::None,
+        };
+        assert_eq!(run.network_name(Network::Host), "none");
+        assert_eq!(Prepared::Plain.network_name(Network::Host), "host");
+        assert!(Prepared::Plain.inputs_digest().is_none());
+        assert!(Prepared::Plain.input_files().is_empty());
+    }
+}

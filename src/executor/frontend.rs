@@ -100,6 +100,7 @@ mod tests {
             source_date_epoch: None,
             registry: Default::default(),
             mirrors: Default::default(),
+            privilege: crate::userns::Privilege::Root,
         }
     }
 

@@ -54,6 +54,8 @@ pub struct BuildOptions {
     pub registry: RegistryOptions,
     /// Registry mirrors by registry host (`docker.io` → `["mirror:5000"]`), tried in order.
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Root or rootless with its id maps, decided once at start-up.
+    pub privilege: crate::userns::Privilege,
 }
 
 /// What one step did.
@@ -107,6 +109,15 @@ pub fn key(
     Ok(Builder::new(store, opts, rep, cancel, true)?
         .run()?
         .cache_key)
+}
+
+/// Every step's key in build order, without running any step (bases are still resolved):
+/// what the pinned key vectors in `tests/keys.rs` compare. It runs nothing, so there is
+/// nothing to cancel.
+pub fn step_keys(store: &Store, opts: &BuildOptions, rep: &Reporter) -> Result<Vec<StepReport>> {
+    Ok(Builder::new(store, opts, rep, &Cancel::new(), true)?
+        .run()?
+        .steps)
 }
 
 /// One finished stage: its state and the key of its last step.

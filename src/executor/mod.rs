@@ -8,6 +8,7 @@
 mod add;
 mod cancel;
 mod dispatch;
+mod env;
 pub mod frontend;
 mod merge;
 pub mod progress;
@@ -358,7 +359,15 @@ impl<'a> Builder<'a> {
             let expanded = scope
                 .apply(inst)
                 .map_err(|e| frontend::located(&self.df_name, e))?;
-            let prepared = steps::prepare(self, &state, &scope, &expanded, inst, done)?;
+            let step = env::Step {
+                no: self.steps.len() + 1,
+                inst,
+                exp: &expanded,
+                state: &state,
+                scope: &scope,
+            };
+            let from = self.copy_from(&expanded, done)?;
+            let prepared = steps::prepare(&self.env(), &step, from)?;
             let inputs = KeyInputs {
                 parent: key.clone(),
                 instruction: expanded.canonical(),
@@ -371,7 +380,7 @@ impl<'a> Builder<'a> {
                 input_files: prepared.input_files(),
             };
             let new_key = inputs.key();
-            let step_no = self.steps.len() + 1;
+            let step_no = step.no;
             let rec_name = format!("{}/{}", stage.index, ii);
             let mut cached_entry = if self.opts.no_cache {
                 None
@@ -433,9 +442,7 @@ impl<'a> Builder<'a> {
                 Some(entry) => State::load(self.store, &entry.state)?,
                 None if self.key_only => steps::simulate(&state, &mut facts, &expanded, inst),
                 None => {
-                    let (next, timings) = steps::execute(
-                        self, &mut facts, step_no, &state, &scope, &expanded, inst, prepared, done,
-                    )?;
+                    let (next, timings) = steps::execute(&self.env(), &mut facts, &step, prepared)?;
                     let (digest, refs) = next.save(self.store)?;
                     self.store.cache_put(
                         &new_key,
@@ -463,6 +470,48 @@ impl<'a> Builder<'a> {
             key = new_key;
         }
         Ok(StageResult { state, key })
+    }
+
+    /// What step code may use of this build.
+    fn env(&self) -> env::StepEnv<'_> {
+        env::StepEnv {
+            store: self.store,
+            rep: self.rep,
+            cancel: self.cancel,
+            privilege: &self.opts.privilege,
+            context: self.context.as_ref(),
+            df_name: &self.df_name,
+            network: self.opts.network,
+            compression: self.opts.compression,
+            source_date_epoch: self.opts.source_date_epoch,
+            registry: &self.opts.registry,
+        }
+    }
+
+    /// The source of a `COPY --from`: a finished stage, or an image (pulled).
+    fn copy_from(
+        &self,
+        exp: &plan::Expanded,
+        done: &[StageResult],
+    ) -> Result<Option<steps::FromSource>> {
+        let from = match exp {
+            plan::Expanded::Copy(c) | plan::Expanded::Add(c) => c.from.as_ref(),
+            _ => None,
+        };
+        Ok(match from {
+            None => None,
+            Some(plan::CopySource::Stage(i)) => Some(steps::FromSource {
+                key: done[*i].key.clone(),
+                layers: done[*i].state.layers.clone(),
+            }),
+            Some(plan::CopySource::Image(r)) => {
+                let img = self.pull_image(r, None)?;
+                Some(steps::FromSource {
+                    key: img.key,
+                    layers: img.state.layers,
+                })
+            }
+        })
     }
 
     /// The store lock of one step's key, announcing a wait when another process holds it.

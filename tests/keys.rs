@@ -181,8 +181,7 @@ fn keys_of(dir: &Path) -> Result<String, String> {
             ..RegistryOptions::default()
         },
         mirrors: BTreeMap::new(),
-        // No step runs, so who runs them does not matter (nor may it reach a key).
-        privilege: cairn::userns::Privilege::Root,
+        privilege: cairn::userns::Privilege::detect(),
     };
     let steps = executor::step_keys(&store, &opts, &Reporter::new(Mode::Quiet, false))
         .map_err(|e| format!("cannot key: {e}"))?;

@@ -5,7 +5,7 @@
 
 use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress};
 use crate::error::{Error, Result};
-use crate::executor::{self, BuildOptions, BuildResult, Mode, Reporter};
+use crate::executor::{self, BuildOptions, BuildResult, Cancel, Mode, Reporter};
 use crate::layer::Compression;
 use crate::registry::{self, RegistryOptions};
 use crate::sandbox::Network;
@@ -98,7 +98,10 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
-            .map_err(|e| Error::Usage(format!("cannot read the Dockerfile from stdin: {e}")))?;
+            .map_err(|e| Error::Input {
+                what: "cannot read the Dockerfile from stdin".into(),
+                source: e,
+            })?;
         (None, PathBuf::from("Dockerfile"), text)
     } else {
         let ctx = PathBuf::from(&args.context);
@@ -112,8 +115,7 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
             .file
             .clone()
             .unwrap_or_else(|| default_dockerfile(&ctx));
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
+        let text = executor::frontend::read_dockerfile(&file)?;
         (Some(ctx), file, text)
     };
     let platform = cli.platform(args.platform.as_ref());
@@ -191,7 +193,7 @@ fn reporter(args: &BuildArgs) -> Reporter {
     Reporter::new(mode, args.explain)
 }
 
-pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
+pub fn build(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
     let outputs = args
         .output
         .iter()
@@ -208,7 +210,7 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let opts = options(cli, args)?;
     let store = Store::open(&cli.store_root())?;
     let rep = reporter(args);
-    let result = executor::build(&store, &opts, &rep)?;
+    let result = executor::build(&store, &opts, &rep, cancel)?;
     let mut image_id = result.image_id().to_string();
     for out in &outputs {
         match out {
@@ -217,8 +219,10 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
                 image_id = crate::export::docker_load(&store, &result.image, &args.tags)?;
             }
             Output::DockerArchive(dest) => {
-                let f = std::fs::File::create(dest)
-                    .map_err(|e| Error::Usage(format!("cannot create {}: {e}", dest.display())))?;
+                let f = std::fs::File::create(dest).map_err(|e| Error::Input {
+                    what: format!("cannot create {}", dest.display()),
+                    source: e,
+                })?;
                 crate::export::write_docker_archive(
                     &store,
                     &result.image,
@@ -232,8 +236,10 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
         }
     }
     if let Some(f) = &args.iidfile {
-        std::fs::write(f, &image_id)
-            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", f.display())))?;
+        std::fs::write(f, &image_id).map_err(|e| Error::Input {
+            what: format!("cannot write {}", f.display()),
+            source: e,
+        })?;
     }
     rep.emit(&executor::Event::Finished {
         image_id: &image_id,
@@ -270,11 +276,11 @@ fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str) {
     }
 }
 
-pub fn key(cli: &Cli, args: &BuildArgs) -> Result<()> {
+pub fn key(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
     let opts = options(cli, args)?;
     let store = Store::open(&cli.store_root())?;
     let rep = reporter(args);
-    let key = executor::key(&store, &opts, &rep)?;
+    let key = executor::key(&store, &opts, &rep, cancel)?;
     match args.format {
         OutputFormat::Text => println!("{key}"),
         OutputFormat::Json => println!("{}", serde_json::json!({ "cache_key": key.to_string() })),

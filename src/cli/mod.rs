@@ -177,8 +177,9 @@ pub struct BuildArgs {
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// Image reference, e.g. ubuntu:24.04 or 127.0.0.1:5000/base@sha256:...
-    pub reference: String,
+    /// Image reference, e.g. ubuntu:24.04 or 127.0.0.1:5000/base@sha256:... (parsed and
+    /// normalised here: a malformed one is a usage error before anything runs).
+    pub reference: crate::registry::Reference,
     #[arg(long)]
     pub platform: Option<Platform>,
     /// When to contact the registry: `missing` re-resolves tags when the registry answers and

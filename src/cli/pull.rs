@@ -26,13 +26,13 @@ pub fn registry_options(cli: &Cli) -> RegistryOptions {
 
 pub fn pull(cli: &Cli, args: &PullArgs) -> Result<()> {
     let store = Store::open(&cli.store_root())?;
-    let r = reference(&args.reference)?;
+    let r = &args.reference;
     let platform = cli.platform(args.platform.as_ref());
     let opts = RegistryOptions {
         quiet: args.quiet,
         ..registry_options(cli)
     };
-    let img = registry::pull(&store, &r, &platform, cli.pull_policy(args.pull), &opts)?;
+    let img = registry::pull(&store, r, &platform, cli.pull_policy(args.pull), &opts)?;
     if !args.quiet {
         let size: u64 = img.layers.iter().map(|l| l.size()).sum();
         eprintln!(

@@ -5,6 +5,7 @@
 
 use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress, PullPolicy};
 use crate::error::{Error, Result};
+use crate::events::TtyOptions;
 use crate::executor::{self, BuildOptions, BuildResult, Mode, Reporter};
 use crate::layer::Compression;
 use crate::registry::{self, RegistryOptions};
@@ -155,15 +156,15 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         },
         source_date_epoch,
         registry: RegistryOptions {
-            // Plain "pulling…" lines would break the one-object-per-line JSON stream.
-            quiet: args.quiet || args.progress == Progress::Json,
+            quiet: args.quiet,
             ..super::pull::registry_options(cli)
         },
         mirrors: cli.config.mirrors.clone(),
     })
 }
 
-fn reporter(args: &BuildArgs) -> Reporter {
+/// The event sink `--progress` and `--quiet` ask for.
+pub(super) fn reporter(args: &BuildArgs) -> Reporter {
     let mode = if args.quiet {
         Mode::Quiet
     } else {
@@ -174,10 +175,10 @@ fn reporter(args: &BuildArgs) -> Reporter {
             Progress::Json => Mode::Json,
         }
     };
-    Reporter::new(mode, args.explain)
+    Reporter::with_options(mode, args.explain, TtyOptions::from_env())
 }
 
-pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
+pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter) -> Result<()> {
     let outputs = args
         .output
         .iter()
@@ -191,16 +192,20 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
         registry::Reference::parse(t)
             .map_err(|e| Error::Usage(format!("-t {t}: invalid image name: {e}")))?;
     }
-    let opts = options(cli, args)?;
+    let mut opts = options(cli, args)?;
+    opts.registry.events = Some(rep.clone());
     let store = Store::open(&cli.store_root())?;
-    let rep = reporter(args);
-    let result = executor::build(&store, &opts, &rep)?;
+    let result = executor::build(&store, &opts, rep)?;
     let mut image_id = result.image_id().to_string();
     for out in &outputs {
         match out {
             Output::Load => {
                 rep.info("loading the image into Docker");
                 image_id = crate::export::docker_load(&store, &result.image, &args.tags)?;
+                rep.exported(&match args.tags.as_slice() {
+                    [] => "docker".to_string(),
+                    tags => format!("docker ({})", tags.join(", ")),
+                });
             }
             Output::DockerArchive(dest) => {
                 let f = std::fs::File::create(dest)
@@ -211,9 +216,11 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
                     &args.tags,
                     std::io::BufWriter::new(f),
                 )?;
+                rep.exported(&dest.display().to_string());
             }
             Output::OciLayout(dest) => {
                 crate::export::write_oci_layout(&store, &result.image, &args.tags, dest)?;
+                rep.exported(&format!("OCI layout {}", dest.display()));
             }
         }
     }
@@ -256,11 +263,11 @@ fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str) {
     }
 }
 
-pub fn key(cli: &Cli, args: &BuildArgs) -> Result<()> {
-    let opts = options(cli, args)?;
+pub fn key(cli: &Cli, args: &BuildArgs, rep: &Reporter) -> Result<()> {
+    let mut opts = options(cli, args)?;
+    opts.registry.events = Some(rep.clone());
     let store = Store::open(&cli.store_root())?;
-    let rep = reporter(args);
-    let key = executor::key(&store, &opts, &rep)?;
+    let key = executor::key(&store, &opts, rep)?;
     match args.format {
         OutputFormat::Text => println!("{key}"),
         OutputFormat::Json => println!("{}", serde_json::json!({ "cache_key": key.to_string() })),

@@ -248,32 +248,52 @@ pub fn main() -> std::process::ExitCode {
     };
     cli.insecure_registries
         .extend(cli.config.insecure_registries.iter().cloned());
+    // Build and key report through one sink, which also shows the signal note and the
+    // error (the failed step's output on a terminal, an event in JSON mode).
+    let rep = match &cli.command {
+        Command::Build(args) | Command::Key(args) => Some(build::reporter(args)),
+        _ => None,
+    };
     if matches!(
         cli.command,
         Command::Build(_) | Command::Key(_) | Command::Pull(_)
     ) {
-        watch_signals();
+        watch_signals(rep.clone());
     }
-    let result = match &cli.command {
-        Command::Build(args) => build::build(&cli, args),
-        Command::Key(args) => build::key(&cli, args),
-        Command::Pull(args) => pull::pull(&cli, args),
-        Command::Parse(args) => parse::parse(args),
-        Command::Inspect(args) => pull::inspect(&cli, args),
-        Command::Cache(args) => pull::cache(&cli, args),
-        Command::Doctor => doctor::doctor(&cli.store_root()),
-        Command::Completions { shell } => {
+    let result = match (&cli.command, &rep) {
+        (Command::Build(args), Some(rep)) => build::build(&cli, args, rep),
+        (Command::Key(args), Some(rep)) => build::key(&cli, args, rep),
+        (Command::Build(_) | Command::Key(_), None) => unreachable!("a reporter is made above"),
+        (Command::Pull(args), _) => pull::pull(&cli, args),
+        (Command::Parse(args), _) => parse::parse(args),
+        (Command::Inspect(args), _) => pull::inspect(&cli, args),
+        (Command::Cache(args), _) => pull::cache(&cli, args),
+        (Command::Doctor, _) => doctor::doctor(&cli.store_root()),
+        (Command::Completions { shell }, _) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "cairn", &mut std::io::stdout());
             Ok(())
         }
-        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+        (Command::Man, _) => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
             .render(&mut std::io::stdout())
             .map_err(|e| Error::Internal(format!("cannot write the man page: {e}"))),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => report(&e),
+    match (result, rep) {
+        (Ok(()), rep) => {
+            if let Some(rep) = rep {
+                rep.close();
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        (Err(e), Some(rep)) => {
+            rep.fail(&e);
+            if rep.mode() == crate::events::Mode::Json {
+                // The error event was the last line: stderr stays all JSON.
+                return std::process::ExitCode::from(e.exit_code() as u8);
+            }
+            report(&e)
+        }
+        (Err(e), None) => report(&e),
     }
 }
 
@@ -281,7 +301,7 @@ pub fn main() -> std::process::ExitCode {
 /// and clean up, and exit with the interrupted code. A second signal, or a build that does
 /// not unwind within ten seconds, exits at once (the store stays consistent: it only ever
 /// renames complete files into place, and cleans temporary ones on the next open).
-fn watch_signals() {
+fn watch_signals(rep: Option<crate::events::Reporter>) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;
@@ -294,10 +314,14 @@ fn watch_signals() {
             if seen > 1 {
                 std::process::exit(ExitCode::Interrupted as i32);
             }
-            eprintln!(
+            let note = format!(
                 "cairn: {} received: stopping the build",
                 if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
             );
+            match &rep {
+                Some(rep) => rep.info(&note),
+                None => eprintln!("{note}"),
+            }
             std::thread::spawn(|| {
                 std::thread::sleep(std::time::Duration::from_secs(10));
                 std::process::exit(ExitCode::Interrupted as i32);

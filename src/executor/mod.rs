@@ -154,9 +154,7 @@ impl<'a> Builder<'a> {
         )
         .map_err(|e| located(&df_name, e))?;
         for a in &plan.unused_build_args {
-            rep.info(&format!(
-                "warning: build arg {a} was not consumed by any stage"
-            ));
+            rep.warn(&format!("build arg {a} was not consumed by any stage"));
         }
         let context = match &opts.context {
             Some(dir) => {
@@ -258,8 +256,8 @@ impl<'a> Builder<'a> {
             .info(&format!("resolving {reference} ({platform})"));
         let pulled = self.pull_via_mirrors(&reference, &platform)?;
         if pulled.offline_fallback {
-            self.rep.info(&format!(
-                "warning: registry unreachable; using the stored {} for {reference}",
+            self.rep.warn(&format!(
+                "registry unreachable; using the stored {} for {reference}",
                 pulled.manifest_digest
             ));
         }
@@ -334,7 +332,7 @@ impl<'a> Builder<'a> {
                     Ok(p) => return Ok(p),
                     Err(e) => self
                         .rep
-                        .info(&format!("warning: mirror {m} failed for {reference}: {e}")),
+                        .warn(&format!("mirror {m} failed for {reference}: {e}")),
                 }
             }
         }

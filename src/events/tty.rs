@@ -1,0 +1,332 @@
+//! [`View`]: the live terminal view, in the spirit of BuildKit's. Each running step is a
+//! line with a live timer and, under it, a small window with its last output lines;
+//! pulls and loads are byte bars with throughput. Whatever is final — a finished step
+//! collapsed to one line (`#3 DONE 12.4s …`, `#3 CACHED …`), a warning, a finished
+//! transfer — is printed above the live area and scrolls away like ordinary output.
+//!
+//! indicatif draws the live area (it measures the terminal on every draw, so a resize
+//! re-wraps nothing: `wide_msg` truncates each line to the current width); this module
+//! only decides what the lines say. Output lines are cleaned of control characters
+//! before they are drawn, so a program's colours or carriage returns cannot move the
+//! cursor under indicatif's feet. No raw mode and no hidden cursor: a Ctrl-C that kills
+//! cairn outright leaves at most a few stale lines, never a broken terminal.
+
+use super::human::plain_text;
+use super::{human_size, Event, TransferKind, TtyOptions};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Output lines of a running step kept in memory for the failure report; a failed step
+/// with more has its whole output in a log file, named in the report.
+const KEEP_LINES: usize = 200;
+
+/// Longest output line kept (longer ones are cut; the log file has them whole).
+const MAX_LINE: usize = 2000;
+
+pub(super) struct View {
+    multi: MultiProgress,
+    opts: TtyOptions,
+    explain: bool,
+    state: Mutex<BTreeMap<usize, Running>>,
+}
+
+/// A step that has started and not finished.
+struct Running {
+    /// `[stage-0 3/9] RUN …`
+    title: String,
+    started: Instant,
+    header: ProgressBar,
+    window: Vec<ProgressBar>,
+    /// The last `log_lines` lines, shown in the window.
+    tail: VecDeque<String>,
+    /// The last [`KEEP_LINES`] lines, for the failure report.
+    kept: VecDeque<String>,
+    lines: usize,
+    /// Every line, in case the step fails with more than [`KEEP_LINES`].
+    log: Option<tempfile::NamedTempFile>,
+}
+
+impl View {
+    pub(super) fn new(opts: TtyOptions, explain: bool) -> View {
+        if !opts.color {
+            console::set_colors_enabled_stderr(false);
+            console::set_colors_enabled(false);
+        }
+        View {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
+            opts,
+            explain,
+            state: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub(super) fn event(&self, ev: &Event<'_>) {
+        let mut running = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match ev {
+            Event::Step {
+                step,
+                total,
+                stage,
+                text,
+                key,
+                cached,
+            } => {
+                // A step that never said DONE (keyed only, not run) is final now.
+                for (n, r) in std::mem::take(&mut *running) {
+                    self.collapse(r, &format!("#{n}"));
+                }
+                let title = format!("[{stage} {step}/{total}] {text}");
+                if *cached {
+                    self.println(&format!("#{step} {} {title}", self.paint("CACHED", "cyan")));
+                } else {
+                    running.insert(*step, self.start(*step, title));
+                }
+                if self.explain {
+                    self.println(&format!("#{step} key {key}"));
+                }
+            }
+            Event::Explain { step, reasons } if self.explain => {
+                for r in reasons.iter() {
+                    self.println(&format!("#{step} miss: {r}"));
+                }
+            }
+            Event::Explain { .. } => {}
+            Event::Output { step, line } => match running.get_mut(step) {
+                Some(r) => self.output(r, line),
+                None => self.println(&format!("#{step} {}", plain_text(line))),
+            },
+            Event::Done { step, seconds, .. } => {
+                let done = format!(
+                    "#{step} {}",
+                    self.paint(&format!("DONE {seconds:.1}s"), "blue")
+                );
+                match running.remove(step) {
+                    Some(r) => self.collapse(r, &done),
+                    None => self.println(&done),
+                }
+            }
+            Event::Info { message } => self.println(message),
+            Event::Warning { message } => {
+                self.println(&self.paint(&format!("warning: {message}"), "yellow"))
+            }
+            // Transfers with a bar report through `transfer_done`; these are none of ours.
+            Event::Transfer { .. } | Event::Exported { .. } | Event::Summary { .. } => {}
+            Event::Finished { .. } => {
+                drop(running);
+                self.close();
+            }
+            Event::Error { .. } => {
+                let failed = std::mem::take(&mut *running);
+                drop(running);
+                self.fail(failed);
+            }
+        }
+    }
+
+    /// The header line of a new running step: spinner, number, title, live timer.
+    fn start(&self, step: usize, title: String) -> Running {
+        let style = ProgressStyle::with_template("{spinner:.cyan} #{prefix} {wide_msg} {secs}")
+            .expect("static template")
+            .with_key("secs", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1}s", s.elapsed().as_secs_f64());
+            });
+        let header = self.multi.add(ProgressBar::new_spinner().with_style(style));
+        header.set_prefix(step.to_string());
+        header.set_message(title.clone());
+        // The timer must move while a step prints nothing.
+        header.enable_steady_tick(Duration::from_millis(100));
+        Running {
+            title,
+            started: Instant::now(),
+            header,
+            window: Vec::new(),
+            tail: VecDeque::new(),
+            kept: VecDeque::new(),
+            lines: 0,
+            log: None,
+        }
+    }
+
+    /// One more output line of a running step: into its window, its memory and its log.
+    fn output(&self, r: &mut Running, line: &str) {
+        let mut text = plain_text(line);
+        if text.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        r.lines += 1;
+        if r.log.is_none() {
+            r.log = tempfile::Builder::new()
+                .prefix("cairn-step-")
+                .suffix(".log")
+                .tempfile()
+                .ok();
+        }
+        if let Some(f) = &mut r.log {
+            // The log is a courtesy: a full /tmp must not fail the build.
+            let _ = writeln!(f, "{}", plain_text(line));
+        }
+        push_bounded(&mut r.kept, text.clone(), KEEP_LINES);
+        let n = self.opts.log_lines;
+        if n == 0 {
+            return;
+        }
+        push_bounded(&mut r.tail, text, n);
+        while r.window.len() < r.tail.len() {
+            let after = r.window.last().unwrap_or(&r.header).clone();
+            let style = ProgressStyle::with_template("  {wide_msg:.dim}").expect("static template");
+            let bar = self
+                .multi
+                .insert_after(&after, ProgressBar::new_spinner().with_style(style));
+            r.window.push(bar);
+        }
+        for (bar, text) in r.window.iter().zip(&r.tail) {
+            bar.set_message(text.clone());
+        }
+    }
+
+    /// Takes a step's lines out of the live area and prints `line` in their place.
+    fn collapse(&self, r: Running, line: &str) {
+        self.clear_step(&r);
+        self.println(&format!("{line} {}", r.title));
+    }
+
+    fn clear_step(&self, r: &Running) {
+        for b in r.window.iter().chain(std::iter::once(&r.header)) {
+            b.finish_and_clear();
+            self.multi.remove(b);
+        }
+    }
+
+    /// The build failed: the running step's output (its last [`KEEP_LINES`] lines, and
+    /// where the rest is), then the live area goes. The CLI prints the error after this.
+    fn fail(&self, failed: BTreeMap<usize, Running>) {
+        for r in failed.values() {
+            self.clear_step(r);
+        }
+        let _ = self.multi.clear();
+        let mut err = std::io::stderr().lock();
+        for (n, r) in failed {
+            let secs = r.started.elapsed().as_secs_f64();
+            let head = self.paint(&format!("ERROR after {secs:.1}s"), "red");
+            let _ = writeln!(err, "#{n} {head} {}", r.title);
+            let earlier = r.lines - r.kept.len();
+            if earlier > 0 {
+                let whole = match r.log.map(|f| f.keep()) {
+                    Some(Ok((_, path))) => {
+                        format!("; the whole output is in {}", path.display())
+                    }
+                    _ => String::new(),
+                };
+                let _ = writeln!(err, "#{n} … {earlier} earlier lines{whole}");
+            }
+            for line in &r.kept {
+                let _ = writeln!(err, "#{n} {line}");
+            }
+        }
+    }
+
+    /// A byte bar for a transfer, in the live area until it finishes.
+    pub(super) fn transfer(&self, kind: TransferKind, id: &str, total: Option<u64>) -> ProgressBar {
+        let template = match total {
+            Some(_) => {
+                "{prefix} [{bar:25}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec}"
+            }
+            None => "{prefix} {spinner} {decimal_bytes} {decimal_bytes_per_sec}",
+        };
+        let style = ProgressStyle::with_template(template)
+            .expect("static template")
+            .progress_chars("=> ");
+        let bar = match total {
+            Some(t) => ProgressBar::new(t),
+            None => ProgressBar::new_spinner(),
+        };
+        let bar = self.multi.add(bar.with_style(style));
+        bar.set_prefix(format!("{} {id}", kind.verbs().0));
+        if total.is_none() {
+            bar.enable_steady_tick(Duration::from_millis(100));
+        }
+        bar
+    }
+
+    /// A transfer is complete: its bar goes, one line with its size and speed stays.
+    pub(super) fn transfer_done(
+        &self,
+        bar: &ProgressBar,
+        kind: TransferKind,
+        id: &str,
+        bytes: u64,
+        took: Duration,
+    ) {
+        bar.finish_and_clear();
+        self.multi.remove(bar);
+        let secs = took.as_secs_f64();
+        let rate = if secs > 0.0 {
+            format!(", {}/s", human_size((bytes as f64 / secs) as u64))
+        } else {
+            String::new()
+        };
+        self.println(&format!(
+            "{} {id} ({}) in {secs:.1}s{rate}",
+            kind.verbs().1,
+            human_size(bytes)
+        ));
+    }
+
+    /// Collapses what still runs and clears the live area.
+    pub(super) fn close(&self) {
+        let running = std::mem::take(&mut *self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        for (n, r) in running {
+            self.collapse(r, &format!("#{n}"));
+        }
+        let _ = self.multi.clear();
+    }
+
+    /// The closing summary, after the live area is gone.
+    pub(super) fn summary(&self, lines: &[String]) {
+        let _ = self.multi.clear();
+        let mut err = std::io::stderr().lock();
+        for l in lines {
+            let _ = writeln!(err, "{}", self.paint(l, "green"));
+        }
+    }
+
+    /// Prints a final line above the live area, cut to the terminal's width (indicatif
+    /// would otherwise count one line where the terminal shows two).
+    fn println(&self, line: &str) {
+        let width = console::Term::stderr().size().1 as usize;
+        let _ = self
+            .multi
+            .println(console::truncate_str(line, width.max(20), "…"));
+    }
+
+    fn paint(&self, text: &str, color: &str) -> String {
+        if !self.opts.color {
+            return text.to_string();
+        }
+        console::Style::from_dotted_str(color)
+            .for_stderr()
+            .apply_to(text)
+            .to_string()
+    }
+}
+
+impl Drop for View {
+    /// However the build ends, the live area does not stay behind.
+    fn drop(&mut self) {
+        let _ = self.multi.clear();
+    }
+}
+
+fn push_bounded(q: &mut VecDeque<String>, s: String, cap: usize) {
+    if q.len() == cap {
+        q.pop_front();
+    }
+    q.push_back(s);
+}

@@ -116,7 +116,10 @@ impl Tmux {
             if text.contains("EXIT=") {
                 return text;
             }
-            assert!(start.elapsed() < PATIENCE, "the raw capture never ended: {text:?}");
+            assert!(
+                start.elapsed() < PATIENCE,
+                "the raw capture never ended: {text:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -201,7 +204,10 @@ fn a_long_run_shows_a_live_timer_and_a_bounded_window_then_collapses() {
         .collect();
     assert_eq!(quick.len(), 1, "{during}");
     assert!(quick[0].contains(" DONE "), "{during}");
-    assert!(!during.lines().any(|l| l.trim() == "quick-step"), "{during}");
+    assert!(
+        !during.lines().any(|l| l.trim() == "quick-step"),
+        "{during}"
+    );
 
     // The timer moves while the step prints nothing.
     let first = timer(&during, "RUN for i").unwrap_or_else(|| panic!("no timer:\n{during}"));
@@ -316,4 +322,48 @@ fn the_live_view_does_draw_on_a_terminal() {
     assert!(after.contains("1 steps: 1 run, 0 cached"), "{after}");
     let shown = t.raw(&raw);
     assert!(shown.contains('\x1b'), "{shown:?}");
+}
+
+/// `docker load` shows its bytes and speed, and the summary says where the image went.
+#[test]
+fn a_load_shows_its_bytes_and_the_summary_names_the_tag() {
+    common::require_root();
+    common::require_docker();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "tty/busybox:3");
+    let root = common::tempdir();
+    let tag = "cairn-test/tty:load";
+    let ctx = context(&format!(
+        "FROM {}/tty/busybox:3\nRUN echo to-load > /f\n",
+        reg.addr
+    ));
+    let line = format!(
+        "env CAIRN_ROOT={root} {cairn} build {ctx} -t {tag}",
+        root = root.path().display(),
+        cairn = common::cairn_bin().display(),
+        ctx = ctx.path().display(),
+    );
+    let t = Tmux::start(&line);
+    t.go();
+    let (code, after) = t.finish();
+    let _ = Command::new("docker").args(["rmi", tag]).output();
+    assert_eq!(code, 0, "{after}");
+    let loaded = after
+        .lines()
+        .find(|l| l.starts_with("loaded "))
+        .unwrap_or_else(|| panic!("no load line:\n{after}"));
+    assert!(loaded.contains("tty:load"), "{loaded}");
+    assert!(
+        loaded.contains(" MB)") || loaded.contains(" kB)"),
+        "{loaded}"
+    );
+    assert!(loaded.contains("/s"), "{loaded}");
+    // The summary's bytes line: "1.3 MB pulled, …, 2.9 MB loaded".
+    assert!(
+        after
+            .lines()
+            .any(|l| l.contains(" pulled, ") && l.trim_end().ends_with(" loaded")),
+        "{after}"
+    );
+    assert!(after.contains(&format!("-> docker ({tag})")), "{after}");
 }

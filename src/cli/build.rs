@@ -200,8 +200,10 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter) -> Result<()> {
     for out in &outputs {
         match out {
             Output::Load => {
+                // scripts/lib/bench.py times the load from this line.
                 rep.info("loading the image into Docker");
-                image_id = crate::export::docker_load(&store, &result.image, &args.tags)?;
+                image_id =
+                    crate::export::docker_load_reporting(&store, &result.image, &args.tags, rep)?;
                 rep.exported(&match args.tags.as_slice() {
                     [] => "docker".to_string(),
                     tags => format!("docker ({})", tags.join(", ")),

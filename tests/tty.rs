@@ -28,7 +28,9 @@ impl Tmux {
         fs::write(
             &run,
             format!(
-                "while [ ! -e {go} ]; do sleep 0.05; done\n{script}\necho \"EXIT=$?\"\nsleep 3600\n",
+                // The shell outlives a Ctrl-C meant for cairn (a trap with a command is
+                // reset to the default in the children, so cairn still gets SIGINT).
+                "trap 'true' INT\nwhile [ ! -e {go} ]; do sleep 0.05; done\n{script}\necho \"EXIT=$?\"\nsleep 3600\n",
                 go = dir.path().join("go").display()
             ),
         )
@@ -366,4 +368,92 @@ fn a_load_shows_its_bytes_and_the_summary_names_the_tag() {
         "{after}"
     );
     assert!(after.contains(&format!("-> docker ({tag})")), "{after}");
+}
+
+/// A line wider than the terminal stays one row, and a resize mid-step redraws the view
+/// to the new width instead of leaving torn rows behind.
+#[test]
+fn long_lines_and_a_resize_do_not_garble_the_view() {
+    common::require_root();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "tty/busybox:4");
+    let root = common::tempdir();
+    let ctx = context(&format!(
+        "FROM {}/tty/busybox:4\nRUN printf 'wide-%0300d-end\\n' 7; echo second; sleep 4\n",
+        reg.addr
+    ));
+    let t = Tmux::start(&build_line(root.path(), ctx.path(), "", ""));
+    t.go();
+    let during = t.wait_for("the wide line", |s| {
+        s.lines().any(|l| l.starts_with("  wide-0000")) && s.lines().any(|l| l == "  second")
+    });
+    let rows: Vec<&str> = during.lines().filter(|l| l.contains("0000")).collect();
+    assert_eq!(rows.len(), 1, "a wide line took several rows:\n{during}");
+    assert!(!rows[0].contains("-end"), "not cut at the edge:\n{during}");
+
+    t.tmux(&["resize-window", "-x", "70", "-y", "30"]);
+    let narrow = t.wait_for("the view at 70 columns", |s| {
+        s.lines()
+            .find(|l| l.contains("RUN printf"))
+            .is_some_and(|l| l.chars().count() <= 70 && l.trim_end().ends_with('s'))
+    });
+    for l in narrow.lines() {
+        assert!(
+            l.chars().count() <= 70,
+            "row wider than the terminal: {l:?}"
+        );
+    }
+    assert_eq!(
+        narrow.lines().filter(|l| l.contains("RUN printf")).count(),
+        1,
+        "{narrow}"
+    );
+    let (code, after) = t.finish();
+    assert_eq!(code, 0, "{after}");
+    assert_eq!(
+        after.lines().filter(|l| l.contains("RUN printf")).count(),
+        1,
+        "{after}"
+    );
+    assert!(!after.contains("0000"), "the window stayed:\n{after}");
+}
+
+/// Ctrl-C during a step: the build stops with 130, the step's output is shown once, and
+/// the live area is gone (the shell's next line starts on a clean row).
+#[test]
+fn ctrl_c_leaves_the_terminal_clean() {
+    common::require_root();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "tty/busybox:5");
+    let root = common::tempdir();
+    let ctx = context(&format!(
+        "FROM {}/tty/busybox:5\nRUN echo before-the-wait; sleep 300\n",
+        reg.addr
+    ));
+    let t = Tmux::start(&build_line(root.path(), ctx.path(), "", ""));
+    t.go();
+    t.wait_for("the step running", |s| s.contains("before-the-wait"));
+    t.tmux(&["send-keys", "C-c"]);
+    let (code, after) = t.finish();
+    assert_eq!(code, 130, "{after}");
+    assert!(after.contains("SIGINT received"), "{after}");
+    assert!(after.contains("ERROR"), "{after}");
+    // The output appears once (in the failure report), not also in a stale window.
+    assert_eq!(
+        after
+            .lines()
+            .filter(|l| l.contains("before-the-wait"))
+            .count(),
+        1,
+        "{after}"
+    );
+    // No spinner row left behind, and the marker the shell printed after cairn starts
+    // its own row.
+    assert!(
+        !after
+            .lines()
+            .any(|l| l.trim_end().ends_with('s') && l.contains("RUN echo") && !l.contains("ERROR")),
+        "{after}"
+    );
+    assert!(after.lines().any(|l| l.starts_with("EXIT=130")), "{after}");
 }

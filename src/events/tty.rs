@@ -13,10 +13,13 @@
 
 use super::human::plain_text;
 use super::{human_size, Event, TransferKind, TtyOptions};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use indicatif::{
+    MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, WeakProgressBar,
+};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Output lines of a running step kept in memory for the failure report; a failed step
@@ -26,8 +29,15 @@ const KEEP_LINES: usize = 200;
 /// Longest output line kept (longer ones are cut; the log file has them whole).
 const MAX_LINE: usize = 2000;
 
+/// Final lines remembered for a redraw after a resize.
+const RECENT_LINES: usize = 200;
+
+/// How often the terminal's size is looked at.
+const RESIZE_POLL: Duration = Duration::from_millis(200);
+
 pub(super) struct View {
     multi: MultiProgress,
+    shared: Arc<Shared>,
     opts: TtyOptions,
     explain: bool,
     state: Mutex<BTreeMap<usize, Running>>,
@@ -55,8 +65,18 @@ impl View {
             console::set_colors_enabled_stderr(false);
             console::set_colors_enabled(false);
         }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        let shared = Arc::new(Shared {
+            multi: multi.clone(),
+            recent: Mutex::new(VecDeque::new()),
+            bars: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&shared);
+        std::thread::spawn(move || watch_size(weak));
         View {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
+            multi,
+            shared,
             opts,
             explain,
             state: Mutex::new(BTreeMap::new()),
@@ -133,7 +153,7 @@ impl View {
             .with_key("secs", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
                 let _ = write!(w, "{:.1}s", s.elapsed().as_secs_f64());
             });
-        let header = self.multi.add(ProgressBar::new_spinner().with_style(style));
+        let header = self.add(None, ProgressBar::new_spinner().with_style(style));
         header.set_prefix(step.to_string());
         header.set_message(title.clone());
         // The timer must move while a step prints nothing.
@@ -181,9 +201,7 @@ impl View {
         while r.window.len() < r.tail.len() {
             let after = r.window.last().unwrap_or(&r.header).clone();
             let style = ProgressStyle::with_template("  {wide_msg:.dim}").expect("static template");
-            let bar = self
-                .multi
-                .insert_after(&after, ProgressBar::new_spinner().with_style(style));
+            let bar = self.add(Some(&after), ProgressBar::new_spinner().with_style(style));
             r.window.push(bar);
         }
         for (bar, text) in r.window.iter().zip(&r.tail) {
@@ -207,6 +225,7 @@ impl View {
     /// The build failed: the running step's output (its last [`KEEP_LINES`] lines, and
     /// where the rest is), then the live area goes. The CLI prints the error after this.
     fn fail(&self, failed: BTreeMap<usize, Running>) {
+        self.shared.closed.store(true, Ordering::SeqCst);
         for r in failed.values() {
             self.clear_step(r);
         }
@@ -247,7 +266,7 @@ impl View {
             Some(t) => ProgressBar::new(t),
             None => ProgressBar::new_spinner(),
         };
-        let bar = self.multi.add(bar.with_style(style));
+        let bar = self.add(None, bar.with_style(style));
         bar.set_prefix(format!("{} {id}", kind.verbs().0));
         if total.is_none() {
             bar.enable_steady_tick(Duration::from_millis(100));
@@ -281,6 +300,7 @@ impl View {
 
     /// Collapses what still runs and clears the live area.
     pub(super) fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
         let running = std::mem::take(&mut *self.state.lock().unwrap_or_else(|p| p.into_inner()));
         for (n, r) in running {
             self.collapse(r, &format!("#{n}"));
@@ -290,6 +310,7 @@ impl View {
 
     /// The closing summary, after the live area is gone.
     pub(super) fn summary(&self, lines: &[String]) {
+        self.shared.closed.store(true, Ordering::SeqCst);
         let _ = self.multi.clear();
         let mut err = std::io::stderr().lock();
         for l in lines {
@@ -297,13 +318,22 @@ impl View {
         }
     }
 
-    /// Prints a final line above the live area, cut to the terminal's width (indicatif
-    /// would otherwise count one line where the terminal shows two).
+    /// Adds a bar to the live area (after `after`, else at the end), known to the redraw
+    /// after a resize.
+    fn add(&self, after: Option<&ProgressBar>, bar: ProgressBar) -> ProgressBar {
+        let bar = match after {
+            Some(a) => self.multi.insert_after(a, bar),
+            None => self.multi.add(bar),
+        };
+        let mut bars = self.shared.bars.lock().unwrap_or_else(|p| p.into_inner());
+        bars.retain(|b| b.upgrade().is_some_and(|b| !b.is_finished()));
+        bars.push(bar.downgrade());
+        bar
+    }
+
+    /// Prints a final line above the live area.
     fn println(&self, line: &str) {
-        let width = console::Term::stderr().size().1 as usize;
-        let _ = self
-            .multi
-            .println(console::truncate_str(line, width.max(20), "…"));
+        self.shared.println(line);
     }
 
     fn paint(&self, text: &str, color: &str) -> String {
@@ -320,7 +350,85 @@ impl View {
 impl Drop for View {
     /// However the build ends, the live area does not stay behind.
     fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
         let _ = self.multi.clear();
+    }
+}
+
+/// What the view and its resize watcher share.
+struct Shared {
+    multi: MultiProgress,
+    /// The last final lines printed, to lay out again after a resize.
+    recent: Mutex<VecDeque<String>>,
+    /// Every bar of the live area (finished ones are pruned as new ones come).
+    bars: Mutex<Vec<WeakProgressBar>>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    /// Prints a final line above the live area, cut to the terminal's width (indicatif
+    /// would otherwise count one line where the terminal shows two).
+    fn println(&self, line: &str) {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            push_bounded(&mut recent, line.to_string(), RECENT_LINES);
+        }
+        let width = console::Term::stderr().size().1 as usize;
+        let _ = self
+            .multi
+            .println(console::truncate_str(line, width.max(20), "…"));
+    }
+
+    /// The terminal changed size. Terminals re-wrap (or cut) what is on screen, so the
+    /// rows indicatif drew no longer are where it thinks: draw everything again from a
+    /// clean screen — the recent final lines at the new width, then every bar, each
+    /// rendered anew (indicatif reuses a bar's last rendering until it changes).
+    fn redraw(&self, rows: usize, cols: usize) {
+        let bars: Vec<ProgressBar> = self
+            .bars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(WeakProgressBar::upgrade)
+            .filter(|b| !b.is_finished())
+            .collect();
+        if bars.is_empty() {
+            // Only final lines on screen: the terminal's own re-wrap is right for them.
+            return;
+        }
+        let recent: Vec<String> = {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let keep = rows.saturating_sub(bars.len() + 1).min(recent.len());
+            recent.iter().skip(recent.len() - keep).cloned().collect()
+        };
+        self.multi.suspend(|| {
+            let term = console::Term::stderr();
+            let _ = term.clear_screen();
+            for l in &recent {
+                let _ = term.write_line(&console::truncate_str(l, cols.max(20), "…"));
+            }
+        });
+        for b in bars {
+            b.tick();
+        }
+    }
+}
+
+/// Watches the terminal's size while the view lives; redraws it on a change.
+fn watch_size(shared: Weak<Shared>) {
+    let term = console::Term::stderr();
+    let mut last = term.size();
+    loop {
+        std::thread::sleep(RESIZE_POLL);
+        let Some(s) = shared.upgrade() else { return };
+        if s.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = term.size();
+        if now != last {
+            last = now;
+            s.redraw(now.0 as usize, now.1 as usize);
+        }
     }
 }
 

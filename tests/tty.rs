@@ -433,9 +433,15 @@ fn ctrl_c_leaves_the_terminal_clean() {
         "FROM {}/tty/busybox:5\nRUN echo before-the-wait; sleep 300\n",
         reg.addr
     ));
-    let t = Tmux::start(&build_line(root.path(), ctx.path(), "", ""));
+    // After cairn, the terminal's `^C` echo setting, as stty prints it.
+    let t = Tmux::start(&format!(
+        "{}\nrc=$?; stty -a | grep -o -- '-*echoctl' | sed 's/^/SETTING /'; (exit $rc)",
+        build_line(root.path(), ctx.path(), "", "")
+    ));
     t.go();
-    t.wait_for("the step running", |s| s.contains("before-the-wait"));
+    t.wait_for("the step running", |s| {
+        s.lines().any(|l| l.trim() == "before-the-wait")
+    });
     t.tmux(&["send-keys", "C-c"]);
     let (code, after) = t.finish();
     assert_eq!(code, 130, "{after}");
@@ -445,11 +451,13 @@ fn ctrl_c_leaves_the_terminal_clean() {
     assert_eq!(
         after
             .lines()
-            .filter(|l| l.contains("before-the-wait"))
+            .filter(|l| l.ends_with("before-the-wait") && !l.contains("RUN"))
             .count(),
         1,
         "{after}"
     );
+    // cairn turned the `^C` echo off while it drew, and on again.
+    assert!(after.contains("SETTING echoctl"), "{after}");
     // No spinner row left behind, and the marker the shell printed after cairn starts
     // its own row.
     assert!(

@@ -285,16 +285,32 @@ pub fn main() -> std::process::ExitCode {
             }
             std::process::ExitCode::SUCCESS
         }
-        (Err(e), Some(rep)) => {
-            rep.fail(&e);
-            if rep.mode() == crate::events::Mode::Json {
-                // The error event was the last line: stderr stays all JSON.
-                return std::process::ExitCode::from(e.exit_code() as u8);
-            }
-            report(&e)
-        }
-        (Err(e), None) => report(&e),
+        (Err(e), rep) => conclude(rep.as_ref(), &e),
     }
+}
+
+/// Ends a failed command: the sink shows the error its way (the failed step's output on
+/// a terminal, the last event in JSON mode), then `cairn: error: …` unless stderr is JSON.
+fn conclude(rep: Option<&crate::events::Reporter>, e: &Error) -> std::process::ExitCode {
+    if let Some(rep) = rep {
+        rep.fail(e);
+        if rep.mode() == crate::events::Mode::Json {
+            return std::process::ExitCode::from(e.exit_code() as u8);
+        }
+    }
+    report(e)
+}
+
+/// Exits with the interrupted code at once, after giving the sink a moment to take the
+/// live view off the terminal and say why (it cannot hold the exit up).
+fn exit_interrupted(rep: Option<crate::events::Reporter>) -> ! {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        conclude(rep.as_ref(), &Error::Interrupted);
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
+    std::process::exit(ExitCode::Interrupted as i32);
 }
 
 /// SIGINT/SIGTERM: stop the running step (its whole PID namespace), let the build unwind
@@ -312,7 +328,7 @@ fn watch_signals(rep: Option<crate::events::Reporter>) {
             seen += 1;
             crate::executor::interrupt();
             if seen > 1 {
-                std::process::exit(ExitCode::Interrupted as i32);
+                exit_interrupted(rep.clone());
             }
             let note = format!(
                 "cairn: {} received: stopping the build",
@@ -322,9 +338,10 @@ fn watch_signals(rep: Option<crate::events::Reporter>) {
                 Some(rep) => rep.info(&note),
                 None => eprintln!("{note}"),
             }
-            std::thread::spawn(|| {
+            let rep = rep.clone();
+            std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_secs(10));
-                std::process::exit(ExitCode::Interrupted as i32);
+                exit_interrupted(rep);
             });
         }
     });

@@ -8,8 +8,10 @@
 //! re-wraps nothing: `wide_msg` truncates each line to the current width); this module
 //! only decides what the lines say. Output lines are cleaned of control characters
 //! before they are drawn, so a program's colours or carriage returns cannot move the
-//! cursor under indicatif's feet. No raw mode and no hidden cursor: a Ctrl-C that kills
-//! cairn outright leaves at most a few stale lines, never a broken terminal.
+//! cursor under indicatif's feet. No raw mode and no hidden cursor; the one terminal
+//! setting touched is the `^C` echo (`ECHOCTL`), off while the view lives — the echo
+//! would land in the live area and shift it a row, leaving a stale copy behind — and put
+//! back when the view goes, however the build ends.
 
 use super::human::plain_text;
 use super::{human_size, Event, TransferKind, TtyOptions};
@@ -41,6 +43,8 @@ pub(super) struct View {
     opts: TtyOptions,
     explain: bool,
     state: Mutex<BTreeMap<usize, Running>>,
+    /// The terminal settings to restore (`^C` echo) when the view goes.
+    saved: Mutex<Option<nix::sys::termios::Termios>>,
 }
 
 /// A step that has started and not finished.
@@ -80,6 +84,7 @@ impl View {
             opts,
             explain,
             state: Mutex::new(BTreeMap::new()),
+            saved: Mutex::new(quiet_ctrl_c()),
         }
     }
 
@@ -226,6 +231,7 @@ impl View {
     /// where the rest is), then the live area goes. The CLI prints the error after this.
     fn fail(&self, failed: BTreeMap<usize, Running>) {
         self.shared.closed.store(true, Ordering::SeqCst);
+        self.restore_terminal();
         for r in failed.values() {
             self.clear_step(r);
         }
@@ -301,6 +307,7 @@ impl View {
     /// Collapses what still runs and clears the live area.
     pub(super) fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
+        self.restore_terminal();
         let running = std::mem::take(&mut *self.state.lock().unwrap_or_else(|p| p.into_inner()));
         for (n, r) in running {
             self.collapse(r, &format!("#{n}"));
@@ -311,6 +318,7 @@ impl View {
     /// The closing summary, after the live area is gone.
     pub(super) fn summary(&self, lines: &[String]) {
         self.shared.closed.store(true, Ordering::SeqCst);
+        self.restore_terminal();
         let _ = self.multi.clear();
         let mut err = std::io::stderr().lock();
         for l in lines {
@@ -351,8 +359,32 @@ impl Drop for View {
     /// However the build ends, the live area does not stay behind.
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
+        self.restore_terminal();
         let _ = self.multi.clear();
     }
+}
+
+impl View {
+    fn restore_terminal(&self) {
+        let saved = self.saved.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stderr(),
+                nix::sys::termios::SetArg::TCSANOW,
+                &t,
+            );
+        }
+    }
+}
+
+/// Turns off the terminal's `^C` echo; returns the settings to put back.
+fn quiet_ctrl_c() -> Option<nix::sys::termios::Termios> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let saved = tcgetattr(std::io::stderr()).ok()?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHOCTL);
+    tcsetattr(std::io::stderr(), SetArg::TCSANOW, &quiet).ok()?;
+    Some(saved)
 }
 
 /// What the view and its resize watcher share.

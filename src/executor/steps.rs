@@ -356,7 +356,7 @@ fn lowers(b: &Builder<'_>, layers: &[LayerDesc]) -> Result<Vec<PathBuf>> {
 
 /// Passes a warning of the sandbox or the unpacker on to the reporter.
 fn warn_to<'a>(b: &'a Builder<'_>) -> impl FnMut(&str) + 'a {
-    |w: &str| b.rep.info(&format!("warning: {w}"))
+    |w: &str| b.rep.warn(w)
 }
 
 fn layer_options(b: &Builder<'_>, chown: Option<Chown>) -> Result<LayerOptions> {

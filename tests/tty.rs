@@ -180,7 +180,7 @@ fn a_long_run_shows_a_live_timer_and_a_bounded_window_then_collapses() {
     let root = common::tempdir();
     let long = "RUN for i in 1 2 3 4 5 6 7 8 9; do echo line-$i; done; sleep 5; echo slept";
     let ctx = context(&format!(
-        "FROM {}/tty/busybox:1\nRUN echo quick-step\n{long}\nLABEL finished=yes\n",
+        "FROM {}/tty/busybox:1\nRUN echo quick-step | tee /quick\n{long}\nLABEL finished=yes\n",
         reg.addr
     ));
     let t = Tmux::start(&build_line(
@@ -242,6 +242,13 @@ fn a_long_run_shows_a_live_timer_and_a_bounded_window_then_collapses() {
             "{gone} left on screen:\n{after}"
         );
     }
+    // The first step's layer, with its size.
+    assert!(
+        after
+            .lines()
+            .any(|l| l.starts_with("wrote layer of step 1 (") && l.contains(" B) in ")),
+        "{after}"
+    );
     // The closing summary.
     assert!(after.contains("3 steps: 3 run, 0 cached"), "{after}");
     assert!(after.contains("pulled"), "{after}");

@@ -123,7 +123,7 @@ impl TransferKind {
     fn verbs(self) -> (&'static str, &'static str) {
         match self {
             TransferKind::Pull => ("pulling", "pulled "),
-            TransferKind::Layer => ("writing layer", "wrote layer  "),
+            TransferKind::Layer => ("writing layer", "wrote layer"),
             TransferKind::Load => ("loading", "loaded "),
             TransferKind::Push => ("pushing", "pushed "),
         }
@@ -194,7 +194,7 @@ pub enum Event<'a> {
         cached: usize,
         seconds: f64,
         pulled: u64,
-        layers: u64,
+        written: u64,
         loaded: u64,
         pushed: u64,
     },
@@ -397,7 +397,7 @@ impl Reporter {
             cached: t.cached,
             seconds: secs(self.inner.started.elapsed()),
             pulled: self.bytes(TransferKind::Pull),
-            layers: self.bytes(TransferKind::Layer),
+            written: self.bytes(TransferKind::Layer),
             loaded: self.bytes(TransferKind::Load),
             pushed: self.bytes(TransferKind::Push),
         }
@@ -471,6 +471,16 @@ impl Transfer {
     /// Bytes moved so far.
     pub fn bytes(&self) -> u64 {
         self.done.load(Ordering::Relaxed)
+    }
+
+    /// The transfer completed having moved `bytes` in all (for work whose size is known
+    /// only at its end, such as a layer: compressed in another process, stored at once).
+    pub fn finish_at(self, bytes: u64) {
+        let before = self.done.swap(bytes, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            b.inc(bytes.saturating_sub(before));
+        }
+        self.finish();
     }
 
     /// The transfer completed: its bytes count towards the summary.

@@ -470,7 +470,7 @@ fn run_step(
         });
     }
     let t = Instant::now();
-    let layer = upper_layer(b, &upper)?;
+    let layer = reported_layer(b, &format!("of step {step}"), || upper_layer(b, &upper))?;
     timings.push(("layer".into(), progress::secs(t.elapsed())));
     if let Some(l) = &layer {
         adopt_as_lower(b, &l.diff_id, &upper);
@@ -579,8 +579,28 @@ fn copy_step(
         None => None,
     };
     let t = Instant::now();
-    let layer = layer::from_upper(b.store, &root, &layer_options(b, chown)?)?;
+    let opts = layer_options(b, chown)?;
+    let layer = reported_layer(b, &format!("for {dest}"), || {
+        Ok(layer::from_upper(b.store, &root, &opts)?)
+    })?;
     timings.push(("layer".into(), progress::secs(t.elapsed())));
+    Ok(layer)
+}
+
+/// Writes a step's layer as a `layer` transfer of the event sink; its size (the stored
+/// blob's) is known when it is done.
+fn reported_layer(
+    b: &Builder<'_>,
+    what: &str,
+    write: impl FnOnce() -> Result<Option<layer::Layer>>,
+) -> Result<Option<layer::Layer>> {
+    let t = b
+        .rep
+        .transfer(crate::events::TransferKind::Layer, what, None);
+    let layer = write()?;
+    if let Some(l) = &layer {
+        t.finish_at(l.size);
+    }
     Ok(layer)
 }
 

@@ -6,7 +6,7 @@
 use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress, PullPolicy};
 use crate::error::{Error, Result};
 use crate::events::TtyOptions;
-use crate::executor::{self, BuildOptions, BuildResult, Mode, Reporter};
+use crate::executor::{self, BuildOptions, BuildResult, Cancel, Mode, Reporter};
 use crate::layer::Compression;
 use crate::registry::{self, RegistryOptions};
 use crate::sandbox::Network;
@@ -88,7 +88,10 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
-            .map_err(|e| Error::Usage(format!("cannot read the Dockerfile from stdin: {e}")))?;
+            .map_err(|e| Error::Input {
+                what: "cannot read the Dockerfile from stdin".into(),
+                source: e,
+            })?;
         (None, PathBuf::from("Dockerfile"), text)
     } else {
         let ctx = PathBuf::from(&args.context);
@@ -99,8 +102,7 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
             )));
         }
         let file = args.file.clone().unwrap_or_else(|| ctx.join("Dockerfile"));
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
+        let text = executor::frontend::read_dockerfile(&file)?;
         (Some(ctx), file, text)
     };
     let platform = match &args.platform {
@@ -180,7 +182,7 @@ pub(super) fn reporter(args: &BuildArgs) -> Reporter {
     Reporter::with_options(mode, args.explain, TtyOptions::from_env())
 }
 
-pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter) -> Result<()> {
+pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Result<()> {
     let outputs = args
         .output
         .iter()
@@ -197,7 +199,7 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter) -> Result<()> {
     let mut opts = options(cli, args)?;
     opts.registry.events = Some(rep.clone());
     let store = Store::open(&cli.store_root())?;
-    let result = executor::build(&store, &opts, rep)?;
+    let result = executor::build(&store, &opts, rep, cancel)?;
     let mut image_id = result.image_id().to_string();
     for out in &outputs {
         match out {
@@ -212,8 +214,10 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter) -> Result<()> {
                 });
             }
             Output::DockerArchive(dest) => {
-                let f = std::fs::File::create(dest)
-                    .map_err(|e| Error::Usage(format!("cannot create {}: {e}", dest.display())))?;
+                let f = std::fs::File::create(dest).map_err(|e| Error::Input {
+                    what: format!("cannot create {}", dest.display()),
+                    source: e,
+                })?;
                 crate::export::write_docker_archive(
                     &store,
                     &result.image,
@@ -229,8 +233,10 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter) -> Result<()> {
         }
     }
     if let Some(f) = &args.iidfile {
-        std::fs::write(f, &image_id)
-            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", f.display())))?;
+        std::fs::write(f, &image_id).map_err(|e| Error::Input {
+            what: format!("cannot write {}", f.display()),
+            source: e,
+        })?;
     }
     rep.emit(&executor::Event::Finished {
         image_id: &image_id,
@@ -267,11 +273,11 @@ fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str) {
     }
 }
 
-pub fn key(cli: &Cli, args: &BuildArgs, rep: &Reporter) -> Result<()> {
+pub fn key(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Result<()> {
     let mut opts = options(cli, args)?;
     opts.registry.events = Some(rep.clone());
     let store = Store::open(&cli.store_root())?;
-    let key = executor::key(&store, &opts, rep)?;
+    let key = executor::key(&store, &opts, rep, cancel)?;
     match args.format {
         OutputFormat::Text => println!("{key}"),
         OutputFormat::Json => println!("{}", serde_json::json!({ "cache_key": key.to_string() })),

@@ -255,15 +255,17 @@ pub fn main() -> std::process::ExitCode {
         Command::Build(args) | Command::Key(args) => Some(build::reporter(args)),
         _ => None,
     };
+    // The token this process's build stops on; the signal handler owns the cancelling.
+    let cancel = crate::executor::Cancel::new();
     if matches!(
         cli.command,
         Command::Build(_) | Command::Key(_) | Command::Pull(_)
     ) {
-        watch_signals(rep.clone());
+        watch_signals(cancel.clone(), rep.clone());
     }
     let result = match (&cli.command, &rep) {
-        (Command::Build(args), Some(rep)) => build::build(&cli, args, rep),
-        (Command::Key(args), Some(rep)) => build::key(&cli, args, rep),
+        (Command::Build(args), Some(rep)) => build::build(&cli, args, rep, &cancel),
+        (Command::Key(args), Some(rep)) => build::key(&cli, args, rep, &cancel),
         (Command::Build(_) | Command::Key(_), None) => unreachable!("a reporter is made above"),
         (Command::Pull(args), _) => pull::pull(&cli, args),
         (Command::Parse(args), _) => parse::parse(args),
@@ -277,7 +279,7 @@ pub fn main() -> std::process::ExitCode {
         }
         (Command::Man, _) => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
             .render(&mut std::io::stdout())
-            .map_err(|e| Error::Internal(format!("cannot write the man page: {e}"))),
+            .map_err(|e| Error::io("cannot write the man page", e)),
     };
     match (result, rep) {
         (Ok(()), rep) => {
@@ -318,7 +320,7 @@ fn exit_interrupted(rep: Option<crate::events::Reporter>) -> ! {
 /// and clean up, and exit with the interrupted code. A second signal, or a build that does
 /// not unwind within ten seconds, exits at once (the store stays consistent: it only ever
 /// renames complete files into place, and cleans temporary ones on the next open).
-fn watch_signals(rep: Option<crate::events::Reporter>) {
+fn watch_signals(cancel: crate::executor::Cancel, rep: Option<crate::events::Reporter>) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;
@@ -327,7 +329,7 @@ fn watch_signals(rep: Option<crate::events::Reporter>) {
         let mut seen = 0;
         for sig in signals.forever() {
             seen += 1;
-            crate::executor::interrupt();
+            cancel.cancel();
             if seen > 1 {
                 exit_interrupted(rep.clone());
             }

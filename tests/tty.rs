@@ -363,7 +363,7 @@ fn a_load_shows_its_bytes_and_the_summary_names_the_tag() {
         .unwrap_or_else(|| panic!("no load line:\n{after}"));
     assert!(loaded.contains("tty:load"), "{loaded}");
     assert!(
-        loaded.contains(" MB)") || loaded.contains(" kB)"),
+        loaded.contains(" MiB)") || loaded.contains(" KiB)"),
         "{loaded}"
     );
     assert!(loaded.contains("/s"), "{loaded}");

@@ -520,13 +520,14 @@ pub fn secs(d: Duration) -> f64 {
     (d.as_millis() as f64) / 1000.0
 }
 
-/// `1.5 MB`-style sizes (decimal units, as Docker prints them).
+/// A byte count for people, in IEC units (`512 B`, `1.5 KiB`, `3.2 MiB`), as every cairn
+/// command prints sizes (indicatif's byte keys use the same units).
 pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
         i += 1;
     }
     if i == 0 {

@@ -76,7 +76,7 @@ fn plain_lines_carry_no_escape_or_carriage_return() {
     assert_eq!(
         lines,
         [
-            "pulling sha256:abc (2.0 MB)",
+            "pulling sha256:abc (1.9 MiB)",
             lines[1], // the time varies
             "#1 [stage-0 1/2] RUN apt-get update",
             "#1 100%",
@@ -88,7 +88,7 @@ fn plain_lines_carry_no_escape_or_carriage_return() {
         ]
     );
     assert!(
-        lines[1].starts_with("pulled  sha256:abc (2.0 MB) in "),
+        lines[1].starts_with("pulled  sha256:abc (1.9 MiB) in "),
         "{}",
         lines[1]
     );
@@ -202,9 +202,9 @@ fn summary_names_steps_bytes_image_and_destination() {
         cached: 7,
         seconds: 12.34,
         bytes: [
-            ("pulled", 31_000_000),
+            ("pulled", 31 << 20),
             ("written", 0),
-            ("loaded", 80_100_000),
+            ("loaded", 80 << 20),
             ("pushed", 0),
         ],
         image_id: "sha256:1234",
@@ -214,15 +214,17 @@ fn summary_names_steps_bytes_image_and_destination() {
         lines,
         [
             "9 steps: 2 run, 7 cached in 12.3s",
-            "31.0 MB pulled, 80.1 MB loaded",
+            "31.0 MiB pulled, 80.0 MiB loaded",
             "image sha256:1234 -> docker (app:dev)",
         ]
     );
 }
 
 #[test]
-fn sizes_are_decimal_as_docker_prints_them() {
-    assert_eq!(human_size(999), "999 B");
-    assert_eq!(human_size(1_500), "1.5 kB");
-    assert_eq!(human_size(2_000_000), "2.0 MB");
+fn sizes_are_iec_as_every_command_prints_them() {
+    assert_eq!(human_size(0), "0 B");
+    assert_eq!(human_size(1023), "1023 B");
+    assert_eq!(human_size(1536), "1.5 KiB");
+    assert_eq!(human_size(5 << 20), "5.0 MiB");
+    assert_eq!(human_size(3 << 30), "3.0 GiB");
 }

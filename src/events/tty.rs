@@ -260,12 +260,10 @@ impl View {
     /// A byte bar for a transfer, in the live area until it finishes.
     pub(super) fn transfer(&self, kind: TransferKind, id: &str, total: Option<u64>) -> ProgressBar {
         let template = match (total, kind) {
-            (Some(_), _) => {
-                "{prefix} [{bar:25}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec}"
-            }
+            (Some(_), _) => "{prefix} [{bar:25}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
             // A layer's size is known only once it is stored: its line says so then.
             (None, TransferKind::Layer) => "{prefix} {spinner}",
-            (None, _) => "{prefix} {spinner} {decimal_bytes} {decimal_bytes_per_sec}",
+            (None, _) => "{prefix} {spinner} {bytes} {binary_bytes_per_sec}",
         };
         let style = ProgressStyle::with_template(template)
             .expect("static template")

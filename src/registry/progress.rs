@@ -34,7 +34,7 @@ impl Progress {
 /// One blob's download.
 pub(crate) type BlobProgress = Transfer;
 
-/// `1.5 MB`-style sizes (decimal units, as Docker prints them).
+/// A byte count for people, in IEC units: the one helper every command uses.
 pub fn human(n: u64) -> String {
     crate::events::human_size(n)
 }

@@ -7,8 +7,8 @@
 //! Four renderings of the same [`Event`]s: `plain` (one line per event, no escape
 //! sequences, no carriage returns: what Terraform's `local-exec` and Coder read line by
 //! line), `json` (one object per line), `tty` (a live view in the spirit of BuildKit's,
-//! drawn by indicatif in `events/tty.rs`) and `quiet`. Results never go here: stdout carries only
-//! the image ID or the `--format json` object.
+//! drawn by indicatif in `events/tty.rs`) and `quiet`. Results never go here: stdout
+//! carries only the image ID or the `--format json` object.
 
 mod human;
 mod tty;

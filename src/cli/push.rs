@@ -6,6 +6,7 @@
 use super::{Cli, OutputFormat, PushArgs};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::events::Reporter;
 use crate::layer::Compression;
 use crate::platform::Platform;
 use crate::registry::{self, Manifest, Pushed, Reference, RegistryOptions};
@@ -77,27 +78,33 @@ pub(super) fn push_image(
     targets: &[Reference],
     compression: Compression,
     quiet: bool,
+    rep: Option<&Reporter>,
 ) -> Result<Vec<Pushed>> {
     let manifest = registry::prepare_push(store, manifest, compression)?;
     let opts = RegistryOptions {
         quiet,
+        events: rep.cloned(),
         ..super::pull::registry_options(cli)
+    };
+    let say = |msg: String| match rep {
+        Some(r) => r.info(&msg),
+        None if !quiet => eprintln!("{msg}"),
+        None => {}
     };
     let mut out = Vec::new();
     for t in targets {
-        if !quiet {
-            eprintln!("pushing {t}");
-        }
+        say(format!("pushing {t}"));
         let p = registry::push(store, &manifest, t, &opts)?;
-        if !quiet {
-            eprintln!(
-                "{t}: digest {} ({} uploaded, {} mounted, {} already there; {} sent)",
-                p.digest,
-                p.uploaded,
-                p.mounted,
-                p.present,
-                registry::human(p.uploaded_bytes)
-            );
+        say(format!(
+            "{t}: digest {} ({} uploaded, {} mounted, {} already there; {} sent)",
+            p.digest,
+            p.uploaded,
+            p.mounted,
+            p.present,
+            registry::human(p.uploaded_bytes)
+        ));
+        if let Some(r) = rep {
+            r.exported(&format!("{}@{}", t.name(), p.digest));
         }
         out.push(p);
     }
@@ -133,7 +140,15 @@ pub fn push(cli: &Cli, args: &PushArgs) -> Result<()> {
         .compression
         .parse::<Compression>()
         .map_err(|e| Error::Usage(format!("--compression: {e}")))?;
-    let pushed = push_image(cli, &store, &manifest, &[target], compression, args.quiet)?;
+    let pushed = push_image(
+        cli,
+        &store,
+        &manifest,
+        &[target],
+        compression,
+        args.quiet,
+        None,
+    )?;
     let p = &pushed[0];
     match args.format {
         OutputFormat::Text => println!("{}@{}", p.reference.name(), p.digest),

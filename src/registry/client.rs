@@ -55,7 +55,7 @@ pub(crate) type MakeBody<'a> = &'a (dyn Fn() -> Result<reqwest::Body, Error> + S
 
 /// An HTTP client for `registry`: its `certs.d` CAs, the bundled web roots, and the
 /// system's roots when `system_roots`.
-fn http_client(
+fn registry_client(
     registry: &str,
     opts: &RegistryOptions,
     system_roots: bool,
@@ -114,13 +114,32 @@ pub(crate) fn is_plain_http(registry: &str, insecure: &[String]) -> bool {
     loopback || insecure.iter().any(|i| i == registry || i == host)
 }
 
+/// The HTTP client every registry request goes through (and ADD's downloads): our user
+/// agent, the configured connect and read timeouts, bounded redirects; proxies and TLS
+/// roots from the environment, as reqwest takes them.
+pub(crate) fn http_client(opts: &RegistryOptions) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(opts.timeout)
+        .read_timeout(opts.timeout)
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .build()
+        .map_err(|e| Error::Message(format!("cannot build an HTTP client: {e}")))
+}
+
+/// The wait before retry number `attempt` (200 ms doubling, at most 3.2 s).
+pub(crate) async fn backoff(attempt: u32) {
+    let ms = 200u64 << attempt.min(4);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
 impl Client {
     pub(crate) fn new(r: &Reference, opts: &RegistryOptions) -> Result<Client, Error> {
         let plain = is_plain_http(&r.registry, &opts.insecure);
         let scheme = if plain { "http" } else { "https" };
         // A plain-HTTP registry needs no system roots (reading them is most of a no-change
         // push); its token server, if it has an HTTPS one, gets a client with them.
-        let http = http_client(&r.registry, opts, !plain)?;
+        let http = registry_client(&r.registry, opts, !plain)?;
         let host = if r.registry == DOCKER_HUB {
             "registry-1.docker.io"
         } else {
@@ -208,11 +227,6 @@ impl Client {
         }
     }
 
-    async fn backoff(attempt: u32) {
-        let ms = 200u64 << attempt.min(4);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
-
     /// Sends `build()` until it gets an answer that is not a 5xx/429, retrying connection
     /// failures and timeouts; the last failure becomes an error.
     async fn send_retrying(
@@ -256,7 +270,7 @@ impl Client {
                 };
             }
             attempt += 1;
-            Self::backoff(attempt).await;
+            backoff(attempt).await;
         }
     }
 
@@ -402,7 +416,7 @@ impl Client {
         let creds = self.creds()?;
         let http = if realm.starts_with("https://") && self.base.starts_with("http://") {
             if self.tls_http.get().is_none() {
-                let c = http_client(&self.registry, &self.opts, true)?;
+                let c = registry_client(&self.registry, &self.opts, true)?;
                 let _ = self.tls_http.set(c);
             }
             self.tls_http.get().expect("just set")
@@ -593,7 +607,7 @@ impl Client {
                 return Err(self.blob_error(d, format!("download failed: {interrupted}")));
             }
             resumes += 1;
-            Self::backoff(resumes).await;
+            backoff(resumes).await;
         }
     }
 
@@ -648,7 +662,7 @@ pub(crate) async fn read_limited(mut resp: Response, limit: u64) -> Result<Vec<u
 }
 
 /// An error and its causes on one line (reqwest's own message hides the interesting part).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

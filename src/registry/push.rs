@@ -13,6 +13,7 @@
 
 use super::client::{read_limited, Client, MakeBody};
 use super::manifest::{self, Manifest, OCI_MANIFEST};
+use super::progress::Progress;
 use super::pull::block_on;
 use super::{Error, Reference, RegistryOptions};
 use crate::digest::Digest;
@@ -177,6 +178,7 @@ pub fn push(
     let all: Vec<String> = sources.iter().flatten().cloned().collect();
     let client = Client::for_push(target, opts, &all)?;
     let counts = Counts::default();
+    let progress = Progress::new(opts);
     // The tag already names this very manifest: the registry accepted it with every blob,
     // so there is nothing to send (a no-change re-push is this one request).
     if let Some(tag) = &target.tag {
@@ -193,7 +195,9 @@ pub fn push(
     }
     let mut jobs = Vec::with_capacity(blobs.len());
     for ((d, size), from) in blobs.iter().zip(&sources) {
-        jobs.push(blob_job(&client, store, d, *size, from, opts, &counts));
+        jobs.push(blob_job(
+            &client, store, d, *size, from, opts, &counts, &progress,
+        ));
     }
     block_on(async {
         futures_util::stream::iter(jobs)
@@ -216,6 +220,7 @@ pub fn push(
 }
 
 /// One blob of a push, counted and reported.
+#[allow(clippy::too_many_arguments)]
 async fn blob_job(
     client: &Client,
     store: &Store,
@@ -224,16 +229,14 @@ async fn blob_job(
     from: &[String],
     opts: &RegistryOptions,
     counts: &Counts,
+    progress: &Progress,
 ) -> Result<(), Error> {
-    let outcome = ensure_blob(client, store, d, size, from, opts).await?;
+    let outcome = ensure_blob(client, store, d, size, from, opts, progress).await?;
     counts.add(outcome, size);
-    if !opts.quiet {
-        let what = match outcome {
-            Outcome::Present => "exists",
-            Outcome::Mounted => "mounted",
-            Outcome::Uploaded => "pushed",
-        };
-        eprintln!("{} {what} ({})", d.short(), super::human(size));
+    match outcome {
+        Outcome::Present => progress.note(&format!("{} exists", d.short())),
+        Outcome::Mounted => progress.note(&format!("{} mounted", d.short())),
+        Outcome::Uploaded => {}
     }
     Ok(())
 }
@@ -323,6 +326,7 @@ async fn ensure_blob(
     size: u64,
     from: &[String],
     opts: &RegistryOptions,
+    progress: &Progress,
 ) -> Result<Outcome, Error> {
     let what = format!("blob {d}");
     let resp = client
@@ -357,12 +361,16 @@ async fn ensure_blob(
                 }
             },
         };
+        let bar = progress.push_blob(d, size);
         let done = match chunk {
             Some(c) => upload_chunked(client, store, d, size, url, c).await,
             None => upload(client, store, d, size, &url).await,
         };
         match done {
-            Ok(()) => return Ok(Outcome::Uploaded),
+            Ok(()) => {
+                bar.finish_at(size);
+                return Ok(Outcome::Uploaded);
+            }
             Err(e) if attempt < opts.retries && e.is_unreachable() => {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(200 << attempt.min(4))).await;

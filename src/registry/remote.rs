@@ -79,7 +79,11 @@ pub fn fetch_entry(
             });
         }
         if !store.has_blob(&config_digest) {
-            let bar = Progress::new(true).blob(&config_digest, config.size());
+            let quiet = RegistryOptions {
+                quiet: true,
+                ..opts.clone()
+            };
+            let bar = Progress::new(&quiet).blob(&config_digest, config.size());
             client
                 .fetch_blob(store, &config_digest, config.size(), &bar)
                 .await?;
@@ -110,7 +114,7 @@ pub fn fetch_blobs(
         return Ok(());
     }
     let client = Client::new(r, opts)?;
-    let progress = Progress::new(opts.quiet);
+    let progress = Progress::new(opts);
     let mut jobs = Vec::new();
     for (d, size) in missing {
         jobs.push(fetch_one(&client, store, d, *size, &progress));

@@ -153,7 +153,10 @@ fn entry_ref(r: &Reference, key: &CacheKey) -> Reference {
 /// The caches a build reads (`--cache-from`), in order.
 pub struct RegistryCache {
     from: Vec<Reference>,
+    /// For lookups (quiet: one small manifest and blob per step).
     opts: RegistryOptions,
+    /// For layer fetches, which report their progress as pulls do.
+    fetch_opts: RegistryOptions,
     /// The state blob of each key a remote lookup hit.
     hits: Mutex<BTreeMap<CacheKey, Digest>>,
     /// Where each layer of a remote hit can be fetched.
@@ -168,8 +171,9 @@ impl RegistryCache {
             from,
             opts: RegistryOptions {
                 quiet: true,
-                ..opts
+                ..opts.clone()
             },
+            fetch_opts: opts,
             hits: Mutex::default(),
             sources: Mutex::default(),
             failed: Mutex::default(),
@@ -263,7 +267,7 @@ impl RemoteCache for RegistryCache {
             }
         }
         for (r, blobs) in by_source.into_values() {
-            registry::remote::fetch_blobs(store, &r, &blobs, &self.opts)?;
+            registry::remote::fetch_blobs(store, &r, &blobs, &self.fetch_opts)?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 
 use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress};
 use crate::error::{Error, Result};
+use crate::events::TtyOptions;
 use crate::executor::{self, BuildOptions, BuildResult, Cancel, Mode, Reporter};
 use crate::layer::Compression;
 use crate::registry::{self, RegistryOptions};
@@ -169,8 +170,7 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         },
         source_date_epoch,
         registry: RegistryOptions {
-            // Plain "pulling…" lines would break the one-object-per-line JSON stream.
-            quiet: args.quiet || args.progress == Progress::Json,
+            quiet: args.quiet,
             ..super::pull::registry_options(cli)
         },
         mirrors: cli.config.mirrors.clone(),
@@ -179,7 +179,8 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
     })
 }
 
-fn reporter(args: &BuildArgs) -> Reporter {
+/// The event sink `--progress` and `--quiet` ask for.
+pub(super) fn reporter(args: &BuildArgs) -> Reporter {
     let mode = if args.quiet {
         Mode::Quiet
     } else {
@@ -190,10 +191,10 @@ fn reporter(args: &BuildArgs) -> Reporter {
             Progress::Json => Mode::Json,
         }
     };
-    Reporter::new(mode, args.explain)
+    Reporter::with_options(mode, args.explain, TtyOptions::from_env())
 }
 
-pub fn build(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
+pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Result<()> {
     let outputs = args
         .output
         .iter()
@@ -207,16 +208,22 @@ pub fn build(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
         registry::Reference::parse(t)
             .map_err(|e| Error::Usage(format!("-t {t}: invalid image name: {e}")))?;
     }
-    let opts = options(cli, args)?;
+    let mut opts = options(cli, args)?;
+    opts.registry.events = Some(rep.clone());
     let store = Store::open(&cli.store_root())?;
-    let rep = reporter(args);
-    let result = executor::build(&store, &opts, &rep, cancel)?;
+    let result = executor::build(&store, &opts, rep, cancel)?;
     let mut image_id = result.image_id().to_string();
     for out in &outputs {
         match out {
             Output::Load => {
+                // scripts/lib/bench.py times the load from this line.
                 rep.info("loading the image into Docker");
-                image_id = crate::export::docker_load(&store, &result.image, &args.tags)?;
+                image_id =
+                    crate::export::docker_load_reporting(&store, &result.image, &args.tags, rep)?;
+                rep.exported(&match args.tags.as_slice() {
+                    [] => "docker".to_string(),
+                    tags => format!("docker ({})", tags.join(", ")),
+                });
             }
             Output::DockerArchive(dest) => {
                 let f = std::fs::File::create(dest).map_err(|e| Error::Input {
@@ -229,9 +236,11 @@ pub fn build(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
                     &args.tags,
                     std::io::BufWriter::new(f),
                 )?;
+                rep.exported(&dest.display().to_string());
             }
             Output::OciLayout(dest) => {
                 crate::export::write_oci_layout(&store, &result.image, &args.tags, dest)?;
+                rep.exported(&format!("OCI layout {}", dest.display()));
             }
         }
     }
@@ -276,11 +285,11 @@ fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str) {
     }
 }
 
-pub fn key(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
-    let opts = options(cli, args)?;
+pub fn key(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Result<()> {
+    let mut opts = options(cli, args)?;
+    opts.registry.events = Some(rep.clone());
     let store = Store::open(&cli.store_root())?;
-    let rep = reporter(args);
-    let key = executor::key(&store, &opts, &rep, cancel)?;
+    let key = executor::key(&store, &opts, rep, cancel)?;
     match args.format {
         OutputFormat::Text => println!("{key}"),
         OutputFormat::Json => println!("{}", serde_json::json!({ "cache_key": key.to_string() })),

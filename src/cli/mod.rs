@@ -280,42 +280,78 @@ pub fn main() -> std::process::ExitCode {
     };
     cli.insecure_registries
         .extend(cli.config.insecure_registries.iter().cloned());
+    // Build and key report through one sink, which also shows the signal note and the
+    // error (the failed step's output on a terminal, an event in JSON mode).
+    let rep = match &cli.command {
+        Command::Build(args) | Command::Key(args) => Some(build::reporter(args)),
+        _ => None,
+    };
     // The token this process's build stops on; the signal handler owns the cancelling.
     let cancel = crate::executor::Cancel::new();
     if matches!(
         cli.command,
         Command::Build(_) | Command::Key(_) | Command::Pull(_)
     ) {
-        watch_signals(cancel.clone());
+        watch_signals(cancel.clone(), rep.clone());
     }
-    let result = match &cli.command {
-        Command::Build(args) => build::build(&cli, args, &cancel),
-        Command::Key(args) => build::key(&cli, args, &cancel),
-        Command::Pull(args) => pull::pull(&cli, args),
-        Command::Parse(args) => parse::parse(args),
-        Command::Inspect(args) => pull::inspect(&cli, args),
-        Command::Cache(args) => pull::cache(&cli, args),
-        Command::Doctor => doctor::doctor(&cli.store_root()),
-        Command::Completions { shell } => {
+    let result = match (&cli.command, &rep) {
+        (Command::Build(args), Some(rep)) => build::build(&cli, args, rep, &cancel),
+        (Command::Key(args), Some(rep)) => build::key(&cli, args, rep, &cancel),
+        (Command::Build(_) | Command::Key(_), None) => unreachable!("a reporter is made above"),
+        (Command::Pull(args), _) => pull::pull(&cli, args),
+        (Command::Parse(args), _) => parse::parse(args),
+        (Command::Inspect(args), _) => pull::inspect(&cli, args),
+        (Command::Cache(args), _) => pull::cache(&cli, args),
+        (Command::Doctor, _) => doctor::doctor(&cli.store_root()),
+        (Command::Completions { shell }, _) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "cairn", &mut std::io::stdout());
             Ok(())
         }
-        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+        (Command::Man, _) => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
             .render(&mut std::io::stdout())
             .map_err(|e| Error::io("cannot write the man page", e)),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => report(&e),
+    match (result, rep) {
+        (Ok(()), rep) => {
+            if let Some(rep) = rep {
+                rep.close();
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        (Err(e), rep) => conclude(rep.as_ref(), &e),
     }
+}
+
+/// Ends a failed command: the sink shows the error its way (the failed step's output on
+/// a terminal, the last event in JSON mode), then `cairn: error: …` unless stderr is JSON.
+fn conclude(rep: Option<&crate::events::Reporter>, e: &Error) -> std::process::ExitCode {
+    if let Some(rep) = rep {
+        rep.fail(e);
+        if rep.mode() == crate::events::Mode::Json {
+            return std::process::ExitCode::from(e.exit_code() as u8);
+        }
+    }
+    report(e)
+}
+
+/// Exits with the interrupted code at once, after giving the sink a moment to take the
+/// live view off the terminal and say why (it cannot hold the exit up).
+fn exit_interrupted(rep: Option<crate::events::Reporter>) -> ! {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        conclude(rep.as_ref(), &Error::Interrupted);
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
+    std::process::exit(ExitCode::Interrupted as i32);
 }
 
 /// SIGINT/SIGTERM: stop the running step (its whole PID namespace), let the build unwind
 /// and clean up, and exit with the interrupted code. A second signal, or a build that does
 /// not unwind within ten seconds, exits at once (the store stays consistent: it only ever
 /// renames complete files into place, and cleans temporary ones on the next open).
-fn watch_signals(cancel: crate::executor::Cancel) {
+fn watch_signals(cancel: crate::executor::Cancel, rep: Option<crate::events::Reporter>) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;
@@ -326,15 +362,20 @@ fn watch_signals(cancel: crate::executor::Cancel) {
             seen += 1;
             cancel.cancel();
             if seen > 1 {
-                std::process::exit(ExitCode::Interrupted as i32);
+                exit_interrupted(rep.clone());
             }
-            eprintln!(
+            let note = format!(
                 "cairn: {} received: stopping the build",
                 if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
             );
-            std::thread::spawn(|| {
+            match &rep {
+                Some(rep) => rep.info(&note),
+                None => eprintln!("{note}"),
+            }
+            let rep = rep.clone();
+            std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_secs(10));
-                std::process::exit(ExitCode::Interrupted as i32);
+                exit_interrupted(rep);
             });
         }
     });

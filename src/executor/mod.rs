@@ -247,8 +247,8 @@ impl<'a> Builder<'a> {
             .info(&format!("resolving {reference} ({platform})"));
         let pulled = self.pull_via_mirrors(&reference, &platform)?;
         if pulled.offline_fallback {
-            self.rep.info(&format!(
-                "warning: registry unreachable; using the stored {} for {reference}",
+            self.rep.warn(&format!(
+                "registry unreachable; using the stored {} for {reference}",
                 pulled.manifest_digest
             ));
         }
@@ -323,7 +323,7 @@ impl<'a> Builder<'a> {
                     Ok(p) => return Ok(p),
                     Err(e) => self
                         .rep
-                        .info(&format!("warning: mirror {m} failed for {reference}: {e}")),
+                        .warn(&format!("mirror {m} failed for {reference}: {e}")),
                 }
             }
         }

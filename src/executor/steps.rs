@@ -434,7 +434,9 @@ fn run_step(
         });
     }
     let t = Instant::now();
-    let layer = upper_layer(env, &upper)?;
+    let layer = reported_layer(env, &format!("of step {}", step.no), || {
+        upper_layer(env, &upper)
+    })?;
     timings.push(("layer".into(), progress::secs(t.elapsed())));
     if let Some(l) = &layer {
         adopt_as_lower(env, &l.diff_id, &upper);
@@ -546,8 +548,28 @@ fn copy_step(
         None => None,
     };
     let t = Instant::now();
-    let layer = layer::from_upper(env.store, &root, &layer_options(env, chown)?)?;
+    let opts = layer_options(env, chown)?;
+    let layer = reported_layer(env, &format!("for {dest}"), || {
+        Ok(layer::from_upper(env.store, &root, &opts)?)
+    })?;
     timings.push(("layer".into(), progress::secs(t.elapsed())));
+    Ok(layer)
+}
+
+/// Writes a step's layer as a `layer` transfer of the event sink; its size (the stored
+/// blob's) is known when it is done.
+fn reported_layer(
+    env: &StepEnv<'_>,
+    what: &str,
+    write: impl FnOnce() -> Result<Option<layer::Layer>>,
+) -> Result<Option<layer::Layer>> {
+    let t = env
+        .rep
+        .transfer(crate::events::TransferKind::Layer, what, None);
+    let layer = write()?;
+    if let Some(l) = &layer {
+        t.finish_at(l.size);
+    }
     Ok(layer)
 }
 

@@ -3,7 +3,7 @@
 //! Results go to stdout (the image ID, or one flat JSON object with `--format json`); logs
 //! go to stderr.
 
-use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress, PullPolicy};
+use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress};
 use crate::error::{Error, Result};
 use crate::events::TtyOptions;
 use crate::executor::{self, BuildOptions, BuildResult, Cancel, Mode, Reporter};
@@ -11,7 +11,6 @@ use crate::layer::Compression;
 use crate::registry::{self, RegistryOptions};
 use crate::sandbox::Network;
 use crate::store::Store;
-use crate::Platform;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
@@ -82,6 +81,18 @@ fn build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// `CONTEXT/Dockerfile`, or `CONTEXT/dockerfile` when only that exists (as BuildKit falls
+/// back to the lower-case name).
+fn default_dockerfile(ctx: &std::path::Path) -> PathBuf {
+    let upper = ctx.join("Dockerfile");
+    let lower = ctx.join("dockerfile");
+    if !upper.exists() && lower.is_file() {
+        lower
+    } else {
+        upper
+    }
+}
+
 /// Options shared by `cairn build` and `cairn key`.
 pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
     let (context, dockerfile_path, dockerfile_text) = if args.context == "-" {
@@ -101,23 +112,28 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
                 ctx.display()
             )));
         }
-        let file = args.file.clone().unwrap_or_else(|| ctx.join("Dockerfile"));
+        let file = args
+            .file
+            .clone()
+            .unwrap_or_else(|| default_dockerfile(&ctx));
         let text = executor::frontend::read_dockerfile(&file)?;
         (Some(ctx), file, text)
     };
-    let platform = match &args.platform {
-        Some(p) => p
-            .parse::<Platform>()
-            .map_err(|e| Error::Usage(e.to_string()))?,
-        None => Platform::host(),
-    };
+    let platform = cli.platform(args.platform.as_ref());
     let labels = args
         .labels
         .iter()
         .map(|l| key_value("--label", l))
         .collect::<Result<BTreeMap<_, _>>>()?;
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
+    let build_args = build_args(&args.build_args)?;
+    // As BuildKit: `--build-arg SOURCE_DATE_EPOCH=...`, else the environment variable
+    // (which buildx passes on as that build arg).
+    let epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
+    let source_date_epoch = match epoch {
+        Some(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
             Error::Usage(format!(
                 "SOURCE_DATE_EPOCH={v:?}: expected seconds since the epoch"
             ))
@@ -137,16 +153,12 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         dockerfile_path,
         dockerfile_text,
         ignore_file: args.ignore_file.clone(),
-        build_args: build_args(&args.build_args)?,
+        build_args,
         target: args.target.clone(),
         platform,
         labels,
         no_cache: args.no_cache,
-        pull: match (args.pull, cli.config.pull.as_deref()) {
-            (Some(PullPolicy::Always), _) | (None, Some("always")) => registry::PullPolicy::Always,
-            (Some(PullPolicy::Never), _) | (None, Some("never")) => registry::PullPolicy::Never,
-            _ => registry::PullPolicy::Missing,
-        },
+        pull: cli.pull_policy(args.pull),
         network: match args.network {
             NetworkArg::None => Network::None,
             NetworkArg::Default | NetworkArg::Host => Network::Host,

@@ -10,6 +10,7 @@ mod parse;
 mod pull;
 
 use crate::error::{Error, ExitCode};
+use crate::platform::Platform;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -58,8 +59,9 @@ pub enum Command {
     Man,
 }
 
-/// The pull policy for base images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+/// The pull policy for base images, as `--pull` and the config file's `pull` spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PullPolicy {
     /// Always re-resolve tags; fail when the registry is unreachable.
     Always,
@@ -68,6 +70,16 @@ pub enum PullPolicy {
     Missing,
     /// Never open a network connection.
     Never,
+}
+
+impl From<PullPolicy> for crate::registry::PullPolicy {
+    fn from(p: PullPolicy) -> Self {
+        match p {
+            PullPolicy::Always => crate::registry::PullPolicy::Always,
+            PullPolicy::Missing => crate::registry::PullPolicy::Missing,
+            PullPolicy::Never => crate::registry::PullPolicy::Never,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -121,7 +133,7 @@ pub struct BuildArgs {
     pub target: Option<String>,
     /// Target platform (os/arch[/variant]).
     #[arg(long)]
-    pub platform: Option<String>,
+    pub platform: Option<Platform>,
     /// Add a label to the image (K=V, repeatable).
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
@@ -165,15 +177,16 @@ pub struct BuildArgs {
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// Image reference, e.g. ubuntu:24.04 or 127.0.0.1:5000/base@sha256:...
-    pub reference: String,
+    /// Image reference, e.g. ubuntu:24.04 or 127.0.0.1:5000/base@sha256:... (parsed and
+    /// normalised here: a malformed one is a usage error before anything runs).
+    pub reference: crate::registry::Reference,
     #[arg(long)]
-    pub platform: Option<String>,
+    pub platform: Option<Platform>,
     /// When to contact the registry: `missing` re-resolves tags when the registry answers and
     /// falls back to the stored digest when it does not; `always` fails instead; `never`
     /// opens no connection.
-    #[arg(long, value_enum, default_value_t = PullPolicy::Missing, num_args = 0..=1, default_missing_value = "always")]
-    pub pull: PullPolicy,
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always")]
+    pub pull: Option<PullPolicy>,
     #[arg(short = 'q', long)]
     pub quiet: bool,
 }
@@ -192,7 +205,7 @@ pub struct InspectArgs {
     /// A reference or manifest digest already in the store.
     pub reference: String,
     #[arg(long)]
-    pub platform: Option<String>,
+    pub platform: Option<Platform>,
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +238,19 @@ pub enum CacheCommand {
 }
 
 impl Cli {
+    /// The target platform of `build`, `key`, `pull` and `inspect` alike: the `--platform`
+    /// flag, else the config file's `platform`, else the host's (as `docker build` and
+    /// `docker pull` default), so a `cairn pull` finds what a later `--pull=never` build
+    /// looks for.
+    pub fn platform(&self, flag: Option<&Platform>) -> Platform {
+        choose_platform(flag, self.config.platform.as_ref(), Platform::host())
+    }
+
+    /// The pull policy: the `--pull` flag, else the config file's `pull`, else `missing`.
+    pub fn pull_policy(&self, flag: Option<PullPolicy>) -> crate::registry::PullPolicy {
+        flag.or(self.config.pull).unwrap_or_default().into()
+    }
+
     /// The store root: `--root`, `CAIRN_ROOT`, the config file's `root`, else
     /// `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`.
     pub fn store_root(&self) -> PathBuf {
@@ -238,6 +264,11 @@ impl Cli {
             .unwrap_or_else(|| PathBuf::from("/var/cache"));
         base.join("cairn")
     }
+}
+
+/// Flag over config file over host.
+fn choose_platform(flag: Option<&Platform>, config: Option<&Platform>, host: Platform) -> Platform {
+    flag.or(config).cloned().unwrap_or(host)
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -354,4 +385,47 @@ fn watch_signals(cancel: crate::executor::Cancel, rep: Option<crate::events::Rep
 pub fn report(e: &Error) -> std::process::ExitCode {
     eprintln!("cairn: error: {e}");
     std::process::ExitCode::from(e.exit_code() as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_is_flag_then_config_then_host() {
+        let (amd, arm, s390) = (
+            Platform::new("linux", "amd64", None),
+            Platform::new("linux", "arm64", None),
+            Platform::new("linux", "s390x", None),
+        );
+        assert_eq!(choose_platform(Some(&amd), Some(&arm), s390.clone()), amd);
+        assert_eq!(choose_platform(None, Some(&arm), s390.clone()), arm);
+        assert_eq!(choose_platform(None, None, s390.clone()), s390);
+    }
+
+    #[test]
+    fn every_command_defaults_to_the_same_platform_and_policy() {
+        let mut cli = Cli::parse_from(["cairn", "pull", "x"]);
+        assert_eq!(
+            cli.platform(None),
+            Platform::host(),
+            "pull defaults to the host"
+        );
+        assert_eq!(cli.pull_policy(None), crate::registry::PullPolicy::Missing);
+        cli.config.platform = Some(Platform::new("linux", "arm64", None));
+        cli.config.pull = Some(PullPolicy::Never);
+        assert_eq!(cli.platform(None), Platform::new("linux", "arm64", None));
+        assert_eq!(cli.pull_policy(None), crate::registry::PullPolicy::Never);
+        assert_eq!(
+            cli.pull_policy(Some(PullPolicy::Always)),
+            crate::registry::PullPolicy::Always
+        );
+        let Command::Pull(args) =
+            &Cli::parse_from(["cairn", "pull", "--platform", "linux/arm64", "x"]).command
+        else {
+            panic!("a pull command")
+        };
+        assert_eq!(args.platform, Some(Platform::new("linux", "arm64", None)));
+        assert!(Cli::try_parse_from(["cairn", "pull", "--platform", "linux", "x"]).is_err());
+    }
 }

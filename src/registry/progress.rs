@@ -38,3 +38,19 @@ pub(crate) type BlobProgress = Transfer;
 pub fn human(n: u64) -> String {
     crate::events::human_size(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn sizes_are_iec() {
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1023), "1023 B");
+        assert_eq!(human(1024), "1.0 KiB");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(5 * 1024 * 1024), "5.0 MiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+        assert_eq!(human(2 << 40), "2.0 TiB");
+    }
+}

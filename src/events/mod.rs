@@ -119,6 +119,8 @@ pub enum TransferKind {
     Load,
     /// A blob sent to a registry.
     Push,
+    /// An `ADD <url>` source fetched.
+    Download,
 }
 
 impl TransferKind {
@@ -129,6 +131,7 @@ impl TransferKind {
             TransferKind::Layer => ("writing layer", "wrote layer"),
             TransferKind::Load => ("loading", "loaded "),
             TransferKind::Push => ("pushing", "pushed "),
+            TransferKind::Download => ("downloading", "downloaded "),
         }
     }
 
@@ -200,6 +203,7 @@ pub enum Event<'a> {
         written: u64,
         loaded: u64,
         pushed: u64,
+        downloaded: u64,
     },
     /// The build failed; the same message follows on the last line as `cairn: error:`
     /// except in JSON mode, where this is the last line.
@@ -221,7 +225,7 @@ struct Inner {
     /// Where lines go when there is no live view (stderr, or a buffer in tests).
     out: Mutex<Box<dyn Write + Send>>,
     tally: Mutex<Tally>,
-    bytes: [AtomicU64; 4],
+    bytes: [AtomicU64; 5],
     started: Instant,
 }
 
@@ -390,6 +394,7 @@ impl Reporter {
             written: self.bytes(TransferKind::Layer),
             loaded: self.bytes(TransferKind::Load),
             pushed: self.bytes(TransferKind::Push),
+            downloaded: self.bytes(TransferKind::Download),
         }
     }
 
@@ -405,6 +410,7 @@ impl Reporter {
                 ("written", self.bytes(TransferKind::Layer)),
                 ("loaded", self.bytes(TransferKind::Load)),
                 ("pushed", self.bytes(TransferKind::Push)),
+                ("downloaded", self.bytes(TransferKind::Download)),
             ],
             image_id,
             dests: &t.dests,

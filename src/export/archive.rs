@@ -52,8 +52,20 @@ pub(crate) fn write_docker_archive_omitting(
     omit: usize,
     out: impl Write,
 ) -> Result<(), Error> {
-    let tags = normalized(tags)?;
     let compat = compat::prepare(store, img)?;
+    write_archive(store, &compat, tags, omit, out)
+}
+
+/// The docker-archive of the image `compat` describes (its blobs from the store, or
+/// streamed as it says), tagged `tags`, without the bytes of the first `omit` layers.
+pub(crate) fn write_archive(
+    store: &Store,
+    compat: &compat::Compat,
+    tags: &[String],
+    omit: usize,
+    out: impl Write,
+) -> Result<(), Error> {
+    let tags = normalized(tags)?;
     let img = &compat.image;
     let omit = omit.min(img.layers.len());
     // A digest also used by a layer that is sent (the same tar twice) is sent.

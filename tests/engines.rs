@@ -11,7 +11,6 @@ mod common;
 use common::engines::{self, now, Engine};
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 /// A context whose image is busybox plus `/x` holding `x`: no base image, no RUN.

@@ -12,12 +12,17 @@
 
 mod archive;
 mod compat;
+mod convert;
 mod docker;
 mod engine;
 mod tags;
 
-pub use archive::{write_docker_archive, write_oci_layout};
+pub use archive::{
+    write_docker_archive, write_docker_archive_file, write_oci_layout, write_oci_layout_with,
+    Written,
+};
 pub use compat::docker_compatible;
+pub use convert::{recompressed, OutputCompression};
 pub use docker::{docker_load, docker_load_via, LoadVia, TlsFiles};
 pub use tags::{full_name, normalize_tag};
 

@@ -11,6 +11,7 @@ mod common;
 use common::engines::{self, now, Engine};
 use std::fs;
 use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
 /// A context whose image is busybox plus `/x` holding `x`: no base image, no RUN.
@@ -146,4 +147,123 @@ fn engine26_over_tcp_and_tls() {
     let e = engines::engine26_tls();
     let t = exercise(&e, &[]);
     eprintln!("no-op --load, {}: {:.0} ms", e.name, t * 1000.0);
+}
+
+/// A docker-archive output says both digests in `--format json`: engines with the classic
+/// image store (and Podman) show the config digest after `docker load -i`, which is also
+/// what `--iidfile` holds; the containerd image store shows the archive's manifest digest.
+#[test]
+fn archive_ids_on_both_stores() {
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    context(ctx.path(), "archived");
+    let archive = root.path().join("img.tar");
+    let iid = root.path().join("iid");
+    let tag = unique_tag("archive");
+    let r = build(
+        &engines::system(),
+        root.path(),
+        ctx.path(),
+        &[
+            "-t",
+            &tag,
+            &format!("--iidfile={}", iid.display()),
+            "-o",
+            &format!("type=docker,dest={}", archive.display()),
+        ],
+    );
+    let config = r["config_digest"].as_str().unwrap();
+    let manifest = r["manifest_digest"].as_str().unwrap();
+    assert_eq!(r["image_id"], config);
+    assert_eq!(fs::read_to_string(&iid).unwrap(), config);
+    for e in [engines::system(), engines::engine26()] {
+        common::run_ok(e.docker().args(["load", "-i"]).arg(&archive));
+        let want = if e.containerd_store { manifest } else { config };
+        assert_eq!(e.image_id(&tag).as_deref(), Some(want), "{}", e.name);
+        assert_eq!(run_cat(&e, &tag), "archived", "{}", e.name);
+        e.rmi(&[tag.clone(), want.to_string()]);
+    }
+}
+
+/// Podman's Docker-compatible API (`podman system service`, on a socket and store of this
+/// test's own) as a `--load` target: loads, IDs (config digests there), a no-op that sends
+/// nothing (counted in the service's request log) and a late change.
+#[test]
+fn podman_socket_as_load_target() {
+    common::require_root();
+    let dir = common::tempdir();
+    let sock = dir.path().join("podman.sock");
+    let log = dir.path().join("service.log");
+    let podman = |args: &[&str]| {
+        let mut c = Command::new(common::which("podman"));
+        c.arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .args(args);
+        c
+    };
+    let child = podman(&["--log-level=debug", "system", "service", "--time=0"])
+        .arg(format!("unix://{}", sock.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _service = KillOnDrop(child);
+    for _ in 0..300 {
+        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let e = Engine {
+        name: "podman",
+        host: format!("unix://{}", sock.display()),
+        cert_path: None,
+        containerd_store: false,
+    };
+    let loads = || {
+        fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"POST /") && l.contains("/images/load"))
+            .count()
+    };
+    let cat_x = |tag: &str| {
+        let mnt = common::run_ok(&mut podman(&["image", "mount", tag]));
+        let x = fs::read_to_string(Path::new(mnt.trim()).join("x")).unwrap();
+        let _ = podman(&["image", "unmount", tag]).output();
+        x
+    };
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    context(ctx.path(), "p0");
+    let tag = "cairn-test/podman:1";
+    let r = build(&e, root.path(), ctx.path(), &["-t", tag]);
+    let id = r["image_id"].as_str().unwrap().to_string();
+    assert_eq!(id, r["config_digest"].as_str().unwrap());
+    assert_eq!(e.image_id(tag).as_deref(), Some(id.as_str()));
+    assert_eq!(cat_x(tag), "p0");
+    assert_eq!(loads(), 1, "the first build loads once");
+
+    let r = build(&e, root.path(), ctx.path(), &["-t", tag]);
+    assert_eq!(r["image_id"], id.as_str());
+    assert_eq!(loads(), 1, "a no-op build sent the image again");
+
+    fs::write(ctx.path().join("x"), "p1").unwrap();
+    let r = build(&e, root.path(), ctx.path(), &["-t", tag]);
+    assert_ne!(r["image_id"], id.as_str());
+    assert_eq!(e.image_id(tag).as_deref(), r["image_id"].as_str());
+    assert_eq!(cat_x(tag), "p1");
+    assert_eq!(loads(), 2);
+}
+
+/// Kills a process this test started, by its PID, when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

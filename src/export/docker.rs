@@ -294,9 +294,8 @@ pub(crate) trait EngineOps {
 /// What a load needs to know of the engine, read from `GET /info`, not guessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Info {
-    /// The containerd image store: image IDs are manifest digests, and a load imports every
-    /// blob it is given. Else the classic one (IDs are config digests, and a load leaves
-    /// unread the tar of a layer whose chain it has) or Podman's (IDs are config digests).
+    /// The containerd image store: image IDs are manifest digests. Else the classic one or
+    /// Podman's: IDs are config digests.
     pub containerd_store: bool,
     /// The classic (graph driver) image store of Docker.
     pub classic_store: bool,
@@ -397,10 +396,13 @@ fn load_with(
     let id = match e.image_id(&id_ref)? {
         Some(id) => id,
         None => {
-            // After a change late in the Dockerfile the classic store already has most
-            // layers: send only the others. Should the engine want them after all, send
-            // them all. The archive carries no names: tags follow once it is in.
-            let present = if info.classic_store {
+            // After a change late in the Dockerfile the engine already has most layers:
+            // send only the others. The classic store never opens the tar of a layer whose
+            // chain it has; the containerd store has their blobs in its content store, kept
+            // by the image the tag still names (the archive carries no names: tags follow
+            // once it is in). Podman wants every blob. Should the engine want them after
+            // all, send them all.
+            let present = if info.classic_store || info.containerd_store {
                 present_layers(img, &tagged)
             } else {
                 0

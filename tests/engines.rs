@@ -267,3 +267,108 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A docker context made by the docker CLI (TCP+TLS to Engine 26, its certificates kept
+/// in the context store) is found as the CLI finds it: `DOCKER_CONTEXT`, else the config's
+/// `currentContext`.
+#[test]
+fn docker_contexts_reach_the_engine() {
+    let e = engines::engine26();
+    let config = common::tempdir();
+    let tls = Path::new(engines::ENGINE26_TLS);
+    let docker = || {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_CONFIG", config.path())
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH");
+        c
+    };
+    common::run_ok(docker().args([
+        "context",
+        "create",
+        "cairn-e26",
+        "--docker",
+        &format!(
+            "host=tcp://{},ca={},cert={},key={}",
+            engines::ENGINE26_TCP,
+            tls.join("ca.pem").display(),
+            tls.join("cert.pem").display(),
+            tls.join("key.pem").display()
+        ),
+    ]));
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    context(ctx.path(), "by context");
+    let tag = unique_tag("context");
+    let cairn = |env_context: bool| {
+        let mut c = common::cairn(root.path());
+        c.env("DOCKER_CONFIG", config.path())
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH")
+            .env_remove("DOCKER_CONTEXT");
+        if env_context {
+            c.env("DOCKER_CONTEXT", "cairn-e26");
+        }
+        c.arg("build").arg(ctx.path()).args(["-q", "-t", &tag]);
+        common::run_ok(&mut c).trim().to_string()
+    };
+    let id = cairn(true);
+    assert_eq!(e.image_id(&tag).as_deref(), Some(id.as_str()));
+    assert_eq!(run_cat(&e, &tag), "by context");
+    e.rmi(&[tag.clone()]);
+    common::run_ok(docker().args(["context", "use", "cairn-e26"]));
+    assert_eq!(cairn(false), id);
+    assert_eq!(e.image_id(&tag).as_deref(), Some(id.as_str()));
+    e.rmi(&[tag, id]);
+}
+
+/// An engine whose certificate the given CA did not sign is refused: exit 5, the address
+/// and the reason named.
+#[test]
+fn tls_with_the_wrong_ca_is_refused() {
+    engines::engine26();
+    let certs = common::tempdir();
+    let tls = Path::new(engines::ENGINE26_TLS);
+    // A CA of its own, which signed nothing the engine has.
+    common::run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=other-ca",
+                "-keyout",
+            ])
+            .arg(certs.path().join("ca-key.pem"))
+            .arg("-out")
+            .arg(certs.path().join("ca.pem")),
+    );
+    for f in ["cert.pem", "key.pem"] {
+        fs::copy(tls.join(f), certs.path().join(f)).unwrap();
+    }
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    context(ctx.path(), "never");
+    let out = common::run(
+        common::cairn(root.path())
+            .env("DOCKER_HOST", format!("tcp://{}", engines::ENGINE26_TCP))
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", certs.path())
+            .env_remove("DOCKER_CONTEXT")
+            .arg("build")
+            .arg(ctx.path())
+            .args(["-q", "-t", "cairn-test/never:1"]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains(engines::ENGINE26_TCP), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}

@@ -56,9 +56,10 @@ impl Engine {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    /// How many images the engine loaded between `since` and `until` (seconds since the
-    /// epoch, fractions allowed: the engine runs on this machine's clock).
-    pub fn loads_between(&self, since: f64, until: f64) -> usize {
+    /// How many times the engine loaded image `id` between `since` and `until` (seconds
+    /// since the epoch, fractions allowed: the engine runs on this machine's clock). Other
+    /// tests may load other images into the same engine meanwhile.
+    pub fn loads_between(&self, id: &str, since: f64, until: f64) -> usize {
         let out = super::run_ok(self.docker().args([
             "events",
             "--since",
@@ -72,7 +73,7 @@ impl Engine {
             "--format",
             "{{.ID}}",
         ]));
-        out.lines().filter(|l| !l.trim().is_empty()).count()
+        out.lines().filter(|l| l.trim() == id).count()
     }
 
     /// Removes images, ignoring those that are not there.

@@ -291,6 +291,12 @@ fn outputs_holding_this_image_are_not_rewritten() {
         (m.ino(), m.mtime(), m.mtime_nsec(), m.len())
     };
     let first = build_to(root.path(), ctx.path(), &specs);
+    // The mode of any file the user creates (0666 less the umask), not a temporary file's.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let plain = out.path().join("plain");
+    fs::File::create(&plain).unwrap();
+    assert_eq!(mode(&archive), mode(&plain));
     let (index0, archive0) = (stamp(&layout.join("index.json")), stamp(&archive));
     let again = build_to(root.path(), ctx.path(), &specs);
     assert_eq!(again["all_cached"], "true");

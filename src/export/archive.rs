@@ -189,8 +189,10 @@ pub fn write_docker_archive_file(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    // Created as `File::create` would (0666 less the umask), not tempfile's 0600.
     let tmp = tempfile::Builder::new()
         .prefix(".cairn-archive-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(Error::io(dir))?;
     write_archive(

@@ -338,3 +338,35 @@ fn outputs_holding_this_image_are_not_rewritten() {
     assert_ne!(stamp(&layout.join("index.json")), index0);
     assert_ne!(stamp(&archive).0, archive0.0);
 }
+
+/// `dest=/dev/stdout` (a pipe here) is written to, not replaced by a file.
+#[test]
+fn archive_to_a_pipe() {
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    busybox_context(ctx.path(), "piped");
+    let out = common::run(
+        common::cairn(root.path())
+            .arg("build")
+            .arg(ctx.path())
+            .args([
+                "-q",
+                "-t",
+                "cairn-test/pipe:1",
+                "-o",
+                "type=docker,dest=/dev/stdout",
+            ]),
+    );
+    assert!(out.status.success());
+    let mut ar = tar::Archive::new(&out.stdout[..]);
+    let names: Vec<String> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&"manifest.json".to_string()), "{names:?}");
+    assert!(fs::symlink_metadata("/dev/stdout")
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}

@@ -185,6 +185,18 @@ pub fn write_docker_archive_file(
             unchanged: true,
         });
     }
+    // A device or pipe (`/dev/stdout`) is written to as it is, never replaced.
+    if fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(Error::io(path))?;
+        write_archive(store, &compat, tags, 0, io::BufWriter::new(f))?;
+        return Ok(Written {
+            manifest,
+            unchanged: false,
+        });
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -206,7 +206,7 @@ pub fn write_docker_archive_file(
         .prefix(".cairn-archive-")
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
-        .map_err(Error::io(dir))?;
+        .map_err(Error::io(path))?;
     write_archive(
         store,
         &compat,

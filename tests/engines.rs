@@ -321,7 +321,7 @@ fn docker_contexts_reach_the_engine() {
     let id = cairn(true);
     assert_eq!(e.image_id(&tag).as_deref(), Some(id.as_str()));
     assert_eq!(run_cat(&e, &tag), "by context");
-    e.rmi(&[tag.clone()]);
+    e.rmi(std::slice::from_ref(&tag));
     common::run_ok(docker().args(["context", "use", "cairn-e26"]));
     assert_eq!(cairn(false), id);
     assert_eq!(e.image_id(&tag).as_deref(), Some(id.as_str()));

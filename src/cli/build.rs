@@ -5,7 +5,7 @@
 
 use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress, PullPolicy};
 use crate::error::{Error, Result};
-use crate::executor::{self, BuildOptions, BuildResult, Mode, Reporter};
+use crate::executor::{self, BuildOptions, BuildResult, Cancel, Mode, Reporter};
 use crate::export::OutputCompression;
 use crate::layer::Compression;
 use crate::registry::{self, RegistryOptions};
@@ -98,7 +98,10 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
-            .map_err(|e| Error::Usage(format!("cannot read the Dockerfile from stdin: {e}")))?;
+            .map_err(|e| Error::Input {
+                what: "cannot read the Dockerfile from stdin".into(),
+                source: e,
+            })?;
         (None, PathBuf::from("Dockerfile"), text)
     } else {
         let ctx = PathBuf::from(&args.context);
@@ -109,8 +112,7 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
             )));
         }
         let file = args.file.clone().unwrap_or_else(|| ctx.join("Dockerfile"));
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
+        let text = executor::frontend::read_dockerfile(&file)?;
         (Some(ctx), file, text)
     };
     let platform = match &args.platform {
@@ -190,7 +192,7 @@ fn reporter(args: &BuildArgs) -> Reporter {
     Reporter::new(mode, args.explain)
 }
 
-pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
+pub fn build(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
     let outputs = args
         .output
         .iter()
@@ -207,7 +209,7 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let opts = options(cli, args)?;
     let store = Store::open(&cli.store_root())?;
     let rep = reporter(args);
-    let result = executor::build(&store, &opts, &rep)?;
+    let result = executor::build(&store, &opts, &rep, cancel)?;
     let mut image_id = result.image_id().to_string();
     // The manifest as the first archive or layout holds it (its layers may be compressed
     // otherwise than in the store), else as stored.
@@ -227,9 +229,10 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
                 oc,
             )
             .map_err(|e| match e {
-                crate::export::Error::Io { path, source } if path == *dest => {
-                    Error::Usage(format!("cannot write {}: {source}", dest.display()))
-                }
+                crate::export::Error::Io { path, source } if path == *dest => Error::Input {
+                    what: format!("cannot write {}", dest.display()),
+                    source,
+                },
                 e => e.into(),
             })?,
             Output::OciLayout(dest, oc) => {
@@ -243,8 +246,10 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
     }
     let manifest = manifest.unwrap_or_else(|| result.image.manifest.clone());
     if let Some(f) = &args.iidfile {
-        std::fs::write(f, &image_id)
-            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", f.display())))?;
+        std::fs::write(f, &image_id).map_err(|e| Error::Input {
+            what: format!("cannot write {}", f.display()),
+            source: e,
+        })?;
     }
     rep.emit(&executor::Event::Finished {
         image_id: &image_id,
@@ -281,11 +286,11 @@ fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str, manifest
     }
 }
 
-pub fn key(cli: &Cli, args: &BuildArgs) -> Result<()> {
+pub fn key(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
     let opts = options(cli, args)?;
     let store = Store::open(&cli.store_root())?;
     let rep = reporter(args);
-    let key = executor::key(&store, &opts, &rep)?;
+    let key = executor::key(&store, &opts, &rep, cancel)?;
     match args.format {
         OutputFormat::Text => println!("{key}"),
         OutputFormat::Json => println!("{}", serde_json::json!({ "cache_key": key.to_string() })),

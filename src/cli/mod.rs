@@ -250,15 +250,17 @@ pub fn main() -> std::process::ExitCode {
     };
     cli.insecure_registries
         .extend(cli.config.insecure_registries.iter().cloned());
+    // The token this process's build stops on; the signal handler owns the cancelling.
+    let cancel = crate::executor::Cancel::new();
     if matches!(
         cli.command,
         Command::Build(_) | Command::Key(_) | Command::Pull(_)
     ) {
-        watch_signals();
+        watch_signals(cancel.clone());
     }
     let result = match &cli.command {
-        Command::Build(args) => build::build(&cli, args),
-        Command::Key(args) => build::key(&cli, args),
+        Command::Build(args) => build::build(&cli, args, &cancel),
+        Command::Key(args) => build::key(&cli, args, &cancel),
         Command::Pull(args) => pull::pull(&cli, args),
         Command::Parse(args) => parse::parse(args),
         Command::Inspect(args) => pull::inspect(&cli, args),
@@ -271,7 +273,7 @@ pub fn main() -> std::process::ExitCode {
         }
         Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
             .render(&mut std::io::stdout())
-            .map_err(|e| Error::Internal(format!("cannot write the man page: {e}"))),
+            .map_err(|e| Error::io("cannot write the man page", e)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -283,7 +285,7 @@ pub fn main() -> std::process::ExitCode {
 /// and clean up, and exit with the interrupted code. A second signal, or a build that does
 /// not unwind within ten seconds, exits at once (the store stays consistent: it only ever
 /// renames complete files into place, and cleans temporary ones on the next open).
-fn watch_signals() {
+fn watch_signals(cancel: crate::executor::Cancel) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;
@@ -292,7 +294,7 @@ fn watch_signals() {
         let mut seen = 0;
         for sig in signals.forever() {
             seen += 1;
-            crate::executor::interrupt();
+            cancel.cancel();
             if seen > 1 {
                 std::process::exit(ExitCode::Interrupted as i32);
             }

@@ -10,12 +10,14 @@
 
 mod auth;
 mod client;
+mod fetch;
 mod manifest;
 mod progress;
 mod pull;
 mod reference;
 
 pub use auth::{config_dir as docker_config_dir, Challenge, Credentials};
+pub use fetch::download;
 pub use manifest::{
     parse as parse_manifest, select as select_platform, IndexEntry, Manifest, DOCKER_LIST,
     DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
@@ -79,6 +81,17 @@ pub enum Error {
     },
     #[error("docker config: {0}")]
     Config(String),
+    /// A plain download ([`download`]) got an HTTP error status.
+    #[error("download {url}: HTTP {status} {reason}")]
+    DownloadHttp {
+        url: String,
+        status: u16,
+        reason: String,
+    },
+    /// A plain download could not reach its server, or the body was cut short, after the
+    /// retries.
+    #[error("download {url}: {msg}")]
+    DownloadFailed { url: String, msg: String },
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error("{0}")]

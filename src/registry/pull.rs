@@ -40,7 +40,7 @@ pub fn resolve(
 
 /// Runs a future to completion on a private runtime (on a fresh thread
 /// when the caller is itself inside a runtime, where `block_on` would panic).
-fn block_on<F: Future + Send>(f: F) -> F::Output
+pub(super) fn block_on<F: Future + Send>(f: F) -> F::Output
 where
     F::Output: Send,
 {

@@ -206,6 +206,8 @@ fn podman_socket_as_load_target() {
             .args(args);
         c
     };
+    // Podman mounts its store's overlay directory on itself: unmounted when done.
+    let _unmount = UnmountOnDrop(dir.path().join("root").join("overlay"));
     let child = podman(&["--log-level=debug", "system", "service", "--time=0"])
         .arg(format!("unix://{}", sock.display()))
         .stdout(std::process::Stdio::null())
@@ -374,4 +376,16 @@ fn tls_with_the_wrong_ca_is_refused() {
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(err.contains(engines::ENGINE26_TCP), "{err}");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
+/// Unmounts a path when dropped (a mount this test's podman made), so its temporary
+/// directory can go.
+struct UnmountOnDrop(std::path::PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = std::process::Command::new("umount").arg(&self.0).output();
+        }
+    }
 }

@@ -262,13 +262,32 @@ fn every_output_reads_with_default_flags() {
         let dest = format!("dir:{}", out.path().join(format!("copy{i}")).display());
         common::run_ok(Command::new("skopeo").args(["copy", src, &dest]));
     }
+    // Podman mounts its store's overlay directory on itself: unmounted when done.
+    let _unmount = UnmountOnDrop(out.path().join("podman-root").join("overlay"));
+    // podman load, in a store of this test's own: the archives and the layouts.
+    let podman = || {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(out.path().join("podman-root"))
+            .arg("--runroot")
+            .arg(out.path().join("podman-run"));
+        c
+    };
     for a in [&archive, &gz_archive] {
-        let loaded = common::run_ok(Command::new("podman").args(["load", "-i"]).arg(a));
+        let loaded = common::run_ok(podman().args(["load", "-i"]).arg(a));
         assert!(loaded.contains("cairn-test/out:1"), "{loaded}");
     }
-    let _ = Command::new("podman")
-        .args(["rmi", "-f", "cairn-test/out:1"])
-        .output();
+    // podman 4.3 names a loaded layout after the path it is given, which must then be
+    // lowercase: give it the directory's own name.
+    for dir in [&plain, &raw, &zstd, &fast] {
+        let loaded = common::run_ok(
+            podman()
+                .current_dir(out.path())
+                .args(["load", "-i"])
+                .arg(dir.file_name().unwrap()),
+        );
+        assert!(loaded.contains("Loaded image"), "{loaded}");
+    }
 }
 
 /// An output that already holds exactly this image is not written to on a no-op build;
@@ -369,4 +388,16 @@ fn archive_to_a_pipe() {
         .unwrap()
         .file_type()
         .is_symlink());
+}
+
+/// Unmounts a path when dropped (a mount this test's podman made), so its temporary
+/// directory can go.
+struct UnmountOnDrop(std::path::PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = std::process::Command::new("umount").arg(&self.0).output();
+        }
+    }
 }

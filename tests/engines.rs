@@ -389,3 +389,47 @@ impl Drop for UnmountOnDrop {
         }
     }
 }
+
+/// `DOCKER_HOST=ssh://root@127.0.0.1:PORT`: cairn runs `ssh … docker system dial-stdio` as
+/// the docker CLI does, and speaks the Engine API through it (no docker CLI on this side
+/// is used; the remote's is). Load, ID, a no-op that sends nothing, and `docker run`.
+#[test]
+fn ssh_engine() {
+    let e = engines::engine26();
+    let sshd = engines::Sshd::start();
+    let path = format!(
+        "{}:{}",
+        sshd.path.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let remote = Engine {
+        name: "ssh",
+        host: format!("ssh://root@127.0.0.1:{}", sshd.port),
+        cert_path: None,
+        containerd_store: true,
+    };
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    context(ctx.path(), "over ssh");
+    let tag = unique_tag("ssh");
+    let cairn = || {
+        let mut c = common::cairn(root.path());
+        remote.env(&mut c).env("PATH", &path);
+        c.arg("build")
+            .arg(ctx.path())
+            .args(["--format=json", "--progress=plain", "-t", &tag]);
+        let out = common::run_ok(&mut c);
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    let before = now();
+    let r = cairn();
+    let id = r["image_id"].as_str().unwrap().to_string();
+    assert_eq!(id, r["manifest_digest"].as_str().unwrap());
+    assert_eq!(e.image_id(&tag).as_deref(), Some(id.as_str()));
+    assert_eq!(run_cat(&e, &tag), "over ssh");
+    assert_eq!(e.loads_between(&id, before, now() + 0.5), 1);
+    let t0 = now();
+    assert_eq!(cairn()["image_id"], id.as_str());
+    assert_eq!(e.loads_between(&id, t0, now() + 0.5), 0, "a no-op loaded");
+    e.rmi(&[tag, id]);
+}

@@ -141,3 +141,107 @@ pub fn engine26_tls() -> Engine {
         containerd_store: true,
     }
 }
+
+/// An sshd of the test's own on 127.0.0.1, run in Engine 26's Debian root (where the
+/// docker CLI is) with `DOCKER_HOST` set to that engine, so that `ssh://root@127.0.0.1:PORT`
+/// reaches Engine 26 through `docker system dial-stdio` as the docker CLI does it. `path`
+/// holds an `ssh` that uses the test's key and trusts the test's host key. Killed by PID
+/// when dropped.
+pub struct Sshd {
+    child: std::process::Child,
+    pub port: u16,
+    /// A directory to put first on `PATH`.
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    pub fn start() -> Sshd {
+        ensure_engine26();
+        let root = Path::new("/var/cache/cairn-engines/trixie");
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-sshd-")
+            .tempdir_in(root.join("tmp"))
+            .unwrap();
+        let inside = Path::new("/tmp").join(dir.path().file_name().unwrap());
+        for key in ["host_key", "client_key"] {
+            super::run_ok(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(dir.path().join(key)),
+            );
+        }
+        std::fs::copy(
+            dir.path().join("client_key.pub"),
+            dir.path().join("authorized_keys"),
+        )
+        .unwrap();
+        let port = super::registry::free_port();
+        std::fs::write(
+            dir.path().join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {0}/host_key\n\
+                 PermitRootLogin prohibit-password\nAuthorizedKeysFile {0}/authorized_keys\n\
+                 StrictModes no\nUsePAM no\nPidFile none\n\
+                 SetEnv DOCKER_HOST=unix://{ENGINE26_SOCKET}\n",
+                inside.display()
+            ),
+        )
+        .unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let ssh = bin.join("ssh");
+        std::fs::write(
+            &ssh,
+            format!(
+                "#!/bin/sh\nexec /usr/bin/ssh -F /dev/null -i {} -o StrictHostKeyChecking=no \
+                 -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR \"$@\"\n",
+                dir.path().join("client_key").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let r = root.display();
+        let child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "set -e; mount -t proc proc {r}/proc; mount --rbind /dev {r}/dev; \
+                 mount -t tmpfs tmpfs {r}/run; mkdir -p {r}/run/sshd {r}{run}; \
+                 mount --bind {run} {r}{run}; \
+                 exec chroot {r} /usr/sbin/sshd -D -e -f {cfg}",
+                run = "/run/cairn-engine26",
+                cfg = inside.join("sshd_config").display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("sshd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut sshd = Sshd {
+            child,
+            port,
+            path: bin,
+            _dir: dir,
+        };
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return sshd;
+            }
+            if let Ok(Some(status)) = sshd.child.try_wait() {
+                panic!(
+                    "sshd exited {status}: {}",
+                    std::fs::read_to_string(sshd._dir.path().join("sshd.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("sshd did not listen on 127.0.0.1:{port}");
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -58,7 +58,8 @@ fn exercise(e: &Engine, extra: &[&str]) -> f64 {
     context(ctx.path(), &v0);
     let tag = unique_tag(e.name);
     let tag2 = unique_tag(&format!("{}-2", e.name));
-    let mut to_remove = vec![tag.clone(), tag2.clone()];
+    // Removed however the test ends.
+    let mut to_remove = Rmi(e.clone(), vec![tag.clone(), tag2.clone()]);
     let iid = root.path().join("iid");
     let iid_arg = format!("--iidfile={}", iid.display());
     let mut args = vec!["-t", tag.as_str(), iid_arg.as_str()];
@@ -67,7 +68,7 @@ fn exercise(e: &Engine, extra: &[&str]) -> f64 {
     let before = now();
     let r = build(e, root.path(), ctx.path(), &args);
     let id = r["image_id"].as_str().unwrap().to_string();
-    to_remove.push(id.clone());
+    to_remove.1.push(id.clone());
     // The first build loads, once (and so the count below can see a load).
     assert_eq!(e.loads_between(&id, before, now() + 0.5), 1, "{}", e.name);
     let expected = if e.containerd_store {
@@ -118,14 +119,23 @@ fn exercise(e: &Engine, extra: &[&str]) -> f64 {
         fs::write(ctx.path().join("x"), &v).unwrap();
         let r = build(e, root.path(), ctx.path(), &args);
         let id = r["image_id"].as_str().unwrap().to_string();
-        to_remove.push(id.clone());
+        to_remove.1.push(id.clone());
         assert_eq!(r["steps_cached"], "1/3", "{}: {r}", e.name);
         assert_eq!(fs::read_to_string(&iid).unwrap(), id, "{}", e.name);
         assert_eq!(e.image_id(&tag).as_deref(), Some(id.as_str()), "{}", e.name);
         assert_eq!(run_cat(e, &tag), v, "{}", e.name);
     }
-    e.rmi(&to_remove);
+    drop(to_remove);
     noop
+}
+
+/// Images removed from an engine when dropped.
+struct Rmi(Engine, Vec<String>);
+
+impl Drop for Rmi {
+    fn drop(&mut self) {
+        self.0.rmi(&self.1);
+    }
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod compat;
 mod convert;
 mod docker;
 mod engine;
+mod progress;
 mod tags;
 
 pub use archive::{
@@ -26,7 +27,7 @@ pub use archive::{
 };
 pub use compat::docker_compatible;
 pub use convert::{recompressed, OutputCompression};
-pub use docker::{docker_load, docker_load_via, LoadVia, TlsFiles};
+pub use docker::{docker_load, docker_load_reporting, docker_load_via, LoadVia, TlsFiles};
 pub use tags::{full_name, normalize_tag};
 
 use crate::digest::Digest;

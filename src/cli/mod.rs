@@ -152,7 +152,8 @@ pub struct BuildArgs {
     /// Ignore file to use instead of CONTEXT/.dockerignore (Coder drops dot-files).
     #[arg(long, value_name = "FILE")]
     pub ignore_file: Option<PathBuf>,
-    /// Output: type=docker,dest=FILE | type=oci,dest=DIR (default: --load).
+    /// Output: type=docker,dest=FILE | type=oci,dest=DIR, with compression=gzip|zstd|uncompressed,
+    /// compression-level=N, force-compression=true (default: --load).
     #[arg(short = 'o', long, value_name = "SPEC")]
     pub output: Vec<String>,
     /// Load the result into Docker (the default when no --output is given).

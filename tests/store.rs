@@ -319,7 +319,7 @@ fn prune_keeps_what_tags_and_entries_reach() {
     );
     let opts = PruneOptions {
         keep_duration: Some(Duration::from_secs(60)),
-        all: false,
+        ..PruneOptions::default()
     };
     let r = maintain::prune(&store, &opts).unwrap();
     assert_eq!((r.entries, r.blobs), (1, 1), "{r:?}");
@@ -329,8 +329,8 @@ fn prune_keeps_what_tags_and_entries_reach() {
     let r = maintain::prune(
         &store,
         &PruneOptions {
-            keep_duration: None,
             all: true,
+            ..PruneOptions::default()
         },
     )
     .unwrap();

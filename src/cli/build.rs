@@ -192,7 +192,9 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
             .map_err(|e| Error::Usage(format!("-t {t}: invalid image name: {e}")))?;
     }
     let opts = options(cli, args)?;
-    let store = Store::open(&cli.store_root())?;
+    let plain = Store::open(&cli.store_root())?;
+    // Everything this build uses stays pinned against collections until it is done.
+    let store = plain.leased();
     let rep = reporter(args);
     let result = executor::build(&store, &opts, &rep)?;
     let mut image_id = result.image_id().to_string();
@@ -226,8 +228,34 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
         cache_key: &result.cache_key.to_string(),
         all_cached: result.all_cached,
     });
+    drop(store);
+    if let (Some(cap), false) = (cli.config.max_store_bytes(), result.all_cached) {
+        collect_after_build(&plain, cap, &rep);
+    }
     print_result(args, &result, &image_id);
     Ok(())
+}
+
+/// The configured size cap, applied once the build is done and its image delivered (the
+/// image just built is the most recently used, so it is the last to go). A collection that
+/// fails does not fail the build: it is reported as a warning.
+fn collect_after_build(store: &Store, cap: u64, rep: &Reporter) {
+    match crate::store::maintain::collect_over(store, cap) {
+        Ok(None) => {}
+        Ok(Some(r)) => {
+            rep.info(&format!(
+                "store over max_store_size: {}",
+                super::pull::prune_summary(&r)
+            ));
+            if r.over_cap {
+                rep.info(&format!(
+                    "warning: tags and running builds alone hold {}, more than max_store_size",
+                    crate::registry::human(r.kept_bytes)
+                ));
+            }
+        }
+        Err(e) => rep.info(&format!("warning: collecting the store failed: {e}")),
+    }
 }
 
 /// The result on stdout: the image ID, or one flat JSON object of strings (Terraform's

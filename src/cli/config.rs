@@ -7,6 +7,7 @@
 //! platform = "linux/amd64"             # default --platform
 //! pull = "missing"                     # default --pull: always | missing | never
 //! insecure_registries = ["registry.internal:5000"]
+//! max_store_size = "20GB"              # collect LRU cache entries after builds past this
 //!
 //! [mirrors]                            # tried in order before the registry itself
 //! "docker.io" = ["mirror.internal:5000"]
@@ -28,6 +29,8 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     #[serde(default)]
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// A size cap on blobs and unpacked layers (e.g. `"20GB"`), checked after each build.
+    pub max_store_size: Option<String>,
 }
 
 impl Config {
@@ -66,7 +69,17 @@ impl Config {
                 return Err(format!("pull = {p:?}: expected always, missing or never"));
             }
         }
+        if let Some(m) = &c.max_store_size {
+            crate::store::maintain::parse_size(m).map_err(|e| format!("max_store_size: {e}"))?;
+        }
         Ok(c)
+    }
+
+    /// The size cap in bytes, when one is set (validated by [`Config::parse`]).
+    pub fn max_store_bytes(&self) -> Option<u64> {
+        self.max_store_size
+            .as_deref()
+            .and_then(|m| crate::store::maintain::parse_size(m).ok())
     }
 }
 
@@ -85,6 +98,11 @@ mod tests {
         assert_eq!(c.mirrors["docker.io"], vec!["m:5000".to_string()]);
         assert!(Config::parse("bogus = 1").unwrap_err().contains("bogus"));
         assert!(Config::parse("pull = \"sometimes\"").is_err());
+        let capped = Config::parse("max_store_size = \"2GiB\"").unwrap();
+        assert_eq!(capped.max_store_bytes(), Some(2 << 30));
+        assert!(Config::parse("max_store_size = \"lots\"")
+            .unwrap_err()
+            .contains("max_store_size"));
         assert_eq!(Config::parse("").unwrap(), Config::default());
     }
 }

@@ -490,6 +490,7 @@ fn upper_layer(b: &Builder<'_>, upper: &std::path::Path) -> Result<Option<layer:
 /// mapped them), as containerd's overlay snapshotter reuses committed snapshots. Best
 /// effort: if it cannot be adopted, the blob is unpacked when a later step needs it.
 fn adopt_as_lower(b: &Builder<'_>, diff_id: &Digest, upper: &std::path::Path) {
+    let _ = b.store.pin([diff_id]);
     let dir = b.store.layer_dir(diff_id);
     if dir.is_dir() {
         return;

@@ -62,6 +62,8 @@ pub struct PlannedEntry {
     pub mtime: (i64, i64),
     /// Device and inode of a source file with several names, to find hardlinks; never hashed.
     pub inode: Option<(u64, u64)>,
+    /// A regular file's stat data, for the [`super::StatCache`]; never hashed.
+    pub stat: Option<super::StatKey>,
 }
 
 /// Joins a WORKDIR and a COPY destination as Docker does: relative destinations are under
@@ -322,6 +324,7 @@ impl Planner<'_> {
             gid,
             mtime: (md.mtime(), md.mtime_nsec()),
             inode: (ft.is_file() && md.nlink() > 1).then(|| (md.dev(), md.ino())),
+            stat: ft.is_file().then(|| super::StatKey::of(md)),
         }))
     }
 }

@@ -100,6 +100,11 @@ fn check_interrupted() -> Result<()> {
     }
 }
 
+/// The store record holding the stat cache of the context at `root`.
+fn stat_cache_name(root: &std::path::Path) -> String {
+    format!("stat-cache:{}", root.display())
+}
+
 /// The label holding the last step's cache key, for Terraform triggers.
 pub const CACHE_KEY_LABEL: &str = "org.cairn.cache-key";
 
@@ -128,6 +133,8 @@ struct Builder<'a> {
     plan: Plan,
     df_name: String,
     context: Option<crate::context::Context>,
+    /// The context's stat cache, loaded from the store at the first COPY that needs it.
+    stat_cache: std::sync::Mutex<Option<crate::context::StatCache>>,
     previous: BTreeMap<String, KeyInputs>,
     recorded: BTreeMap<String, KeyInputs>,
     steps: Vec<StepReport>,
@@ -183,6 +190,7 @@ impl<'a> Builder<'a> {
             plan,
             df_name,
             context,
+            stat_cache: std::sync::Mutex::new(None),
             previous,
             recorded: BTreeMap::new(),
             steps: Vec::new(),
@@ -205,6 +213,7 @@ impl<'a> Builder<'a> {
                 &serde_json::to_vec(&self.recorded).unwrap_or_default(),
             );
         }
+        self.save_stat_cache();
         let all_cached = self.steps.iter().all(|s| s.cached);
         let (image, config) = if self.key_only {
             (
@@ -225,6 +234,45 @@ impl<'a> Builder<'a> {
             steps: self.steps,
             all_cached,
         })
+    }
+
+    /// Hashes COPY sources from the build context through its stat cache (see
+    /// [`crate::context::StatCache`]): unchanged files are not read again.
+    fn hash_context_sources(
+        &self,
+        sources: &[crate::context::Source],
+        dest: &str,
+        opts: &crate::context::CopyOptions,
+    ) -> Result<crate::context::InputsHash> {
+        let mut guard = self.stat_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = match guard.as_mut() {
+            Some(c) => c,
+            None => {
+                let bytes = match &self.context {
+                    Some(ctx) => self.store.record_get(&stat_cache_name(ctx.root()))?,
+                    None => None,
+                };
+                guard.insert(crate::context::StatCache::from_bytes(
+                    bytes.as_deref().unwrap_or_default(),
+                ))
+            }
+        };
+        Ok(crate::context::hash_sources_cached(
+            sources, dest, opts, cache,
+        )?)
+    }
+
+    /// Writes the stat cache back (atomically) when this build taught it something. A
+    /// failure only costs the next build some reading, so it is not an error.
+    fn save_stat_cache(&self) {
+        let guard = self.stat_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(cache), Some(ctx)) = (guard.as_ref(), &self.context) {
+            if cache.is_changed() {
+                let _ = self
+                    .store
+                    .record_put(&stat_cache_name(ctx.root()), &cache.to_bytes());
+            }
+        }
     }
 
     /// The base of a stage: its starting state and key.

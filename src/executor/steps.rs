@@ -194,7 +194,10 @@ pub(super) fn prepare(
                 })?;
                 CopySources::Context(ctx.resolve(&c.sources)?)
             };
-            let hash = context::hash_sources(sources.sources(), &dest, &copts)?;
+            let hash = match &sources {
+                CopySources::Context(s) => b.hash_context_sources(s, &dest, &copts)?,
+                _ => context::hash_sources(sources.sources(), &dest, &copts)?,
+            };
             Ok(Prepared::Copy { sources, hash })
         }
         _ => Ok(Prepared::Plain),

@@ -368,6 +368,19 @@ fn cache_commands_report_and_exit_as_documented() {
     let pruned =
         common::run_ok(common::cairn(dir.path()).args(["cache", "prune", "--keep-duration", "7d"]));
     assert!(pruned.starts_with("removed"), "{pruned}");
+
+    // --max-size takes Docker-style sizes; a tag is never evicted, and that is said.
+    let bad = common::run(common::cairn(dir.path()).args(["cache", "prune", "--max-size", "lots"]));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--max-size"));
+    let d = store.put_bytes(b"{\"some\":\"config\"}").unwrap();
+    store.tag_set("example.com/app:1", &d).unwrap();
+    let out = common::run(common::cairn(dir.path()).args(["cache", "prune", "--max-size", "0B"]));
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("more than --max-size"), "{err}");
+    assert!(store.has_blob(&d));
+    common::run_ok(common::cairn(dir.path()).args(["cache", "prune", "--max-size", "20GB"]));
 }
 
 /// A blob of `n` bytes that belong to `tag` alone (so sizes add up exactly).

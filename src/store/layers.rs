@@ -197,7 +197,7 @@ fn compare(expected: &BTreeMap<PathBuf, Expect>, dir: &Path) -> DirCheck {
             Expect::Symlink(t) => {
                 ft.is_symlink() && fs::read_link(entry.path()).ok().as_ref() == Some(t)
             }
-            Expect::Whiteout => crate::rootfs::overlay::is_whiteout(&meta),
+            Expect::Whiteout => crate::overlay::is_whiteout(&meta),
             Expect::Special => !(ft.is_dir() || ft.is_file() || ft.is_symlink()),
             Expect::Link(_) => false,
             Expect::File { size, sha256 } => {

@@ -491,11 +491,7 @@ fn a_lease_in_another_process_protects_its_blobs() {
         .spawn()
         .expect("flock(1) from util-linux is needed");
     let deadline = SystemTime::now() + Duration::from_secs(5);
-    while fs::File::open(&owner)
-        .ok()
-        .and_then(|f| nix_try_lock(&f))
-        .unwrap_or(true)
-    {
+    while lockable(&owner) {
         assert!(SystemTime::now() < deadline, "flock(1) never took the lock");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -507,18 +503,15 @@ fn a_lease_in_another_process_protects_its_blobs() {
     assert!(!store.has_blob(&held));
 }
 
-/// Whether `f` could be locked now (the lock is released at once).
-fn nix_try_lock(f: &fs::File) -> Option<bool> {
-    let out = std::process::Command::new("flock")
+/// Whether `path` could be locked now, by another open file (released at once).
+fn lockable(path: &Path) -> bool {
+    std::process::Command::new("flock")
         .args(["-n", "-x"])
-        .arg(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(f)
-        ))
+        .arg(path)
         .arg("true")
         .status()
-        .ok()?;
-    Some(out.success())
+        .expect("flock(1) from util-linux is needed")
+        .success()
 }
 
 #[test]

@@ -215,7 +215,9 @@ impl<'a> Builder<'a> {
         let last = done
             .pop()
             .ok_or_else(|| Error::Internal("the plan has no stage".into()))?;
-        if !self.key_only {
+        // Unchanged on a no-op: not rewritten (it holds every COPY source's digest, which
+        // is megabytes for a large context).
+        if !self.key_only && self.recorded != self.previous {
             let _ = self.store.record_put(
                 &record_name(&self.opts.dockerfile_path),
                 &serde_json::to_vec(&self.recorded).unwrap_or_default(),

@@ -599,6 +599,7 @@ fn stat_cache_answers_for_unchanged_files_and_the_key_stays_content_only() {
         &fs::canonicalize(&readme).unwrap(),
         cairn::context::StatKey::of(&fs::symlink_metadata(&readme).unwrap()),
         cairn::Digest::of_bytes(b"not the content"),
+        &Default::default(),
     );
     assert_ne!(hash_cached(&c, &mut lying).digest, plain.digest);
 }

@@ -112,7 +112,17 @@ start_acng() {
     local dir=$1 _
     ACNG_CACHE=${ACNG_CACHE:-/var/cache/cairn-bench/apt-cacher-ng}
     mkdir -p "$dir/conf" "$dir/log" "$ACNG_CACHE"
-    ACNG_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # A free port below 32768: apt-cacher-ng 3.7 cannot bind higher ones.
+    ACNG_PORT=$(python3 -c '
+import random, socket
+while True:
+    p = random.randint(20000, 32000)
+    try:
+        socket.socket().bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    print(p)
+    break')
     printf '%s\n' "CacheDir: $ACNG_CACHE" "LogDir: $dir/log" "SupportDir: /usr/lib/apt-cacher-ng" \
         "Port: $ACNG_PORT" "BindAddress: 127.0.0.1:$ACNG_PORT" "PidFile: $dir/pid" \
         "SocketPath: $dir/sock" "ExThreshold: 4" >"$dir/conf/acng.conf"

@@ -10,7 +10,7 @@
 //! it was last read takes its remembered content digest instead of being read again; the
 //! digest, and so the key, is the same either way.
 
-use super::plan::{plan_copy, EntryKind, PlannedEntry};
+use super::plan::{plan_copy, plan_copy_cached, EntryKind, PlannedEntry};
 use super::resolve::Source;
 use super::statcache::StatCache;
 use super::{read_err, CopyOptions, Error};
@@ -44,7 +44,8 @@ pub fn hash_sources_cached(
     opts: &CopyOptions,
     cache: &mut StatCache,
 ) -> Result<InputsHash, Error> {
-    hash_plan_cached(&plan_copy(sources, dest, opts)?, cache)
+    let plan = plan_copy_cached(sources, dest, opts, Some(cache))?;
+    hash_plan_cached(&plan, cache)
 }
 
 /// Hashes a plan: a pure function of the entries' hashed fields and file contents.
@@ -71,7 +72,7 @@ pub fn hash_plan_cached(plan: &[PlannedEntry], cache: &mut StatCache) -> Result<
                     return Ok(Some(d));
                 }
                 let d = content_digest(e)?;
-                cache.put(&e.source, stat, d.clone());
+                cache.put(&e.source, stat, d.clone(), &e.xattrs);
                 Ok(Some(d))
             }
             (EntryKind::File { .. }, None) => content_digest(e).map(Some),

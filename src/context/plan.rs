@@ -90,6 +90,17 @@ pub fn plan_copy(
     dest: &str,
     opts: &CopyOptions,
 ) -> Result<Vec<PlannedEntry>, Error> {
+    plan_copy_cached(sources, dest, opts, None)
+}
+
+/// [`plan_copy`], taking a regular file's xattrs from `cache` when its stat data is the
+/// one recorded (setting or removing an xattr changes the ctime), instead of listing them.
+pub fn plan_copy_cached(
+    sources: &[Source],
+    dest: &str,
+    opts: &CopyOptions,
+    cache: Option<&super::StatCache>,
+) -> Result<Vec<PlannedEntry>, Error> {
     let dest_is_dir = opts.dest_is_dir
         || dest.is_empty()
         || dest == "."
@@ -111,6 +122,7 @@ pub fn plan_copy(
         opts,
         exclude,
         entries: BTreeMap::new(),
+        cache,
     };
     for src in sources {
         let abs = src.path();
@@ -200,6 +212,7 @@ struct Planner<'o> {
     /// `--exclude` patterns, relative to each copied directory.
     exclude: Option<IgnoreMatcher>,
     entries: BTreeMap<Vec<u8>, PlannedEntry>,
+    cache: Option<&'o super::StatCache>,
 }
 
 impl Planner<'_> {
@@ -317,7 +330,13 @@ impl Planner<'_> {
             } else {
                 String::from_utf8_lossy(rel).into_owned()
             },
-            xattrs: read_xattrs(abs)?,
+            xattrs: match ft.is_file().then_some(self.cache).flatten() {
+                Some(c) => match c.xattrs(abs, &super::StatKey::of(md)) {
+                    Some(x) => x.clone(),
+                    None => read_xattrs(abs)?,
+                },
+                None => read_xattrs(abs)?,
+            },
             kind,
             mode,
             uid,

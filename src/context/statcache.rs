@@ -58,11 +58,21 @@ impl StatKey {
     }
 }
 
+/// What is remembered of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    stat: StatKey,
+    digest: Digest,
+    xattrs: Xattrs,
+}
+
+type Xattrs = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// Content digests of files by path, valid while their [`StatKey`] is unchanged.
 #[derive(Debug, Default, Clone)]
 pub struct StatCache {
     /// By path bytes (comparing bytes is several times cheaper than comparing `Path`s).
-    entries: BTreeMap<Vec<u8>, (StatKey, Digest)>,
+    entries: BTreeMap<Vec<u8>, Entry>,
     /// Timestamps at or after this are racy (set by [`StatCache::begin`]).
     cutoff: (i64, i64),
     changed: bool,
@@ -105,9 +115,9 @@ impl StatCache {
     /// when recorded.
     pub fn get(&mut self, path: &Path, key: &StatKey) -> Option<Digest> {
         match self.entries.get(path.as_os_str().as_bytes()) {
-            Some((k, d)) if k == key => {
+            Some(e) if &e.stat == key => {
                 self.hits += 1;
-                Some(d.clone())
+                Some(e.digest.clone())
             }
             _ => {
                 self.misses += 1;
@@ -116,12 +126,25 @@ impl StatCache {
         }
     }
 
-    /// Records the digest of `path` as hashed with stat data `key` (taken before reading),
-    /// unless the file is racily clean; forgets any older entry for it either way.
-    pub fn put(&mut self, path: &Path, key: StatKey, digest: Digest) {
+    /// The remembered xattrs of `path` if its stat data is exactly `key` (the plan asks,
+    /// so an unchanged file costs no xattr listing either).
+    pub fn xattrs(&self, path: &Path, key: &StatKey) -> Option<&Xattrs> {
+        match self.entries.get(path.as_os_str().as_bytes()) {
+            Some(e) if &e.stat == key => Some(&e.xattrs),
+            _ => None,
+        }
+    }
+
+    /// Records the digest and xattrs of `path` as read with stat data `key` (taken before
+    /// reading), unless the file is racily clean; forgets any older entry for it either way.
+    pub fn put(&mut self, path: &Path, key: StatKey, digest: Digest, xattrs: &Xattrs) {
         let path = path.as_os_str().as_bytes();
         if key.settled_before(self.cutoff) {
-            let new = (key, digest);
+            let new = Entry {
+                stat: key,
+                digest,
+                xattrs: xattrs.clone(),
+            };
             if self.entries.get(path) != Some(&new) {
                 self.entries.insert(path.to_vec(), new);
                 self.changed = true;
@@ -148,7 +171,8 @@ impl StatCache {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(MAGIC.len() + self.entries.len() * (FIXED + 64));
         out.extend_from_slice(MAGIC);
-        for (p, (k, d)) in &self.entries {
+        for (p, e) in &self.entries {
+            let (k, d) = (&e.stat, &e.digest);
             out.extend_from_slice(&(p.len() as u32).to_le_bytes());
             out.extend_from_slice(p);
             for v in [k.dev, k.ino, k.size] {
@@ -158,13 +182,20 @@ impl StatCache {
                 out.extend_from_slice(&v.to_le_bytes());
             }
             out.extend_from_slice(&hex::decode(d.hex()).expect("a digest is hex"));
+            out.extend_from_slice(&(e.xattrs.len() as u32).to_le_bytes());
+            for (name, value) in &e.xattrs {
+                for b in [name, value] {
+                    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                    out.extend_from_slice(b);
+                }
+            }
         }
         out
     }
 }
 
 /// The saved records, in the order written (sorted, so the map is built in one pass).
-fn parse(bytes: &[u8]) -> Option<BTreeMap<Vec<u8>, (StatKey, Digest)>> {
+fn parse(bytes: &[u8]) -> Option<BTreeMap<Vec<u8>, Entry>> {
     let mut rest = bytes.strip_prefix(MAGIC.as_slice())?;
     let mut out = Vec::new();
     let u64_at =
@@ -181,10 +212,36 @@ fn parse(bytes: &[u8]) -> Option<BTreeMap<Vec<u8>, (StatKey, Digest)>> {
             ctime: (u64_at(fixed, 5) as i64, u64_at(fixed, 6) as i64),
         };
         let sha: [u8; 32] = fixed[56..88].try_into().ok()?;
-        out.push((path.to_vec(), (key, Digest::from_sha256(sha))));
         rest = &rest[4 + len + FIXED..];
+        let mut xattrs = Xattrs::new();
+        for _ in 0..take_u32(&mut rest)? {
+            let name = take_bytes(&mut rest)?;
+            let value = take_bytes(&mut rest)?;
+            xattrs.insert(name, value);
+        }
+        out.push((
+            path.to_vec(),
+            Entry {
+                stat: key,
+                digest: Digest::from_sha256(sha),
+                xattrs,
+            },
+        ));
     }
     Some(out.into_iter().collect())
+}
+
+fn take_u32(rest: &mut &[u8]) -> Option<u32> {
+    let n = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+    *rest = &rest[4..];
+    Some(n)
+}
+
+fn take_bytes(rest: &mut &[u8]) -> Option<Vec<u8>> {
+    let len = take_u32(rest)? as usize;
+    let b = rest.get(..len)?.to_vec();
+    *rest = &rest[len..];
+    Some(b)
 }
 
 #[cfg(test)]
@@ -206,11 +263,15 @@ mod tests {
         let mut c = StatCache::default();
         c.begin();
         let d = Digest::of_bytes(b"abc");
-        c.put(Path::new("/ctx/a"), key(1000, 1000), d.clone());
+        let mut x = Xattrs::new();
+        x.insert(b"user.a".to_vec(), b"1".to_vec());
+        c.put(Path::new("/ctx/a"), key(1000, 1000), d.clone(), &x);
         assert!(c.is_changed());
         let mut back = StatCache::from_bytes(&c.to_bytes());
         assert_eq!(back.len(), 1);
         assert_eq!(back.get(Path::new("/ctx/a"), &key(1000, 1000)), Some(d));
+        assert_eq!(back.xattrs(Path::new("/ctx/a"), &key(1000, 1000)), Some(&x));
+        assert_eq!(back.xattrs(Path::new("/ctx/a"), &key(1000, 1001)), None);
         // A new ctime (what `touch -d` leaves behind) or any other field: re-hash.
         assert_eq!(back.get(Path::new("/ctx/a"), &key(1000, 1001)), None);
         let mut other = key(1000, 1000);
@@ -236,13 +297,14 @@ mod tests {
             .as_secs() as i64;
         let d = Digest::of_bytes(b"x");
         // Changed just now (within the margin): not recorded, and an old entry is dropped.
-        c.put(Path::new("/ctx/a"), key(1000, 1000), d.clone());
-        c.put(Path::new("/ctx/a"), key(now, now), d.clone());
+        let none = Xattrs::new();
+        c.put(Path::new("/ctx/a"), key(1000, 1000), d.clone(), &none);
+        c.put(Path::new("/ctx/a"), key(now, now), d.clone(), &none);
         assert!(c.is_empty());
         // An old mtime but a fresh ctime is just as racy.
-        c.put(Path::new("/ctx/b"), key(1000, now), d.clone());
+        c.put(Path::new("/ctx/b"), key(1000, now), d.clone(), &none);
         assert!(c.is_empty());
-        c.put(Path::new("/ctx/c"), key(now - 10, now - 10), d);
+        c.put(Path::new("/ctx/c"), key(now - 10, now - 10), d, &none);
         assert_eq!(c.len(), 1);
     }
 }

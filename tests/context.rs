@@ -660,3 +660,19 @@ fn stat_cache_catches_a_change_restored_to_the_old_size_and_mtime() {
     assert_eq!(after, hash(&c, &["."], "/app/", &CopyOptions::default()));
     assert_eq!(warm.misses, 1);
 }
+
+#[test]
+fn stat_cache_catches_an_xattr_change_on_a_settled_file() {
+    // The plan takes a settled file's xattrs from the cache; setting one moves the ctime, so
+    // the file is listed (and read) again and the key moves.
+    let dir = sample();
+    let c = ctx(dir.path());
+    let mut cache = settled_cache(b"");
+    let before = hash_cached(&c, &mut cache);
+    xattr::set(dir.path().join("app/main.py"), "user.cairn.test", b"1").unwrap();
+    let mut warm = settled_cache(&cache.to_bytes());
+    let after = hash_cached(&c, &mut warm);
+    assert_ne!(after.digest, before.digest);
+    assert_eq!(after, hash(&c, &["."], "/app/", &CopyOptions::default()));
+    assert_eq!(warm.misses, 1);
+}

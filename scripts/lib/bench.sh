@@ -68,17 +68,17 @@ measure_hf_as() {
 
 # measure_floor WORKLOAD RUN IMAGE: the no-op floor next to cairn's no-op of WORKLOAD: process
 # start (`cairn --version`), one manifest HEAD on the local registry and one image inspect on
-# the Engine API socket, what a --load no-op cannot avoid. The two requests are made by curl,
-# whose own start (`curl --version`) is measured too so the report can take it out.
+# the Engine API socket, what a --load no-op cannot avoid. One curl process makes both
+# requests (`--next`); its own start (`curl --version`) is measured too, for the report to
+# take out.
 measure_floor() {
     local wl=$1 run=$2 image=$3 log=$LOGS/floor-$1-$2
     local accept='application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json'
     measure_hf_as floor "$wl/cairn-version" floor "$run" "$log-version" -- "$CAIRN" --version
     measure_hf_as floor "$wl/curl-version" floor "$run" "$log-curl" -- curl --version
-    measure_hf_as floor "$wl/manifest-head" floor "$run" "$log-head" -- \
-        curl -sfI -o /dev/null -H "Accept: $accept" "http://$REGISTRY/v2/debian/manifests/bookworm"
-    measure_hf_as floor "$wl/engine-inspect" floor "$run" "$log-inspect" -- \
-        curl -sf -o /dev/null --unix-socket /var/run/docker.sock "http://localhost/images/$image/json"
+    measure_hf_as floor "$wl/head+inspect" floor "$run" "$log-requests" -- \
+        curl -sfI -o /dev/null -H "Accept: $accept" "http://$REGISTRY/v2/debian/manifests/bookworm" \
+        --next -sf -o /dev/null --unix-socket /var/run/docker.sock "http://localhost/images/$image/json"
 }
 
 # measure_callgrind NAME LOGBASE -- env VAR=... CAIRN ARGS...: the instructions cairn executes

@@ -250,13 +250,15 @@ impl Planner<'_> {
         }
         let mut names = Vec::new();
         for entry in fs::read_dir(&at.abs).map_err(read_err(&at.abs))? {
-            names.push(entry.map_err(read_err(&at.abs))?.file_name());
+            let entry = entry.map_err(read_err(&at.abs))?;
+            names.push((entry.file_name(), entry));
         }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut any = false;
-        for name in names {
+        for (name, dirent) in names {
             let child = at.child(name.as_bytes());
-            let md = fs::symlink_metadata(&child.abs).map_err(read_err(&child.abs))?;
+            // lstat relative to the open directory: no walk of the whole path per entry.
+            let md = dirent.metadata().map_err(read_err(&child.abs))?;
             let is_dir = md.is_dir();
             let context = src.ignore.as_deref().map(|m| hidden(m, &child.rel, is_dir));
             let local = self

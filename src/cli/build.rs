@@ -3,14 +3,14 @@
 //! Results go to stdout (the image ID, or one flat JSON object with `--format json`); logs
 //! go to stderr.
 
-use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress, PullPolicy};
+use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress};
 use crate::error::{Error, Result};
-use crate::executor::{self, BuildOptions, BuildResult, Mode, Reporter};
+use crate::events::TtyOptions;
+use crate::executor::{self, BuildOptions, BuildResult, Cancel, Mode, Reporter};
 use crate::layer::Compression;
 use crate::registry::{self, RegistryOptions};
 use crate::sandbox::Network;
 use crate::store::Store;
-use crate::Platform;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
@@ -81,13 +81,28 @@ fn build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// `CONTEXT/Dockerfile`, or `CONTEXT/dockerfile` when only that exists (as BuildKit falls
+/// back to the lower-case name).
+fn default_dockerfile(ctx: &std::path::Path) -> PathBuf {
+    let upper = ctx.join("Dockerfile");
+    let lower = ctx.join("dockerfile");
+    if !upper.exists() && lower.is_file() {
+        lower
+    } else {
+        upper
+    }
+}
+
 /// Options shared by `cairn build` and `cairn key`.
 pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
     let (context, dockerfile_path, dockerfile_text) = if args.context == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
-            .map_err(|e| Error::Usage(format!("cannot read the Dockerfile from stdin: {e}")))?;
+            .map_err(|e| Error::Input {
+                what: "cannot read the Dockerfile from stdin".into(),
+                source: e,
+            })?;
         (None, PathBuf::from("Dockerfile"), text)
     } else {
         let ctx = PathBuf::from(&args.context);
@@ -97,24 +112,28 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
                 ctx.display()
             )));
         }
-        let file = args.file.clone().unwrap_or_else(|| ctx.join("Dockerfile"));
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
+        let file = args
+            .file
+            .clone()
+            .unwrap_or_else(|| default_dockerfile(&ctx));
+        let text = executor::frontend::read_dockerfile(&file)?;
         (Some(ctx), file, text)
     };
-    let platform = match &args.platform {
-        Some(p) => p
-            .parse::<Platform>()
-            .map_err(|e| Error::Usage(e.to_string()))?,
-        None => Platform::host(),
-    };
+    let platform = cli.platform(args.platform.as_ref());
     let labels = args
         .labels
         .iter()
         .map(|l| key_value("--label", l))
         .collect::<Result<BTreeMap<_, _>>>()?;
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
+    let build_args = build_args(&args.build_args)?;
+    // As BuildKit: `--build-arg SOURCE_DATE_EPOCH=...`, else the environment variable
+    // (which buildx passes on as that build arg).
+    let epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
+    let source_date_epoch = match epoch {
+        Some(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
             Error::Usage(format!(
                 "SOURCE_DATE_EPOCH={v:?}: expected seconds since the epoch"
             ))
@@ -134,16 +153,12 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         dockerfile_path,
         dockerfile_text,
         ignore_file: args.ignore_file.clone(),
-        build_args: build_args(&args.build_args)?,
+        build_args,
         target: args.target.clone(),
         platform,
         labels,
         no_cache: args.no_cache,
-        pull: match (args.pull, cli.config.pull.as_deref()) {
-            (Some(PullPolicy::Always), _) | (None, Some("always")) => registry::PullPolicy::Always,
-            (Some(PullPolicy::Never), _) | (None, Some("never")) => registry::PullPolicy::Never,
-            _ => registry::PullPolicy::Missing,
-        },
+        pull: cli.pull_policy(args.pull),
         network: match args.network {
             NetworkArg::None => Network::None,
             NetworkArg::Default | NetworkArg::Host => Network::Host,
@@ -155,8 +170,7 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         },
         source_date_epoch,
         registry: RegistryOptions {
-            // Plain "pulling…" lines would break the one-object-per-line JSON stream.
-            quiet: args.quiet || args.progress == Progress::Json,
+            quiet: args.quiet,
             ..super::pull::registry_options(cli)
         },
         mirrors: cli.config.mirrors.clone(),
@@ -165,7 +179,8 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
     })
 }
 
-fn reporter(args: &BuildArgs) -> Reporter {
+/// The event sink `--progress` and `--quiet` ask for.
+pub(super) fn reporter(args: &BuildArgs) -> Reporter {
     let mode = if args.quiet {
         Mode::Quiet
     } else {
@@ -176,10 +191,10 @@ fn reporter(args: &BuildArgs) -> Reporter {
             Progress::Json => Mode::Json,
         }
     };
-    Reporter::new(mode, args.explain)
+    Reporter::with_options(mode, args.explain, TtyOptions::from_env())
 }
 
-pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
+pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Result<()> {
     let outputs = args
         .output
         .iter()
@@ -193,47 +208,59 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> Result<()> {
         registry::Reference::parse(t)
             .map_err(|e| Error::Usage(format!("-t {t}: invalid image name: {e}")))?;
     }
-    let opts = options(cli, args)?;
+    let mut opts = options(cli, args)?;
+    opts.registry.events = Some(rep.clone());
     let plain = Store::open(&cli.store_root())?;
     // Everything this build uses stays pinned against collections until it is done.
     let store = plain.leased();
-    let rep = reporter(args);
-    let result = executor::build(&store, &opts, &rep)?;
+    let result = executor::build(&store, &opts, rep, cancel)?;
     let mut image_id = result.image_id().to_string();
     for out in &outputs {
         match out {
             Output::Load => {
+                // scripts/lib/bench.py times the load from this line.
                 rep.info("loading the image into Docker");
-                image_id = crate::export::docker_load(&store, &result.image, &args.tags)?;
+                image_id =
+                    crate::export::docker_load_reporting(&store, &result.image, &args.tags, rep)?;
+                rep.exported(&match args.tags.as_slice() {
+                    [] => "docker".to_string(),
+                    tags => format!("docker ({})", tags.join(", ")),
+                });
             }
             Output::DockerArchive(dest) => {
-                let f = std::fs::File::create(dest)
-                    .map_err(|e| Error::Usage(format!("cannot create {}: {e}", dest.display())))?;
+                let f = std::fs::File::create(dest).map_err(|e| Error::Input {
+                    what: format!("cannot create {}", dest.display()),
+                    source: e,
+                })?;
                 crate::export::write_docker_archive(
                     &store,
                     &result.image,
                     &args.tags,
                     std::io::BufWriter::new(f),
                 )?;
+                rep.exported(&dest.display().to_string());
             }
             Output::OciLayout(dest) => {
                 crate::export::write_oci_layout(&store, &result.image, &args.tags, dest)?;
+                rep.exported(&format!("OCI layout {}", dest.display()));
             }
         }
     }
     if let Some(f) = &args.iidfile {
-        std::fs::write(f, &image_id)
-            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", f.display())))?;
+        std::fs::write(f, &image_id).map_err(|e| Error::Input {
+            what: format!("cannot write {}", f.display()),
+            source: e,
+        })?;
+    }
+    drop(store);
+    if let (Some(cap), false) = (cli.config.max_store_size, result.all_cached) {
+        collect_after_build(&plain, cap, rep);
     }
     rep.emit(&executor::Event::Finished {
         image_id: &image_id,
         cache_key: &result.cache_key.to_string(),
         all_cached: result.all_cached,
     });
-    drop(store);
-    if let (Some(cap), false) = (cli.config.max_store_bytes(), result.all_cached) {
-        collect_after_build(&plain, cap, &rep);
-    }
     print_result(args, &result, &image_id);
     Ok(())
 }
@@ -250,13 +277,13 @@ fn collect_after_build(store: &Store, cap: u64, rep: &Reporter) {
                 super::pull::prune_summary(&r)
             ));
             if r.over_cap {
-                rep.info(&format!(
-                    "warning: tags and running builds alone hold {}, more than max_store_size",
+                rep.warn(&format!(
+                    "tags and running builds alone hold {}, more than max_store_size",
                     crate::registry::human(r.kept_bytes)
                 ));
             }
         }
-        Err(e) => rep.info(&format!("warning: collecting the store failed: {e}")),
+        Err(e) => rep.warn(&format!("collecting the store failed: {e}")),
     }
 }
 
@@ -286,11 +313,11 @@ fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str) {
     }
 }
 
-pub fn key(cli: &Cli, args: &BuildArgs) -> Result<()> {
-    let opts = options(cli, args)?;
+pub fn key(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Result<()> {
+    let mut opts = options(cli, args)?;
+    opts.registry.events = Some(rep.clone());
     let store = Store::open(&cli.store_root())?;
-    let rep = reporter(args);
-    let key = executor::key(&store, &opts, &rep)?;
+    let key = executor::key(&store, &opts, rep, cancel)?;
     match args.format {
         OutputFormat::Text => println!("{key}"),
         OutputFormat::Json => println!("{}", serde_json::json!({ "cache_key": key.to_string() })),

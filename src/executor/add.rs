@@ -1,11 +1,13 @@
-//! What `ADD` does beyond `COPY`: remote URLs are downloaded (and checked against
-//! `--checksum`), and local tar archives — plain, gzip or zstd — are extracted into the
+//! What `ADD` does beyond `COPY`: remote URLs are downloaded through the registry's HTTP
+//! stack ([`registry::download`]: its timeouts, retries, proxies and TLS) and checked against
+//! `--checksum`, and local tar archives — plain, gzip or zstd — are extracted into the
 //! destination instead of copied, as Docker does. The extraction goes through the rootfs
 //! module's secure unpacker, so an archive cannot write outside the destination.
 
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
-use std::io::{Read, Write};
+use crate::registry::{self, RegistryOptions};
+use std::io::Read;
 use std::path::Path;
 
 /// Whether an ADD source is a remote URL.
@@ -26,7 +28,12 @@ fn url_file_name(url: &str) -> String {
 
 /// Downloads each URL into `dir`; returns the file names. With `checksum`
 /// (`sha256:<hex>`, one URL only) the content must match it.
-pub fn download(urls: &[String], checksum: Option<&str>, dir: &Path) -> Result<Vec<String>> {
+pub fn download(
+    urls: &[String],
+    checksum: Option<&str>,
+    dir: &Path,
+    opts: &RegistryOptions,
+) -> Result<Vec<String>> {
     if checksum.is_some() && urls.len() != 1 {
         return Err(Error::Usage(
             "ADD --checksum takes exactly one URL source".into(),
@@ -35,27 +42,11 @@ pub fn download(urls: &[String], checksum: Option<&str>, dir: &Path) -> Result<V
     let expected = checksum
         .map(|c| Digest::parse(c).map_err(|e| Error::Usage(format!("ADD --checksum: {e}"))))
         .transpose()?;
-    let client = reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(300))
-        .build()
-        .map_err(|e| Error::Internal(format!("http client: {e}")))?;
     let mut names = Vec::new();
     for url in urls {
         let name = url_file_name(url);
-        let mut resp = client
-            .get(url)
-            .send()
-            .map_err(|e| Error::Usage(format!("ADD {url}: {e}")))?;
-        if !resp.status().is_success() {
-            return Err(Error::Usage(format!("ADD {url}: HTTP {}", resp.status())));
-        }
         let path = dir.join(&name);
-        let file = std::fs::File::create(&path)
-            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", path.display())))?;
-        let mut w = HashingWriter::new(file);
-        std::io::copy(&mut resp, &mut w).map_err(|e| Error::Usage(format!("ADD {url}: {e}")))?;
-        w.flush().map_err(|e| Error::Internal(e.to_string()))?;
-        let (_, got, _) = w.finish();
+        let got = registry::download(url, &path, opts)?;
         if let Some(want) = &expected {
             if &got != want {
                 return Err(Error::Usage(format!(
@@ -66,7 +57,7 @@ pub fn download(urls: &[String], checksum: Option<&str>, dir: &Path) -> Result<V
         // Docker gives downloaded files mode 0600.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(|e| Error::io(format!("cannot set the mode of {}", path.display()), e))?;
         names.push(name);
     }
     Ok(names)
@@ -94,11 +85,13 @@ pub fn extract(
     warn: &mut dyn FnMut(&str),
 ) -> Result<()> {
     std::fs::create_dir_all(target)
-        .map_err(|e| Error::Internal(format!("cannot create {}: {e}", target.display())))?;
-    let f = std::fs::File::open(path)
-        .map_err(|e| Error::Usage(format!("ADD {}: {e}", path.display())))?;
-    let reader = crate::rootfs::decompressed(f)
-        .map_err(|e| Error::Usage(format!("ADD {}: {e}", path.display())))?;
+        .map_err(|e| Error::io(format!("cannot create {}", target.display()), e))?;
+    let input = |e| Error::Input {
+        what: format!("ADD {}", path.display()),
+        source: e,
+    };
+    let f = std::fs::File::open(path).map_err(input)?;
+    let reader = crate::rootfs::decompressed(f).map_err(input)?;
     crate::rootfs::unpack_tar(reader, target, privilege, warn)?;
     Ok(())
 }
@@ -106,6 +99,7 @@ pub fn extract(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn tar_with(name: &str, body: &[u8]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

@@ -7,6 +7,7 @@
 //! platform = "linux/amd64"             # default --platform
 //! pull = "missing"                     # default --pull: always | missing | never
 //! insecure_registries = ["registry.internal:5000"]
+//! max_store_size = "20GB"              # collect LRU cache entries after builds past this
 //!
 //! cache_from = ["type=registry,ref=registry.internal:5000/team/cache"]   # default --cache-from
 //! cache_to = ["type=registry,ref=registry.internal:5000/team/cache,mode=max"]  # default --cache-to
@@ -42,6 +43,9 @@ pub struct Config {
     /// Default `--cache-to` specs.
     #[serde(default)]
     pub cache_to: Vec<String>,
+    /// A cap in bytes on blobs and unpacked layers (`"20GB"`), checked after each build.
+    #[serde(default, deserialize_with = "size")]
+    pub max_store_size: Option<u64>,
 }
 
 impl Config {
@@ -91,6 +95,14 @@ fn platform<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Platf
     s.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
+/// `max_store_size = "20GB"`, parsed as `cache prune --max-size` is.
+fn size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::store::maintain::parse_size(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +130,10 @@ mod tests {
         assert!(e.contains("sometimes") && e.contains("never"), "{e}");
         let e = Config::parse("platform = \"linux\"").unwrap_err();
         assert!(e.contains("invalid platform"), "{e}");
+        let capped = Config::parse("max_store_size = \"2GiB\"").unwrap();
+        assert_eq!(capped.max_store_size, Some(2 << 30));
+        let e = Config::parse("max_store_size = \"lots\"").unwrap_err();
+        assert!(e.contains("max_store_size") && e.contains("lots"), "{e}");
         assert_eq!(Config::parse("").unwrap(), Config::default());
     }
 }

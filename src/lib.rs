@@ -15,6 +15,7 @@ pub mod dockerfile;
 pub mod error;
 pub mod executor;
 pub mod export;
+pub mod git;
 pub mod idmap;
 pub mod image;
 pub mod layer;

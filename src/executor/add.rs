@@ -3,8 +3,12 @@
 //! destination instead of copied, as Docker does. The extraction goes through the rootfs
 //! module's secure unpacker, so an archive cannot write outside the destination.
 
+use super::steps::{CopySources, Prepared};
+use super::{Builder, Event};
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, Result};
+use crate::git::GitSource;
+use crate::plan::ExpandedCopy;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -70,6 +74,62 @@ pub fn download(urls: &[String], checksum: Option<&str>, dir: &Path) -> Result<V
         names.push(name);
     }
     Ok(names)
+}
+
+/// An `ADD` whose sources are git repositories (see [`crate::git`]): each ref is resolved
+/// to a commit (announced, for `--explain` and the log), checked out into a temporary
+/// directory, and its tree copied like a context directory with owner 0:0. The inputs
+/// digest is the sources' [`GitSource::key_digest`]s, so the key follows the commit, never
+/// the ref name alone. `None`: no source is a git URL.
+pub(super) fn prepare_git(
+    b: &Builder<'_>,
+    c: &ExpandedCopy,
+    line: usize,
+) -> Result<Option<Prepared>> {
+    let at = format!("{}:{line}", b.df_name);
+    let mut gits = Vec::new();
+    for s in &c.sources {
+        if let Some(g) = GitSource::classify(s, c.keep_git_dir, c.checksum.as_deref()) {
+            gits.push(g.map_err(|e| e.at(&at))?);
+        }
+    }
+    if gits.is_empty() {
+        return Ok(None);
+    }
+    if gits.len() != c.sources.len() {
+        return Err(Error::Usage(format!(
+            "{at}: ADD with both git repositories and other sources: split it into two ADDs"
+        )));
+    }
+    let dir = b.store.temp_dir("git-")?;
+    let mut sources = Vec::new();
+    let mut key = crate::cache::Framer::new("cairn git sources v1");
+    let mut files = std::collections::BTreeMap::new();
+    for (i, g) in gits.iter().enumerate() {
+        let resolved = g.resolve().map_err(|e| e.at(&at))?;
+        let said = g.describe(&resolved);
+        b.rep.emit(&Event::Info { message: &said });
+        let digest = g.key_digest(&resolved);
+        key.field(digest.as_str().as_bytes());
+        // --explain names what changed by these entries: the commit is in the name.
+        files.insert(said, digest);
+        let work = dir.path().join(i.to_string());
+        std::fs::create_dir(&work)
+            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", work.display())))?;
+        let root = g.checkout(&resolved, &work).map_err(|e| e.at(&at))?;
+        sources.extend(
+            crate::context::SourceRoot::new(&root)
+                .reset_owners()
+                .resolve(&[".".to_string()])?,
+        );
+    }
+    Ok(Some(Prepared::Copy {
+        sources: CopySources::Git { _dir: dir, sources },
+        hash: crate::context::InputsHash {
+            digest: key.digest(),
+            files,
+        },
+    }))
 }
 
 /// Whether a local ADD source is a tar archive — plain, gzip or zstd, told by magic bytes

@@ -53,12 +53,19 @@ pub(super) enum CopySources {
         _dir: tempfile::TempDir,
         sources: Vec<Source>,
     },
+    /// A private git checkout (`add::prepare_git`), keyed on its commit, not a tree hash.
+    Git {
+        _dir: tempfile::TempDir,
+        sources: Vec<Source>,
+    },
 }
 
 impl CopySources {
     fn sources(&self) -> &[Source] {
         match self {
-            CopySources::Context(s) | CopySources::Heredocs { sources: s, .. } => s,
+            CopySources::Context(s)
+            | CopySources::Heredocs { sources: s, .. }
+            | CopySources::Git { sources: s, .. } => s,
         }
     }
 }
@@ -159,6 +166,11 @@ pub(super) fn prepare(
             let copts = copy_options(c)?;
             let dest = dest_path(&c.dest, state);
             let is_add = matches!(exp, Expanded::Add(_));
+            if is_add {
+                if let Some(git) = super::add::prepare_git(b, c, _inst.span.line)? {
+                    return Ok(git);
+                }
+            }
             let sources = if is_add && c.sources.iter().any(|s| super::add::is_url(s)) {
                 if !c.sources.iter().all(|s| super::add::is_url(s)) {
                     return Err(Error::Usage(format!(
@@ -532,7 +544,10 @@ fn copy_step(
                 .iter()
                 .cloned()
                 .partition(|s| extract && !s.is_dir() && super::add::is_archive(&s.path()));
-            if archives.is_empty() {
+            if archives.is_empty() && matches!(sources, CopySources::Git { .. }) {
+                // Nothing but cairn writes to its checkout, and its key is the commit.
+                context::stage(&plain, &dest, &copts, &root)?;
+            } else if archives.is_empty() {
                 // Refuses files that changed since they were hashed: a layer is never
                 // stored under a key its content does not match.
                 context::stage_checked(&plain, &dest, &copts, &root, hash)?;

@@ -442,8 +442,8 @@ fn set_times(root: &Path, secs: i64) -> std::io::Result<()> {
     use nix::sys::stat::{utimensat, UtimensatFlags};
     use nix::sys::time::TimeSpec;
     let t = TimeSpec::new(secs, 0);
+    // Setting a child's times leaves its directory's alone, so any order will do.
     let walk = walkdir::WalkDir::new(root)
-        .contents_first(true)
         .into_iter()
         .filter_entry(|e| e.depth() != 1 || e.file_name() != ".git");
     for entry in walk {

@@ -63,18 +63,39 @@ pub enum Error {
     /// The `git` program is missing or a local file operation failed.
     #[error("git source {url}: {reason}")]
     Local { url: String, reason: String },
+    /// Any of the above, at a Dockerfile location (`FILE:LINE`).
+    #[error("{location}: {source}")]
+    At {
+        location: String,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
     /// Whether the failure is the network's or the remote's (exit code 4), rather than the
     /// Dockerfile's (2) or this machine's (1).
     pub fn is_network(&self) -> bool {
-        matches!(self, Error::Fetch { .. } | Error::MissingRef { .. })
+        match self {
+            Error::At { source, .. } => source.is_network(),
+            e => matches!(e, Error::Fetch { .. } | Error::MissingRef { .. }),
+        }
     }
 
     /// Whether the failure is local (the `git` program, the file system).
     pub fn is_local(&self) -> bool {
-        matches!(self, Error::Local { .. })
+        match self {
+            Error::At { source, .. } => source.is_local(),
+            e => matches!(e, Error::Local { .. }),
+        }
+    }
+
+    /// The same error, said to happen at `location` (`FILE:LINE`).
+    pub fn at(self, location: impl Into<String>) -> Error {
+        Error::At {
+            location: location.into(),
+            source: Box::new(self),
+        }
     }
 }
 

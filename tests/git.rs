@@ -619,7 +619,10 @@ fn cairn_build_adds_a_git_subdir_and_follows_the_commit() {
     let out = build(&one, &[]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("is commit {}", fx.v1)), "{stderr}");
+    assert!(
+        stderr.contains(&format!("resolved to commit {}", fx.v1)),
+        "{stderr}"
+    );
     let files = layer_files(&one);
     assert_eq!(files["dst/inner.txt"].1, b"inner v1\n");
     assert_eq!(files["dst/run.sh"].0 & 0o111, 0o111);
@@ -657,11 +660,26 @@ fn cairn_build_adds_a_git_subdir_and_follows_the_commit() {
     let out = build(&three, &["--explain"]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("is commit {v3}")), "{stderr}");
-    let explained: Vec<&str> = stderr.lines().filter(|l| l.contains(&v3)).collect();
     assert!(
-        explained.len() >= 2,
-        "--explain names the new commit: {stderr}"
+        stderr.contains(&format!("resolved to commit {v3}")),
+        "{stderr}"
+    );
+    let miss = |commit: &str, what: &str| {
+        stderr
+            .lines()
+            .any(|l| l.contains("miss:") && l.contains(commit) && l.ends_with(what))
+    };
+    assert!(
+        miss(&v3, "added") && miss(&fx.main, "removed"),
+        "--explain names the old and the new commit: {stderr}"
+    );
+    let cached = stderr
+        .lines()
+        .skip_while(|l| !l.contains("#v1:sub /dst"))
+        .nth(2);
+    assert!(
+        cached.is_some_and(|l| l.ends_with("CACHED")),
+        "the ADD pinned to the tag stays cached: {stderr}"
     );
     assert_eq!(layer_files(&three)["repo/top.txt"].1, b"top v3\n");
 

@@ -111,8 +111,7 @@ pub(super) fn prepare_git(
         b.rep.emit(&Event::Info { message: &said });
         let digest = g.key_digest(&resolved);
         key.field(digest.as_str().as_bytes());
-        // --explain names what changed by these entries: the commit is in the name.
-        files.insert(said, digest);
+        files.insert(g.explain_name(&resolved), digest);
         let work = dir.path().join(i.to_string());
         std::fs::create_dir(&work)
             .map_err(|e| Error::Internal(format!("cannot create {}: {e}", work.display())))?;

@@ -127,11 +127,19 @@ impl GitSource {
     }
 
     /// Resolves the ref to a commit with `git ls-remote`, as BuildKit does: a full commit
-    /// needs no network; otherwise `refs/…` as written, then a branch, then a tag (git
+    /// (or `?fetch-by-commit` with a full `--checksum`) needs no network; otherwise `refs/…` as written, then a branch, then a tag (git
     /// checkout's preference), an annotated tag peeled to its commit. `--checksum` must
     /// be a prefix of the commit or of the tag object.
     pub fn resolve(&self) -> Result<Resolved, Error> {
         let want = self.url.git_ref.as_str();
+        if let Some(sum) = self.checksum.as_ref().filter(|_| self.url.fetch_by_commit) {
+            // `?fetch-by-commit`: the checksum is trusted as the commit, as in BuildKit.
+            return Ok(Resolved {
+                commit: sum.clone(),
+                object: sum.clone(),
+                used_ref: sum.clone(),
+            });
+        }
         if is_commit_sha(want) {
             self.check_checksum(want, want)?;
             return Ok(Resolved {

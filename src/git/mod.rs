@@ -10,7 +10,7 @@
 //! cairn runs the system `git` binary rather than a library (gix): the user's git already
 //! knows their SSH agent, known hosts, credential helpers, proxies and `insteadOf` rules, as
 //! BuildKit's git source also relies on the `git` CLI. Every call is confined
-//! ([`run`](self::fetch)): no hooks, no `file://`/`ext::` transports (a hostile
+//! (in the private `fetch` module): no hooks, no `file://`/`ext::` transports (a hostile
 //! `.gitmodules` cannot reach the host's repositories), no terminal or GUI prompts, and the
 //! checkout's symlinks stay links that are copied as links, never followed on the host.
 
@@ -156,12 +156,11 @@ impl GitSource {
                 )));
             }
         }
-        if url.fetch_by_commit {
-            if !checksum.is_some_and(is_commit_sha) {
-                return Err(bad(
-                    "fetch-by-commit requires a full commit SHA checksum".into()
-                ));
-            }
+        if url.fetch_by_commit && !checksum.is_some_and(|c| is_commit_sha(&c.to_ascii_lowercase()))
+        {
+            return Err(bad(
+                "fetch-by-commit requires a full commit SHA checksum".into()
+            ));
         }
         Ok(GitSource {
             keep_git_dir: keep,
@@ -200,10 +199,10 @@ impl GitSource {
         f.digest()
     }
 
-    /// One line for the progress output and `--explain`: which commit the ref resolved to.
+    /// One line for the progress output: which commit the ref resolved to.
     pub fn describe(&self, resolved: &Resolved) -> String {
         let mut s = format!(
-            "git {}#{} is commit {}",
+            "ADD {}#{}: resolved to commit {}",
             self.url.redacted_remote(),
             self.ref_shown(),
             resolved.commit
@@ -212,6 +211,17 @@ impl GitSource {
             s.push_str(&format!(" (annotated tag {})", resolved.object));
         }
         s
+    }
+
+    /// The name `--explain` gives this source's input: when the commit changes, the old
+    /// name is reported removed and the new one added, so both commits are named.
+    pub fn explain_name(&self, resolved: &Resolved) -> String {
+        format!(
+            "{}#{} at commit {}",
+            self.url.redacted_remote(),
+            self.ref_shown(),
+            resolved.commit
+        )
     }
 }
 

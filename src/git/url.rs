@@ -121,7 +121,7 @@ impl GitUrl {
             if matches!(scheme, Scheme::Http | Scheme::Https) && !parsed.path().ends_with(".git") {
                 return None;
             }
-            if parsed.host_str().is_none_or(str::is_empty) {
+            if !matches!(parsed.host_str(), Some(h) if !h.is_empty()) {
                 return Some(Err(err("URL has no host".into())));
             }
             scheme
@@ -314,7 +314,7 @@ pub fn redact(s: &str) -> String {
         return s.to_string();
     };
     let masked = match authority[..at].split_once(':') {
-        Some((user, _)) if user.is_empty() => ":xxxxx",
+        Some(("", _)) => ":xxxxx",
         Some(_) => "xxxxx:xxxxx",
         None if at == 0 => "",
         None => "xxxxx",
@@ -443,5 +443,23 @@ mod tests {
         );
         assert_eq!(redact("ssh://git@h/r"), "ssh://xxxxx@h/r");
         assert_eq!(redact("git@h:r"), "git@h:r");
+    }
+
+    proptest::proptest! {
+        /// What the fuzz target checks, on URL-shaped strings: no panic, the remote is the
+        /// source before `?`/`#`, the subdir is clean, redaction is idempotent.
+        #[test]
+        fn any_source_classifies_cleanly(
+            src in "(https?|git|ssh|GIT|ftp)?(://)?([a-z:@_-]{0,6}@)?[a-z0-9.:\\[\\]-]{0,10}/?[a-z./-]{0,10}(\\.git)?(\\?[a-z=&-]{0,16})?(#[a-z0-9/.:-]{0,12})?"
+        ) {
+            let shown = redact(&src);
+            proptest::prop_assert_eq!(redact(&shown), shown.clone());
+            if let Some(Ok(u)) = GitUrl::classify(&src) {
+                let base = src.split('#').next().unwrap();
+                proptest::prop_assert_eq!(&u.remote, base.split('?').next().unwrap());
+                proptest::prop_assert!(u.subdir.is_empty()
+                    || u.subdir.split('/').all(|s| !matches!(s, "" | "." | "..")));
+            }
+        }
     }
 }

@@ -48,8 +48,8 @@ pub const FROM: &str = "FROM";
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct KeyInputs {
     pub parent: CacheKey,
-    /// Keyword, flags and arguments after expansion, heredoc bodies included (see
-    /// [`canonical_instruction`]).
+    /// Keyword, flags and arguments after expansion, heredoc bodies included: the text
+    /// [`crate::plan::Expanded::canonical`] gives, for `FROM` the constant [`FROM`].
     pub instruction: String,
     /// `K=V` in the order the step sees them (ENV order matters).
     pub env: Vec<String>,
@@ -125,22 +125,6 @@ fn platform_root(platform: &Platform) -> CacheKey {
     let mut f = Framer::new("cairn/platform/v1");
     f.field(platform.to_string().as_bytes());
     f.finish()
-}
-
-/// An unambiguous text for an expanded instruction: a JSON array of the keyword, then an
-/// object with the flags, arguments and heredocs (name, body). Two instructions that differ
-/// in any part give different texts, and the text stays readable in `--explain`.
-pub fn canonical_instruction(
-    keyword: &str,
-    flags: &[String],
-    args: &[String],
-    heredocs: &[(String, String)],
-) -> String {
-    let value = serde_json::json!([
-        keyword.to_ascii_uppercase(),
-        { "flags": flags, "args": args, "heredocs": heredocs }
-    ]);
-    value.to_string()
 }
 
 /// Sentences saying why `current` misses where `previous` (the last build of the same

@@ -112,6 +112,8 @@ impl Error {
             Error::Dockerfile(_) | Error::Plan(_) | Error::Usage(_) => ExitCode::Usage,
             Error::Context(_) => ExitCode::Usage,
             Error::Registry(_) => ExitCode::Registry,
+            // A rootless layer is written by the sandbox's helper: its failures are its.
+            Error::Layer(crate::layer::Error::Broker(_)) => ExitCode::Sandbox,
             Error::Store(_) | Error::Layer(_) | Error::Image(_) => ExitCode::Store,
             Error::Rootfs(_) | Error::Sandbox(_) => ExitCode::Sandbox,
             Error::Export(e) if e.is_docker() => ExitCode::Docker,

@@ -19,12 +19,15 @@ pub mod git;
 pub mod idmap;
 pub mod image;
 pub mod layer;
+pub mod overlay;
 pub mod plan;
 pub mod platform;
 pub mod registry;
 pub mod rootfs;
 pub mod sandbox;
+pub mod stack;
 pub mod store;
+pub mod userns;
 
 pub use digest::Digest;
 pub use error::{Error, ExitCode, Result};

@@ -386,6 +386,63 @@ fn rootless_build_as_an_unprivileged_user() {
         .output();
 }
 
+/// `--progress=json` promises one JSON event per stderr line. Regression: as a user with no
+/// subordinate ids the sandbox printed its "no /etc/subuid range" warning straight to
+/// stderr, past the event stream; now it arrives as an event like every other warning.
+#[test]
+fn json_progress_without_subordinate_ids_is_json_on_every_stderr_line() {
+    common::require_root();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "noids/busybox:1");
+    let dir = common::tempdir();
+    let (ctx, store) = (dir.path().join("ctx"), dir.path().join("store"));
+    // An archive, not a load: cairnnoids is not in the docker group.
+    let dest = format!(
+        "type=docker,dest={}",
+        dir.path().join("image.tar").display()
+    );
+    fs::create_dir_all(&ctx).unwrap();
+    write(
+        &ctx.join("Dockerfile"),
+        &format!(
+            "FROM {}/noids/busybox:1\nRUN echo from-the-step && id -u\n",
+            reg.addr
+        ),
+    );
+    common::run_ok(
+        Command::new("chown")
+            .args(["-R", "cairnnoids"])
+            .arg(dir.path()),
+    );
+    let out = common::run(
+        Command::new("runuser")
+            .args(["-u", "cairnnoids", "--", "env", "HOME=/home/cairnnoids"])
+            .arg(format!("CAIRN_ROOT={}", store.display()))
+            .arg(common::cairn_bin())
+            .arg("build")
+            .arg(&ctx)
+            .args(["--progress=json", "--format=json", "-o", &dest]),
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {l:?}\n{log}"))
+        })
+        .collect();
+    let text = |v: &serde_json::Value| v.to_string();
+    assert!(
+        events.iter().any(|e| text(e).contains("/etc/subuid")),
+        "the missing range is reported as an event: {log}"
+    );
+    assert!(
+        events.iter().any(|e| text(e).contains("from-the-step")),
+        "the step ran and its output is an event: {log}"
+    );
+}
+
 /// Regression: a `COPY <<EOF` file's mode came from the umask, so the same Dockerfile had a
 /// different key on a machine (or user) with another umask.
 #[test]

@@ -6,13 +6,14 @@ mod common;
 #[path = "sandbox_support/mod.rs"]
 mod support;
 
-use cairn::rootfs::{ensure_unpacked, unpack_tar, UnpackOptions};
+use cairn::rootfs::{ensure_unpacked, unpack_tar};
+use cairn::userns::Privilege;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use support::tars::*;
 
-fn root_opts() -> UnpackOptions {
-    UnpackOptions { rootless: false }
+fn root_opts() -> Privilege {
+    Privilege::Root
 }
 
 #[test]
@@ -41,7 +42,7 @@ fn every_entry_kind_unpacks_in_overlay_form() {
     t.file(&long, b"long", 0o600, 0, 0);
     t.file("etc/.wh.passwd", b"", 0o600, 0, 0);
     t.file("var/cache/.wh..wh..opq", b"", 0o600, 0, 0);
-    unpack_tar(&t.finish()[..], &target, &root_opts()).unwrap();
+    unpack_tar(&t.finish()[..], &target, &root_opts(), &mut |_| {}).unwrap();
 
     let m = |p: &str| std::fs::symlink_metadata(target.join(p)).unwrap();
     assert_eq!(
@@ -84,8 +85,8 @@ fn every_entry_kind_unpacks_in_overlay_form() {
             && m("dev/null").rdev() == nix::sys::stat::makedev(1, 3)
     );
     assert_eq!(std::fs::read(target.join(&long)).unwrap(), b"long");
-    assert!(cairn::rootfs::overlay::is_whiteout(&m("etc/passwd")));
-    assert!(cairn::rootfs::overlay::is_opaque(&target.join("var/cache")));
+    assert!(cairn::overlay::is_whiteout(&m("etc/passwd")));
+    assert!(cairn::overlay::is_opaque(&target.join("var/cache")));
     assert_eq!(m("var/cache").mode() & 0o777, 0o755);
 }
 
@@ -174,14 +175,14 @@ fn hostile_entries_are_refused_or_contained() {
     for (name, tar) in cases {
         let target = dir.path().join(name);
         std::fs::create_dir(&target).unwrap();
-        let result = unpack_tar(&tar[..], &target, &root_opts());
+        let result = unpack_tar(&tar[..], &target, &root_opts(), &mut |_| {});
         assert_eq!(
             std::fs::read_to_string(outside.join("victim")).unwrap(),
             "intact",
             "{name}: {result:?}"
         );
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1, "{name}");
-        assert!(!cairn::rootfs::overlay::is_opaque(&outside), "{name}");
+        assert!(!cairn::overlay::is_opaque(&outside), "{name}");
         let mode = std::fs::metadata(&outside).unwrap().mode() & 0o7777;
         assert_eq!(
             mode, 0o755,
@@ -195,7 +196,7 @@ fn hostile_entries_are_refused_or_contained() {
     }
     let refused = |tar: Vec<u8>| {
         let target = tempfile::tempdir().unwrap();
-        unpack_tar(&tar[..], target.path(), &root_opts()).is_err()
+        unpack_tar(&tar[..], target.path(), &root_opts(), &mut |_| {}).is_err()
     };
     let mut t = TarBuilder::default();
     t.raw_file("../x", b"");
@@ -231,23 +232,23 @@ fn compressed_blobs_unpack_once_through_the_store_and_check_their_diff_id() {
         zstd::encode_all(&tar[..], 3).unwrap(),
     ] {
         let digest = store.put_bytes(&blob).unwrap();
-        let layer = ensure_unpacked(&store, &digest, &diff_id, &root_opts()).unwrap();
+        let layer = ensure_unpacked(&store, &digest, &diff_id, &root_opts(), &mut |_| {}).unwrap();
         assert_eq!(layer, store.layer_dir(&diff_id));
         assert_eq!(std::fs::read(layer.join("hello")).unwrap(), b"world");
         std::fs::remove_dir_all(&layer).unwrap();
     }
     let wrong = cairn::Digest::of_bytes(b"not this tar");
     let digest = store.put_bytes(&tar).unwrap();
-    let err = ensure_unpacked(&store, &digest, &wrong, &root_opts()).unwrap_err();
+    let err = ensure_unpacked(&store, &digest, &wrong, &root_opts(), &mut |_| {}).unwrap_err();
     assert!(
         err.to_string().contains("does not match its diff id"),
         "{err}"
     );
     assert!(!store.layer_dir(&wrong).exists());
     // Idempotent: a second call finds the directory.
-    let a = ensure_unpacked(&store, &digest, &diff_id, &root_opts()).unwrap();
+    let a = ensure_unpacked(&store, &digest, &diff_id, &root_opts(), &mut |_| {}).unwrap();
     std::fs::write(a.join("marker"), "").unwrap();
-    let b = ensure_unpacked(&store, &digest, &diff_id, &root_opts()).unwrap();
+    let b = ensure_unpacked(&store, &digest, &diff_id, &root_opts(), &mut |_| {}).unwrap();
     assert!(b.join("marker").exists());
 }
 
@@ -265,7 +266,7 @@ fn debian_minbase_unpacks_exactly_like_tar_x() {
     let started = std::time::Instant::now();
     let cpu = support::cpu_ticks("thread-self");
     let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&tar_path).unwrap());
-    unpack_tar(file, &ours, &root_opts()).unwrap();
+    unpack_tar(file, &ours, &root_opts(), &mut |_| {}).unwrap();
     let ours_t = started.elapsed();
     let ours_cpu = support::cpu_ticks("thread-self") - cpu;
     let cpu = support::cpu_ticks("self");
@@ -315,9 +316,20 @@ fn rootless_ensure_unpacked_keeps_owners_through_the_id_maps() {
     let tar = t.finish();
     let diff_id = cairn::Digest::of_bytes(&tar);
     let blob = store.put_bytes(&gzip(&tar)).unwrap();
-    let opts = UnpackOptions { rootless: true };
-    let layer = ensure_unpacked(&store, &blob, &diff_id, &opts).unwrap();
-    let (uids, gids) = cairn::sandbox::id_maps().unwrap();
+    let privilege = Privilege::detect();
+    assert!(!privilege.is_root());
+    let mut warnings = Vec::new();
+    let layer = ensure_unpacked(&store, &blob, &diff_id, &privilege, &mut |w| {
+        warnings.push(w.to_string())
+    })
+    .unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("skipped") && w.contains("dev/null")),
+        "the skipped device comes back as a warning: {warnings:?}"
+    );
+    let (uids, gids) = Privilege::detect().id_maps();
     let m = std::fs::symlink_metadata(layer.join("var/cache/apt/pkgcache.bin")).unwrap();
     assert_eq!(m.uid(), cairn::idmap::container_to_host(&uids, 42).unwrap());
     assert_eq!(m.gid(), cairn::idmap::container_to_host(&gids, 42).unwrap());
@@ -328,10 +340,10 @@ fn rootless_ensure_unpacked_keeps_owners_through_the_id_maps() {
         !layer.join("dev/null").exists(),
         "device nodes cannot be made rootless"
     );
-    assert!(cairn::rootfs::overlay::is_whiteout(
+    assert!(cairn::overlay::is_whiteout(
         &std::fs::symlink_metadata(layer.join("etc/gone")).unwrap()
     ));
-    assert!(cairn::rootfs::overlay::is_opaque(&layer.join("opq")));
-    cairn::sandbox::remove_as_container_root(&layer).unwrap();
+    assert!(cairn::overlay::is_opaque(&layer.join("opq")));
+    cairn::userns::remove_as_root(&Privilege::detect(), &layer).unwrap();
     assert!(!layer.exists());
 }

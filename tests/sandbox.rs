@@ -7,6 +7,7 @@ mod common;
 mod support;
 
 use cairn::sandbox::{Network, RootMode};
+use cairn::userns::Privilege;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use support::*;
 
@@ -42,7 +43,7 @@ fn changes_land_in_the_upper_in_overlay_form() {
         "rm gives a whiteout"
     );
     assert!(
-        cairn::rootfs::overlay::is_opaque(&t.upper.join("root")),
+        cairn::overlay::is_opaque(&t.upper.join("root")),
         "rm -rf && mkdir gives an opaque dir"
     );
     let a = std::fs::metadata(t.upper.join("data/sub/f")).unwrap();
@@ -138,10 +139,7 @@ fn the_copy_based_root_gives_the_same_upper() {
             t.mode = mode;
             let (code, out) = t.run(script);
             assert_eq!(code, 0, "{mode:?}: {out}");
-            assert!(
-                cairn::rootfs::overlay::is_opaque(&t.upper.join("root")),
-                "{mode:?}"
-            );
+            assert!(cairn::overlay::is_opaque(&t.upper.join("root")), "{mode:?}");
             describe_upper(&t)
         })
         .collect();
@@ -159,7 +157,7 @@ fn the_layer_tar_is_read_as_container_root() {
     }
     let mut tar = Vec::new();
     let opts = cairn::layer::LayerOptions::default();
-    cairn::sandbox::layer_tar_as_container_root(&t.upper, &opts, &mut tar).unwrap();
+    cairn::layer::tar_as_owner(&Privilege::detect(), &t.upper, &opts, &mut tar).unwrap();
     let mut archive = tar::Archive::new(&tar[..]);
     let mut found = false;
     for entry in archive.entries().unwrap() {
@@ -286,7 +284,7 @@ fn debian_steps() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\n42\n"), "{out}");
-    let (uids, _) = cairn::sandbox::id_maps().unwrap();
+    let (uids, _) = Privilege::detect().id_maps();
     let host = |id| cairn::idmap::container_to_host(&uids, id).unwrap();
     let home = std::fs::metadata(t.upper.join("home/coder")).unwrap();
     assert_eq!(
@@ -302,9 +300,7 @@ fn debian_steps() {
         issue.file_type().is_char_device() && issue.rdev() == 0,
         "rm gives a whiteout"
     );
-    assert!(cairn::rootfs::overlay::is_opaque(
-        &t.upper.join("var/log/apt")
-    ));
+    assert!(cairn::overlay::is_opaque(&t.upper.join("var/log/apt")));
     let a = std::fs::symlink_metadata(t.upper.join("etc/debian_version.hard")).unwrap();
     assert!(a.nlink() == 2 && a.is_file());
     assert!(
@@ -372,7 +368,13 @@ fn stdin_workdir_and_exec_form() {
         stdin: Some(b"from stdin\n".to_vec()),
     };
     let mut out = Vec::new();
-    let code = cairn::sandbox::run(&spec, &mut |b| out.extend_from_slice(b)).unwrap();
+    let code = cairn::sandbox::run(
+        &spec,
+        &Privilege::Root,
+        &mut |b| out.extend_from_slice(b),
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!((code, out.as_slice()), (0, &b"from stdin\n"[..]));
     assert!(
         t.upper.join("srv/app").is_dir(),
@@ -384,7 +386,13 @@ fn stdin_workdir_and_exec_form() {
         ..spec
     };
     let mut out = Vec::new();
-    cairn::sandbox::run(&spec, &mut |b| out.extend_from_slice(b)).unwrap();
+    cairn::sandbox::run(
+        &spec,
+        &Privilege::Root,
+        &mut |b| out.extend_from_slice(b),
+        &mut |_| {},
+    )
+    .unwrap();
     let out = String::from_utf8(out).unwrap();
     assert!(out.ends_with("\n/tmp\n"), "HOME of bob: {out}");
     assert!(
@@ -400,7 +408,7 @@ fn without_subordinate_ids_only_root_works() {
         let (code, out) = t.run("id -u; touch /f; chown 1000 /f");
         assert_eq!(code, 1, "{out}");
         assert!(out.starts_with("0\n"), "{out}");
-        let (uids, _) = cairn::sandbox::id_maps().unwrap();
+        let (uids, _) = Privilege::detect().id_maps();
         assert_eq!(uids.len(), 1);
     }
 }

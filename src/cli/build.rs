@@ -160,6 +160,8 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
             ..super::pull::registry_options(cli)
         },
         mirrors: cli.config.mirrors.clone(),
+        // Decided once here: every step, layer and unpack of the build uses this one.
+        privilege: crate::userns::Privilege::detect(),
     })
 }
 

@@ -5,6 +5,7 @@
 mod build;
 pub mod config;
 mod doctor;
+pub mod helper;
 mod parse;
 mod pull;
 

@@ -92,20 +92,17 @@ impl Flags {
 }
 
 pub fn network(v: &str) -> Result<Network, String> {
-    match v {
-        "default" => Ok(Network::Default),
-        "none" => Ok(Network::None),
-        "host" => Ok(Network::Host),
-        _ => Err(format!("unsupported network mode {v:?}")),
-    }
+    Network::ALL
+        .into_iter()
+        .find(|n| n.as_str() == v)
+        .ok_or_else(|| format!("unsupported network mode {v:?}"))
 }
 
 pub fn security(v: &str) -> Result<Security, String> {
-    match v {
-        "sandbox" => Ok(Security::Sandbox),
-        "insecure" => Ok(Security::Insecure),
-        _ => Err(format!("unsupported security mode {v:?}")),
-    }
+    Security::ALL
+        .into_iter()
+        .find(|s| s.as_str() == v)
+        .ok_or_else(|| format!("unsupported security mode {v:?}"))
 }
 
 /// Splits a CSV field list (`a=b,"c=d,e"`), as Go's csv reader does for `--mount`.
@@ -261,6 +258,17 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mode_names_round_trip() {
+        for n in Network::ALL {
+            assert_eq!(network(n.as_str()), Ok(n));
+        }
+        for s in Security::ALL {
+            assert_eq!(security(s.as_str()), Ok(s));
+        }
+        assert!(network("Default").is_err());
+    }
 
     #[test]
     fn durations() {

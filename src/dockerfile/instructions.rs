@@ -85,11 +85,40 @@ pub enum Network {
     Host,
 }
 
+impl Network {
+    /// Every mode, for table tests.
+    pub const ALL: [Network; 3] = [Network::Default, Network::None, Network::Host];
+
+    /// The name as written in `--network=` and as it reaches the cache key: these bytes
+    /// are part of every `RUN` key, so a variant's name is never derived from its Rust name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Default => "default",
+            Network::None => "none",
+            Network::Host => "host",
+        }
+    }
+}
+
 /// `RUN --security=...`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
     Sandbox,
     Insecure,
+}
+
+impl Security {
+    /// Every mode, for table tests.
+    pub const ALL: [Security; 2] = [Security::Sandbox, Security::Insecure];
+
+    /// The name as written in `--security=` and as it reaches the cache key (see
+    /// [`Network::as_str`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Security::Sandbox => "sandbox",
+            Security::Insecure => "insecure",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -145,18 +145,20 @@ pub fn is_archive(path: &Path) -> bool {
 }
 
 /// Extracts an archive into `target` (created if missing), refusing entries that would
-/// land outside it.
-pub fn extract(path: &Path, target: &Path) -> Result<()> {
+/// land outside it; what `privilege` cannot reproduce goes to `warn`.
+pub fn extract(
+    path: &Path,
+    target: &Path,
+    privilege: &crate::userns::Privilege,
+    warn: &mut dyn FnMut(&str),
+) -> Result<()> {
     std::fs::create_dir_all(target)
         .map_err(|e| Error::Internal(format!("cannot create {}: {e}", target.display())))?;
     let f = std::fs::File::open(path)
         .map_err(|e| Error::Usage(format!("ADD {}: {e}", path.display())))?;
     let reader = crate::rootfs::decompressed(f)
         .map_err(|e| Error::Usage(format!("ADD {}: {e}", path.display())))?;
-    let opts = crate::rootfs::UnpackOptions {
-        rootless: !nix::unistd::geteuid().is_root(),
-    };
-    crate::rootfs::unpack_tar(reader, target, &opts)?;
+    crate::rootfs::unpack_tar(reader, target, privilege, warn)?;
     Ok(())
 }
 
@@ -205,7 +207,7 @@ mod tests {
         assert!(!is_archive(&not));
         for (i, p) in [&plain, &gz, &zs].into_iter().enumerate() {
             let out = t.path().join(format!("out-{i}"));
-            extract(p, &out).unwrap();
+            extract(p, &out, &crate::userns::Privilege::detect(), &mut |_| {}).unwrap();
             assert_eq!(std::fs::read(out.join("dir/hello.txt")).unwrap(), b"hi");
         }
     }
@@ -226,7 +228,12 @@ mod tests {
         b.append(&h, &b"x"[..]).unwrap();
         std::fs::write(&evil, b.into_inner().unwrap()).unwrap();
         let out = t.path().join("out");
-        let _ = extract(&evil, &out);
+        let _ = extract(
+            &evil,
+            &out,
+            &crate::userns::Privilege::detect(),
+            &mut |_| {},
+        );
         assert!(!t.path().join("escape.tx").exists());
     }
 }

@@ -50,6 +50,8 @@ pub struct BuildOptions {
     pub registry: RegistryOptions,
     /// Registry mirrors by registry host (`docker.io` → `["mirror:5000"]`), tried in order.
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Root or rootless with its id maps, decided once at start-up.
+    pub privilege: crate::userns::Privilege,
 }
 
 /// What one step did.
@@ -111,6 +113,12 @@ pub fn build(store: &Store, opts: &BuildOptions, rep: &Reporter) -> Result<Build
 /// Computes the final cache key without running any step (the base is still resolved).
 pub fn key(store: &Store, opts: &BuildOptions, rep: &Reporter) -> Result<CacheKey> {
     Ok(Builder::new(store, opts, rep, true)?.run()?.cache_key)
+}
+
+/// Every step's key in build order, without running any step (bases are still resolved):
+/// what the pinned key vectors in `tests/keys.rs` compare.
+pub fn step_keys(store: &Store, opts: &BuildOptions, rep: &Reporter) -> Result<Vec<StepReport>> {
+    Ok(Builder::new(store, opts, rep, true)?.run()?.steps)
 }
 
 /// One finished stage: its state and the key of its last step.

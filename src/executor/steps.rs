@@ -13,6 +13,7 @@ use crate::layer::{self, Chown, LayerOptions};
 use crate::plan::ExpandedCopy;
 use crate::plan::{CopySource, Expanded, Scope};
 use crate::sandbox::{self, Network, RunSpec};
+use crate::userns::Privilege;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -328,9 +329,9 @@ fn created_by(inst: &Spanned<Instruction>) -> String {
 
 /// A RUN step's temporary directory. Rootless, it holds files owned by subordinate ids that
 /// this user cannot delete, so it is removed from inside a user namespace as its root.
-struct RunDir(Option<tempfile::TempDir>);
+struct RunDir<'a>(Option<tempfile::TempDir>, &'a Privilege);
 
-impl RunDir {
+impl RunDir<'_> {
     fn path(&self) -> &std::path::Path {
         self.0
             .as_ref()
@@ -339,11 +340,11 @@ impl RunDir {
     }
 }
 
-impl Drop for RunDir {
+impl Drop for RunDir<'_> {
     fn drop(&mut self) {
         if let Some(t) = self.0.take() {
-            if !nix::unistd::geteuid().is_root() {
-                let _ = sandbox::remove_as_container_root(&t.keep());
+            if !self.1.is_root() {
+                let _ = crate::userns::remove_as_root(self.1, &t.keep());
             }
         }
     }
@@ -351,21 +352,27 @@ impl Drop for RunDir {
 
 /// Unpacks (once) every layer of a state; returns the directories, bottom first.
 fn lowers(b: &Builder<'_>, layers: &[LayerDesc]) -> Result<Vec<PathBuf>> {
-    let opts = crate::rootfs::UnpackOptions {
-        rootless: !nix::unistd::geteuid().is_root(),
-    };
     layers
         .iter()
         .map(|l| {
             Ok(crate::rootfs::ensure_unpacked(
-                b.store, &l.digest, &l.diff_id, &opts,
+                b.store,
+                &l.digest,
+                &l.diff_id,
+                &b.opts.privilege,
+                &mut warn_to(b),
             )?)
         })
         .collect()
 }
 
+/// Passes a warning of the sandbox or the unpacker on to the reporter.
+fn warn_to<'a>(b: &'a Builder<'_>) -> impl FnMut(&str) + 'a {
+    |w: &str| b.rep.info(&format!("warning: {w}"))
+}
+
 fn layer_options(b: &Builder<'_>, chown: Option<Chown>) -> Result<LayerOptions> {
-    let (uid_maps, gid_maps) = sandbox::id_maps()?;
+    let (uid_maps, gid_maps) = b.opts.privilege.id_maps();
     Ok(LayerOptions {
         compression: b.opts.compression,
         source_date_epoch: b.opts.source_date_epoch,
@@ -410,7 +417,7 @@ fn run_step(
     let t = Instant::now();
     let lowers = lowers(b, &state.layers)?;
     timings.push(("unpack".into(), progress::secs(t.elapsed())));
-    let tmp = RunDir(Some(b.store.temp_dir("run-")?));
+    let tmp = RunDir(Some(b.store.temp_dir("run-")?), &b.opts.privilege);
     let upper = tmp.path().join("upper");
     let work = tmp.path().join("work");
     for d in [&upper, &work] {
@@ -457,7 +464,7 @@ fn run_step(
             b.rep.emit(&Event::Output { step, line: &text });
         }
     };
-    let code = sandbox::run(&spec, &mut emit)?;
+    let code = sandbox::run(&spec, &b.opts.privilege, &mut emit, &mut warn_to(b))?;
     super::check_interrupted()?;
     if !pending.is_empty() {
         let text = String::from_utf8_lossy(&pending).into_owned();
@@ -488,12 +495,12 @@ fn run_step(
 /// the tar is written inside a user namespace where they belong to its root.
 fn upper_layer(b: &Builder<'_>, upper: &std::path::Path) -> Result<Option<layer::Layer>> {
     let opts = layer_options(b, None)?;
-    if nix::unistd::geteuid().is_root() {
-        return Ok(layer::from_upper(b.store, upper, &opts)?);
-    }
-    layer::from_tar::<Error>(b.store, opts.compression, |out| {
-        Ok(sandbox::layer_tar_as_container_root(upper, &opts, out)?)
-    })
+    Ok(layer::from_upper_as_owner(
+        &b.opts.privilege,
+        b.store,
+        upper,
+        &opts,
+    )?)
 }
 
 /// Makes a finished step's upper directory the unpacked form of the layer it produced, so
@@ -556,7 +563,7 @@ fn copy_step(
             }
             for src in archives {
                 let target = root.join(dest.trim_start_matches('/'));
-                super::add::extract(&src.path(), &target)?;
+                super::add::extract(&src.path(), &target, &b.opts.privilege, &mut warn_to(b))?;
             }
         }
         Prepared::CopyFrom { layers, .. } => {
@@ -568,7 +575,12 @@ fn copy_step(
         }
         _ => return Err(Error::Internal("COPY without prepared sources".into())),
     }
-    super::merge::inherit_existing_dirs(&lowers(b, &state.layers)?, &root, &dest)?;
+    super::merge::inherit_existing_dirs(
+        &lowers(b, &state.layers)?,
+        &root,
+        &dest,
+        &b.opts.privilege,
+    )?;
     timings.push(("copy".into(), progress::secs(t.elapsed())));
     let chown = match &c.chown {
         Some(spec) => {

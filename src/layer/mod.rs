@@ -11,16 +11,18 @@
 
 mod compress;
 mod header;
+mod owner;
 mod pargz;
 mod stored;
 mod walk;
 
+pub use crate::overlay::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 pub use compress::{
     decoder, Compression, InvalidCompression, DOCKER_MEDIA_TYPE_TAR, DOCKER_MEDIA_TYPE_TAR_GZIP,
     GZIP_LEVEL, MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD, ZSTD_LEVEL,
 };
+pub use owner::{from_upper_as_owner, tar_as_owner, TarJob};
 pub use stored::{from_tar, from_upper, recompress};
-pub use walk::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::idmap::IdMap;
@@ -55,6 +57,9 @@ pub enum Error {
     },
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// The helper that reads a rootless step's upper failed.
+    #[error(transparent)]
+    Broker(#[from] crate::userns::Error),
     #[error("{0}")]
     Message(String),
 }

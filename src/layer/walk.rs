@@ -6,17 +6,12 @@
 use super::header::{Kind, TarEntry};
 use super::{Error, LayerOptions};
 use crate::idmap::host_to_container;
+use crate::overlay::{is_overlay_xattr, read_opaque, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-
-/// The OCI whiteout prefix.
-pub const WHITEOUT_PREFIX: &str = ".wh.";
-/// The OCI opaque-directory marker.
-pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
 /// One entry to write, with where its data comes from.
 #[derive(Debug)]
@@ -93,7 +88,7 @@ impl Walker<'_> {
         };
         let mut data = None;
         let mut inode = None;
-        if ft.is_char_device() && md.rdev() == 0 {
+        if crate::overlay::is_whiteout(md) {
             // An overlay whiteout: a regular empty file named `.wh.<name>`, as Docker writes it.
             let (parent, name) = split_last(rel);
             e.path = join(parent, &[WHITEOUT_PREFIX.as_bytes(), name].concat());
@@ -228,20 +223,8 @@ fn xattrs(path: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, Error> {
     Ok(out)
 }
 
-fn is_overlay_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
-}
-
 fn is_opaque(path: &Path) -> Result<bool, Error> {
-    for name in ["trusted.overlay.opaque", "user.overlay.opaque"] {
-        match xattr::get(path, OsStr::new(name)) {
-            Ok(Some(v)) if v == b"y" => return Ok(true),
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
-            Err(e) => return Err(Error::io(path)(e)),
-        }
-    }
-    Ok(false)
+    read_opaque(path).map_err(Error::io(path))
 }
 
 fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {

@@ -151,8 +151,8 @@ impl Expanded {
                     "from": source_json(&m.from), "id": m.id,
                     "options": pairs_json(&m.options),
                 })).collect::<Vec<_>>(),
-                "network": format!("{:?}", r.network).to_ascii_lowercase(),
-                "security": format!("{:?}", r.security).to_ascii_lowercase(),
+                "network": r.network.as_str(),
+                "security": r.security.as_str(),
                 "heredocs": heredocs_json(&r.heredocs),
             }),
             Expanded::Cmd(c) | Expanded::Entrypoint(c) => cmd_json(c),
@@ -184,5 +184,57 @@ impl Expanded {
             }
         };
         format!("{} {}", self.keyword(), body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(network: Network, security: Security) -> Expanded {
+        Expanded::Run(ExpandedRun {
+            cmd: ShellOrExec::Shell("echo hi".into()),
+            mounts: Vec::new(),
+            network,
+            security,
+            heredocs: Vec::new(),
+        })
+    }
+
+    /// The exact text every mode gives: these bytes are in every RUN key (the vectors in
+    /// `tests/keys.rs` pin the resulting keys).
+    #[test]
+    fn run_modes_have_pinned_names() {
+        let text = |n, s| run(n, s).canonical();
+        assert_eq!(
+            text(Network::Default, Security::Sandbox),
+            r#"RUN {"cmd":{"shell":"echo hi"},"heredocs":[],"mounts":[],"network":"default","security":"sandbox"}"#
+        );
+        assert!(text(Network::None, Security::Sandbox).contains(r#""network":"none""#));
+        assert!(text(Network::Host, Security::Sandbox).contains(r#""network":"host""#));
+        assert!(text(Network::Default, Security::Insecure).contains(r#""security":"insecure""#));
+    }
+
+    /// Neighbouring words and heredoc bodies cannot run into each other.
+    #[test]
+    fn canonical_text_is_unambiguous() {
+        let copy = |sources: &[&str], body: &str| {
+            Expanded::Copy(ExpandedCopy {
+                sources: sources.iter().map(|s| s.to_string()).collect(),
+                dest: "/x/".into(),
+                heredocs: vec![Heredoc {
+                    name: "EOF".into(),
+                    body: body.into(),
+                    expand: true,
+                    chomp: false,
+                    fd: None,
+                }],
+                ..ExpandedCopy::default()
+            })
+            .canonical()
+        };
+        assert_ne!(copy(&["a b"], ""), copy(&["a", "b"], ""));
+        assert_ne!(copy(&["a"], "1\n"), copy(&["a"], "2\n"));
+        assert!(copy(&["a"], "").starts_with("COPY {"));
     }
 }

@@ -1,23 +1,26 @@
-//! Root file systems: secure layer unpacking and overlay assembly.
+//! Root file systems: secure layer unpacking into overlay lower directories.
 //!
 //! [`unpack_tar`] turns one layer tar into a directory that overlayfs can stack as a lower
 //! layer: OCI whiteouts become overlay whiteouts and opaque markers become the opaque
 //! xattr, and no entry can create, overwrite or follow anything outside the target,
 //! whatever the tar says (the `tar` crate's own `unpack` is unfit: it turns devices into
 //! files and knows no whiteouts). [`ensure_unpacked`] does it once per layer into the
-//! store. [`overlay`] builds the mount options that stack those directories for a step,
-//! and [`fallback`] gives the same result by copying where overlayfs is unavailable.
+//! store; rootless, it does so as root of a user namespace with the user's maps
+//! ([`UnpackJob`], a job of the privilege broker `crate::userns`), so owners survive.
+//! What could not be reproduced goes to the caller's `warn` sink, never to stderr.
 
 mod compress;
-pub mod fallback;
-pub mod overlay;
 mod secure;
 mod unpack;
 
+use crate::userns::{remove_as_root, run_job, send, Job, Privilege, Report};
+use serde::{Deserialize, Serialize};
+use std::io::StdinLock;
 use std::path::{Path, PathBuf};
 
 pub use compress::{decompressed, Compression};
-pub use unpack::{skipped_summary, unpack_tar, unpack_tar_as, Privilege};
+pub use unpack::unpack_tar;
+use unpack::{skipped_summary, unpack_as, Access};
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -59,23 +62,49 @@ impl Error {
     }
 }
 
-/// How to unpack layers.
-#[derive(Debug, Clone, Default)]
-pub struct UnpackOptions {
-    /// Unpacking as an unprivileged user: no ownership changes (every file belongs to the
-    /// invoking user, who is root inside the sandbox), no device nodes, and xattrs the
-    /// user may not set are skipped with a warning. (Opaque markers are always
-    /// `user.overlay.opaque`: every sandbox mounts with `userxattr`.)
-    pub rootless: bool,
+/// Unpack the uncompressed layer tar that follows on the helper's stdin into `target`,
+/// as root of a user namespace with the user's maps (so owners survive a rootless unpack).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnpackJob {
+    pub target: PathBuf,
 }
 
-impl UnpackOptions {
-    /// Options for this process: rootless unless running as real root.
-    pub fn for_current_user() -> UnpackOptions {
-        UnpackOptions {
-            rootless: !nix::unistd::geteuid().is_root(),
+impl Job for UnpackJob {
+    const KIND: &'static str = "unpack";
+
+    fn run(self, mut input: StdinLock<'static>) -> Result<Report, String> {
+        let skipped = unpack_as(&mut input, &self.target, Access::UserNamespace)
+            .map_err(|e| e.to_string())?;
+        if let Some(first) = skipped.first() {
+            send(&Report::Warning(skipped_summary(
+                &self.target,
+                &skipped,
+                first,
+            )));
         }
+        Ok(Report::Exit(0))
     }
+}
+
+/// Unpacks the uncompressed layer tar `tar` into the existing directory `target` as the
+/// container's root: in this process as real root, else inside a user namespace with the
+/// user's maps (see [`unpack_tar`] for the rules).
+pub fn unpack_as_container_root(
+    privilege: &Privilege,
+    tar: &mut dyn std::io::Read,
+    target: &Path,
+    warn: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    if privilege.is_root() {
+        return unpack_tar(tar, target, privilege, warn);
+    }
+    let job = UnpackJob {
+        target: target.to_path_buf(),
+    };
+    let warnings =
+        run_job(privilege, &job, Some(tar), None).map_err(|e| Error::Message(e.to_string()))?;
+    warnings.iter().for_each(|w| warn(w));
+    Ok(())
 }
 
 /// Unpacks the layer `blob` (gzip, zstd or plain tar, told apart by magic bytes) into
@@ -86,7 +115,8 @@ pub fn ensure_unpacked(
     store: &crate::store::Store,
     blob: &crate::Digest,
     diff_id: &crate::Digest,
-    opts: &UnpackOptions,
+    privilege: &Privilege,
+    warn: &mut dyn FnMut(&str),
 ) -> Result<PathBuf, Error> {
     let dir = store.layer_dir(diff_id);
     if dir.is_dir() {
@@ -107,18 +137,18 @@ pub fn ensure_unpacked(
         .open_blob(blob)
         .map_err(|e| Error::Message(format!("cannot open layer {blob}: {e}")))?;
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
-    let unpacked = if opts.rootless {
-        // As root of a user namespace with the sandbox's maps, so owners survive.
+    let unpacked = if privilege.is_root() {
+        unpack_verified(reader, &target, blob, diff_id, privilege, warn)
+    } else {
+        // As root of a user namespace with the user's maps, so owners survive.
         verify_while(reader, blob, diff_id, |tar| {
-            crate::sandbox::unpack_as_container_root(tar, &target)
+            unpack_as_container_root(privilege, tar, &target, warn)
                 .map_err(|e| Error::Message(format!("unpack layer {diff_id}: {e}")))
         })
-    } else {
-        unpack_verified(reader, &target, blob, diff_id, opts)
     };
     if let Err(e) = unpacked {
-        if opts.rootless {
-            let _ = crate::sandbox::remove_as_container_root(&target);
+        if !privilege.is_root() {
+            let _ = remove_as_root(privilege, &target);
         }
         return Err(e);
     }
@@ -135,10 +165,11 @@ pub fn unpack_verified(
     target: &Path,
     blob: &crate::Digest,
     diff_id: &crate::Digest,
-    opts: &UnpackOptions,
+    privilege: &Privilege,
+    warn: &mut dyn FnMut(&str),
 ) -> Result<(), Error> {
     verify_while(blob_reader, blob, diff_id, |tar| {
-        unpack_tar(tar, target, opts)
+        unpack_tar(tar, target, privilege, warn)
     })
 }
 

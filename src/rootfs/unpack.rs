@@ -6,9 +6,10 @@
 //! are applied last, deepest first, so a read-only directory can still be filled and
 //! its mtime is not disturbed by its children.
 
-use super::overlay;
 use super::secure::{clean_entry_path, resolve_in_root};
-use super::{Error, UnpackOptions};
+use super::Error;
+use crate::overlay::{self, OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::userns::Privilege;
 use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use std::ffi::OsStr;
@@ -19,35 +20,32 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tar::EntryType;
 
-/// The OCI whiteout prefix and the opaque-directory marker.
-const WHITEOUT_PREFIX: &str = ".wh.";
-const OPAQUE_MARKER: &str = ".wh..wh..opq";
-
 /// Unpacks one uncompressed layer tar into `target` (an existing directory) securely:
 /// nothing is created, overwritten or followed outside `target`; OCI whiteouts and
-/// opaque markers become their overlayfs forms. With `opts.rootless` it runs in this
-/// process, so every file belongs to the invoking user (`ensure_unpacked` instead unpacks
-/// rootless layers inside a user namespace, keeping their owners); what could not be
-/// reproduced is reported on stderr.
-pub fn unpack_tar(reader: impl Read, target: &Path, opts: &UnpackOptions) -> Result<(), Error> {
-    let privilege = if opts.rootless {
-        Privilege::Unprivileged
-    } else {
-        Privilege::Root
+/// opaque markers become their overlayfs forms. It runs in this process, so rootless every
+/// file belongs to the invoking user (`ensure_unpacked` instead unpacks rootless layers
+/// inside a user namespace, keeping their owners); what could not be reproduced is
+/// summed up in one line to `warn`.
+pub fn unpack_tar(
+    reader: impl Read,
+    target: &Path,
+    privilege: &Privilege,
+    warn: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let mode = match privilege {
+        Privilege::Root => Access::Root,
+        Privilege::Rootless(_) => Access::Unprivileged,
     };
-    let skipped = unpack_tar_as(reader, target, privilege)?;
+    let skipped = unpack_as(reader, target, mode)?;
     if let Some(first) = skipped.first() {
-        eprintln!(
-            "cairn: warning: {}",
-            skipped_summary(target, &skipped, first)
-        );
+        warn(&skipped_summary(target, &skipped, first));
     }
     Ok(())
 }
 
 /// What the unpacking process may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Privilege {
+pub(super) enum Access {
     /// Real root: everything.
     Root,
     /// Root of a user namespace mapping the user's subordinate ids: owners are kept, but
@@ -57,16 +55,16 @@ pub enum Privilege {
     Unprivileged,
 }
 
-/// [`unpack_tar`] with an explicit privilege; returns what could not be reproduced.
-pub fn unpack_tar_as(
+/// [`unpack_tar`] in an explicit mode; returns what could not be reproduced.
+pub(super) fn unpack_as(
     reader: impl Read,
     target: &Path,
-    privilege: Privilege,
+    mode: Access,
 ) -> Result<Vec<String>, Error> {
     let mut archive = tar::Archive::new(reader);
     let mut unpacker = Unpacker {
         root: target.to_path_buf(),
-        privilege,
+        privilege: mode,
         dirs: Vec::new(),
         skipped: Vec::new(),
         buf: vec![0; 256 * 1024],
@@ -79,7 +77,7 @@ pub fn unpack_tar_as(
 }
 
 /// One line about what an unpack skipped.
-pub fn skipped_summary(target: &Path, skipped: &[String], first: &str) -> String {
+pub(super) fn skipped_summary(target: &Path, skipped: &[String], first: &str) -> String {
     format!(
         "unpacking {} without full privileges skipped {} entr{} (first: {first})",
         target.display(),
@@ -99,7 +97,7 @@ struct Meta {
 
 struct Unpacker {
     root: PathBuf,
-    privilege: Privilege,
+    privilege: Access,
     /// Directories whose mode and mtime are applied at the end.
     dirs: Vec<(PathBuf, Meta)>,
     /// What a rootless unpack could not reproduce, reported once at the end.
@@ -262,7 +260,7 @@ impl Unpacker {
         let (kind, dev) = match header.entry_type() {
             EntryType::Fifo => (SFlag::S_IFIFO, 0),
             t => {
-                if self.privilege != Privilege::Root {
+                if self.privilege != Access::Root {
                     self.skipped.push(format!("device node {}", dest.display()));
                     return Ok(());
                 }
@@ -299,10 +297,10 @@ impl Unpacker {
 
     fn chown(&mut self, dest: &Path, meta: &Meta) -> Result<(), Error> {
         match self.privilege {
-            Privilege::Unprivileged => Ok(()),
-            Privilege::Root => std::os::unix::fs::lchown(dest, Some(meta.uid), Some(meta.gid))
+            Access::Unprivileged => Ok(()),
+            Access::Root => std::os::unix::fs::lchown(dest, Some(meta.uid), Some(meta.gid))
                 .map_err(|e| Error::io(dest, e)),
-            Privilege::UserNamespace => {
+            Access::UserNamespace => {
                 // An id beyond the subordinate range cannot be represented: keep root's.
                 if let Err(e) = std::os::unix::fs::lchown(dest, Some(meta.uid), Some(meta.gid)) {
                     self.skipped.push(format!(
@@ -321,7 +319,7 @@ impl Unpacker {
         for (name, value) in &meta.xattrs {
             match xattr::set(dest, name, value) {
                 Ok(()) => {}
-                Err(e) if self.privilege != Privilege::Root => {
+                Err(e) if self.privilege != Access::Root => {
                     self.skipped
                         .push(format!("xattr {name} on {}: {e}", dest.display()));
                 }
@@ -466,7 +464,7 @@ mod tests {
         b.append_data(&mut h, &wh, io::empty()).unwrap();
         let tar = b.into_inner().unwrap();
         let root = tempfile::tempdir().unwrap();
-        unpack_tar_as(&tar[..], root.path(), Privilege::Unprivileged).unwrap();
+        unpack_as(&tar[..], root.path(), Access::Unprivileged).unwrap();
         let mut names: Vec<Vec<u8>> = fs::read_dir(root.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().as_bytes().to_vec())

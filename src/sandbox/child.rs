@@ -1,110 +1,57 @@
-//! The re-executed helper: reads its [`Job`], unshares the namespaces, waits for the
-//! parent to write the id maps, then forks the step's PID 1 and reports how it ended (or,
-//! for the rootless layer jobs, unpacks or removes a tree as root of the namespace).
+//! [`RunJob`]: a step as a job of the privilege broker's helper. The helper has unshared
+//! the namespaces and become root of the user namespace; this forks the step's PID 1
+//! (which builds the root and execs the command, `init.rs`) and reports how it ended.
 //!
-//! It must stay single-threaded up to the fork (see the module docs of `sandbox`).
+//! The helper must stay single-threaded up to the fork (see the module docs of `sandbox`).
 
-use super::protocol::{ChildSpec, Job, Report, GO};
-use super::{init, sys, Network};
-use crate::rootfs::{skipped_summary, unpack_tar_as, Privilege};
-use nix::sched::{unshare, CloneFlags};
-use nix::sys::signal::Signal;
+use super::mounts::RootSource;
+use super::{init, sys, Network, RunSpec};
+use crate::userns::{send, Job, Namespaces, Report};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{ForkResult, Gid, Uid};
-use std::io::{BufRead, Write};
-use std::process::ExitCode;
+use nix::unistd::ForkResult;
+use serde::{Deserialize, Serialize};
+use std::io::StdinLock;
+use std::path::PathBuf;
 
-/// Runs the helper; its reports go to stderr, the parent's control channel.
-pub fn main() -> ExitCode {
-    let report = match helper() {
-        Ok(r) => r,
-        Err(e) => Report::Failed(e),
-    };
-    send(&report);
-    match report {
-        Report::Exit(_) => ExitCode::SUCCESS,
-        _ => ExitCode::from(7),
-    }
+/// Everything the helper needs to run a step, resolved by the parent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildSpec {
+    pub run: RunSpec,
+    /// The empty mount point that becomes the step's `/`.
+    pub root: PathBuf,
+    pub source: RootSource,
+    /// Holds `resolv.conf`, `hosts` and `hostname` for the step.
+    pub etc_files: PathBuf,
+    /// The parent's staging directory, where relative overlay lowers are resolved.
+    pub staging: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// HOME for a step whose environment has none: the user's home in the image.
+    pub home: String,
 }
 
-/// Writes one report line to the parent.
-pub fn send(report: &Report) {
-    let mut err = std::io::stderr();
-    let _ = writeln!(err, "{}", report.to_line());
-    let _ = err.flush();
-}
+/// Run one step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunJob(pub Box<ChildSpec>);
 
-fn helper() -> Result<Report, String> {
-    // Die with the parent: a killed cairn must not leave a step running.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("set pdeathsig: {e}"))?;
-    // The parent may have died before the line above took effect: then nothing would ever
-    // send the signal, and we would have been re-parented to init.
-    let parent = std::env::var(super::helper::PARENT_ENV)
-        .ok()
-        .and_then(|p| p.parse().ok());
-    if parent.is_some_and(|p: i32| nix::unistd::getppid().as_raw() != p) {
-        return Err("cairn exited before the sandbox helper started".into());
-    }
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
-    let job: Job = serde_json::from_str(&read_line(&mut input)?)
-        .map_err(|e| format!("bad sandbox job: {e}"))?;
-    let mut flags = CloneFlags::CLONE_NEWUSER;
-    if let Job::Run(spec) = &job {
-        flags |= CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC;
-        if spec.run.network == Network::None {
-            flags |= CloneFlags::CLONE_NEWNET;
+impl Job for RunJob {
+    const KIND: &'static str = "run";
+
+    fn namespaces(&self) -> Namespaces {
+        Namespaces {
+            mount: true,
+            pid: true,
+            uts: true,
+            ipc: true,
+            net: self.0.run.network == Network::None,
         }
     }
-    unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
-    send(&Report::Userns);
-    if read_line(&mut input)? != GO {
-        return Err("the parent could not write the id maps".into());
-    }
-    become_root()?;
-    match job {
-        Job::Run(spec) => {
-            // The forked PID 1 must not inherit a locked stdin.
-            drop(input);
-            run_step(&spec)
-        }
-        Job::Unpack { target } => {
-            let skipped = unpack_tar_as(&mut input, &target, Privilege::UserNamespace)
-                .map_err(|e| e.to_string())?;
-            if let Some(first) = skipped.first() {
-                send(&Report::Warning(skipped_summary(&target, &skipped, first)));
-            }
-            Ok(Report::Exit(0))
-        }
-        Job::Remove { path } => std::fs::remove_dir_all(&path)
-            .map(|()| Report::Exit(0))
-            .map_err(|e| format!("remove {}: {e}", path.display())),
-        Job::CopyRoot {
-            layers,
-            dest,
-            snapshot,
-        } => super::copyroot::make(&layers, &dest, &snapshot)
-            .map(|()| Report::Exit(0))
-            .map_err(|e| format!("copy-based root: {e}")),
-        Job::CopyChanges {
-            snapshot,
-            root,
-            upper,
-        } => super::copyroot::changes(&snapshot, &root, &upper)
-            .map(|()| Report::Exit(0))
-            .map_err(|e| format!("copy-based root: {e}")),
-        Job::LayerTar { dir, mut opts } => {
-            // Inside the namespace owners already read as the container's ids.
-            opts.uid_maps = vec![crate::idmap::IdMap::IDENTITY];
-            opts.gid_maps = vec![crate::idmap::IdMap::IDENTITY];
-            let out = std::io::BufWriter::new(std::io::stdout().lock());
-            crate::layer::write_tar(&dir, out, &opts)
-                .map(|()| Report::Exit(0))
-                .map_err(|e| format!("layer of {}: {e}", dir.display()))
-        }
+
+    fn run(self, input: StdinLock<'static>) -> Result<Report, String> {
+        // The forked PID 1 must not inherit a locked stdin.
+        drop(input);
+        run_step(&self.0)
     }
 }
 
@@ -116,22 +63,6 @@ fn run_step(spec: &ChildSpec) -> Result<Report, String> {
             wait_for(child)
         }
     }
-}
-
-fn read_line(input: &mut impl BufRead) -> Result<String, String> {
-    let mut line = String::new();
-    input
-        .read_line(&mut line)
-        .map_err(|e| format!("read from the parent: {e}"))?;
-    Ok(line.trim_end().to_string())
-}
-
-/// Becomes root of the new user namespace, now that the maps exist.
-fn become_root() -> Result<(), String> {
-    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-        .map_err(|e| format!("setresgid in the user namespace: {e}"))?;
-    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-        .map_err(|e| format!("setresuid in the user namespace: {e}"))
 }
 
 /// Waits for the step's PID 1; its end is the end of every process of the step. (A PID 1

@@ -4,10 +4,10 @@
 //! parent; a command that cannot be executed is the step's failure (126/127), as a shell
 //! would report it.
 
-use super::child::send;
+use super::child::ChildSpec;
 use super::mounts::{build_root, RootPlan, RootSource};
-use super::protocol::{ChildSpec, Report};
 use super::{caps, sys, Network, DEFAULT_PATH};
+use crate::userns::{send, Report};
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid};
 use std::ffi::CString;

@@ -2,41 +2,35 @@
 //! IPC namespaces (and an empty network namespace for [`Network::None`]) on an overlay of
 //! the image's unpacked layers, with no runc, crun or daemon.
 //!
-//! `run` re-executes this binary with the hidden first argument [`CHILD_ARG`]; `main`
-//! hands that to [`child_main`] before anything can start a thread, because
-//! `unshare(CLONE_NEWUSER)` fails in a multi-threaded process. The helper unshares, lets
-//! the parent write its id maps ([`id_maps`]), then forks the step's PID 1, which builds
-//! the root (`mounts.rs`), drops to the step's user and Docker's default capabilities, and
-//! execs the command. When PID 1 exits the kernel kills whatever else the step started.
-//! All `unsafe` of the crate lives in `sys.rs`.
+//! A step is a [`RunJob`] of the privilege broker (`crate::userns`): its helper (this
+//! binary re-executed) unshares the namespaces, lets the parent write the id maps of the
+//! [`Privilege`](crate::userns::Privilege) it is given, then forks the step's PID 1, which
+//! builds the root (`mounts.rs`), drops to the step's user and Docker's default
+//! capabilities, and execs the command. When PID 1 exits the kernel kills whatever else
+//! the step started. Where overlayfs cannot be mounted the step runs on a copied root
+//! ([`fallback`], as [`CopyRootJob`] and [`CopyChangesJob`] when rootless). The sandbox
+//! reads the image only through [`crate::stack`]; it knows nothing of layers or the
+//! unpacker. Warnings go to the caller's sink, never to stderr. All `unsafe` of the crate
+//! lives in `sys.rs`.
 
 mod caps;
 mod child;
 mod copyroot;
-mod helper;
-mod idmaps;
+pub mod fallback;
 mod init;
 mod mounts;
 mod parent;
-mod protocol;
 mod staging;
 mod sys;
 mod user;
-mod userns;
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-pub use idmaps::id_maps;
+pub use child::{ChildSpec, RunJob};
+pub use copyroot::{CopyChangesJob, CopyRootJob};
 pub use parent::{kill_running, run, run_with, RootMode};
-pub use user::{find_in_layers, resolve_user};
-pub use userns::{layer_tar_as_container_root, remove_as_container_root, unpack_as_container_root};
-
-/// The hidden first argument that makes `main` run [`child_main`] instead of the CLI.
-pub const CHILD_ARG: &str = "__cairn-sandbox";
-
-/// The environment variable naming the binary to re-execute (tests point it at cairn).
-pub const EXE_ENV: &str = "CAIRN_SANDBOX_EXE";
+pub use user::resolve_user;
 
 /// PATH for a step whose environment has none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -48,6 +42,8 @@ pub enum Error {
     Message(String),
     #[error("sandbox: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Broker(#[from] crate::userns::Error),
 }
 
 /// A step's network.
@@ -81,9 +77,4 @@ pub struct RunSpec {
     pub hostname: String,
     /// Bytes for the command's stdin (else `/dev/null`).
     pub stdin: Option<Vec<u8>>,
-}
-
-/// Entry point of the re-executed sandbox helper process.
-pub fn child_main() -> std::process::ExitCode {
-    child::main()
 }

@@ -1,16 +1,17 @@
 //! [`run`]: the parent's side of a step. It prepares the [`Staging`] directory, starts the
-//! helper (this binary again, with [`CHILD_ARG`]), writes its id maps when asked, streams
-//! the step's output and collects how it ended. When overlayfs cannot be mounted it runs
-//! the step once more on a copied root and writes the difference into the upper
-//! directory (`rootfs::fallback`), so callers see the same result either way.
+//! broker's helper with a [`RunJob`], writes its id maps when asked, streams the step's
+//! output and collects how it ended. When overlayfs cannot be mounted it runs the step once
+//! more on a copied root and writes the difference into the upper directory
+//! ([`super::fallback`]), so callers see the same result either way. Warnings go to the
+//! caller's `warn` sink.
 
+use super::child::{ChildSpec, RunJob};
 use super::copyroot;
-use super::helper::{answer_userns, Helper};
 use super::mounts::RootSource;
-use super::protocol::{ChildSpec, Job, Report};
 use super::staging::Staging;
 use super::{resolve_user, Error, RunSpec};
-use crate::rootfs::overlay;
+use crate::overlay;
+use crate::userns::{answer_userns, Helper, Privilege, Report};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, Read};
@@ -42,24 +43,37 @@ pub enum RootMode {
     Overlay,
 }
 
-/// Runs one step and returns its exit code (128 + signal when killed). `Err` only when
-/// the sandbox itself fails. `output` receives the step's stdout and stderr as they come.
-/// `CAIRN_NO_OVERLAY=1` in the environment forces the copy-based root.
-pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<i32, Error> {
+/// Runs one step with `privilege`'s id maps and returns its exit code (128 + signal when
+/// killed). `Err` only when the sandbox itself fails. `output` receives the step's stdout
+/// and stderr as they come; `warn` what the user should know (each warning at most once
+/// per process), which is never printed here. `CAIRN_NO_OVERLAY=1` in the environment
+/// forces the copy-based root.
+pub fn run(
+    spec: &RunSpec,
+    privilege: &Privilege,
+    output: &mut dyn FnMut(&[u8]),
+    warn: &mut dyn FnMut(&str),
+) -> Result<i32, Error> {
     let mode = match std::env::var_os("CAIRN_NO_OVERLAY") {
         Some(v) if !v.is_empty() && v != "0" => RootMode::Copy,
         _ => RootMode::Auto,
     };
-    run_with(spec, mode, output)
+    run_with(spec, privilege, mode, output, warn)
 }
 
 /// [`run`] with the root's assembly chosen explicitly.
 pub fn run_with(
     spec: &RunSpec,
+    privilege: &Privilege,
     mode: RootMode,
     output: &mut dyn FnMut(&[u8]),
+    warn: &mut dyn FnMut(&str),
 ) -> Result<i32, Error> {
-    let result = run_once(spec, mode, output);
+    if let Some(w) = privilege.warning() {
+        static WARN: std::sync::Once = std::sync::Once::new();
+        WARN.call_once(|| warn(w));
+    }
+    let result = run_once(spec, privilege, mode, output, warn);
     open_work_dir(&spec.work);
     result
 }
@@ -78,7 +92,13 @@ fn open_work_dir(work: &std::path::Path) {
 }
 
 /// One run of a step, in the requested root mode.
-fn run_once(spec: &RunSpec, mode: RootMode, output: &mut dyn FnMut(&[u8])) -> Result<i32, Error> {
+fn run_once(
+    spec: &RunSpec,
+    privilege: &Privilege,
+    mode: RootMode,
+    output: &mut dyn FnMut(&[u8]),
+    warn: &mut dyn FnMut(&str),
+) -> Result<i32, Error> {
     if spec.argv.is_empty() {
         return Err(Error::Message("empty command".into()));
     }
@@ -89,7 +109,7 @@ fn run_once(spec: &RunSpec, mode: RootMode, output: &mut dyn FnMut(&[u8])) -> Re
         )));
     }
     let (uid, gid, groups) = resolve_user(&spec.lowers, &spec.user)?;
-    let staging = Staging::new(spec)?;
+    let staging = Staging::new(spec, privilege)?;
     let mut lowers = spec.lowers.clone();
     lowers.push(staging.top_layer());
     let upper = std::path::absolute(&spec.upper)?;
@@ -107,14 +127,16 @@ fn run_once(spec: &RunSpec, mode: RootMode, output: &mut dyn FnMut(&[u8])) -> Re
         home: super::user::home_of(&spec.lowers, uid),
     };
     if mode != RootMode::Copy {
-        match attempt(&child, output)? {
+        match attempt(&child, privilege, output, warn)? {
             Report::NoOverlay(why) if mode == RootMode::Overlay => {
                 return Err(Error::Message(format!("sandbox: {why}")))
             }
             Report::NoOverlay(why) => {
                 static WARN: std::sync::Once = std::sync::Once::new();
                 WARN.call_once(|| {
-                    eprintln!("cairn: warning: overlayfs unavailable ({why}); RUN steps use a slower copy-based root")
+                    warn(&format!(
+                        "overlayfs unavailable ({why}); RUN steps use a slower copy-based root"
+                    ))
                 });
             }
             Report::Exit(code) => return Ok(code),
@@ -127,10 +149,10 @@ fn run_once(spec: &RunSpec, mode: RootMode, output: &mut dyn FnMut(&[u8])) -> Re
     }
     let copy = staging.copy_dir();
     let snapshot = staging.path().join("snapshot.json");
-    copyroot::make_as_owner(&lowers, &copy, &snapshot)?;
+    copyroot::make_as_owner(privilege, &lowers, &copy, &snapshot)?;
     child.source = RootSource::Bind(copy.clone());
-    let report = attempt(&child, output)?;
-    copyroot::changes_as_owner(&snapshot, &copy, &spec.upper)?;
+    let report = attempt(&child, privilege, output, warn)?;
+    copyroot::changes_as_owner(privilege, &snapshot, &copy, &spec.upper)?;
     match report {
         Report::Exit(code) => Ok(code),
         other => Err(Error::Message(format!(
@@ -140,11 +162,17 @@ fn run_once(spec: &RunSpec, mode: RootMode, output: &mut dyn FnMut(&[u8])) -> Re
 }
 
 /// Runs the helper once; returns `Exit` or `NoOverlay`, or the failure as an error.
-fn attempt(spec: &ChildSpec, output: &mut dyn FnMut(&[u8])) -> Result<Report, Error> {
-    let mut helper = Helper::spawn(&Job::Run(Box::new(spec.clone())), true)?;
+fn attempt(
+    spec: &ChildSpec,
+    privilege: &Privilege,
+    output: &mut dyn FnMut(&[u8]),
+    warn: &mut dyn FnMut(&str),
+) -> Result<Report, Error> {
+    let mut helper = Helper::spawn(&RunJob(Box::new(spec.clone())), true)?;
     let _registered = Registered::new(helper.pid() as i32);
     let (stderr, stdin, pid) = (helper.stderr, helper.stdin, helper.child.id());
-    let control = std::thread::spawn(move || control_loop(stderr, stdin, pid));
+    let privilege = privilege.clone();
+    let control = std::thread::spawn(move || control_loop(stderr, stdin, pid, &privilege));
     let mut stdout = helper.stdout.take().expect("captured stdout");
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -155,9 +183,16 @@ fn attempt(spec: &ChildSpec, output: &mut dyn FnMut(&[u8])) -> Result<Report, Er
             Err(_) => break,
         }
     }
-    let reports = control
+    let mut reports = control
         .join()
         .unwrap_or_else(|_| vec![Report::Failed("control thread panicked".into())]);
+    reports.retain(|r| match r {
+        Report::Warning(w) => {
+            warn(w);
+            false
+        }
+        _ => true,
+    });
     if reports.iter().any(|r| matches!(r, Report::Exit(_))) {
         // The step is over (its PID 1 is reaped, so is everything it started) but the
         // helper's exit still tears down its mount namespace, which costs tens of
@@ -171,14 +206,19 @@ fn attempt(spec: &ChildSpec, output: &mut dyn FnMut(&[u8])) -> Result<Report, Er
 }
 
 /// Reads the helper's reports, answering the user-namespace one with the maps.
-fn control_loop(stderr: impl BufRead, mut stdin: ChildStdin, pid: u32) -> Vec<Report> {
+fn control_loop(
+    stderr: impl BufRead,
+    mut stdin: ChildStdin,
+    pid: u32,
+    privilege: &Privilege,
+) -> Vec<Report> {
     let mut reports = Vec::new();
     for line in stderr.lines() {
         let Ok(line) = line else { break };
         let report = Report::parse(&line);
         match &report {
             Report::Userns => {
-                if let Err(e) = answer_userns(&mut stdin, pid) {
+                if let Err(e) = answer_userns(&mut stdin, pid, privilege) {
                     reports.push(Report::Failed(e.to_string()));
                 }
             }
@@ -189,7 +229,6 @@ fn control_loop(stderr: impl BufRead, mut stdin: ChildStdin, pid: u32) -> Vec<Re
                     }
                 }
             }
-            Report::Warning(w) => eprintln!("cairn: warning: {w}"),
             _ => reports.push(report),
         }
     }

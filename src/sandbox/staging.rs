@@ -6,7 +6,9 @@
 //! `/etc` records the image's metadata, not ours.
 
 use super::mounts::ETC_FILES;
-use super::{find_in_layers, RunSpec};
+use super::RunSpec;
+use crate::stack::LayerStack;
+use crate::userns::{remove_as_root, Privilege};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -15,16 +17,20 @@ use std::path::{Path, PathBuf};
 /// The scratch directory of one step, removed on drop.
 pub struct Staging {
     dir: tempfile::TempDir,
+    privilege: Privilege,
 }
 
 impl Staging {
     /// Creates it next to the step's upper directory.
-    pub fn new(spec: &RunSpec) -> io::Result<Staging> {
+    pub fn new(spec: &RunSpec, privilege: &Privilege) -> io::Result<Staging> {
         let parent = spec.upper.parent().unwrap_or(Path::new("/tmp"));
         let dir = tempfile::Builder::new()
             .prefix(".sandbox-")
             .tempdir_in(parent)?;
-        let staging = Staging { dir };
+        let staging = Staging {
+            dir,
+            privilege: privilege.clone(),
+        };
         fs::create_dir(staging.root())?;
         staging.write_etc_files(spec)?;
         staging.make_top_layer(&spec.lowers)?;
@@ -91,9 +97,10 @@ impl Staging {
         for name in ETC_FILES {
             fs::write(top.join("etc").join(name), b"")?;
         }
+        let stack = LayerStack::new(lowers);
         for name in ["etc", "proc", "dev", "sys"] {
-            if let Some(image) = find_in_layers(lowers, Path::new(name)) {
-                copy_dir_metadata(&image, &top.join(name))?;
+            if let Some(image) = stack.lookup(Path::new(name)) {
+                copy_dir_metadata(&image, &top.join(name), self.privilege.is_root())?;
             }
         }
         Ok(())
@@ -105,18 +112,18 @@ impl Drop for Staging {
     /// the user alone cannot remove; the namespace's root can.
     fn drop(&mut self) {
         if std::fs::remove_dir_all(self.dir.path()).is_err() {
-            let _ = super::remove_as_container_root(self.dir.path());
+            let _ = remove_as_root(&self.privilege, self.dir.path());
         }
     }
 }
 
-/// Owner (when permitted), mode and mtime of directory `from` onto `to`.
-fn copy_dir_metadata(from: &Path, to: &Path) -> io::Result<()> {
+/// Owner (when `as_root`), mode and mtime of directory `from` onto `to`.
+fn copy_dir_metadata(from: &Path, to: &Path, as_root: bool) -> io::Result<()> {
     let meta = fs::metadata(from)?;
     if !meta.is_dir() {
         return Ok(());
     }
-    if nix::unistd::geteuid().is_root() {
+    if as_root {
         std::os::unix::fs::chown(to, Some(meta.uid()), Some(meta.gid()))?;
     }
     fs::set_permissions(to, meta.permissions())?;

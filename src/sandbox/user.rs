@@ -1,55 +1,26 @@
 //! [`resolve_user`]: `USER` as written (`name`, `uid`, `name:group`, `uid:gid`) resolved
-//! against the image's own `/etc/passwd` and `/etc/group`, read from the layer stack as
-//! overlayfs would show it (the topmost layer that has the file, honouring whiteouts and
-//! opaque directories).
+//! against the image's own `/etc/passwd` and `/etc/group`, read through the
+//! [`LayerStack`] as overlayfs would show them.
 
 use super::Error;
-use crate::rootfs::overlay::{is_opaque, is_whiteout};
-use std::path::{Component, Path, PathBuf};
+use crate::stack::LayerStack;
+use std::path::{Path, PathBuf};
 
-/// Finds `rel` in `lowers` (bottom first) as the merged view would show it.
-pub fn find_in_layers(lowers: &[PathBuf], rel: &Path) -> Option<PathBuf> {
-    let parts: Vec<_> = rel
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n),
-            _ => None,
-        })
-        .collect();
-    for layer in lowers.iter().rev() {
-        let mut path = layer.clone();
-        let mut opaque_above = false;
-        for (i, part) in parts.iter().enumerate() {
-            path.push(part);
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                break;
-            };
-            if is_whiteout(&meta) {
-                return None;
-            }
-            if i + 1 == parts.len() {
-                return Some(path);
-            }
-            if !meta.is_dir() {
-                return None;
-            }
-            opaque_above |= is_opaque(&path);
-        }
-        if opaque_above {
-            return None;
-        }
-    }
-    None
+/// The contents of `rel` in the image made of `lowers`, empty when it has none.
+fn read_from(lowers: &[PathBuf], rel: &str) -> String {
+    LayerStack::new(lowers)
+        .lookup(Path::new(rel))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default()
 }
 
 /// `(uid, gid, supplementary gids)` for `user` in the image made of `lowers`.
 pub fn resolve_user(lowers: &[PathBuf], user: &str) -> Result<(u32, u32, Vec<u32>), Error> {
-    let read = |name: &str| {
-        find_in_layers(lowers, Path::new(name))
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_default()
-    };
-    resolve_in(&read("etc/passwd"), &read("etc/group"), user)
+    resolve_in(
+        &read_from(lowers, "etc/passwd"),
+        &read_from(lowers, "etc/group"),
+        user,
+    )
 }
 
 /// [`resolve_user`] over the files' contents.
@@ -118,10 +89,7 @@ pub fn resolve_in(passwd: &str, group: &str, user: &str) -> Result<(u32, u32, Ve
 /// The home directory of `uid` in the image made of `lowers`, `/` when it has none (what
 /// runc gives a process whose environment has no HOME).
 pub fn home_of(lowers: &[PathBuf], uid: u32) -> String {
-    let passwd = find_in_layers(lowers, Path::new("etc/passwd"))
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
-    home_in(&passwd, uid)
+    home_in(&read_from(lowers, "etc/passwd"), uid)
 }
 
 /// [`home_of`] over the file's contents.
@@ -193,7 +161,7 @@ mod tests {
             std::fs::create_dir_all(l.join("etc")).unwrap();
             match body {
                 Some(b) => std::fs::write(l.join("etc/passwd"), b).unwrap(),
-                None => crate::rootfs::overlay::make_whiteout(&l.join("etc/passwd")).unwrap(),
+                None => crate::overlay::make_whiteout(&l.join("etc/passwd")).unwrap(),
             }
             l
         };
@@ -205,6 +173,6 @@ mod tests {
         );
         assert!(resolve_user(std::slice::from_ref(&base), "bob").is_err());
         let gone = layer("gone", None);
-        assert_eq!(find_in_layers(&[top, gone], Path::new("etc/passwd")), None);
+        assert_eq!(read_from(&[top, gone], "etc/passwd"), "");
     }
 }

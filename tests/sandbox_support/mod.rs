@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use cairn::sandbox::{run_with, Network, RootMode, RunSpec};
+use cairn::userns::Privilege;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,7 +51,7 @@ pub struct Step {
 
 impl Step {
     pub fn new(lowers: Vec<PathBuf>, dir: tempfile::TempDir) -> Step {
-        std::env::set_var(cairn::sandbox::EXE_ENV, env!("CARGO_BIN_EXE_cairn"));
+        std::env::set_var(cairn::userns::EXE_ENV, env!("CARGO_BIN_EXE_cairn"));
         let upper = dir.path().join("upper");
         let work = dir.path().join("work");
         std::fs::create_dir(&upper).unwrap();
@@ -95,8 +96,14 @@ impl Step {
             stdin: None,
         };
         let mut out = Vec::new();
-        let code = run_with(&spec, self.mode, &mut |b| out.extend_from_slice(b))
-            .expect("the sandbox works");
+        let code = run_with(
+            &spec,
+            &Privilege::detect(),
+            self.mode,
+            &mut |b| out.extend_from_slice(b),
+            &mut |_| {},
+        )
+        .expect("the sandbox works");
         (code, String::from_utf8_lossy(&out).into_owned())
     }
 }
@@ -280,10 +287,15 @@ pub fn debian_layer() -> PathBuf {
             let mut file =
                 std::io::BufReader::new(std::fs::File::open(debian_minbase_tar()).unwrap());
             if uid == 0 {
-                cairn::rootfs::unpack_tar(file, &dir, &cairn::rootfs::UnpackOptions::default())
-                    .unwrap();
+                cairn::rootfs::unpack_tar(file, &dir, &Privilege::Root, &mut |_| {}).unwrap();
             } else {
-                cairn::sandbox::unpack_as_container_root(&mut file, &dir).unwrap();
+                cairn::rootfs::unpack_as_container_root(
+                    &Privilege::detect(),
+                    &mut file,
+                    &dir,
+                    &mut |_| {},
+                )
+                .unwrap();
             }
             dir
         })
@@ -312,7 +324,7 @@ pub fn remove_tree(path: &Path) {
     if nix::unistd::geteuid().is_root() {
         let _ = std::fs::remove_dir_all(path);
     } else {
-        let _ = cairn::sandbox::remove_as_container_root(path);
+        let _ = cairn::userns::remove_as_root(&Privilege::detect(), path);
     }
 }
 
@@ -366,7 +378,7 @@ pub fn rootless_inner_as(user: &str, name: &str) -> bool {
         .arg(format!("{INNER}=1"))
         .arg(format!(
             "{}={}",
-            cairn::sandbox::EXE_ENV,
+            cairn::userns::EXE_ENV,
             env!("CARGO_BIN_EXE_cairn")
         ))
         .arg("TMPDIR=/tmp")

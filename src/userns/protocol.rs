@@ -1,59 +1,6 @@
-//! What the parent and the re-executed helper say to each other: the [`ChildSpec`] as one
-//! JSON line on the helper's stdin, then `go` once the id maps are written; the helper
-//! answers with [`Report`] lines on its stderr (the step's own output has stdout).
-
-use super::mounts::RootSource;
-use super::RunSpec;
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
-
-/// What the helper is asked to do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Job {
-    /// Run a step.
-    Run(Box<ChildSpec>),
-    /// Unpack the uncompressed layer tar that follows on stdin into `target`, as root of a
-    /// user namespace with this user's id maps (so owners survive a rootless unpack).
-    Unpack { target: PathBuf },
-    /// Remove a tree such an unpack made (its files belong to subordinate ids).
-    Remove { path: PathBuf },
-    /// Copy `layers` into `dest` for a copy-based root and save its snapshot.
-    CopyRoot {
-        layers: Vec<PathBuf>,
-        dest: PathBuf,
-        snapshot: PathBuf,
-    },
-    /// Write what changed in a copy-based root since its snapshot into `upper`.
-    CopyChanges {
-        snapshot: PathBuf,
-        root: PathBuf,
-        upper: PathBuf,
-    },
-    /// Write the changeset tar of a rootless step's upper directory to stdout, reading
-    /// as root of the namespace (files of the step's users may be unreadable outside).
-    LayerTar {
-        dir: PathBuf,
-        opts: crate::layer::LayerOptions,
-    },
-}
-
-/// Everything the helper needs to run a step, resolved by the parent.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChildSpec {
-    pub run: RunSpec,
-    /// The empty mount point that becomes the step's `/`.
-    pub root: PathBuf,
-    pub source: RootSource,
-    /// Holds `resolv.conf`, `hosts` and `hostname` for the step.
-    pub etc_files: PathBuf,
-    /// The parent's staging directory, where relative overlay lowers are resolved.
-    pub staging: PathBuf,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    /// HOME for a step whose environment has none: the user's home in the image.
-    pub home: String,
-}
+//! What the parent and the re-executed helper say to each other: the job as one JSON
+//! line on the helper's stdin, then `go` once the id maps are written; the helper answers
+//! with [`Report`] lines on its stderr (a job's own output has stdout).
 
 /// The parent's go-ahead after writing the maps.
 pub const GO: &str = "go";

@@ -1,9 +1,17 @@
-//! Overlayfs vocabulary shared by the unpacker, the sandbox and the layer writer: how a
-//! whiteout and an opaque directory look on disk, and the mount options that stack
-//! unpacked layers under a step's fresh upper directory.
+//! Overlay vocabulary, in one leaf module shared by the unpacker (`rootfs`), the sandbox,
+//! the layer stack and the layer writer (`layer::walk`): how a whiteout and an opaque
+//! directory look on disk in overlayfs form (a 0/0 character device, an `overlay.opaque`
+//! xattr) and in OCI form (`.wh.<name>`, `.wh..wh..opq`), which xattrs belong to overlayfs,
+//! and the mount options that stack unpacked layers under a step's fresh upper directory.
 
 use std::io;
 use std::path::{Path, PathBuf};
+
+/// The OCI whiteout prefix: `.wh.<name>` in a layer tar deletes `<name>` below it.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+
+/// The OCI opaque-directory marker: its directory hides everything below it.
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
 /// Name of the opaque marker xattr, after the namespace prefix.
 const OPAQUE: &str = "opaque";
@@ -38,7 +46,8 @@ pub fn mark_opaque(dir: &Path) -> io::Result<()> {
     xattr::set(dir, format!("{}{OPAQUE}", xattr_prefix(true)), b"y")
 }
 
-/// Whether `dir` carries an opaque marker in either namespace.
+/// Whether `dir` carries an opaque marker in either namespace (an unreadable marker
+/// counts as none; [`read_opaque`] tells the difference).
 pub fn is_opaque(dir: &Path) -> bool {
     [false, true].iter().any(|&rootless| {
         let name = format!("{}{OPAQUE}", xattr_prefix(rootless));
@@ -46,9 +55,25 @@ pub fn is_opaque(dir: &Path) -> bool {
     })
 }
 
+/// Whether `dir` carries an opaque marker in either namespace; a file system without
+/// xattrs has none, any other failure to read them is an error.
+pub fn read_opaque(dir: &Path) -> io::Result<bool> {
+    for rootless in [false, true] {
+        let name = format!("{}{OPAQUE}", xattr_prefix(rootless));
+        match xattr::get(dir, name) {
+            Ok(Some(v)) if v == b"y" => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
 /// Whether an xattr name belongs to overlayfs, so a layer must never set it itself.
-pub fn is_overlay_xattr(name: &str) -> bool {
-    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
+pub fn is_overlay_xattr(name: impl AsRef<[u8]>) -> bool {
+    let name = name.as_ref();
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
 
 /// Mount options for an overlay of `lowers` (bottom first, as layers are listed) under

@@ -1,65 +1,10 @@
-//! [`id_maps`]: the user-namespace maps a sandbox of this process uses, and writing them
-//! for a helper that has just unshared its user namespace.
-//!
-//! As root the maps are the identity. Rootless, container root is the invoking user and
-//! ids from 1 on come from the user's `/etc/subuid` and `/etc/subgid` range, written by
-//! the setuid `newuidmap`/`newgidmap`; with no range there is only the single mapping
-//! and a warning of what cannot work.
+//! Reading a subordinate id range and writing the maps of a helper that has just
+//! unshared its user namespace: directly as root or for the user's own single id,
+//! through the setuid `newuidmap`/`newgidmap` for a subordinate range.
 
-use super::Error;
+use super::{Error, Privilege};
 use crate::idmap::IdMap;
 use std::process::Command;
-use std::sync::Once;
-
-/// `(uid maps, gid maps)` for sandboxes started by this process.
-pub fn id_maps() -> Result<(Vec<IdMap>, Vec<IdMap>), Error> {
-    let uid = nix::unistd::getuid().as_raw();
-    let gid = nix::unistd::getgid().as_raw();
-    if uid == 0 {
-        return Ok((vec![IdMap::IDENTITY], vec![IdMap::IDENTITY]));
-    }
-    let name = user_name(uid);
-    let sub = |file: &str| {
-        std::fs::read_to_string(file)
-            .ok()
-            .and_then(|s| subordinate_range(&s, name.as_deref(), uid))
-    };
-    let single = |host| {
-        vec![IdMap {
-            container: 0,
-            host,
-            size: 1,
-        }]
-    };
-    match (sub("/etc/subuid"), sub("/etc/subgid")) {
-        (Some((us, uc)), Some((gs, gc))) => {
-            let mut u = single(uid);
-            u.push(IdMap {
-                container: 1,
-                host: us,
-                size: uc,
-            });
-            let mut g = single(gid);
-            g.push(IdMap {
-                container: 1,
-                host: gs,
-                size: gc,
-            });
-            Ok((u, g))
-        }
-        _ => {
-            static WARN: Once = Once::new();
-            WARN.call_once(|| {
-                eprintln!(
-                    "cairn: warning: no /etc/subuid and /etc/subgid range for {}: RUN steps can use only root; \
-                     useradd, chown to another user and apt's _apt sandbox will fail",
-                    name.as_deref().unwrap_or("this user")
-                )
-            });
-            Ok((single(uid), single(gid)))
-        }
-    }
-}
 
 /// The first `start:count` range of `name` (or the numeric `uid`) in a subid file.
 pub fn subordinate_range(file: &str, name: Option<&str>, uid: u32) -> Option<(u32, u32)> {
@@ -75,16 +20,10 @@ pub fn subordinate_range(file: &str, name: Option<&str>, uid: u32) -> Option<(u3
     })
 }
 
-fn user_name(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
-    })
-}
-
-/// Writes the maps of the user namespace of process `pid`.
-pub fn write_maps(pid: u32, uids: &[IdMap], gids: &[IdMap]) -> Result<(), Error> {
+/// Writes the maps of `privilege` for the user namespace of process `pid`.
+pub fn write_maps(pid: u32, privilege: &Privilege) -> Result<(), Error> {
+    let (uids, gids) = privilege.id_maps();
+    let (uids, gids) = (&uids[..], &gids[..]);
     let proc = format!("/proc/{pid}");
     let text = |maps: &[IdMap]| {
         maps.iter()
@@ -95,7 +34,7 @@ pub fn write_maps(pid: u32, uids: &[IdMap], gids: &[IdMap]) -> Result<(), Error>
         std::fs::write(format!("{proc}/{file}"), body)
             .map_err(|e| Error::Message(format!("cannot write {file} of the sandbox: {e}")))
     };
-    if nix::unistd::getuid().is_root() {
+    if privilege.is_root() {
         write("uid_map", &text(uids))?;
         return write("gid_map", &text(gids));
     }

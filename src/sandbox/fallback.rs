@@ -8,8 +8,11 @@
 //! is soon reused) and ctime: the copy is ours alone, so an entry with a new identity was
 //! replaced (a directory then becomes opaque) and one with a new ctime was modified, in
 //! content or metadata. No content is compared.
+//!
+//! Both run as root, real or of a user namespace with the user's maps (`copyroot`), so
+//! owners are copied and a node that cannot be made is an error.
 
-use super::overlay::{is_opaque, is_overlay_xattr, is_whiteout, make_whiteout, mark_opaque};
+use crate::overlay::{is_opaque, is_overlay_xattr, is_whiteout, make_whiteout, mark_opaque};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io;
@@ -208,22 +211,15 @@ fn copy_node(
             return Ok(()); // sockets are not file system content
         };
         let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
-        if let Err(e) = nix::sys::stat::mknod(dest, kind, mode, meta.rdev()) {
-            if nix::unistd::geteuid().is_root() {
-                return Err(e.into());
-            }
-            return Ok(()); // rootless: devices cannot be made, as in the unpacker
-        }
+        nix::sys::stat::mknod(dest, kind, mode, meta.rdev())?;
     }
     copy_metadata(src, dest, meta)?;
     set_mtime(dest, meta)
 }
 
-/// Owner (when root), mode and xattrs (overlay's own excepted). Not the mtime.
+/// Owner, mode and xattrs (overlay's own excepted). Not the mtime.
 fn copy_metadata(src: &Path, dest: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    if nix::unistd::geteuid().is_root() {
-        std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))?;
-    }
+    std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))?;
     if !meta.file_type().is_symlink() {
         fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
     }

@@ -552,6 +552,58 @@ fn a_hostile_repository_stays_inside_its_checkout() {
     assert!(!root.join("mod/key").exists());
 }
 
+#[test]
+fn submodules_are_checked_out_relative_to_the_remote() {
+    let fx = fixture();
+    let d = GitDaemon::start(&fx.root);
+    let t = common::tempdir();
+    let lib = t.path().join("lib");
+    fs::create_dir_all(&lib).unwrap();
+    common::run_ok(git(&lib).args(["init", "-q"]));
+    fs::write(lib.join("lib.txt"), "from the submodule\n").unwrap();
+    common::run_ok(git(&lib).args(["add", "-A"]));
+    common::run_ok(git(&lib).args(["commit", "-q", "-m", "lib"]));
+    common::run_ok(
+        Command::new("git")
+            .args(["clone", "-q", "--bare"])
+            .arg(&lib)
+            .arg(fx.root.join("lib.git")),
+    );
+    let app = t.path().join("app");
+    common::run_ok(git(t.path()).args(["init", "-q", "app"]));
+    fs::write(app.join("app.txt"), "app\n").unwrap();
+    common::run_ok(git(&app).args(["submodule", "add", "-q", &d.url("lib.git"), "vendor/lib"]));
+    // A relative URL, resolved against the remote the superproject came from.
+    common::run_ok(git(&app).args([
+        "config",
+        "-f",
+        ".gitmodules",
+        "submodule.vendor/lib.url",
+        "../lib.git",
+    ]));
+    common::run_ok(git(&app).args(["add", "-A"]));
+    common::run_ok(git(&app).args(["commit", "-q", "-m", "app"]));
+    common::run_ok(
+        Command::new("git")
+            .args(["clone", "-q", "--bare"])
+            .arg(&app)
+            .arg(fx.root.join("app.git")),
+    );
+    let (_, root) = checkout(&d.url("app.git#main"), None, &t.path().join("with"));
+    assert_eq!(
+        read(&root.join("vendor/lib/lib.txt")),
+        "from the submodule\n"
+    );
+    assert_eq!(read(&root.join("app.txt")), "app\n");
+    let (_, root) = checkout(
+        &d.url("app.git?submodules=false#main"),
+        None,
+        &t.path().join("without"),
+    );
+    assert!(root.join("vendor/lib").is_dir());
+    assert!(!root.join("vendor/lib/lib.txt").exists());
+}
+
 /// Every path in the image's layers (in order) with its bytes, from an OCI layout.
 fn layer_files(layout: &Path) -> BTreeMap<String, (u32, Vec<u8>, Option<String>)> {
     let blob = |digest: &str| {

@@ -16,7 +16,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -161,6 +161,8 @@ impl Drop for GitDaemon {
 /// Smart HTTP: each request handed to `git http-backend` as CGI, one per connection.
 struct HttpGit {
     addr: String,
+    /// How many `fetch` commands (protocol v2) the server answered.
+    fetches: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -171,13 +173,14 @@ impl HttpGit {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
-        let (st, root) = (stop.clone(), root.to_path_buf());
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (st, root, count) = (stop.clone(), root.to_path_buf(), fetches.clone());
         let thread = std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let root = root.clone();
-                        std::thread::spawn(move || cgi(conn, &root));
+                        let (root, count) = (root.clone(), count.clone());
+                        std::thread::spawn(move || cgi(conn, &root, &count));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -185,6 +188,7 @@ impl HttpGit {
         });
         HttpGit {
             addr,
+            fetches,
             stop,
             thread: Some(thread),
         }
@@ -200,7 +204,7 @@ impl Drop for HttpGit {
     }
 }
 
-fn cgi(conn: TcpStream, root: &Path) {
+fn cgi(conn: TcpStream, root: &Path, fetches: &AtomicUsize) {
     conn.set_nonblocking(false).unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut line = String::new();
@@ -241,6 +245,17 @@ fn cgi(conn: TcpStream, root: &Path) {
             }
             body.extend_from_slice(&chunk[..n]);
         }
+    }
+    let mut plain = Vec::new();
+    if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+    } else {
+        plain.clone_from(&body);
+    }
+    if plain.windows(13).any(|w| w == b"command=fetch") {
+        fetches.fetch_add(1, Ordering::SeqCst);
     }
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let mut cmd = Command::new("git");
@@ -760,5 +775,44 @@ fn cairn_build_adds_a_git_subdir_and_follows_the_commit() {
         Some(2),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_cached_add_from_git_lists_refs_but_fetches_nothing() {
+    let fx = fixture();
+    let h = HttpGit::start(&fx.root);
+    let ctx = common::tempdir();
+    let root = common::tempdir();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM scratch\nADD http://{}/repo.git#v1 /src\n", h.addr),
+    )
+    .unwrap();
+    let build = |n: &str| {
+        let layout = ctx.path().join(n);
+        let out = common::run(
+            common::cairn(root.path())
+                .arg("build")
+                .arg(ctx.path())
+                .args(["--progress=plain", "-o"])
+                .arg(format!("type=oci,dest={}", layout.display())),
+        );
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    build("one");
+    let first = h.fetches.load(Ordering::SeqCst);
+    assert!(first >= 1, "the first build fetches");
+    let stderr = build("two");
+    assert!(stderr.contains("CACHED"), "{stderr}");
+    assert_eq!(
+        h.fetches.load(Ordering::SeqCst),
+        first,
+        "a cached ADD fetched again"
+    );
+    assert!(
+        stderr.contains(&format!("resolved to commit {}", fx.v1)),
+        "{stderr}"
     );
 }

@@ -5,9 +5,10 @@
 
 use super::steps::{CopySources, Prepared};
 use super::{Builder, Event};
+use crate::context::Source;
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, Result};
-use crate::git::GitSource;
+use crate::git::{GitSource, Resolved};
 use crate::plan::ExpandedCopy;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -76,11 +77,20 @@ pub fn download(urls: &[String], checksum: Option<&str>, dir: &Path) -> Result<V
     Ok(names)
 }
 
+/// A git source of an `ADD`, resolved to a commit while the step's key is computed and
+/// checked out only if the step runs.
+pub(super) struct PendingGit {
+    /// `FILE:LINE` of the instruction, for errors.
+    at: String,
+    source: GitSource,
+    resolved: Resolved,
+}
+
 /// An `ADD` whose sources are git repositories (see [`crate::git`]): each ref is resolved
-/// to a commit (announced, for `--explain` and the log), checked out into a temporary
-/// directory, and its tree copied like a context directory with owner 0:0. The inputs
-/// digest is the sources' [`GitSource::key_digest`]s, so the key follows the commit, never
-/// the ref name alone. `None`: no source is a git URL.
+/// to a commit (one `git ls-remote`, announced on the progress output). The inputs digest
+/// is the sources' [`GitSource::key_digest`]s, so the key follows the commit, never the ref
+/// name alone, and `--explain` names the old and the new commit. `None`: no source is a
+/// git URL.
 pub(super) fn prepare_git(
     b: &Builder<'_>,
     c: &ExpandedCopy,
@@ -101,34 +111,55 @@ pub(super) fn prepare_git(
             "{at}: ADD with both git repositories and other sources: split it into two ADDs"
         )));
     }
-    let dir = b.store.temp_dir("git-")?;
-    let mut sources = Vec::new();
     let mut key = crate::cache::Framer::new("cairn git sources v1");
     let mut files = std::collections::BTreeMap::new();
-    for (i, g) in gits.iter().enumerate() {
-        let resolved = g.resolve().map_err(|e| e.at(&at))?;
-        let said = g.describe(&resolved);
-        b.rep.emit(&Event::Info { message: &said });
-        let digest = g.key_digest(&resolved);
+    let mut pending = Vec::new();
+    for source in gits {
+        let resolved = source.resolve().map_err(|e| e.at(&at))?;
+        b.rep.emit(&Event::Info {
+            message: &source.describe(&resolved),
+        });
+        let digest = source.key_digest(&resolved);
         key.field(digest.as_str().as_bytes());
-        files.insert(g.explain_name(&resolved), digest);
+        files.insert(source.explain_name(&resolved), digest);
+        pending.push(PendingGit {
+            at: at.clone(),
+            source,
+            resolved,
+        });
+    }
+    Ok(Some(Prepared::Copy {
+        sources: CopySources::Git(pending),
+        hash: crate::context::InputsHash {
+            digest: key.digest(),
+            files,
+        },
+    }))
+}
+
+/// Checks the sources out into a temporary directory of the store (removed on drop) and
+/// resolves each tree as a directory source with owner 0:0, as BuildKit's git snapshot.
+pub(super) fn checkout_git(
+    b: &Builder<'_>,
+    gits: &[PendingGit],
+) -> Result<(tempfile::TempDir, Vec<Source>)> {
+    let dir = b.store.temp_dir("git-")?;
+    let mut sources = Vec::new();
+    for (i, g) in gits.iter().enumerate() {
         let work = dir.path().join(i.to_string());
         std::fs::create_dir(&work)
             .map_err(|e| Error::Internal(format!("cannot create {}: {e}", work.display())))?;
-        let root = g.checkout(&resolved, &work).map_err(|e| e.at(&at))?;
+        let root = g
+            .source
+            .checkout(&g.resolved, &work)
+            .map_err(|e| e.at(&g.at))?;
         sources.extend(
             crate::context::SourceRoot::new(&root)
                 .reset_owners()
                 .resolve(&[".".to_string()])?,
         );
     }
-    Ok(Some(Prepared::Copy {
-        sources: CopySources::Git { _dir: dir, sources },
-        hash: crate::context::InputsHash {
-            digest: key.digest(),
-            files,
-        },
-    }))
+    Ok((dir, sources))
 }
 
 /// Whether a local ADD source is a tar archive — plain, gzip or zstd, told by magic bytes

@@ -54,19 +54,17 @@ pub(super) enum CopySources {
         _dir: tempfile::TempDir,
         sources: Vec<Source>,
     },
-    /// A private git checkout (`add::prepare_git`), keyed on its commit, not a tree hash.
-    Git {
-        _dir: tempfile::TempDir,
-        sources: Vec<Source>,
-    },
+    /// Git sources resolved to commits (`add::prepare_git`), keyed on those commits and
+    /// checked out only when the step runs.
+    Git(Vec<super::add::PendingGit>),
 }
 
 impl CopySources {
     fn sources(&self) -> &[Source] {
         match self {
-            CopySources::Context(s)
-            | CopySources::Heredocs { sources: s, .. }
-            | CopySources::Git { sources: s, .. } => s,
+            CopySources::Context(s) | CopySources::Heredocs { sources: s, .. } => s,
+            // Nothing on disk yet: `copy_step` checks them out.
+            CopySources::Git(_) => &[],
         }
     }
 }
@@ -541,6 +539,14 @@ fn copy_step(
         .map_err(|e| Error::Internal(format!("cannot create {}: {e}", root.display())))?;
     let t = Instant::now();
     match prepared {
+        Prepared::Copy {
+            sources: CopySources::Git(gits),
+            ..
+        } => {
+            // Keyed on the commits: a cached ADD from git cost one ls-remote, no fetch.
+            let (_checkout, plain) = super::add::checkout_git(b, &gits)?;
+            context::stage(&plain, &dest, &copts, &root)?;
+        }
         Prepared::Copy { sources, hash } => {
             let hash = &hash;
             // ADD extracts local tar archives (not downloaded files) instead of copying them.
@@ -551,10 +557,7 @@ fn copy_step(
                 .iter()
                 .cloned()
                 .partition(|s| extract && !s.is_dir() && super::add::is_archive(&s.path()));
-            if archives.is_empty() && matches!(sources, CopySources::Git { .. }) {
-                // Nothing but cairn writes to its checkout, and its key is the commit.
-                context::stage(&plain, &dest, &copts, &root)?;
-            } else if archives.is_empty() {
+            if archives.is_empty() {
                 // Refuses files that changed since they were hashed: a layer is never
                 // stored under a key its content does not match.
                 context::stage_checked(&plain, &dest, &copts, &root, hash)?;

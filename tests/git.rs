@@ -816,3 +816,45 @@ fn a_cached_add_from_git_lists_refs_but_fetches_nothing() {
         "{stderr}"
     );
 }
+
+#[test]
+fn scp_like_sources_reach_the_repository_over_ssh() {
+    // The user's ssh, stood in for by a script that runs the remote command locally in the
+    // served directory: the URL, the transport and the prompt-free environment are real.
+    let fx = fixture();
+    let t = common::tempdir();
+    let ssh = t.path().join("fake-ssh");
+    fs::write(
+        &ssh,
+        format!(
+            "#!/bin/sh\nfor last; do :; done\ncd '{}' && exec sh -c \"$last\"\n",
+            fx.root.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&ssh, fs::Permissions::from_mode(0o755)).unwrap();
+    let ctx = common::tempdir();
+    let root = common::tempdir();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nADD git@git.example.invalid:repo.git#v1:sub /dst\n",
+    )
+    .unwrap();
+    let layout = ctx.path().join("out");
+    let out = common::run(
+        common::cairn(root.path())
+            .env("GIT_SSH_COMMAND", &ssh)
+            .env("GIT_SSH_VARIANT", "ssh")
+            .arg("build")
+            .arg(ctx.path())
+            .args(["--progress=plain", "-o"])
+            .arg(format!("type=oci,dest={}", layout.display())),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("resolved to commit {}", fx.v1)),
+        "{stderr}"
+    );
+    assert_eq!(layer_files(&layout)["dst/inner.txt"].1, b"inner v1\n");
+}

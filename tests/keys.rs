@@ -181,6 +181,7 @@ fn keys_of(dir: &Path) -> Result<String, String> {
             ..RegistryOptions::default()
         },
         mirrors: BTreeMap::new(),
+        privilege: cairn::userns::Privilege::detect(),
     };
     let steps = executor::step_keys(&store, &opts, &Reporter::new(Mode::Quiet, false))
         .map_err(|e| format!("cannot key: {e}"))?;

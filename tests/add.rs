@@ -91,3 +91,67 @@ fn add_extracts_local_archives_and_fetches_urls_with_checksums() {
         .args(["image", "rm", "-f", tag])
         .output();
 }
+
+/// ADD's downloads go through the registry's HTTP stack: a server error is retried, and a
+/// URL that stays missing fails as a network failure (exit 4) naming the URL and status,
+/// while a wrong checksum stays bad input (exit 2).
+#[test]
+fn add_downloads_retry_and_fail_like_registry_requests() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    let web = TinyServer::start(move |req| {
+        if req.path == "/flaky.txt" && seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Reply::status(503);
+        }
+        match req.path.as_str() {
+            "/flaky.txt" => Reply::ok("text/plain", b"after a retry\n".to_vec()),
+            _ => Reply::status(404),
+        }
+    });
+    let ctx = common::tempdir();
+    let root = common::tempdir();
+    let build = |df: String| {
+        fs::write(ctx.path().join("Dockerfile"), df).unwrap();
+        let out_dir = ctx.path().join("out");
+        let _ = fs::remove_dir_all(&out_dir);
+        common::run(
+            common::cairn(root.path())
+                .arg("build")
+                .arg(ctx.path())
+                .arg("-o")
+                .arg(format!("type=oci,dest={}", out_dir.display())),
+        )
+    };
+    let ok = build(format!(
+        "FROM scratch\nADD http://{}/flaky.txt /\n",
+        web.addr
+    ));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "the 503 was retried once");
+
+    let missing = build(format!(
+        "FROM scratch\nADD http://{}/gone.txt /\n",
+        web.addr
+    ));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains(&format!("http://{}/gone.txt", web.addr)) && err.contains("HTTP 404"),
+        "{err}"
+    );
+
+    let wrong = cairn::Digest::of_bytes(b"something else");
+    let mismatch = build(format!(
+        "FROM scratch\nADD --checksum={wrong} http://{}/flaky.txt /\n",
+        web.addr
+    ));
+    let err = String::from_utf8_lossy(&mismatch.stderr);
+    assert_eq!(mismatch.status.code(), Some(2), "{err}");
+    assert!(err.contains("checksum mismatch"), "{err}");
+}

@@ -30,3 +30,41 @@ fn dispatch(
         other => Err(format!("unknown helper job {other:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use userns::Job;
+
+    /// Every job kind reaches its own decoder (a payload of the wrong shape is refused in
+    /// that job's name), and a kind nobody defined is refused.
+    #[test]
+    fn every_job_kind_is_dispatched_to_its_owner() {
+        let kinds = [
+            sandbox::RunJob::KIND,
+            sandbox::CopyRootJob::KIND,
+            sandbox::CopyChangesJob::KIND,
+            rootfs::UnpackJob::KIND,
+            layer::TarJob::KIND,
+            userns::RemoveJob::KIND,
+        ];
+        let mut unique = kinds.to_vec();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            kinds.len(),
+            "two jobs share a kind: {kinds:?}"
+        );
+        for kind in kinds {
+            let err = dispatch(kind, serde_json::json!(42), std::io::stdin().lock()).unwrap_err();
+            assert!(err.starts_with(&format!("bad {kind} job")), "{kind}: {err}");
+        }
+        let err = dispatch(
+            "format-disk",
+            serde_json::json!({}),
+            std::io::stdin().lock(),
+        );
+        assert_eq!(err, Err("unknown helper job \"format-disk\"".into()));
+    }
+}

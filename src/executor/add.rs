@@ -1,16 +1,18 @@
-//! What `ADD` does beyond `COPY`: remote URLs are downloaded (and checked against
-//! `--checksum`), and local tar archives — plain, gzip or zstd — are extracted into the
+//! What `ADD` does beyond `COPY`: remote URLs are downloaded through the registry's HTTP
+//! stack ([`registry::download`]: its timeouts, retries, proxies and TLS) and checked against
+//! `--checksum`, and local tar archives — plain, gzip or zstd — are extracted into the
 //! destination instead of copied, as Docker does. The extraction goes through the rootfs
 //! module's secure unpacker, so an archive cannot write outside the destination.
 
-use super::steps::{CopySources, Prepared};
-use super::{Builder, Event};
-use crate::context::Source;
-use crate::digest::{Digest, HashingWriter};
+use super::env::{Step, StepEnv};
+use super::steps::CopySources;
+use crate::context::{InputsHash, Source};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::git::{GitSource, Resolved};
 use crate::plan::ExpandedCopy;
-use std::io::{Read, Write};
+use crate::registry::{self, RegistryOptions};
+use std::io::Read;
 use std::path::Path;
 
 /// Whether an ADD source is a remote URL.
@@ -31,7 +33,12 @@ fn url_file_name(url: &str) -> String {
 
 /// Downloads each URL into `dir`; returns the file names. With `checksum`
 /// (`sha256:<hex>`, one URL only) the content must match it.
-pub fn download(urls: &[String], checksum: Option<&str>, dir: &Path) -> Result<Vec<String>> {
+pub fn download(
+    urls: &[String],
+    checksum: Option<&str>,
+    dir: &Path,
+    opts: &RegistryOptions,
+) -> Result<Vec<String>> {
     if checksum.is_some() && urls.len() != 1 {
         return Err(Error::Usage(
             "ADD --checksum takes exactly one URL source".into(),
@@ -40,27 +47,11 @@ pub fn download(urls: &[String], checksum: Option<&str>, dir: &Path) -> Result<V
     let expected = checksum
         .map(|c| Digest::parse(c).map_err(|e| Error::Usage(format!("ADD --checksum: {e}"))))
         .transpose()?;
-    let client = reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(300))
-        .build()
-        .map_err(|e| Error::Internal(format!("http client: {e}")))?;
     let mut names = Vec::new();
     for url in urls {
         let name = url_file_name(url);
-        let mut resp = client
-            .get(url)
-            .send()
-            .map_err(|e| Error::Usage(format!("ADD {url}: {e}")))?;
-        if !resp.status().is_success() {
-            return Err(Error::Usage(format!("ADD {url}: HTTP {}", resp.status())));
-        }
         let path = dir.join(&name);
-        let file = std::fs::File::create(&path)
-            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", path.display())))?;
-        let mut w = HashingWriter::new(file);
-        std::io::copy(&mut resp, &mut w).map_err(|e| Error::Usage(format!("ADD {url}: {e}")))?;
-        w.flush().map_err(|e| Error::Internal(e.to_string()))?;
-        let (_, got, _) = w.finish();
+        let got = registry::download(url, &path, opts)?;
         if let Some(want) = &expected {
             if &got != want {
                 return Err(Error::Usage(format!(
@@ -71,7 +62,7 @@ pub fn download(urls: &[String], checksum: Option<&str>, dir: &Path) -> Result<V
         // Docker gives downloaded files mode 0600.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(|e| Error::io(format!("cannot set the mode of {}", path.display()), e))?;
         names.push(name);
     }
     Ok(names)
@@ -92,11 +83,11 @@ pub(super) struct PendingGit {
 /// name alone, and `--explain` names the old and the new commit. `None`: no source is a
 /// git URL.
 pub(super) fn prepare_git(
-    b: &Builder<'_>,
+    env: &StepEnv<'_>,
     c: &ExpandedCopy,
-    line: usize,
-) -> Result<Option<Prepared>> {
-    let at = format!("{}:{line}", b.df_name);
+    step: &Step<'_>,
+) -> Result<Option<(CopySources, InputsHash)>> {
+    let at = env.location(step);
     let mut gits = Vec::new();
     for s in &c.sources {
         if let Some(g) = GitSource::classify(s, c.keep_git_dir, c.checksum.as_deref()) {
@@ -116,9 +107,7 @@ pub(super) fn prepare_git(
     let mut pending = Vec::new();
     for source in gits {
         let resolved = source.resolve().map_err(|e| e.at(&at))?;
-        b.rep.emit(&Event::Info {
-            message: &source.describe(&resolved),
-        });
+        env.rep.info(&source.describe(&resolved));
         let digest = source.key_digest(&resolved);
         key.field(digest.as_str().as_bytes());
         files.insert(source.explain_name(&resolved), digest);
@@ -128,27 +117,25 @@ pub(super) fn prepare_git(
             resolved,
         });
     }
-    Ok(Some(Prepared::Copy {
-        sources: CopySources::Git(pending),
-        hash: crate::context::InputsHash {
-            digest: key.digest(),
-            files,
-        },
-    }))
+    let hash = InputsHash {
+        digest: key.digest(),
+        files,
+    };
+    Ok(Some((CopySources::Git(pending), hash)))
 }
 
 /// Checks the sources out into a temporary directory of the store (removed on drop) and
 /// resolves each tree as a directory source with owner 0:0, as BuildKit's git snapshot.
 pub(super) fn checkout_git(
-    b: &Builder<'_>,
+    env: &StepEnv<'_>,
     gits: &[PendingGit],
 ) -> Result<(tempfile::TempDir, Vec<Source>)> {
-    let dir = b.store.temp_dir("git-")?;
+    let dir = env.store.temp_dir("git-")?;
     let mut sources = Vec::new();
     for (i, g) in gits.iter().enumerate() {
         let work = dir.path().join(i.to_string());
         std::fs::create_dir(&work)
-            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", work.display())))?;
+            .map_err(|e| Error::io(format!("cannot create {}", work.display()), e))?;
         let root = g
             .source
             .checkout(&g.resolved, &work)
@@ -184,11 +171,13 @@ pub fn extract(
     warn: &mut dyn FnMut(&str),
 ) -> Result<()> {
     std::fs::create_dir_all(target)
-        .map_err(|e| Error::Internal(format!("cannot create {}: {e}", target.display())))?;
-    let f = std::fs::File::open(path)
-        .map_err(|e| Error::Usage(format!("ADD {}: {e}", path.display())))?;
-    let reader = crate::rootfs::decompressed(f)
-        .map_err(|e| Error::Usage(format!("ADD {}: {e}", path.display())))?;
+        .map_err(|e| Error::io(format!("cannot create {}", target.display()), e))?;
+    let input = |e| Error::Input {
+        what: format!("ADD {}", path.display()),
+        source: e,
+    };
+    let f = std::fs::File::open(path).map_err(input)?;
+    let reader = crate::rootfs::decompressed(f).map_err(input)?;
     crate::rootfs::unpack_tar(reader, target, privilege, warn)?;
     Ok(())
 }
@@ -196,6 +185,7 @@ pub fn extract(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn tar_with(name: &str, body: &[u8]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

@@ -12,7 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 fn io_err(what: &str, p: &Path, e: std::io::Error) -> Error {
-    Error::Internal(format!("COPY --from: cannot {what} {}: {e}", p.display()))
+    Error::io(format!("COPY --from: cannot {what} {}", p.display()), e)
 }
 
 /// The part of a source pattern before its first wildcard, as a relative path.

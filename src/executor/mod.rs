@@ -6,11 +6,16 @@
 //! so a fully cached build reproduces the same config bytes and thus the same image ID.
 
 mod add;
+mod cancel;
+mod dispatch;
+mod env;
+pub mod frontend;
 mod merge;
 pub mod progress;
 mod state;
 mod steps;
 
+pub use cancel::Cancel;
 pub use progress::{Event, Mode, Reporter};
 pub use state::State;
 
@@ -20,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::export::BuiltImage;
 use crate::image::{self, ImageConfig};
 use crate::layer::Compression;
-use crate::plan::{self, Base, Plan, PlanOptions};
+use crate::plan::{self, Base, Plan};
 use crate::registry::{self, PullPolicy, Reference, RegistryOptions};
 use crate::sandbox::Network;
 use crate::store::{CacheEntry, Store};
@@ -80,45 +85,40 @@ impl BuildResult {
     }
 }
 
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Asks the running build to stop: kills the running step's whole PID namespace; the
-/// build then fails with [`Error::Interrupted`] and cleans up as it unwinds.
-pub fn interrupt() {
-    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
-    crate::sandbox::kill_running();
-}
-
-/// Whether [`interrupt`] was called.
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-fn check_interrupted() -> Result<()> {
-    if interrupted() {
-        Err(Error::Interrupted)
-    } else {
-        Ok(())
-    }
-}
-
 /// The label holding the last step's cache key, for Terraform triggers.
 pub const CACHE_KEY_LABEL: &str = "org.cairn.cache-key";
 
-/// Builds (or, with `key_only`, only keys) the image the options describe.
-pub fn build(store: &Store, opts: &BuildOptions, rep: &Reporter) -> Result<BuildResult> {
-    Builder::new(store, opts, rep, false)?.run()
+/// Builds the image the options describe. Cancelling `cancel` kills the running step's
+/// whole PID namespace; the build then fails with [`Error::Interrupted`] and cleans up as
+/// it unwinds.
+pub fn build(
+    store: &Store,
+    opts: &BuildOptions,
+    rep: &Reporter,
+    cancel: &Cancel,
+) -> Result<BuildResult> {
+    Builder::new(store, opts, rep, cancel, false)?.run()
 }
 
 /// Computes the final cache key without running any step (the base is still resolved).
-pub fn key(store: &Store, opts: &BuildOptions, rep: &Reporter) -> Result<CacheKey> {
-    Ok(Builder::new(store, opts, rep, true)?.run()?.cache_key)
+pub fn key(
+    store: &Store,
+    opts: &BuildOptions,
+    rep: &Reporter,
+    cancel: &Cancel,
+) -> Result<CacheKey> {
+    Ok(Builder::new(store, opts, rep, cancel, true)?
+        .run()?
+        .cache_key)
 }
 
 /// Every step's key in build order, without running any step (bases are still resolved):
-/// what the pinned key vectors in `tests/keys.rs` compare.
+/// what the pinned key vectors in `tests/keys.rs` compare. It runs nothing, so there is
+/// nothing to cancel.
 pub fn step_keys(store: &Store, opts: &BuildOptions, rep: &Reporter) -> Result<Vec<StepReport>> {
-    Ok(Builder::new(store, opts, rep, true)?.run()?.steps)
+    Ok(Builder::new(store, opts, rep, &Cancel::new(), true)?
+        .run()?
+        .steps)
 }
 
 /// One finished stage: its state and the key of its last step.
@@ -132,6 +132,7 @@ struct Builder<'a> {
     store: &'a Store,
     opts: &'a BuildOptions,
     rep: &'a Reporter,
+    cancel: &'a Cancel,
     key_only: bool,
     plan: Plan,
     df_name: String,
@@ -147,37 +148,16 @@ impl<'a> Builder<'a> {
         store: &'a Store,
         opts: &'a BuildOptions,
         rep: &'a Reporter,
+        cancel: &'a Cancel,
         key_only: bool,
     ) -> Result<Self> {
-        let df_name = opts.dockerfile_path.display().to_string();
-        let df = crate::dockerfile::parse(&opts.dockerfile_text, &df_name)?;
-        let plan = plan::plan(
-            &df,
-            &PlanOptions {
-                build_args: opts.build_args.clone(),
-                target: opts.target.clone(),
-                target_platform: opts.platform.clone(),
-                build_platform: Platform::host(),
-            },
-        )
-        .map_err(|e| located(&df_name, e))?;
-        for a in &plan.unused_build_args {
-            rep.info(&format!(
-                "warning: build arg {a} was not consumed by any stage"
-            ));
-        }
-        let context = match &opts.context {
-            Some(dir) => {
-                let ignore = crate::dockerfile::ignore::IgnoreMatcher::load(
-                    dir,
-                    &opts.dockerfile_path,
-                    opts.ignore_file.as_deref(),
-                )
-                .map_err(crate::context::Error::from)?;
-                Some(crate::context::Context::open(dir, ignore)?)
-            }
-            None => None,
-        };
+        // The sandbox tracks its running steps itself; stopping them is its job.
+        cancel.on_cancel(crate::sandbox::kill_running);
+        let frontend::Frontend {
+            df_name,
+            plan,
+            context,
+        } = frontend::prepare(opts, rep)?;
         let previous = store
             .record_get(&record_name(&opts.dockerfile_path))?
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -187,6 +167,7 @@ impl<'a> Builder<'a> {
             store,
             opts,
             rep,
+            cancel,
             key_only,
             plan,
             df_name,
@@ -266,8 +247,8 @@ impl<'a> Builder<'a> {
             .info(&format!("resolving {reference} ({platform})"));
         let pulled = self.pull_via_mirrors(&reference, &platform)?;
         if pulled.offline_fallback {
-            self.rep.info(&format!(
-                "warning: registry unreachable; using the stored {} for {reference}",
+            self.rep.warn(&format!(
+                "registry unreachable; using the stored {} for {reference}",
                 pulled.manifest_digest
             ));
         }
@@ -342,7 +323,7 @@ impl<'a> Builder<'a> {
                     Ok(p) => return Ok(p),
                     Err(e) => self
                         .rep
-                        .info(&format!("warning: mirror {m} failed for {reference}: {e}")),
+                        .warn(&format!("mirror {m} failed for {reference}: {e}")),
                 }
             }
         }
@@ -356,7 +337,10 @@ impl<'a> Builder<'a> {
     }
 
     fn build_stage(&mut self, si: usize, done: &[StageResult]) -> Result<StageResult> {
-        let StageResult { mut state, mut key } = self.base(si, done)?;
+        let from_line = self.plan.stages[si].line;
+        let StageResult { mut state, mut key } = self
+            .base(si, done)
+            .map_err(|e| Error::at_line(&self.df_name, from_line, e))?;
         let stage = self.plan.stages[si].clone();
         let stage_label = stage
             .name
@@ -372,15 +356,32 @@ impl<'a> Builder<'a> {
         instructions.extend(stage.instructions.iter().cloned());
 
         let mut scope = plan::Scope::new(&self.plan, &stage, &state.config.config.env);
-        let mut ctx = steps::StageCtx::new(&stage_label);
+        let mut facts = dispatch::StageFacts::default();
         for (ii, inst) in instructions.iter().enumerate() {
-            check_interrupted()?;
-            let expanded = scope.apply(inst).map_err(|e| located(&self.df_name, e))?;
-            let prepared = steps::prepare(self, &mut ctx, &state, &scope, &expanded, inst, done)?;
+            self.cancel.check()?;
+            let expanded = scope
+                .apply(inst)
+                .map_err(|e| frontend::located(&self.df_name, e))?;
+            let step = env::Step {
+                no: self.steps.len() + 1,
+                inst,
+                exp: &expanded,
+                state: &state,
+                scope: &scope,
+            };
+            // Base-image triggers have no line of their own: they belong to the FROM.
+            let line = if inst.span.line == 0 {
+                from_line
+            } else {
+                inst.span.line
+            };
+            let at_line = |e| Error::at_line(&self.df_name, line, e);
+            let from = self.copy_from(&expanded, done).map_err(at_line)?;
+            let prepared = steps::prepare(&self.env(), &step, from).map_err(at_line)?;
             let inputs = KeyInputs {
                 parent: key.clone(),
                 instruction: expanded.canonical(),
-                env: scope.run_env(),
+                env: scope.key_env(),
                 user: state.config.config.user.clone().unwrap_or_default(),
                 workdir: state.config.config.working_dir.clone().unwrap_or_default(),
                 shell: state.config.config.shell.clone().unwrap_or_default(),
@@ -389,7 +390,7 @@ impl<'a> Builder<'a> {
                 input_files: prepared.input_files(),
             };
             let new_key = inputs.key();
-            let step_no = self.steps.len() + 1;
+            let step_no = step.no;
             let rec_name = format!("{}/{}", stage.index, ii);
             let mut cached_entry = if self.opts.no_cache {
                 None
@@ -449,18 +450,17 @@ impl<'a> Builder<'a> {
             let started = Instant::now();
             state = match cached_entry {
                 Some(entry) => State::load(self.store, &entry.state)?,
-                None if self.key_only => steps::simulate(&state, &mut ctx, &expanded, inst, &scope),
+                None if self.key_only => steps::simulate(&state, &mut facts, &expanded, inst),
                 None => {
-                    let (next, timings) = steps::execute(
-                        self, &mut ctx, step_no, &state, &scope, &expanded, inst, prepared, done,
-                    )?;
+                    let (next, timings) = steps::execute(&self.env(), &mut facts, &step, prepared)
+                        .map_err(|e| Error::at_line(&self.df_name, line, e))?;
                     let (digest, refs) = next.save(self.store)?;
                     self.store.cache_put(
                         &new_key,
                         &CacheEntry {
                             state: digest,
                             refs,
-                            created: now_rfc3339(),
+                            created: image::now_rfc3339(),
                         },
                     )?;
                     self.rep.emit(&Event::Done {
@@ -481,6 +481,48 @@ impl<'a> Builder<'a> {
             key = new_key;
         }
         Ok(StageResult { state, key })
+    }
+
+    /// What step code may use of this build.
+    fn env(&self) -> env::StepEnv<'_> {
+        env::StepEnv {
+            store: self.store,
+            rep: self.rep,
+            cancel: self.cancel,
+            privilege: &self.opts.privilege,
+            context: self.context.as_ref(),
+            df_name: &self.df_name,
+            network: self.opts.network,
+            compression: self.opts.compression,
+            source_date_epoch: self.opts.source_date_epoch,
+            registry: &self.opts.registry,
+        }
+    }
+
+    /// The source of a `COPY --from`: a finished stage, or an image (pulled).
+    fn copy_from(
+        &self,
+        exp: &plan::Expanded,
+        done: &[StageResult],
+    ) -> Result<Option<steps::FromSource>> {
+        let from = match exp {
+            plan::Expanded::Copy(c) | plan::Expanded::Add(c) => c.from.as_ref(),
+            _ => None,
+        };
+        Ok(match from {
+            None => None,
+            Some(plan::CopySource::Stage(i)) => Some(steps::FromSource {
+                key: done[*i].key.clone(),
+                layers: done[*i].state.layers.clone(),
+            }),
+            Some(plan::CopySource::Image(r)) => {
+                let img = self.pull_image(r, None)?;
+                Some(steps::FromSource {
+                    key: img.key,
+                    layers: img.state.layers,
+                })
+            }
+        })
     }
 
     /// The store lock of one step's key, announcing a wait when another process holds it.
@@ -528,14 +570,6 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// A plan error located in the Dockerfile: `FILE:LINE: message`, as parse errors are.
-fn located(df_name: &str, e: plan::Error) -> Error {
-    match e {
-        plan::Error::At { line, message } => Error::Usage(format!("{df_name}:{line}: {message}")),
-        other => other.into(),
-    }
-}
-
 /// How a stage's base is named in explanations.
 fn base_text(base: &Base) -> String {
     match base {
@@ -552,16 +586,4 @@ fn record_name(dockerfile: &std::path::Path) -> String {
         "explain-{}",
         Digest::of_bytes(abs.to_string_lossy().as_bytes()).hex()
     )
-}
-
-/// The current time in RFC 3339, or `SOURCE_DATE_EPOCH`'s when given.
-pub(crate) fn step_time(source_date_epoch: Option<i64>) -> String {
-    match source_date_epoch {
-        Some(t) => crate::image::rfc3339(t),
-        None => now_rfc3339(),
-    }
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }

@@ -18,7 +18,10 @@ pub struct State {
 impl State {
     /// Stores this state as a blob; returns its digest and every blob it references.
     pub fn save(&self, store: &Store) -> Result<(Digest, Vec<Digest>)> {
-        let bytes = serde_json::to_vec(self).map_err(|e| Error::Internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(self).map_err(|e| Error::Json {
+            what: "cannot serialize a cache state".into(),
+            source: e,
+        })?;
         let digest = store.put_bytes(&bytes)?;
         let refs = self.layers.iter().map(|l| l.digest.clone()).collect();
         Ok((digest, refs))
@@ -27,7 +30,9 @@ impl State {
     /// Loads a state saved by [`State::save`].
     pub fn load(store: &Store, digest: &Digest) -> Result<State> {
         let bytes = store.read_blob(digest)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Internal(format!("cache state {digest} is not valid: {e}")))
+        serde_json::from_slice(&bytes).map_err(|e| Error::Json {
+            what: format!("cache state {digest} is not valid"),
+            source: e,
+        })
     }
 }

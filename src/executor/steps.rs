@@ -1,34 +1,25 @@
 //! One function per kind of step: [`prepare`] gathers a step's inputs (COPY sources and their
 //! Merkle hash) so the key can be computed before anything runs, [`execute`] runs a miss, and
-//! [`apply_meta`] applies the config-only instructions (also used by `cairn key`).
+//! [`simulate`] stands in for a step `cairn key` does not run. How an instruction changes
+//! the image config is [`dispatch::apply`]'s business, not this module's. Each function
+//! takes the [`StepEnv`] and the [`Step`] at hand, never the builder.
 
-use super::{progress, step_time, Builder, Event, StageResult, State};
+use super::dispatch::{self, StageFacts};
+use super::env::{Step, StepEnv};
+use super::{progress, Event, State};
 use crate::cache::CacheKey;
 use crate::context::{self, CopyOptions, InputsHash, Source};
 use crate::digest::Digest;
 use crate::dockerfile::{Heredoc, Instruction, ShellOrExec, Spanned};
 use crate::error::{Error, Result};
-use crate::image::{History, LayerDesc};
+use crate::image::LayerDesc;
 use crate::layer::{self, Chown, LayerOptions};
-use crate::plan::ExpandedCopy;
-use crate::plan::{CopySource, Expanded, Scope};
+use crate::plan::{Expanded, ExpandedCopy, ExpandedRun};
 use crate::sandbox::{self, Network, RunSpec};
 use crate::userns::Privilege;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// Per-stage facts that outlive one step.
-pub(super) struct StageCtx {
-    /// Whether this stage set CMD (ENTRYPOINT clears an inherited CMD otherwise).
-    cmd_set: bool,
-}
-
-impl StageCtx {
-    pub(super) fn new(_label: &str) -> StageCtx {
-        StageCtx { cmd_set: false }
-    }
-}
 
 /// What a step needs beyond its instruction, gathered before the key is computed.
 pub(super) enum Prepared {
@@ -37,13 +28,31 @@ pub(super) enum Prepared {
         network: Network,
     },
     Copy {
+        target: CopyTarget,
         sources: CopySources,
         hash: InputsHash,
     },
     CopyFrom {
+        target: CopyTarget,
         key: CacheKey,
         layers: Vec<LayerDesc>,
     },
+}
+
+/// Where and how a COPY or ADD writes, worked out once for its key and its run.
+pub(super) struct CopyTarget {
+    /// The destination made absolute against WORKDIR.
+    dest: String,
+    options: CopyOptions,
+}
+
+impl CopyTarget {
+    fn new(c: &ExpandedCopy, state: &State) -> Result<CopyTarget> {
+        Ok(CopyTarget {
+            dest: dest_path(&c.dest, state.config.config.working_dir.as_deref()),
+            options: copy_options(c)?,
+        })
+    }
 }
 
 /// Where COPY sources come from.
@@ -114,78 +123,79 @@ pub(super) fn parse_trigger(text: &str) -> Result<Spanned<Instruction>> {
     })
 }
 
-/// Gathers a step's inputs.
+/// What `COPY --from` copies out of: the source stage's (or image's) key and layers,
+/// resolved by the orchestrator, which knows the stages and pulls images.
+pub(super) struct FromSource {
+    pub key: CacheKey,
+    pub layers: Vec<LayerDesc>,
+}
+
+/// Gathers a step's inputs; `from` is the resolved `COPY --from` source, if any.
 pub(super) fn prepare(
-    b: &Builder<'_>,
-    _ctx: &mut StageCtx,
-    state: &State,
-    _scope: &Scope,
-    exp: &Expanded,
-    _inst: &Spanned<Instruction>,
-    done: &[StageResult],
+    env: &StepEnv<'_>,
+    step: &Step<'_>,
+    from: Option<FromSource>,
 ) -> Result<Prepared> {
+    let exp = step.exp;
     match exp {
         Expanded::Run(run) if !run.mounts.is_empty() => Err(Error::Usage(format!(
-            "{}:{}: RUN --mount=type={} is not supported by cairn yet (remove the flag, or COPY what the step needs)",
-            b.df_name,
-            _inst.span.line,
+            "{}: RUN --mount=type={} is not supported by cairn yet (remove the flag, or COPY what the step needs)",
+            env.location(step),
             run.mounts[0].kind.as_str()
         ))),
         Expanded::Run(run) if run.security == crate::dockerfile::Security::Insecure => {
             Err(Error::Usage(format!(
-                "{}:{}: RUN --security=insecure is not supported: cairn runs every step with Docker's default capabilities",
-                b.df_name, _inst.span.line
+                "{}: RUN --security=insecure is not supported: cairn runs every step with Docker's default capabilities",
+                env.location(step)
             )))
         }
         Expanded::Run(run) => Ok(Prepared::Run {
             network: match run.network {
                 crate::dockerfile::Network::None => Network::None,
                 crate::dockerfile::Network::Host => Network::Host,
-                crate::dockerfile::Network::Default => b.opts.network,
+                crate::dockerfile::Network::Default => env.network,
             },
         }),
         Expanded::Copy(c) | Expanded::Add(c) => {
-            match &c.from {
-                Some(CopySource::Stage(i)) => {
-                    let src = &done[*i];
-                    return Ok(Prepared::CopyFrom {
-                        key: src.key.clone(),
-                        layers: src.state.layers.clone(),
-                    });
-                }
-                Some(CopySource::Image(r)) => {
-                    let img = b.pull_image(r, None)?;
-                    return Ok(Prepared::CopyFrom {
-                        key: img.key,
-                        layers: img.state.layers,
-                    });
-                }
-                None => {}
+            let target = CopyTarget::new(c, step.state)?;
+            if let Some(FromSource { key, layers }) = from {
+                return Ok(Prepared::CopyFrom {
+                    target,
+                    key,
+                    layers,
+                });
             }
-            let copts = copy_options(c)?;
-            let dest = dest_path(&c.dest, state);
             let is_add = matches!(exp, Expanded::Add(_));
             if is_add {
-                if let Some(git) = super::add::prepare_git(b, c, _inst.span.line)? {
-                    return Ok(git);
+                if let Some((sources, hash)) = super::add::prepare_git(env, c, step)? {
+                    return Ok(Prepared::Copy {
+                        target,
+                        sources,
+                        hash,
+                    });
                 }
             }
             let sources = if is_add && c.sources.iter().any(|s| super::add::is_url(s)) {
                 if !c.sources.iter().all(|s| super::add::is_url(s)) {
                     return Err(Error::Usage(format!(
-                        "{}:{}: ADD with both URLs and local sources: split it into two ADDs",
-                        b.df_name, _inst.span.line
+                        "{}: ADD with both URLs and local sources: split it into two ADDs",
+                        env.location(step)
                     )));
                 }
-                let dir = b.store.temp_dir("add-")?;
-                let names = super::add::download(&c.sources, c.checksum.as_deref(), dir.path())?;
+                let dir = env.store.temp_dir("add-")?;
+                let names = super::add::download(
+                    &c.sources,
+                    c.checksum.as_deref(),
+                    dir.path(),
+                    env.registry,
+                )?;
                 let s = context::resolve_in(dir.path(), &names)?;
                 CopySources::Heredocs {
                     _dir: dir,
                     sources: s,
                 }
             } else if !c.heredocs.is_empty() {
-                let dir = b.store.temp_dir("heredoc-")?;
+                let dir = env.store.temp_dir("heredoc-")?;
                 let docs: Vec<(String, String)> =
                     c.heredocs.iter().map(|h| (h.name.clone(), h.body.clone())).collect();
                 // Mode 0664 and owner 0:0 whatever the umask or user: the key must not
@@ -196,47 +206,40 @@ pub(super) fn prepare(
                     sources: s,
                 }
             } else {
-                let ctx = b.context.as_ref().ok_or_else(|| {
+                let ctx = env.context.ok_or_else(|| {
                     Error::Usage(format!(
                         "{}: {} needs a build context, and a Dockerfile read from stdin has none",
-                        b.df_name,
+                        env.df_name,
                         exp.keyword()
                     ))
                 })?;
                 CopySources::Context(ctx.resolve(&c.sources)?)
             };
-            let hash = context::hash_sources(sources.sources(), &dest, &copts)?;
-            Ok(Prepared::Copy { sources, hash })
+            let hash = context::hash_sources(sources.sources(), &target.dest, &target.options)?;
+            Ok(Prepared::Copy {
+                target,
+                sources,
+                hash,
+            })
         }
         _ => Ok(Prepared::Plain),
     }
 }
 
 fn copy_options(c: &ExpandedCopy) -> Result<CopyOptions> {
-    let chmod = match &c.chmod {
-        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
-            Error::Usage(format!("--chmod={m}: expected an octal mode such as 755"))
-        })?),
-        None => None,
-    };
     Ok(CopyOptions {
-        chmod,
+        chmod: c.chmod.clone(),
         exclude: c.exclude.clone(),
         ..CopyOptions::default()
     })
 }
 
 /// COPY's destination made absolute against WORKDIR (a trailing `/` kept: it means "into").
-fn dest_path(dest: &str, state: &State) -> String {
+fn dest_path(dest: &str, workdir: Option<&str>) -> String {
     if dest.starts_with('/') {
         return dest.to_string();
     }
-    let wd = state
-        .config
-        .config
-        .working_dir
-        .clone()
-        .unwrap_or_else(|| "/".into());
+    let wd = workdir.unwrap_or("/");
     let joined = format!("{}/{}", wd.trim_end_matches('/'), dest);
     if dest == "." || dest == "./" {
         format!("{}/", wd.trim_end_matches('/'))
@@ -246,45 +249,29 @@ fn dest_path(dest: &str, state: &State) -> String {
 }
 
 /// Runs a step that missed the cache; returns the new state and per-stage timings.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn execute(
-    b: &Builder<'_>,
-    ctx: &mut StageCtx,
-    step: usize,
-    state: &State,
-    scope: &Scope,
-    exp: &Expanded,
-    inst: &Spanned<Instruction>,
+    env: &StepEnv<'_>,
+    facts: &mut StageFacts,
+    step: &Step<'_>,
     prepared: Prepared,
-    _done: &[StageResult],
 ) -> Result<(State, Vec<(String, f64)>)> {
-    let mut next = state.clone();
-    let created_by = created_by(inst);
+    let mut next = step.state.clone();
+    let history = dispatch::history(step.inst, dispatch::step_time(env.source_date_epoch));
     let mut timings = Vec::new();
-    let layer = match (exp, prepared) {
-        (Expanded::Run(run), Prepared::Run { network }) => run_step(
-            b,
-            step,
-            state,
-            scope,
-            &run.cmd,
-            &run.heredocs,
-            network,
-            inst,
-            &mut timings,
-        )?,
-        (Expanded::Copy(c), prepared) => copy_step(b, state, c, false, prepared, &mut timings)?,
-        (Expanded::Add(c), prepared) => copy_step(b, state, c, true, prepared, &mut timings)?,
+    let layer = match (step.exp, prepared) {
+        (Expanded::Run(run), Prepared::Run { network }) => {
+            run_step(env, step, run, network, &mut timings)?
+        }
+        (Expanded::Copy(c), prepared) => {
+            copy_step(env, step.state, c, false, prepared, &mut timings)?
+        }
+        (Expanded::Add(c), prepared) => {
+            copy_step(env, step.state, c, true, prepared, &mut timings)?
+        }
         (other, _) => {
-            apply_meta(&mut next, ctx, other, inst, scope, b.opts.source_date_epoch);
+            dispatch::apply(&mut next.config, facts, other, history);
             return Ok((next, timings));
         }
-    };
-    let history = History {
-        created: Some(step_time(b.opts.source_date_epoch)),
-        created_by: Some(created_by),
-        comment: Some("cairn".into()),
-        ..History::default()
     };
     match layer {
         Some(l) => {
@@ -305,24 +292,14 @@ pub(super) fn execute(
 /// RUN/COPY recorded without a layer (their keys do not depend on their results).
 pub(super) fn simulate(
     state: &State,
-    ctx: &mut StageCtx,
+    facts: &mut StageFacts,
     exp: &Expanded,
     inst: &Spanned<Instruction>,
-    scope: &Scope,
 ) -> State {
     let mut next = state.clone();
-    apply_meta(&mut next, ctx, exp, inst, scope, Some(0));
+    let history = dispatch::history(inst, dispatch::step_time(Some(0)));
+    dispatch::apply(&mut next.config, facts, exp, history);
     next
-}
-
-/// The history text of a step: its source text on one line, as `docker history` shows it.
-fn created_by(inst: &Spanned<Instruction>) -> String {
-    inst.original
-        .lines()
-        .map(|l| l.trim().trim_end_matches('\\').trim())
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// A RUN step's temporary directory. Rootless, it holds files owned by subordinate ids that
@@ -349,31 +326,26 @@ impl Drop for RunDir<'_> {
 }
 
 /// Unpacks (once) every layer of a state; returns the directories, bottom first.
-fn lowers(b: &Builder<'_>, layers: &[LayerDesc]) -> Result<Vec<PathBuf>> {
+fn lowers(env: &StepEnv<'_>, layers: &[LayerDesc]) -> Result<Vec<PathBuf>> {
     layers
         .iter()
         .map(|l| {
             Ok(crate::rootfs::ensure_unpacked(
-                b.store,
+                env.store,
                 &l.digest,
                 &l.diff_id,
-                &b.opts.privilege,
-                &mut warn_to(b),
+                env.privilege,
+                &mut env.warn(),
             )?)
         })
         .collect()
 }
 
-/// Passes a warning of the sandbox or the unpacker on to the reporter.
-fn warn_to<'a>(b: &'a Builder<'_>) -> impl FnMut(&str) + 'a {
-    |w: &str| b.rep.info(&format!("warning: {w}"))
-}
-
-fn layer_options(b: &Builder<'_>, chown: Option<Chown>) -> Result<LayerOptions> {
-    let (uid_maps, gid_maps) = b.opts.privilege.id_maps();
+fn layer_options(env: &StepEnv<'_>, chown: Option<Chown>) -> Result<LayerOptions> {
+    let (uid_maps, gid_maps) = env.privilege.id_maps();
     Ok(LayerOptions {
-        compression: b.opts.compression,
-        source_date_epoch: b.opts.source_date_epoch,
+        compression: env.compression,
+        source_date_epoch: env.source_date_epoch,
         uid_maps,
         gid_maps,
         chown,
@@ -400,47 +372,37 @@ fn shell_script(cmd: &str, heredocs: &[Heredoc]) -> String {
     s
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_step(
-    b: &Builder<'_>,
-    step: usize,
-    state: &State,
-    scope: &Scope,
-    cmd: &ShellOrExec,
-    heredocs: &[Heredoc],
+    env: &StepEnv<'_>,
+    step: &Step<'_>,
+    run: &ExpandedRun,
     network: Network,
-    inst: &Spanned<Instruction>,
     timings: &mut Vec<(String, f64)>,
 ) -> Result<Option<layer::Layer>> {
+    let (state, cmd) = (step.state, &run.cmd);
     let t = Instant::now();
-    let lowers = lowers(b, &state.layers)?;
+    let lowers = lowers(env, &state.layers)?;
     timings.push(("unpack".into(), progress::secs(t.elapsed())));
-    let tmp = RunDir(Some(b.store.temp_dir("run-")?), &b.opts.privilege);
+    let tmp = RunDir(Some(env.store.temp_dir("run-")?), env.privilege);
     let upper = tmp.path().join("upper");
     let work = tmp.path().join("work");
     for d in [&upper, &work] {
         std::fs::create_dir(d)
-            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
+            .map_err(|e| Error::io(format!("cannot create {}", d.display()), e))?;
     }
     let argv = match cmd {
         ShellOrExec::Exec(v) => v.clone(),
-        ShellOrExec::Shell(s) => {
-            let mut argv = state
-                .config
-                .config
-                .shell
-                .clone()
-                .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-            argv.push(shell_script(s, heredocs));
-            argv
-        }
+        ShellOrExec::Shell(s) => dispatch::shell_argv(
+            state.config.config.shell.as_deref(),
+            shell_script(s, &run.heredocs),
+        ),
     };
     let spec = RunSpec {
         lowers,
         upper: upper.clone(),
         work,
         argv: argv.clone(),
-        env: scope.run_env(),
+        env: step.scope.run_env(),
         user: state.config.config.user.clone().unwrap_or_default(),
         workdir: state
             .config
@@ -459,19 +421,25 @@ fn run_step(
         while let Some(pos) = pending.iter().position(|&c| c == b'\n') {
             let line: Vec<u8> = pending.drain(..=pos).collect();
             let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-            b.rep.emit(&Event::Output { step, line: &text });
+            env.rep.emit(&Event::Output {
+                step: step.no,
+                line: &text,
+            });
         }
     };
-    let code = sandbox::run(&spec, &b.opts.privilege, &mut emit, &mut warn_to(b))?;
-    super::check_interrupted()?;
+    let code = sandbox::run(&spec, env.privilege, &mut emit, &mut env.warn())?;
+    env.cancel.check()?;
     if !pending.is_empty() {
         let text = String::from_utf8_lossy(&pending).into_owned();
-        b.rep.emit(&Event::Output { step, line: &text });
+        env.rep.emit(&Event::Output {
+            step: step.no,
+            line: &text,
+        });
     }
     timings.push(("run".into(), progress::secs(t.elapsed())));
     if code != 0 {
         return Err(Error::StepFailed {
-            location: format!("{}:{}", b.df_name, inst.span.line),
+            location: env.location(step),
             code,
             command: match cmd {
                 ShellOrExec::Shell(s) => s.clone(),
@@ -480,10 +448,12 @@ fn run_step(
         });
     }
     let t = Instant::now();
-    let layer = upper_layer(b, &upper)?;
+    let layer = reported_layer(env, &format!("of step {}", step.no), || {
+        upper_layer(env, &upper)
+    })?;
     timings.push(("layer".into(), progress::secs(t.elapsed())));
     if let Some(l) = &layer {
-        adopt_as_lower(b, &l.diff_id, &upper);
+        adopt_as_lower(env, &l.diff_id, &upper);
     }
     Ok(layer)
 }
@@ -491,11 +461,11 @@ fn run_step(
 /// The layer of a RUN step's upper directory. Rootless, the upper holds files of other
 /// (subordinate) owners that this user may not read — `/etc/shadow` after a `useradd` — so
 /// the tar is written inside a user namespace where they belong to its root.
-fn upper_layer(b: &Builder<'_>, upper: &std::path::Path) -> Result<Option<layer::Layer>> {
-    let opts = layer_options(b, None)?;
+fn upper_layer(env: &StepEnv<'_>, upper: &std::path::Path) -> Result<Option<layer::Layer>> {
+    let opts = layer_options(env, None)?;
     Ok(layer::from_upper_as_owner(
-        &b.opts.privilege,
-        b.store,
+        env.privilege,
+        env.store,
         upper,
         &opts,
     )?)
@@ -506,12 +476,12 @@ fn upper_layer(b: &Builder<'_>, upper: &std::path::Path) -> Result<Option<layer:
 /// in the form lowers take (overlay whiteouts and opaque markers, owners as the sandbox
 /// mapped them), as containerd's overlay snapshotter reuses committed snapshots. Best
 /// effort: if it cannot be adopted, the blob is unpacked when a later step needs it.
-fn adopt_as_lower(b: &Builder<'_>, diff_id: &Digest, upper: &std::path::Path) {
-    let dir = b.store.layer_dir(diff_id);
+fn adopt_as_lower(env: &StepEnv<'_>, diff_id: &Digest, upper: &std::path::Path) {
+    let dir = env.store.layer_dir(diff_id);
     if dir.is_dir() {
         return;
     }
-    let Ok(_lock) = b.store.lock(&format!("unpack-{}", diff_id.hex())) else {
+    let Ok(_lock) = env.store.lock(&format!("unpack-{}", diff_id.hex())) else {
         return;
     };
     if dir.is_dir() {
@@ -524,30 +494,38 @@ fn adopt_as_lower(b: &Builder<'_>, diff_id: &Digest, upper: &std::path::Path) {
 }
 
 fn copy_step(
-    b: &Builder<'_>,
+    env: &StepEnv<'_>,
     state: &State,
     c: &ExpandedCopy,
     is_add: bool,
     prepared: Prepared,
     timings: &mut Vec<(String, f64)>,
 ) -> Result<Option<layer::Layer>> {
-    let copts = copy_options(c)?;
-    let dest = dest_path(&c.dest, state);
-    let tmp = b.store.temp_dir("copy-")?;
+    let tmp = env.store.temp_dir("copy-")?;
     let root = tmp.path().join("root");
     std::fs::create_dir(&root)
-        .map_err(|e| Error::Internal(format!("cannot create {}: {e}", root.display())))?;
+        .map_err(|e| Error::io(format!("cannot create {}", root.display()), e))?;
     let t = Instant::now();
-    match prepared {
+    let dest = match prepared {
         Prepared::Copy {
+            target,
             sources: CopySources::Git(gits),
             ..
         } => {
             // Keyed on the commits: a cached ADD from git cost one ls-remote, no fetch.
-            let (_checkout, plain) = super::add::checkout_git(b, &gits)?;
-            context::stage(&plain, &dest, &copts, &root)?;
+            let (_checkout, plain) = super::add::checkout_git(env, &gits)?;
+            context::stage(&plain, &target.dest, &target.options, &root)?;
+            target.dest
         }
-        Prepared::Copy { sources, hash } => {
+        Prepared::Copy {
+            target,
+            sources,
+            hash,
+        } => {
+            let CopyTarget {
+                dest,
+                options: copts,
+            } = target;
             let hash = &hash;
             // ADD extracts local tar archives (not downloaded files) instead of copying them.
             let extract =
@@ -566,28 +544,25 @@ fn copy_step(
             }
             for src in archives {
                 let target = root.join(dest.trim_start_matches('/'));
-                super::add::extract(&src.path(), &target, &b.opts.privilege, &mut warn_to(b))?;
+                super::add::extract(&src.path(), &target, env.privilege, &mut env.warn())?;
             }
+            dest
         }
-        Prepared::CopyFrom { layers, .. } => {
-            let view = b.store.temp_dir("from-")?;
-            let lowers = lowers(b, &layers)?;
+        Prepared::CopyFrom { target, layers, .. } => {
+            let view = env.store.temp_dir("from-")?;
+            let lowers = lowers(env, &layers)?;
             super::merge::materialize(&lowers, &c.sources, view.path())?;
             let sources = context::resolve_in(view.path(), &c.sources)?;
-            context::stage(&sources, &dest, &copts, &root)?;
+            context::stage(&sources, &target.dest, &target.options, &root)?;
+            target.dest
         }
         _ => return Err(Error::Internal("COPY without prepared sources".into())),
-    }
-    super::merge::inherit_existing_dirs(
-        &lowers(b, &state.layers)?,
-        &root,
-        &dest,
-        &b.opts.privilege,
-    )?;
+    };
+    super::merge::inherit_existing_dirs(&lowers(env, &state.layers)?, &root, &dest, env.privilege)?;
     timings.push(("copy".into(), progress::secs(t.elapsed())));
     let chown = match &c.chown {
         Some(spec) => {
-            let (uid, gid) = resolve_owner(b, state, spec)?;
+            let (uid, gid) = resolve_owner(env, state, spec)?;
             Some(Chown {
                 prefix: PathBuf::from(dest.trim_start_matches('/').trim_end_matches('/')),
                 uid,
@@ -597,13 +572,33 @@ fn copy_step(
         None => None,
     };
     let t = Instant::now();
-    let layer = layer::from_upper(b.store, &root, &layer_options(b, chown)?)?;
+    let opts = layer_options(env, chown)?;
+    let layer = reported_layer(env, &format!("for {dest}"), || {
+        Ok(layer::from_upper(env.store, &root, &opts)?)
+    })?;
     timings.push(("layer".into(), progress::secs(t.elapsed())));
     Ok(layer)
 }
 
+/// Writes a step's layer as a `layer` transfer of the event sink; its size (the stored
+/// blob's) is known when it is done.
+fn reported_layer(
+    env: &StepEnv<'_>,
+    what: &str,
+    write: impl FnOnce() -> Result<Option<layer::Layer>>,
+) -> Result<Option<layer::Layer>> {
+    let t = env
+        .rep
+        .transfer(crate::events::TransferKind::Layer, what, None);
+    let layer = write()?;
+    if let Some(l) = &layer {
+        t.finish_at(l.size);
+    }
+    Ok(layer)
+}
+
 /// `--chown=user[:group]` as numeric ids: numbers as they are, names from the image.
-fn resolve_owner(b: &Builder<'_>, state: &State, spec: &str) -> Result<(u32, u32)> {
+fn resolve_owner(env: &StepEnv<'_>, state: &State, spec: &str) -> Result<(u32, u32)> {
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -614,139 +609,261 @@ fn resolve_owner(b: &Builder<'_>, state: &State, spec: &str) -> Result<(u32, u32
     if let (Ok(uid), None) = (u.parse::<u32>(), g) {
         return Ok((uid, uid));
     }
-    let lowers = lowers(b, &state.layers)?;
+    let lowers = lowers(env, &state.layers)?;
     let (uid, gid, _) = sandbox::resolve_user(&lowers, spec)?;
     Ok((uid, gid))
 }
 
-/// Applies a config-only instruction (ENV, LABEL, USER, WORKDIR, CMD, ...).
-pub(super) fn apply_meta(
-    next: &mut State,
-    ctx: &mut StageCtx,
-    exp: &Expanded,
-    inst: &Spanned<Instruction>,
-    scope: &Scope,
-    sde: Option<i64>,
-) {
-    let cfg = &mut next.config.config;
-    let shell_form = |cfg: &crate::image::ContainerConfig, c: &ShellOrExec| match c {
-        ShellOrExec::Exec(v) => v.clone(),
-        ShellOrExec::Shell(s) => {
-            let mut v = cfg
-                .shell
-                .clone()
-                .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-            v.push(s.clone());
-            v
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(dest: &str, chmod: Option<&str>) -> ExpandedCopy {
+        ExpandedCopy {
+            sources: vec!["a".into()],
+            dest: dest.into(),
+            from: None,
+            chown: None,
+            chmod: chmod.map(|m| crate::dockerfile::Chmod::parse(m).unwrap()),
+            link: false,
+            parents: false,
+            exclude: vec!["*.tmp".into()],
+            checksum: None,
+            keep_git_dir: None,
+            unpack: None,
+            heredocs: vec![],
         }
-    };
-    match exp {
-        Expanded::Env(_) => cfg.env = scope.config_env(),
-        Expanded::Label(kvs) => {
-            for (k, v) in kvs {
-                cfg.labels.insert(k.clone(), v.clone());
+    }
+
+    /// The destination goes into the key (through the inputs hash): pinned forms.
+    #[test]
+    fn destinations_are_made_absolute_against_workdir() {
+        let rows = [
+            ("/abs", Some("/w"), "/abs"),
+            ("/abs/", None, "/abs/"),
+            ("rel", None, "/rel"),
+            ("rel", Some("/w"), "/w/rel"),
+            ("rel/", Some("/w/"), "/w/rel/"),
+            (".", Some("/w"), "/w/"),
+            ("./", Some("/w"), "/w/"),
+            (".", None, "/"),
+            ("./x", Some("/w"), "/w/./x"),
+        ];
+        for (dest, wd, want) in rows {
+            assert_eq!(dest_path(dest, wd), want, "{dest} in {wd:?}");
+        }
+    }
+
+    #[test]
+    fn copy_target_is_worked_out_once_from_the_instruction_and_workdir() {
+        let mut state = State {
+            config: crate::image::ImageConfig::default(),
+            layers: vec![],
+        };
+        state.config.config.working_dir = Some("/srv".into());
+        let t = CopyTarget::new(&copy("app/", Some("750")), &state).unwrap();
+        assert_eq!(t.dest, "/srv/app/");
+        assert_eq!(
+            t.options.chmod,
+            Some(crate::dockerfile::Chmod::octal(0o750))
+        );
+        assert_eq!(t.options.exclude, vec!["*.tmp".to_string()]);
+        assert!(CopyTarget::new(&copy("x", None), &state)
+            .unwrap()
+            .options
+            .chmod
+            .is_none());
+        // A bad --chmod never gets here: the plan refuses it with its Dockerfile line.
+    }
+
+    fn heredoc(name: &str, body: &str) -> Heredoc {
+        Heredoc {
+            name: name.into(),
+            body: body.into(),
+            expand: true,
+            chomp: false,
+            fd: None,
+        }
+    }
+
+    #[test]
+    fn a_run_heredoc_is_fed_to_the_shell_as_buildkit_does() {
+        // Only a heredoc: its body is the script.
+        assert_eq!(
+            shell_script("<<EOF", &[heredoc("EOF", "echo a\necho b\n")]),
+            "echo a\necho b\n"
+        );
+        // A command reading heredocs: they follow it, each closed by its delimiter.
+        assert_eq!(
+            shell_script(
+                "cat <<A >/a && cat <<B",
+                &[heredoc("A", "one\n"), heredoc("B", "two")]
+            ),
+            "cat <<A >/a && cat <<B\none\nA\ntwo\nB"
+        );
+        assert_eq!(shell_script("echo hi", &[]), "echo hi");
+    }
+
+    #[test]
+    fn an_onbuild_trigger_parses_as_an_instruction_of_the_child() {
+        let t = parse_trigger("RUN make install").unwrap();
+        assert!(matches!(t.node, Instruction::Run(_)));
+        assert_eq!(t.original, "ONBUILD RUN make install");
+        assert_eq!(
+            dispatch::created_by(&t),
+            "ONBUILD RUN make install",
+            "the history shows where the step came from"
+        );
+        assert!(parse_trigger("NOT-AN-INSTRUCTION x").is_err());
+    }
+
+    /// A step environment built from parts, as any test can: no builder needed.
+    struct Fixture {
+        store: crate::store::Store,
+        _root: tempfile::TempDir,
+        ctx: tempfile::TempDir,
+        rep: super::super::Reporter,
+        cancel: super::super::Cancel,
+        registry: crate::registry::RegistryOptions,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let root = tempfile::tempdir().unwrap();
+            let ctx = tempfile::tempdir().unwrap();
+            std::fs::write(ctx.path().join("a.txt"), "a").unwrap();
+            Fixture {
+                store: crate::store::Store::open(&root.path().join("store")).unwrap(),
+                _root: root,
+                ctx,
+                rep: super::super::Reporter::new(super::super::Mode::Quiet, false),
+                cancel: super::super::Cancel::new(),
+                registry: Default::default(),
             }
         }
-        Expanded::User(u) => cfg.user = Some(u.clone()).filter(|u| !u.is_empty()),
-        Expanded::Workdir(w) => {
-            let base = cfg.working_dir.clone().unwrap_or_else(|| "/".into());
-            let p = if w.starts_with('/') {
-                w.clone()
-            } else {
-                format!("{}/{}", base.trim_end_matches('/'), w)
+
+        fn env<'a>(&'a self, context: Option<&'a crate::context::Context>) -> StepEnv<'a> {
+            StepEnv {
+                store: &self.store,
+                rep: &self.rep,
+                cancel: &self.cancel,
+                privilege: &Privilege::Root,
+                context,
+                df_name: "Dockerfile",
+                network: Network::Host,
+                compression: crate::layer::Compression::None,
+                source_date_epoch: Some(0),
+                registry: &self.registry,
+            }
+        }
+
+        /// Prepares every instruction of a one-stage Dockerfile (`FROM scratch` first).
+        fn prepare_all(&self, df: &str, with_context: bool) -> Vec<Result<Prepared>> {
+            let parsed = crate::dockerfile::parse(df, "Dockerfile").unwrap();
+            let plan = crate::plan::plan(
+                &parsed,
+                &crate::plan::PlanOptions {
+                    build_args: Default::default(),
+                    target: None,
+                    target_platform: crate::Platform::new("linux", "amd64", None),
+                    build_platform: crate::Platform::new("linux", "amd64", None),
+                },
+            )
+            .unwrap();
+            let context = with_context.then(|| {
+                let ignore = crate::dockerfile::ignore::IgnoreMatcher::load(
+                    self.ctx.path(),
+                    &self.ctx.path().join("Dockerfile"),
+                    None,
+                )
+                .unwrap();
+                crate::context::Context::open(self.ctx.path(), ignore).unwrap()
+            });
+            let stage = &plan.stages[0];
+            let state = State {
+                config: crate::image::ImageConfig::default(),
+                layers: vec![],
             };
-            cfg.working_dir = Some(clean_path(&p));
+            let mut scope = crate::plan::Scope::new(&plan, stage, &[]);
+            let env = self.env(context.as_ref());
+            stage
+                .instructions
+                .iter()
+                .enumerate()
+                .map(|(i, inst)| {
+                    let exp = scope.apply(inst).unwrap();
+                    let step = Step {
+                        no: i + 1,
+                        inst,
+                        exp: &exp,
+                        state: &state,
+                        scope: &scope,
+                    };
+                    prepare(&env, &step, None)
+                })
+                .collect()
         }
-        Expanded::Cmd(c) => {
-            cfg.cmd = Some(shell_form(cfg, c));
-            ctx.cmd_set = true;
-        }
-        Expanded::Entrypoint(c) => {
-            cfg.entrypoint = Some(shell_form(cfg, c));
-            if !ctx.cmd_set {
-                cfg.cmd = None;
-            }
-        }
-        Expanded::Expose(ports) => {
-            for p in ports {
-                let p = if p.contains('/') {
-                    p.clone()
-                } else {
-                    format!("{p}/tcp")
-                };
-                cfg.exposed_ports.insert(p, Default::default());
-            }
-        }
-        Expanded::Volume(vs) => {
-            for v in vs {
-                cfg.volumes.insert(v.clone(), Default::default());
-            }
-        }
-        Expanded::Shell(s) => cfg.shell = Some(s.clone()),
-        Expanded::StopSignal(s) => cfg.stop_signal = Some(s.clone()),
-        Expanded::Healthcheck(h) => cfg.healthcheck = Some(healthcheck(h)),
-        Expanded::Onbuild(t) => cfg.on_build.push(t.clone()),
-        Expanded::Maintainer(m) => next.config.author = Some(m.clone()),
-        _ => {}
     }
-    if matches!(exp, Expanded::Arg(_)) {
-        return; // ARG changes the scope, not the image, and leaves no history (as BuildKit)
-    }
-    let created_by = created_by(inst);
-    next.config.push_step(
-        History {
-            created: Some(step_time(sde)),
-            created_by: Some(created_by),
-            comment: Some("cairn".into()),
-            ..History::default()
-        },
-        None,
-    );
-}
 
-fn healthcheck(h: &crate::dockerfile::Healthcheck) -> crate::image::Healthcheck {
-    use crate::dockerfile::Healthcheck as H;
-    let ns = |d: &Option<std::time::Duration>| d.map(|d| d.as_nanos() as i64);
-    match h {
-        H::None => crate::image::Healthcheck {
-            test: vec!["NONE".into()],
-            ..Default::default()
-        },
-        H::Cmd {
-            cmd,
-            interval,
-            timeout,
-            start_period,
-            start_interval,
-            retries,
-            ..
-        } => crate::image::Healthcheck {
-            test: match cmd {
-                ShellOrExec::Exec(v) => std::iter::once("CMD".to_string())
-                    .chain(v.iter().cloned())
-                    .collect(),
-                ShellOrExec::Shell(s) => vec!["CMD-SHELL".into(), s.clone()],
-            },
-            interval: ns(interval),
-            timeout: ns(timeout),
-            start_period: ns(start_period),
-            start_interval: ns(start_interval),
-            retries: retries.map(i64::from),
-        },
-    }
-}
-
-/// Lexically cleans an absolute path (`/a/./b/../c` → `/a/c`), as Go's path.Clean.
-pub(super) fn clean_path(p: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop();
+    #[test]
+    fn prepare_reads_what_it_needs_from_the_step_environment() {
+        let f = Fixture::new();
+        let got = f.prepare_all(
+            "FROM scratch\nRUN true\nRUN --network=none true\nCOPY a.txt /a\nLABEL x=y\n",
+            true,
+        );
+        // The default network is the environment's; a flag overrides it.
+        assert!(matches!(
+            got[0],
+            Ok(Prepared::Run {
+                network: Network::Host
+            })
+        ));
+        assert!(matches!(
+            got[1],
+            Ok(Prepared::Run {
+                network: Network::None
+            })
+        ));
+        match &got[2] {
+            Ok(Prepared::Copy { target, hash, .. }) => {
+                assert_eq!(target.dest, "/a");
+                assert!(
+                    hash.files.keys().any(|k| k.contains("a.txt")),
+                    "{:?}",
+                    hash.files
+                );
             }
-            x => out.push(x),
+            _ => panic!("COPY prepared as something else"),
         }
+        assert!(matches!(got[3], Ok(Prepared::Plain)));
     }
-    format!("/{}", out.join("/"))
+
+    #[test]
+    fn prepare_errors_name_the_dockerfile_line() {
+        let f = Fixture::new();
+        let got = f.prepare_all(
+            "FROM scratch\nRUN --mount=type=cache,target=/c true\n",
+            true,
+        );
+        let e = got[0].as_ref().err().unwrap().to_string();
+        assert!(e.starts_with("Dockerfile:2: RUN --mount=type=cache"), "{e}");
+        let got = f.prepare_all("FROM scratch\nCOPY a.txt /\n", false);
+        let e = got[0].as_ref().err().unwrap().to_string();
+        assert!(e.contains("needs a build context"), "{e}");
+        let got = f.prepare_all("FROM scratch\nADD a.txt http://h/x /d/\n", true);
+        let e = got[0].as_ref().err().unwrap().to_string();
+        assert!(e.starts_with("Dockerfile:2: ADD with both URLs"), "{e}");
+    }
+
+    #[test]
+    fn key_facts_of_prepared_steps() {
+        let run = Prepared::Run {
+            network: Network::None,
+        };
+        assert_eq!(run.network_name(Network::Host), "none");
+        assert_eq!(Prepared::Plain.network_name(Network::Host), "host");
+        assert!(Prepared::Plain.inputs_digest().is_none());
+        assert!(Prepared::Plain.input_files().is_empty());
+    }
 }

@@ -225,6 +225,7 @@ impl ImageConfig {
         ImageConfig {
             architecture: platform.architecture.clone(),
             os: platform.os.clone(),
+            os_version: platform.os_version.clone(),
             variant: platform.variant.clone(),
             config: ContainerConfig {
                 env: vec![DEFAULT_PATH_ENV.to_string()],
@@ -269,6 +270,11 @@ impl ImageConfig {
 pub fn rfc3339(secs: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The current time as the RFC 3339 UTC string configs use.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 /// `null` (which Go writes for empty slices and maps) as the type's default.

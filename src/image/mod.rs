@@ -14,7 +14,7 @@ mod manifest;
 
 pub use canonical::to_canonical_json;
 pub use config::{
-    rfc3339, ContainerConfig, EmptyObject, Healthcheck, History, ImageConfig, RootFs,
+    now_rfc3339, rfc3339, ContainerConfig, EmptyObject, Healthcheck, History, ImageConfig, RootFs,
     DEFAULT_PATH_ENV,
 };
 pub use manifest::{

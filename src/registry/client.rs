@@ -49,15 +49,28 @@ pub(crate) fn is_plain_http(registry: &str, insecure: &[String]) -> bool {
     loopback || insecure.iter().any(|i| i == registry || i == host)
 }
 
+/// The HTTP client every registry request goes through (and ADD's downloads): our user
+/// agent, the configured connect and read timeouts, bounded redirects; proxies and TLS
+/// roots from the environment, as reqwest takes them.
+pub(crate) fn http_client(opts: &RegistryOptions) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(opts.timeout)
+        .read_timeout(opts.timeout)
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .build()
+        .map_err(|e| Error::Message(format!("cannot build an HTTP client: {e}")))
+}
+
+/// The wait before retry number `attempt` (200 ms doubling, at most 3.2 s).
+pub(crate) async fn backoff(attempt: u32) {
+    let ms = 200u64 << attempt.min(4);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
 impl Client {
     pub(crate) fn new(r: &Reference, opts: &RegistryOptions) -> Result<Client, Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(opts.timeout)
-            .read_timeout(opts.timeout)
-            .redirect(reqwest::redirect::Policy::limited(10))
-            .build()
-            .map_err(|e| Error::Message(format!("cannot build an HTTP client: {e}")))?;
+        let http = http_client(opts)?;
         let scheme = if is_plain_http(&r.registry, &opts.insecure) {
             "http"
         } else {
@@ -114,11 +127,6 @@ impl Client {
         }
     }
 
-    async fn backoff(attempt: u32) {
-        let ms = 200u64 << attempt.min(4);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
-
     /// Sends `build()` until it gets an answer that is not a 5xx/429, retrying connection
     /// failures and timeouts; the last failure becomes an error.
     async fn send_retrying(
@@ -149,7 +157,7 @@ impl Client {
                 };
             }
             attempt += 1;
-            Self::backoff(attempt).await;
+            backoff(attempt).await;
         }
     }
 
@@ -453,7 +461,7 @@ impl Client {
                 return Err(self.blob_error(d, format!("download failed: {interrupted}")));
             }
             resumes += 1;
-            Self::backoff(resumes).await;
+            backoff(resumes).await;
         }
     }
 
@@ -494,7 +502,7 @@ async fn read_limited(mut resp: Response, limit: u64) -> Result<Vec<u8>, String>
 }
 
 /// An error and its causes on one line (reqwest's own message hides the interesting part).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

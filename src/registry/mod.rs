@@ -10,12 +10,14 @@
 
 mod auth;
 mod client;
+mod fetch;
 mod manifest;
 mod progress;
 mod pull;
 mod reference;
 
 pub use auth::{config_dir as docker_config_dir, Challenge, Credentials};
+pub use fetch::download;
 pub use manifest::{
     parse as parse_manifest, select as select_platform, IndexEntry, Manifest, DOCKER_LIST,
     DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
@@ -79,6 +81,17 @@ pub enum Error {
     },
     #[error("docker config: {0}")]
     Config(String),
+    /// A plain download ([`download`]) got an HTTP error status.
+    #[error("download {url}: HTTP {status} {reason}")]
+    DownloadHttp {
+        url: String,
+        status: u16,
+        reason: String,
+    },
+    /// A plain download could not reach its server, or the body was cut short, after the
+    /// retries.
+    #[error("download {url}: {msg}")]
+    DownloadFailed { url: String, msg: String },
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error("{0}")]
@@ -125,6 +138,9 @@ pub struct RegistryOptions {
     pub parallel: usize,
     /// No progress output.
     pub quiet: bool,
+    /// Where pull progress and warnings go (a build passes its own sink; `None`: a sink
+    /// of the pull's own, chosen as `--progress=auto` would).
+    pub events: Option<crate::events::Reporter>,
 }
 
 impl Default for RegistryOptions {
@@ -136,6 +152,7 @@ impl Default for RegistryOptions {
             retries: 3,
             parallel: 4,
             quiet: false,
+            events: None,
         }
     }
 }

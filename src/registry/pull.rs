@@ -40,7 +40,7 @@ pub fn resolve(
 
 /// Runs a future to completion on a private runtime (on a fresh thread
 /// when the caller is itself inside a runtime, where `block_on` would panic).
-fn block_on<F: Future + Send>(f: F) -> F::Output
+pub(super) fn block_on<F: Future + Send>(f: F) -> F::Output
 where
     F::Output: Send,
 {
@@ -87,7 +87,7 @@ impl<'a> Puller<'a> {
             opts,
             client: OnceLock::new(),
             offline: false,
-            progress: Progress::new(opts.quiet),
+            progress: Progress::new(opts),
         }
     }
 
@@ -227,8 +227,8 @@ impl<'a> Puller<'a> {
             Ok(d) => Ok(d),
             Err(e) if self.policy == PullPolicy::Missing && e.is_unreachable() => {
                 let Some(t) = stored else { return Err(e) };
-                self.progress.note(&format!(
-                    "cairn: warning: {e}; using the stored digest {} (resolved {})",
+                self.progress.warn(&format!(
+                    "{e}; using the stored digest {} (resolved {})",
                     t.digest, t.resolved_at
                 ));
                 self.offline = true;

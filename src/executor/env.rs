@@ -1,0 +1,56 @@
+//! [`StepEnv`]: what step code may use of the build — the store, the few options steps
+//! read, the reporter, the privilege, the cancel token — and [`Step`]: the one step at
+//! hand. Step functions take these two instead of the whole builder and a long argument
+//! list, so what a step can reach is written down in one place (and the orchestrator keeps
+//! what only it needs: the plan, the records, the cache lookups).
+
+use super::{Cancel, Reporter, State};
+use crate::context::Context;
+use crate::dockerfile::{Instruction, Spanned};
+use crate::layer::Compression;
+use crate::plan::{Expanded, Scope};
+use crate::registry::RegistryOptions;
+use crate::sandbox::Network;
+use crate::store::Store;
+use crate::userns::Privilege;
+
+/// The build as step code sees it.
+pub(super) struct StepEnv<'a> {
+    pub store: &'a Store,
+    pub rep: &'a Reporter,
+    pub cancel: &'a Cancel,
+    pub privilege: &'a Privilege,
+    /// The build context; `None` when the Dockerfile came from stdin.
+    pub context: Option<&'a Context>,
+    /// How the Dockerfile is named in messages.
+    pub df_name: &'a str,
+    /// The network a RUN gets without `--network`.
+    pub network: Network,
+    pub compression: Compression,
+    pub source_date_epoch: Option<i64>,
+    /// For ADD's downloads.
+    pub registry: &'a RegistryOptions,
+}
+
+impl StepEnv<'_> {
+    /// Passes a warning of the sandbox or the unpacker on to the reporter.
+    pub fn warn(&self) -> impl FnMut(&str) + '_ {
+        |w: &str| self.rep.warn(w)
+    }
+
+    /// `FILE:LINE` of a step, for messages.
+    pub fn location(&self, step: &Step<'_>) -> String {
+        format!("{}:{}", self.df_name, step.inst.span.line)
+    }
+}
+
+/// One step: its number in the build, its instruction as written and expanded, the state
+/// it starts from and the scope it sees.
+pub(super) struct Step<'a> {
+    /// 1-based, across stages (as progress shows it).
+    pub no: usize,
+    pub inst: &'a Spanned<Instruction>,
+    pub exp: &'a Expanded,
+    pub state: &'a State,
+    pub scope: &'a Scope,
+}

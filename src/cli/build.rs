@@ -221,7 +221,9 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Re
     }
     let mut opts = options(cli, args)?;
     opts.registry.events = Some(rep.clone());
-    let store = Store::open(&cli.store_root())?;
+    let plain = Store::open(&cli.store_root())?;
+    // Everything this build uses stays pinned against collections until it is done.
+    let store = plain.leased();
     let result = executor::build(&store, &opts, rep, cancel)?;
     let mut image_id = result.image_id().to_string();
     // The manifest as the first archive or layout holds it (its layers may be compressed
@@ -282,6 +284,10 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Re
             source: e,
         })?;
     }
+    drop(store);
+    if let (Some(cap), false) = (cli.config.max_store_size, result.all_cached) {
+        collect_after_build(&plain, cap, rep);
+    }
     rep.emit(&executor::Event::Finished {
         image_id: &image_id,
         cache_key: &result.cache_key.to_string(),
@@ -289,6 +295,28 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Re
     });
     print_result(args, &result, &image_id, &manifest);
     Ok(())
+}
+
+/// The configured size cap, applied once the build is done and its image delivered (the
+/// image just built is the most recently used, so it is the last to go). A collection that
+/// fails does not fail the build: it is reported as a warning.
+fn collect_after_build(store: &Store, cap: u64, rep: &Reporter) {
+    match crate::store::maintain::collect_over(store, cap) {
+        Ok(None) => {}
+        Ok(Some(r)) => {
+            rep.info(&format!(
+                "store over max_store_size: {}",
+                super::pull::prune_summary(&r)
+            ));
+            if r.over_cap {
+                rep.warn(&format!(
+                    "tags and running builds alone hold {}, more than max_store_size",
+                    crate::registry::human(r.kept_bytes)
+                ));
+            }
+        }
+        Err(e) => rep.warn(&format!("collecting the store failed: {e}")),
+    }
 }
 
 /// The result on stdout: the image ID, or one flat JSON object of strings (Terraform's

@@ -215,7 +215,12 @@ pub(super) fn prepare(
                 })?;
                 CopySources::Context(ctx.resolve(&c.sources)?)
             };
-            let hash = context::hash_sources(sources.sources(), &target.dest, &target.options)?;
+            let hash = match &sources {
+                CopySources::Context(s) => {
+                    env.hash_context_sources(s, &target.dest, &target.options)?
+                }
+                _ => context::hash_sources(sources.sources(), &target.dest, &target.options)?,
+            };
             Ok(Prepared::Copy {
                 target,
                 sources,
@@ -477,6 +482,7 @@ fn upper_layer(env: &StepEnv<'_>, upper: &std::path::Path) -> Result<Option<laye
 /// mapped them), as containerd's overlay snapshotter reuses committed snapshots. Best
 /// effort: if it cannot be adopted, the blob is unpacked when a later step needs it.
 fn adopt_as_lower(env: &StepEnv<'_>, diff_id: &Digest, upper: &std::path::Path) {
+    let _ = env.store.pin([diff_id]);
     let dir = env.store.layer_dir(diff_id);
     if dir.is_dir() {
         return;
@@ -725,6 +731,7 @@ mod tests {
         rep: super::super::Reporter,
         cancel: super::super::Cancel,
         registry: crate::registry::RegistryOptions,
+        stat_cache: std::sync::Mutex<Option<crate::context::StatCache>>,
     }
 
     impl Fixture {
@@ -739,6 +746,7 @@ mod tests {
                 rep: super::super::Reporter::new(super::super::Mode::Quiet, false),
                 cancel: super::super::Cancel::new(),
                 registry: Default::default(),
+                stat_cache: Default::default(),
             }
         }
 
@@ -754,6 +762,7 @@ mod tests {
                 compression: crate::layer::Compression::None,
                 source_date_epoch: Some(0),
                 registry: &self.registry,
+                stat_cache: &self.stat_cache,
             }
         }
 

@@ -124,8 +124,10 @@ struct GitDaemon {
 impl GitDaemon {
     fn start(root: &Path) -> GitDaemon {
         let port = free_port();
-        let child = Command::new("git")
-            .arg("daemon")
+        // The daemon itself, not `git daemon`: the `git` wrapper would be the PID we kill,
+        // and the daemon its orphan.
+        let exec_path = common::run_ok(Command::new("git").arg("--exec-path"));
+        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
             .arg("--listen=127.0.0.1")
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", root.display()))

@@ -18,6 +18,7 @@ pub mod export;
 pub mod idmap;
 pub mod image;
 pub mod layer;
+pub mod mounts;
 pub mod overlay;
 pub mod plan;
 pub mod platform;

@@ -182,6 +182,7 @@ fn keys_of(dir: &Path) -> Result<String, String> {
         },
         mirrors: BTreeMap::new(),
         privilege: cairn::userns::Privilege::detect(),
+        mounts: Default::default(),
     };
     let steps = executor::step_keys(&store, &opts, &Reporter::new(Mode::Quiet, false))
         .map_err(|e| format!("cannot key: {e}"))?;

@@ -101,6 +101,7 @@ mod tests {
             registry: Default::default(),
             mirrors: Default::default(),
             privilege: crate::userns::Privilege::Root,
+            mounts: Default::default(),
         }
     }
 

@@ -11,6 +11,7 @@ mod dispatch;
 mod env;
 pub mod frontend;
 mod merge;
+mod mounts;
 pub mod progress;
 mod state;
 mod steps;
@@ -57,6 +58,8 @@ pub struct BuildOptions {
     pub mirrors: BTreeMap<String, Vec<String>>,
     /// Root or rootless with its id maps, decided once at start-up.
     pub privilege: crate::userns::Privilege,
+    /// `--secret`, `--ssh` and `--allow`.
+    pub mounts: crate::mounts::MountOptions,
 }
 
 /// What one step did.
@@ -485,6 +488,7 @@ impl<'a> Builder<'a> {
             compression: self.opts.compression,
             source_date_epoch: self.opts.source_date_epoch,
             registry: &self.opts.registry,
+            mounts: &self.opts.mounts,
         }
     }
 

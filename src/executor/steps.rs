@@ -10,7 +10,7 @@ use super::{progress, Event, State};
 use crate::cache::CacheKey;
 use crate::context::{self, CopyOptions, InputsHash, Source};
 use crate::digest::Digest;
-use crate::dockerfile::{Heredoc, Instruction, ShellOrExec, Spanned};
+use crate::dockerfile::{Heredoc, Instruction, MountType, ShellOrExec, Spanned};
 use crate::error::{Error, Result};
 use crate::image::LayerDesc;
 use crate::layer::{self, Chown, LayerOptions};
@@ -133,11 +133,21 @@ pub(super) fn prepare(
 ) -> Result<Prepared> {
     let exp = step.exp;
     match exp {
-        Expanded::Run(run) if !run.mounts.is_empty() => Err(Error::Usage(format!(
-            "{}: RUN --mount=type={} is not supported by cairn yet (remove the flag, or COPY what the step needs)",
-            env.location(step),
-            run.mounts[0].kind.as_str()
-        ))),
+        Expanded::Run(run) if run.mounts.iter().any(|m| m.kind == MountType::Bind) => {
+            Err(Error::Usage(format!(
+                "{}: RUN --mount=type=bind is not supported by cairn yet (remove the flag, or COPY what the step needs)",
+                env.location(step),
+            )))
+        }
+        Expanded::Run(run)
+            if run.security == crate::dockerfile::Security::Insecure
+                && !env.mounts.allow_insecure =>
+        {
+            Err(Error::Usage(format!(
+                "{}: RUN --security=insecure needs the entitlement: cairn build --allow security.insecure",
+                env.location(step)
+            )))
+        }
         Expanded::Run(run) if run.security == crate::dockerfile::Security::Insecure => {
             Err(Error::Usage(format!(
                 "{}: RUN --security=insecure is not supported: cairn runs every step with Docker's default capabilities",
@@ -372,8 +382,16 @@ fn run_step(
     timings: &mut Vec<(String, f64)>,
 ) -> Result<Option<layer::Layer>> {
     let (state, cmd) = (step.state, &run.cmd);
+    if run.network == crate::dockerfile::Network::Host && !env.mounts.allow_network_host {
+        return Err(Error::Usage(format!(
+            "{}: RUN --network=host needs the entitlement: cairn build --allow network.host",
+            env.location(step)
+        )));
+    }
     let t = Instant::now();
     let lowers = lowers(env, &state.layers)?;
+    // Held (locks, private cache copies) until the step is done.
+    let mount_set = super::mounts::prepare(env, step, run)?;
     timings.push(("unpack".into(), progress::secs(t.elapsed())));
     let tmp = RunDir(Some(env.store.temp_dir("run-")?), env.privilege);
     let upper = tmp.path().join("upper");
@@ -389,12 +407,14 @@ fn run_step(
             shell_script(s, &run.heredocs),
         ),
     };
+    let mut step_env = step.scope.run_env();
+    step_env.extend(mount_set.env.iter().cloned());
     let spec = RunSpec {
         lowers,
         upper: upper.clone(),
         work,
         argv: argv.clone(),
-        env: step.scope.run_env(),
+        env: step_env,
         user: state.config.config.user.clone().unwrap_or_default(),
         workdir: state
             .config
@@ -405,6 +425,7 @@ fn run_step(
         network,
         hostname: "cairn".into(),
         stdin: None,
+        mounts: mount_set.mounts.clone(),
     };
     let t = Instant::now();
     let mut pending: Vec<u8> = Vec::new();
@@ -439,6 +460,8 @@ fn run_step(
             },
         });
     }
+    super::mounts::remove_stubs(&upper, &spec.lowers, &spec.mounts);
+    drop(mount_set);
     let t = Instant::now();
     let layer = upper_layer(env, &upper)?;
     timings.push(("layer".into(), progress::secs(t.elapsed())));
@@ -688,6 +711,7 @@ mod tests {
         rep: super::super::Reporter,
         cancel: super::super::Cancel,
         registry: crate::registry::RegistryOptions,
+        mounts: crate::mounts::MountOptions,
     }
 
     impl Fixture {
@@ -702,6 +726,7 @@ mod tests {
                 rep: super::super::Reporter::new(super::super::Mode::Quiet, false),
                 cancel: super::super::Cancel::new(),
                 registry: Default::default(),
+                mounts: Default::default(),
             }
         }
 
@@ -717,6 +742,7 @@ mod tests {
                 compression: crate::layer::Compression::None,
                 source_date_epoch: Some(0),
                 registry: &self.registry,
+                mounts: &self.mounts,
             }
         }
 
@@ -805,12 +831,9 @@ mod tests {
     #[test]
     fn prepare_errors_name_the_dockerfile_line() {
         let f = Fixture::new();
-        let got = f.prepare_all(
-            "FROM scratch\nRUN --mount=type=cache,target=/c true\n",
-            true,
-        );
+        let got = f.prepare_all("FROM scratch\nRUN --mount=type=bind,target=/c true\n", true);
         let e = got[0].as_ref().err().unwrap().to_string();
-        assert!(e.starts_with("Dockerfile:2: RUN --mount=type=cache"), "{e}");
+        assert!(e.starts_with("Dockerfile:2: RUN --mount=type=bind"), "{e}");
         let got = f.prepare_all("FROM scratch\nCOPY a.txt /\n", false);
         let e = got[0].as_ref().err().unwrap().to_string();
         assert!(e.contains("needs a build context"), "{e}");

@@ -27,6 +27,8 @@ pub struct RootPlan<'a> {
     pub source: RootSource,
     /// A directory holding `resolv.conf`, `hosts` and `hostname` for the step.
     pub etc_files: &'a Path,
+    /// The step's own mounts (`RUN --mount`), mounted last.
+    pub step_mounts: &'a [super::stepmounts::StepMount],
 }
 
 /// Device nodes bind-mounted from the host into `/dev`.
@@ -82,6 +84,7 @@ pub fn build_root(sys: &dyn Syscall, plan: &RootPlan) -> io::Result<()> {
             None,
         )?;
     }
+    super::stepmounts::mount_all(sys, root, plan.step_mounts)?;
     sys.pivot_root(root)
 }
 
@@ -259,6 +262,18 @@ mod tests {
         fn locked_flags(&self, _: &Path) -> io::Result<MsFlags> {
             Ok(MsFlags::MS_NOSUID)
         }
+        fn chown(&self, path: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+            self.calls
+                .borrow_mut()
+                .push(format!("chown {} {mode:o} {uid}:{gid}", path.display()));
+            Ok(())
+        }
+        fn memfile(&self, b: &[u8], mode: u32, _: u32, _: u32) -> io::Result<PathBuf> {
+            self.calls
+                .borrow_mut()
+                .push(format!("memfile {} bytes {mode:o}", b.len()));
+            Ok(PathBuf::from("/proc/self/fd/9"))
+        }
     }
 
     fn plan(source: RootSource) -> RootPlan<'static> {
@@ -266,6 +281,7 @@ mod tests {
             root: Path::new("/nonexistent/r"),
             source,
             etc_files: Path::new("/nonexistent/f"),
+            step_mounts: &[],
         }
     }
 

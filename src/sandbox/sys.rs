@@ -6,7 +6,7 @@
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The mount-namespace operations that build a step's root.
 pub trait Syscall {
@@ -28,6 +28,11 @@ pub trait Syscall {
     /// The mount flags (`nosuid`, `nodev`, `noexec`, …) a read-only remount of a bind
     /// mount of `path` must keep, because a user namespace may not clear them.
     fn locked_flags(&self, path: &Path) -> io::Result<MsFlags>;
+    /// Sets a mount source's mode and owner (a cache directory just created).
+    fn chown(&self, path: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()>;
+    /// A memory-only file with these bytes, mode and owner, as a path to bind-mount from
+    /// (`/proc/self/fd/N`, closed at exec).
+    fn memfile(&self, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<PathBuf>;
 }
 
 /// The real thing.
@@ -75,6 +80,27 @@ impl Syscall for Linux {
 
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
         std::os::unix::fs::symlink(target, link)
+    }
+
+    fn chown(&self, path: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+
+    fn memfile(&self, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<PathBuf> {
+        use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+        use std::io::Write;
+        use std::os::fd::IntoRawFd;
+        use std::os::unix::fs::PermissionsExt;
+        let fd = memfd_create(c"secret", MemFdCreateFlag::MFD_CLOEXEC)?;
+        let mut f = std::fs::File::from(fd);
+        f.write_all(bytes)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        // Kept open until the exec closes it (CLOEXEC): the bind mount holds the file.
+        let raw = f.into_raw_fd();
+        Ok(PathBuf::from(format!("/proc/self/fd/{raw}")))
     }
 
     fn locked_flags(&self, path: &Path) -> io::Result<MsFlags> {

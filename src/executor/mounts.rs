@@ -232,6 +232,13 @@ pub(super) fn prepare(env: &StepEnv<'_>, step: &Step<'_>, run: &ExpandedRun) -> 
                     }
                     continue;
                 };
+                if std::fs::metadata(socket).is_err() {
+                    return Err(Error::Usage(format!(
+                        "{}: --ssh {id}: the agent socket {} is gone (is the agent running?)",
+                        at(),
+                        socket.display()
+                    )));
+                }
                 let target = m
                     .target
                     .clone()

@@ -84,7 +84,7 @@ pub fn build_root(sys: &dyn Syscall, plan: &RootPlan) -> io::Result<()> {
             None,
         )?;
     }
-    super::stepmounts::mount_all(sys, root, plan.step_mounts)?;
+    super::stepmounts::mount_all(sys, root, &plan.etc_files.join("secrets"), plan.step_mounts)?;
     sys.pivot_root(root)
 }
 
@@ -268,11 +268,13 @@ mod tests {
                 .push(format!("chown {} {mode:o} {uid}:{gid}", path.display()));
             Ok(())
         }
-        fn memfile(&self, b: &[u8], mode: u32, _: u32, _: u32) -> io::Result<PathBuf> {
-            self.calls
-                .borrow_mut()
-                .push(format!("memfile {} bytes {mode:o}", b.len()));
-            Ok(PathBuf::from("/proc/self/fd/9"))
+        fn write_file(&self, p: &Path, b: &[u8], mode: u32, _: u32, _: u32) -> io::Result<()> {
+            self.calls.borrow_mut().push(format!(
+                "write {} {} bytes {mode:o}",
+                p.display(),
+                b.len()
+            ));
+            Ok(())
         }
     }
 

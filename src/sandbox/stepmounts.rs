@@ -6,8 +6,9 @@
 //! followed as the step would see it, an absolute link or `..` never leaves the root. A
 //! target missing from the image is created (directory, or an empty file for a file
 //! mount); the executor removes such stubs from the step's change afterwards, so they never
-//! reach the layer. Secret bytes travel in the job's message, are written to a memfd here
-//! and bind-mounted from it: they are never written to a file system.
+//! reach the layer. Secret bytes travel in the job's message, are written to a tmpfs mounted
+//! (in the step's private mount namespace) on a scratch directory outside the root, and
+//! bind-mounted from there: they never reach a disk, and the pivot leaves only the binds.
 
 use super::sys::Syscall;
 use nix::mount::MsFlags;
@@ -111,7 +112,15 @@ pub fn resolve_in_root(root: &Path, target: &str) -> io::Result<PathBuf> {
 
 /// Mounts every step mount under `root`, in the order written (a later mount may sit
 /// inside an earlier one, as in BuildKit).
-pub fn mount_all(sys: &dyn Syscall, root: &Path, mounts: &[StepMount]) -> io::Result<()> {
+///
+/// `scratch` is an empty directory outside the root where secrets get their tmpfs.
+pub fn mount_all(
+    sys: &dyn Syscall,
+    root: &Path,
+    scratch: &Path,
+    mounts: &[StepMount],
+) -> io::Result<()> {
+    let mut secrets = 0;
     for m in mounts {
         let at = resolve_in_root(root, &m.target)?;
         if at == root {
@@ -157,8 +166,21 @@ pub fn mount_all(sys: &dyn Syscall, root: &Path, mounts: &[StepMount]) -> io::Re
                 uid,
                 gid,
             } => {
+                if secrets == 0 {
+                    sys.mkdir_all(scratch)?;
+                    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+                    sys.mount(
+                        Some(Path::new("tmpfs")),
+                        scratch,
+                        Some("tmpfs"),
+                        flags,
+                        Some("mode=700"),
+                    )?;
+                }
+                secrets += 1;
+                let source = scratch.join(secrets.to_string());
+                sys.write_file(&source, &bytes.0, *mode, *uid, *gid)?;
                 stub(sys, &at, true)?;
-                let source = sys.memfile(&bytes.0, *mode, *uid, *gid)?;
                 sys.mount(Some(&source), &at, None, MsFlags::MS_BIND, None)?;
                 let locked = sys.locked_flags(&at)?;
                 let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;

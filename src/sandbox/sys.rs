@@ -6,7 +6,7 @@
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The mount-namespace operations that build a step's root.
 pub trait Syscall {
@@ -30,9 +30,15 @@ pub trait Syscall {
     fn locked_flags(&self, path: &Path) -> io::Result<MsFlags>;
     /// Sets a mount source's mode and owner (a cache directory just created).
     fn chown(&self, path: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()>;
-    /// A memory-only file with these bytes, mode and owner, as a path to bind-mount from
-    /// (`/proc/self/fd/N`, closed at exec).
-    fn memfile(&self, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<PathBuf>;
+    /// Writes a file with these bytes, mode and owner (a secret, on a private tmpfs).
+    fn write_file(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<()>;
 }
 
 /// The real thing.
@@ -88,19 +94,24 @@ impl Syscall for Linux {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
     }
 
-    fn memfile(&self, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<PathBuf> {
-        use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    fn write_file(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<()> {
         use std::io::Write;
-        use std::os::fd::IntoRawFd;
-        use std::os::unix::fs::PermissionsExt;
-        let fd = memfd_create(c"secret", MemFdCreateFlag::MFD_CLOEXEC)?;
-        let mut f = std::fs::File::from(fd);
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
         f.write_all(bytes)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-        // Kept open until the exec closes it (CLOEXEC): the bind mount holds the file.
-        let raw = f.into_raw_fd();
-        Ok(PathBuf::from(format!("/proc/self/fd/{raw}")))
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
     }
 
     fn locked_flags(&self, path: &Path) -> io::Result<MsFlags> {

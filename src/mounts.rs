@@ -29,7 +29,7 @@ impl SecretSource {
                 ))
             }),
             SecretSource::Env(v) => std::env::var_os(v)
-                .map(|s| std::os::unix::ffi::OsStringExt::into_vec(s))
+                .map(std::os::unix::ffi::OsStringExt::into_vec)
                 .ok_or_else(|| {
                     Error::Usage(format!(
                         "--secret id={id}: environment variable {v} is not set"

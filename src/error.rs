@@ -55,6 +55,15 @@ pub enum Error {
         code: i32,
         command: String,
     },
+    /// A failure while an instruction was prepared or run, at its Dockerfile line
+    /// (`Dockerfile:3: copy source "x": not found in build context`); the exit code is the
+    /// cause's.
+    #[error("{location}: {source}")]
+    At {
+        location: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// JSON cairn reads or writes itself (a cache state, a listing) that does not
     /// (de)serialize: a bug, or a damaged store entry.
     #[error("{what}: {source}")]
@@ -144,6 +153,23 @@ impl Error {
         false
     }
 
+    /// `e` located at `file:line`, unless it already names a place in the Dockerfile (parse
+    /// and plan errors, a failed RUN) or is an interruption.
+    pub fn at_line(file: &str, line: usize, e: Error) -> Error {
+        match e {
+            Error::Interrupted
+            | Error::StepFailed { .. }
+            | Error::At { .. }
+            | Error::Dockerfile(_)
+            | Error::Plan(_) => e,
+            Error::Usage(ref m) if m.starts_with(&format!("{file}:")) => e,
+            e => Error::At {
+                location: format!("{file}:{line}"),
+                source: Box::new(e),
+            },
+        }
+    }
+
     /// The process exit code this failure maps to.
     pub fn exit_code(&self) -> ExitCode {
         // A full disk is a store problem wherever it surfaced (pull, COPY staging, unpack).
@@ -164,6 +190,7 @@ impl Error {
             Error::Export(_) => ExitCode::Store,
             Error::StepFailed { .. } => ExitCode::StepFailed,
             Error::Interrupted => ExitCode::Interrupted,
+            Error::At { source, .. } => source.exit_code(),
             Error::Io { .. } | Error::Json { .. } | Error::Internal(_) => ExitCode::Internal,
         }
     }

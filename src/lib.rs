@@ -5,7 +5,8 @@
 //! sources, [`registry`] pulls bases into the [`store`], [`rootfs`] and [`sandbox`] run
 //! `RUN` steps, [`layer`] turns changes into OCI layers, [`image`] writes configs and
 //! manifests, [`export`] hands the result to Docker, and [`executor`] walks the plan,
-//! keyed on [`cache`] keys that depend on nothing but a step's inputs.
+//! keyed on [`cache`] keys that depend on nothing but a step's inputs. Everything the
+//! user is told on the way goes through one sink, [`events`].
 
 pub mod cache;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod context;
 pub mod digest;
 pub mod dockerfile;
 pub mod error;
+pub mod events;
 pub mod executor;
 pub mod export;
 pub mod idmap;

@@ -216,7 +216,7 @@ fn hash_ignores_mtime_and_sees_every_real_change() {
     expect_change("an exception's content", hash(&c, &["."], "/app/", &o));
 
     let chmod = CopyOptions {
-        chmod: Some(0o700),
+        chmod: Some(cairn::dockerfile::Chmod::octal(0o700)),
         ..o.clone()
     };
     expect_change("--chmod", hash(&c, &["."], "/app/", &chmod));
@@ -251,7 +251,7 @@ fn staging_writes_the_planned_tree() {
     let c = ctx(r);
     let out = tempfile::tempdir().unwrap();
     let opts = CopyOptions {
-        chmod: Some(0o750),
+        chmod: Some(cairn::dockerfile::Chmod::octal(0o750)),
         ..Default::default()
     };
     stage(

@@ -3,14 +3,14 @@
 //! Results go to stdout (the image ID, or one flat JSON object with `--format json`); logs
 //! go to stderr.
 
-use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress, PullPolicy};
+use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress};
 use crate::error::{Error, Result};
+use crate::events::TtyOptions;
 use crate::executor::{self, BuildOptions, BuildResult, Cancel, Mode, Reporter};
 use crate::layer::Compression;
 use crate::registry::{self, RegistryOptions};
 use crate::sandbox::Network;
 use crate::store::Store;
-use crate::Platform;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
@@ -81,6 +81,18 @@ fn build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// `CONTEXT/Dockerfile`, or `CONTEXT/dockerfile` when only that exists (as BuildKit falls
+/// back to the lower-case name).
+fn default_dockerfile(ctx: &std::path::Path) -> PathBuf {
+    let upper = ctx.join("Dockerfile");
+    let lower = ctx.join("dockerfile");
+    if !upper.exists() && lower.is_file() {
+        lower
+    } else {
+        upper
+    }
+}
+
 /// Options shared by `cairn build` and `cairn key`.
 pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
     let (context, dockerfile_path, dockerfile_text) = if args.context == "-" {
@@ -100,23 +112,28 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
                 ctx.display()
             )));
         }
-        let file = args.file.clone().unwrap_or_else(|| ctx.join("Dockerfile"));
+        let file = args
+            .file
+            .clone()
+            .unwrap_or_else(|| default_dockerfile(&ctx));
         let text = executor::frontend::read_dockerfile(&file)?;
         (Some(ctx), file, text)
     };
-    let platform = match &args.platform {
-        Some(p) => p
-            .parse::<Platform>()
-            .map_err(|e| Error::Usage(e.to_string()))?,
-        None => Platform::host(),
-    };
+    let platform = cli.platform(args.platform.as_ref());
     let labels = args
         .labels
         .iter()
         .map(|l| key_value("--label", l))
         .collect::<Result<BTreeMap<_, _>>>()?;
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
+    let build_args = build_args(&args.build_args)?;
+    // As BuildKit: `--build-arg SOURCE_DATE_EPOCH=...`, else the environment variable
+    // (which buildx passes on as that build arg).
+    let epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
+    let source_date_epoch = match epoch {
+        Some(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
             Error::Usage(format!(
                 "SOURCE_DATE_EPOCH={v:?}: expected seconds since the epoch"
             ))
@@ -136,16 +153,12 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         dockerfile_path,
         dockerfile_text,
         ignore_file: args.ignore_file.clone(),
-        build_args: build_args(&args.build_args)?,
+        build_args,
         target: args.target.clone(),
         platform,
         labels,
         no_cache: args.no_cache,
-        pull: match (args.pull, cli.config.pull.as_deref()) {
-            (Some(PullPolicy::Always), _) | (None, Some("always")) => registry::PullPolicy::Always,
-            (Some(PullPolicy::Never), _) | (None, Some("never")) => registry::PullPolicy::Never,
-            _ => registry::PullPolicy::Missing,
-        },
+        pull: cli.pull_policy(args.pull),
         network: match args.network {
             NetworkArg::None => Network::None,
             NetworkArg::Default | NetworkArg::Host => Network::Host,
@@ -157,8 +170,7 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         },
         source_date_epoch,
         registry: RegistryOptions {
-            // Plain "pulling…" lines would break the one-object-per-line JSON stream.
-            quiet: args.quiet || args.progress == Progress::Json,
+            quiet: args.quiet,
             ..super::pull::registry_options(cli)
         },
         mirrors: cli.config.mirrors.clone(),
@@ -193,7 +205,8 @@ fn mount_options(args: &BuildArgs) -> Result<crate::mounts::MountOptions> {
     Ok(opts)
 }
 
-fn reporter(args: &BuildArgs) -> Reporter {
+/// The event sink `--progress` and `--quiet` ask for.
+pub(super) fn reporter(args: &BuildArgs) -> Reporter {
     let mode = if args.quiet {
         Mode::Quiet
     } else {
@@ -204,10 +217,10 @@ fn reporter(args: &BuildArgs) -> Reporter {
             Progress::Json => Mode::Json,
         }
     };
-    Reporter::new(mode, args.explain)
+    Reporter::with_options(mode, args.explain, TtyOptions::from_env())
 }
 
-pub fn build(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
+pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Result<()> {
     let outputs = args
         .output
         .iter()
@@ -221,16 +234,22 @@ pub fn build(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
         registry::Reference::parse(t)
             .map_err(|e| Error::Usage(format!("-t {t}: invalid image name: {e}")))?;
     }
-    let opts = options(cli, args)?;
+    let mut opts = options(cli, args)?;
+    opts.registry.events = Some(rep.clone());
     let store = Store::open(&cli.store_root())?;
-    let rep = reporter(args);
-    let result = executor::build(&store, &opts, &rep, cancel)?;
+    let result = executor::build(&store, &opts, rep, cancel)?;
     let mut image_id = result.image_id().to_string();
     for out in &outputs {
         match out {
             Output::Load => {
+                // scripts/lib/bench.py times the load from this line.
                 rep.info("loading the image into Docker");
-                image_id = crate::export::docker_load(&store, &result.image, &args.tags)?;
+                image_id =
+                    crate::export::docker_load_reporting(&store, &result.image, &args.tags, rep)?;
+                rep.exported(&match args.tags.as_slice() {
+                    [] => "docker".to_string(),
+                    tags => format!("docker ({})", tags.join(", ")),
+                });
             }
             Output::DockerArchive(dest) => {
                 let f = std::fs::File::create(dest).map_err(|e| Error::Input {
@@ -243,9 +262,11 @@ pub fn build(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
                     &args.tags,
                     std::io::BufWriter::new(f),
                 )?;
+                rep.exported(&dest.display().to_string());
             }
             Output::OciLayout(dest) => {
                 crate::export::write_oci_layout(&store, &result.image, &args.tags, dest)?;
+                rep.exported(&format!("OCI layout {}", dest.display()));
             }
         }
     }
@@ -290,11 +311,11 @@ fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str) {
     }
 }
 
-pub fn key(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
-    let opts = options(cli, args)?;
+pub fn key(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Result<()> {
+    let mut opts = options(cli, args)?;
+    opts.registry.events = Some(rep.clone());
     let store = Store::open(&cli.store_root())?;
-    let rep = reporter(args);
-    let key = executor::key(&store, &opts, &rep, cancel)?;
+    let key = executor::key(&store, &opts, rep, cancel)?;
     match args.format {
         OutputFormat::Text => println!("{key}"),
         OutputFormat::Json => println!("{}", serde_json::json!({ "cache_key": key.to_string() })),

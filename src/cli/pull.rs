@@ -11,26 +11,9 @@ use crate::store::Store;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 
-/// The platform pulled when none is given.
-const DEFAULT_PLATFORM: &str = "linux/amd64";
-
-fn platform(arg: Option<&str>) -> Result<Platform> {
-    arg.unwrap_or(DEFAULT_PLATFORM)
-        .parse()
-        .map_err(|e: crate::platform::InvalidPlatform| Error::Usage(e.to_string()))
-}
-
 /// A reference from the command line; a malformed one is a usage error.
 fn reference(s: &str) -> Result<Reference> {
     Reference::parse(s).map_err(|e| Error::Usage(e.to_string()))
-}
-
-fn policy(p: super::PullPolicy) -> PullPolicy {
-    match p {
-        super::PullPolicy::Always => PullPolicy::Always,
-        super::PullPolicy::Missing => PullPolicy::Missing,
-        super::PullPolicy::Never => PullPolicy::Never,
-    }
 }
 
 /// Registry options from the global flags.
@@ -43,13 +26,13 @@ pub fn registry_options(cli: &Cli) -> RegistryOptions {
 
 pub fn pull(cli: &Cli, args: &PullArgs) -> Result<()> {
     let store = Store::open(&cli.store_root())?;
-    let r = reference(&args.reference)?;
-    let platform = platform(args.platform.as_deref())?;
+    let r = &args.reference;
+    let platform = cli.platform(args.platform.as_ref());
     let opts = RegistryOptions {
         quiet: args.quiet,
         ..registry_options(cli)
     };
-    let img = registry::pull(&store, &r, &platform, policy(args.pull), &opts)?;
+    let img = registry::pull(&store, r, &platform, cli.pull_policy(args.pull), &opts)?;
     if !args.quiet {
         let size: u64 = img.layers.iter().map(|l| l.size()).sum();
         eprintln!(
@@ -65,7 +48,7 @@ pub fn pull(cli: &Cli, args: &PullArgs) -> Result<()> {
 
 pub fn inspect(cli: &Cli, args: &InspectArgs) -> Result<()> {
     let store = Store::open(&cli.store_root())?;
-    let platform = platform(args.platform.as_deref())?;
+    let platform = cli.platform(args.platform.as_ref());
     let out = match Digest::parse(&args.reference) {
         Ok(d) => inspect_digest(&store, &d, &platform)?,
         Err(_) => {

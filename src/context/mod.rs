@@ -80,9 +80,9 @@ pub(crate) fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_
 /// Options of a COPY/ADD that change what lands in the layer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CopyOptions {
-    /// `--chmod` (octal, already parsed): the permission bits of every copied file and
-    /// directory; symlinks keep theirs.
-    pub chmod: Option<u32>,
+    /// `--chmod` (already parsed): the permission bits of every copied file and directory,
+    /// from each one's own mode when symbolic; symlinks keep theirs.
+    pub chmod: Option<crate::dockerfile::Chmod>,
     /// `--chown`, resolved to numeric ids. Without it, context files belong to 0:0 and
     /// `COPY --from` files keep their owners.
     pub chown: Option<(u32, u32)>,

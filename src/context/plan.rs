@@ -297,9 +297,9 @@ impl Planner<'_> {
             return Ok(None);
         };
         let is_link = matches!(kind, EntryKind::Symlink { .. });
-        let mode = match (is_link, self.opts.chmod) {
+        let mode = match (is_link, &self.opts.chmod) {
             (true, _) => 0o777,
-            (false, Some(chmod)) => chmod & 0o7777,
+            (false, Some(chmod)) => chmod.apply(md.mode(), ft.is_dir()),
             (false, None) => md.mode() & 0o7777,
         };
         let (uid, gid) = match self.opts.chown {

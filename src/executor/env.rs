@@ -37,7 +37,7 @@ pub(super) struct StepEnv<'a> {
 impl StepEnv<'_> {
     /// Passes a warning of the sandbox or the unpacker on to the reporter.
     pub fn warn(&self) -> impl FnMut(&str) + '_ {
-        |w: &str| self.rep.info(&format!("warning: {w}"))
+        |w: &str| self.rep.warn(w)
     }
 
     /// `FILE:LINE` of a step, for messages.

@@ -250,8 +250,8 @@ impl<'a> Builder<'a> {
             .info(&format!("resolving {reference} ({platform})"));
         let pulled = self.pull_via_mirrors(&reference, &platform)?;
         if pulled.offline_fallback {
-            self.rep.info(&format!(
-                "warning: registry unreachable; using the stored {} for {reference}",
+            self.rep.warn(&format!(
+                "registry unreachable; using the stored {} for {reference}",
                 pulled.manifest_digest
             ));
         }
@@ -326,7 +326,7 @@ impl<'a> Builder<'a> {
                     Ok(p) => return Ok(p),
                     Err(e) => self
                         .rep
-                        .info(&format!("warning: mirror {m} failed for {reference}: {e}")),
+                        .warn(&format!("mirror {m} failed for {reference}: {e}")),
                 }
             }
         }
@@ -340,7 +340,10 @@ impl<'a> Builder<'a> {
     }
 
     fn build_stage(&mut self, si: usize, done: &[StageResult]) -> Result<StageResult> {
-        let StageResult { mut state, mut key } = self.base(si, done)?;
+        let from_line = self.plan.stages[si].line;
+        let StageResult { mut state, mut key } = self
+            .base(si, done)
+            .map_err(|e| Error::at_line(&self.df_name, from_line, e))?;
         let stage = self.plan.stages[si].clone();
         let stage_label = stage
             .name
@@ -369,12 +372,19 @@ impl<'a> Builder<'a> {
                 state: &state,
                 scope: &scope,
             };
-            let from = self.copy_from(&expanded, done)?;
-            let prepared = steps::prepare(&self.env(), &step, from)?;
+            // Base-image triggers have no line of their own: they belong to the FROM.
+            let line = if inst.span.line == 0 {
+                from_line
+            } else {
+                inst.span.line
+            };
+            let at_line = |e| Error::at_line(&self.df_name, line, e);
+            let from = self.copy_from(&expanded, done).map_err(at_line)?;
+            let prepared = steps::prepare(&self.env(), &step, from).map_err(at_line)?;
             let inputs = KeyInputs {
                 parent: key.clone(),
                 instruction: expanded.canonical(),
-                env: scope.run_env(),
+                env: scope.key_env(),
                 user: state.config.config.user.clone().unwrap_or_default(),
                 workdir: state.config.config.working_dir.clone().unwrap_or_default(),
                 shell: state.config.config.shell.clone().unwrap_or_default(),
@@ -445,7 +455,8 @@ impl<'a> Builder<'a> {
                 Some(entry) => State::load(self.store, &entry.state)?,
                 None if self.key_only => steps::simulate(&state, &mut facts, &expanded, inst),
                 None => {
-                    let (next, timings) = steps::execute(&self.env(), &mut facts, &step, prepared)?;
+                    let (next, timings) = steps::execute(&self.env(), &mut facts, &step, prepared)
+                        .map_err(|e| Error::at_line(&self.df_name, line, e))?;
                     let (digest, refs) = next.save(self.store)?;
                     self.store.cache_put(
                         &new_key,

@@ -100,6 +100,41 @@ pub fn docker_load_via(
     }
 }
 
+/// [`docker_load`] that reports the bytes it streams to the engine through `rep`.
+pub fn docker_load_reporting(
+    store: &Store,
+    img: &BuiltImage,
+    tags: &[String],
+    rep: &crate::events::Reporter,
+) -> Result<String, Error> {
+    let tags: Vec<String> = tags
+        .iter()
+        .map(|t| normalize_tag(t))
+        .collect::<Result<_, _>>()?;
+    let name = tags
+        .first()
+        .cloned()
+        .unwrap_or_else(|| img.config.to_string());
+    let via = LoadVia::detect()?;
+    let (cli, engine);
+    let inner: &dyn EngineOps = match &via {
+        LoadVia::Cli(c) => {
+            cli = Cli(c);
+            &cli
+        }
+        LoadVia::Socket(sock) => {
+            engine = Engine::new(sock);
+            &engine
+        }
+    };
+    let reporting = super::progress::Reporting {
+        inner,
+        rep,
+        name: &name,
+    };
+    load_with(&reporting, store, img, &tags)
+}
+
 /// Writes the docker-archive into the writer it is given (run on a second thread).
 pub(crate) type WriteArchive<'a> = dyn FnMut(&mut dyn Write) -> Result<(), Error> + Send + 'a;
 

@@ -14,11 +14,12 @@ mod archive;
 mod compat;
 mod docker;
 mod engine;
+mod progress;
 mod tags;
 
 pub use archive::{write_docker_archive, write_oci_layout};
 pub use compat::docker_compatible;
-pub use docker::{docker_load, docker_load_via, LoadVia};
+pub use docker::{docker_load, docker_load_reporting, docker_load_via, LoadVia};
 pub use tags::{full_name, normalize_tag};
 
 use crate::digest::Digest;

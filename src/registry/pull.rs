@@ -87,7 +87,7 @@ impl<'a> Puller<'a> {
             opts,
             client: OnceLock::new(),
             offline: false,
-            progress: Progress::new(opts.quiet),
+            progress: Progress::new(opts),
         }
     }
 
@@ -227,8 +227,8 @@ impl<'a> Puller<'a> {
             Ok(d) => Ok(d),
             Err(e) if self.policy == PullPolicy::Missing && e.is_unreachable() => {
                 let Some(t) = stored else { return Err(e) };
-                self.progress.note(&format!(
-                    "cairn: warning: {e}; using the stored digest {} (resolved {})",
+                self.progress.warn(&format!(
+                    "{e}; using the stored digest {} (resolved {})",
                     t.digest, t.resolved_at
                 ));
                 self.offline = true;

@@ -6,10 +6,16 @@
 //! Secret *values* are read only when a step mounts them (never at start-up, never into
 //! the store), and no message of this module quotes one: errors name the id and the file
 //! or variable.
+//!
+//! Also the store's side of cache mounts for `cairn cache`: [`cache_mounts`] lists them
+//! (`cache-mounts/<sha256 of id>`, with the id in `<hash>.id` beside it) and
+//! [`remove_cache_mounts`] empties them, apart from layers and cache entries.
 
 use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::userns::Privilege;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where a secret's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +164,73 @@ pub fn parse_allow(values: &[String], opts: &mut MountOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The store directory that holds every cache mount.
+pub fn cache_root(store_root: &Path) -> PathBuf {
+    store_root.join("cache-mounts")
+}
+
+/// One cache mount of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheMount {
+    /// The `id` (or target) the Dockerfile named.
+    pub id: String,
+    pub path: PathBuf,
+    /// Files and bytes of regular files below.
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Every cache mount of the store, by id.
+pub fn cache_mounts(store: &Store) -> Vec<CacheMount> {
+    let root = cache_root(store.root());
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    let mut out: Vec<CacheMount> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| {
+            let path = e.path();
+            let id = std::fs::read_to_string(path.with_extension("id"))
+                .unwrap_or_else(|_| e.file_name().to_string_lossy().into_owned());
+            let (mut files, mut bytes) = (0, 0);
+            for f in walkdir::WalkDir::new(&path).into_iter().flatten() {
+                if f.file_type().is_file() {
+                    files += 1;
+                    bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+            CacheMount {
+                id,
+                path,
+                files,
+                bytes,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+/// Removes every cache mount no build holds locked (`sharing=locked|private` users hold
+/// the lock; a `shared` user does not, so prune while no build runs). Rootless, the files
+/// may belong to subordinate ids and are removed as the user namespace's root.
+pub fn remove_cache_mounts(store: &Store, privilege: &Privilege) -> Result<(usize, u64)> {
+    let (mut n, mut bytes) = (0, 0);
+    for m in cache_mounts(store) {
+        let name = m.path.file_name().unwrap_or_default().to_string_lossy();
+        let Some(_held) = store.try_lock(&format!("cache-mount-{name}"))? else {
+            continue;
+        };
+        crate::userns::remove_as_root(privilege, &m.path)
+            .map_err(|e| Error::Usage(format!("cannot remove {}: {e}", m.path.display())))?;
+        let _ = std::fs::remove_file(m.path.with_extension("id"));
+        n += 1;
+        bytes += m.bytes;
+    }
+    Ok((n, bytes))
 }
 
 #[cfg(test)]

@@ -137,10 +137,40 @@ fn cache_mount_persists_across_builds_and_stays_out_of_the_layer() {
     let caches: Vec<_> = fs::read_dir(root.path().join("cache-mounts"))
         .unwrap()
         .flatten()
+        .filter(|e| e.path().is_dir())
         .collect();
     assert_eq!(caches.len(), 1, "{caches:?}");
     assert!(caches[0].path().join("pkg.deb").is_file());
     docker_rmi(tag);
+
+    // `cairn cache` shows cache mounts apart from layers; a plain prune keeps them,
+    // `--mounts` removes them (and nothing else).
+    let cache = |args: &[&str]| common::run_ok(common::cairn(root.path()).arg("cache").args(args));
+    let ls = cache(&["ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("pkgs ") && l.contains(" 1 ")),
+        "{ls}"
+    );
+    assert!(
+        cache(&["du"]).lines().any(|l| l.starts_with("mounts ")),
+        "cache du"
+    );
+    cache(&["prune"]);
+    assert!(
+        cache(&["ls"]).contains("pkgs"),
+        "a plain prune removed a cache mount"
+    );
+    let blobs_before = fs::read_dir(root.path().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    let pruned = cache(&["prune", "--mounts"]);
+    assert!(pruned.contains("removed 1 cache mounts"), "{pruned}");
+    assert!(!cache(&["ls"]).contains("pkgs"));
+    let blobs_after = fs::read_dir(root.path().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs_before, blobs_after, "prune --mounts removed blobs");
 }
 
 /// Several mounts in one RUN: a tmpfs through a symlink of the image, a relative cache

@@ -237,6 +237,9 @@ pub enum CacheCommand {
         /// Remove everything.
         #[arg(long)]
         all: bool,
+        /// Remove only the RUN cache mounts (`--mount=type=cache`), nothing else.
+        #[arg(long, conflicts_with_all = ["all", "keep_duration"])]
+        mounts: bool,
     },
     /// Re-hash every blob and report bad ones.
     Verify {

@@ -34,11 +34,6 @@ pub(super) struct MountSet {
     _dirs: Vec<tempfile::TempDir>,
 }
 
-/// The store directory that holds every cache mount.
-pub fn cache_root(store_root: &Path) -> PathBuf {
-    store_root.join("cache-mounts")
-}
-
 fn get<'a>(m: &'a ExpandedMount, key: &str) -> Option<&'a str> {
     m.options
         .iter()
@@ -113,7 +108,7 @@ pub(super) fn prepare(env: &StepEnv<'_>, step: &Step<'_>, run: &ExpandedRun) -> 
                 let hash = hex::encode(Sha256::digest(id.as_bytes()));
                 let lock_name = format!("cache-mount-{hash}");
                 let sharing = get(m, "sharing").unwrap_or("shared");
-                let dir = cache_root(env.store.root()).join(&hash);
+                let dir = crate::mounts::cache_root(env.store.root()).join(&hash);
                 let source = match sharing {
                     "locked" => {
                         set._locks.push(env.store.lock(&lock_name)?);
@@ -138,6 +133,8 @@ pub(super) fn prepare(env: &StepEnv<'_>, step: &Step<'_>, run: &ExpandedRun) -> 
                     std::fs::create_dir_all(&source).map_err(|e| {
                         Error::io(format!("cannot create {}", source.display()), e)
                     })?;
+                    // For `cairn cache ls` (ids are names, not secrets).
+                    let _ = std::fs::write(source.with_extension("id"), &id);
                 }
                 set.mounts.push(StepMount {
                     target,

@@ -454,7 +454,8 @@ fn rootless_cache_secret_and_ssh() {
             .replace("{BASE}", &format!("{}/mounts/busybox:5", reg.addr))
             .replace(",id=other,target=/agent.sock,required", ",target=/agent.sock")
             + "RUN --mount=type=cache,id=c,target=/c,uid=1234 --mount=type=secret,id=tok,uid=1234,mode=0440 \
-               stat -c '%u %a' /c /run/secrets/tok && cat /run/secrets/tok | wc -c && touch /c/from-first && ls /c\n",
+               --mount=type=bind,source=ssh,target=/b,rw \
+               stat -c '%u %a' /c /run/secrets/tok && cat /run/secrets/tok | wc -c && touch /c/from-first && ls /c && touch /b/rw-ok && echo bound-rw\n",
     )
     .unwrap();
     ssh_add_bundle(&ctx.join("ssh"));
@@ -486,7 +487,10 @@ fn rootless_cache_secret_and_ssh() {
         log.contains("1234 755") && log.contains("1234 440"),
         "{log}"
     );
-    assert!(log.contains("from-first"), "{log}");
+    assert!(
+        log.contains("from-first") && log.contains("bound-rw"),
+        "{log}"
+    );
     let ls = docker(&["run", "--rm", tag, "ls", "-A", "/"]);
     assert!(
         !ls.contains("agent.sock") && !ls.lines().any(|l| l == "c"),
@@ -590,4 +594,82 @@ fn entitlements_are_required() {
         "{}",
         b.stderr
     );
+}
+
+/// `type=bind` from the context: the step sees the bound files (never `.dockerignore`d
+/// ones), read-only unless `rw`, whose writes are discarded; the bound content is in the
+/// key (an edit misses and `--explain` names the file, a `touch` does not), and neither
+/// mount point reaches the layer.
+#[test]
+fn bind_mount_from_the_context_is_keyed_on_its_content() {
+    common::require_root();
+    common::require_docker();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "mounts/busybox:8");
+    let root = common::tempdir();
+    let ctx = context(&format!(
+        "FROM {}/mounts/busybox:8\n\
+         WORKDIR /app\n\
+         RUN --mount=type=bind,source=src,target=src --mount=type=bind,source=config.txt,target=/etc/app.conf,rw \
+             cat src/main.txt /etc/app.conf && (test -e src/ignored.txt || echo ignored-hidden) && \
+             (touch src/new 2>/dev/null || echo src-read-only) && echo scribbled > /etc/app.conf && cat src/main.txt > /app/built\n",
+        reg.addr
+    ));
+    let c = ctx.path();
+    fs::create_dir_all(c.join("src")).unwrap();
+    fs::write(c.join("src/main.txt"), "main v1\n").unwrap();
+    fs::write(c.join("src/ignored.txt"), "hidden\n").unwrap();
+    fs::write(c.join("config.txt"), "config\n").unwrap();
+    fs::write(c.join(".dockerignore"), "src/ignored.txt\n").unwrap();
+    let tag = "cairn-test/mounts-bind:1";
+    let args = ["-t", tag, "--explain"];
+    let b = build(root.path(), c, &args);
+    b.ok();
+    for want in ["main v1", "config", "ignored-hidden", "src-read-only"] {
+        assert!(b.stderr.contains(want), "{want}: {}", b.stderr);
+    }
+    assert_eq!(
+        fs::read_to_string(c.join("config.txt")).unwrap(),
+        "config\n"
+    );
+    let ls = docker(&[
+        "run",
+        "--rm",
+        tag,
+        "sh",
+        "-c",
+        "cat /app/built; ls -A /app; test -e /etc/app.conf && echo CONF-LEFT; true",
+    ]);
+    assert_eq!(ls, "main v1\nbuilt\n", "a mount point reached the layer");
+
+    // Unchanged or only touched: a hit.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(c.join("src/main.txt"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let b = build(root.path(), c, &args);
+    b.ok();
+    assert!(b.all_cached(), "{}", b.stderr);
+    // An ignored file's change is no change either.
+    fs::write(c.join("src/ignored.txt"), "hidden v2\n").unwrap();
+    assert!(build(root.path(), c, &args).all_cached());
+
+    // An edit misses, and --explain names the bound file.
+    fs::write(c.join("src/main.txt"), "main v2\n").unwrap();
+    let b = build(root.path(), c, &args);
+    b.ok();
+    assert!(!b.all_cached(), "{}", b.stderr);
+    assert!(
+        b.stderr.contains("context file src/main.txt changed"),
+        "{}",
+        b.stderr
+    );
+    assert_eq!(
+        docker(&["run", "--rm", tag, "cat", "/app/built"]),
+        "main v2\n"
+    );
+    docker_rmi(tag);
 }

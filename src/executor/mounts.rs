@@ -13,6 +13,13 @@
 //! - `ssh`: the agent socket of `--ssh ID` bind-mounted (default target
 //!   `/run/buildkit/ssh_agent.N`), `SSH_AUTH_SOCK` pointing at the first.
 //!
+//! - `bind` (the default type; `source` default `.`, `rw`): a path of the build context,
+//!   resolved and hashed into the step's key by [`bind_inputs`] exactly as COPY sources are
+//!   (the same Merkle hash: content, mode, owner, link target, never mtime; `--explain`
+//!   names the changed file), then staged — checked against that hash — into the step's
+//!   directory and bound from there: `.dockerignore` applies, and writes of an `rw` bind go
+//!   to the copy and are discarded with it. `from=` (a stage or image) is refused for now.
+//!
 //! Relative targets are taken against WORKDIR, as BuildKit does.
 
 use super::env::{Step, StepEnv};
@@ -24,6 +31,84 @@ use crate::store::Lock;
 use sha2::{Digest as _, Sha256};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+
+/// A bind mount's context source, resolved and hashed when the key is computed.
+pub(super) struct BindInput {
+    /// Absolute target (WORKDIR applied).
+    target: String,
+    sources: Vec<crate::context::Source>,
+    pub hash: crate::context::InputsHash,
+    readonly: bool,
+}
+
+/// Where bound sources are staged, inside the step's directory.
+const STAGED: &str = "/bound";
+
+/// Resolves and hashes every `type=bind` mount of `run` (in the order written).
+pub(super) fn bind_inputs(
+    env: &StepEnv<'_>,
+    step: &Step<'_>,
+    run: &ExpandedRun,
+) -> Result<Vec<BindInput>> {
+    let mut out = Vec::new();
+    for m in run.mounts.iter().filter(|m| m.kind == MountType::Bind) {
+        let at = env.location(step);
+        if m.from.is_some() {
+            return Err(Error::Usage(format!(
+                "{at}: RUN --mount=type=bind,from=...: binding a stage or image is not supported by cairn yet (COPY --from what the step needs)"
+            )));
+        }
+        let ctx = env.context.ok_or_else(|| {
+            Error::Usage(format!(
+                "{at}: RUN --mount=type=bind needs a build context, and a Dockerfile read from stdin has none"
+            ))
+        })?;
+        let source = m.source.clone().unwrap_or_else(|| ".".into());
+        let sources = ctx.resolve(std::slice::from_ref(&source))?;
+        if sources.len() != 1 {
+            return Err(Error::Usage(format!(
+                "{at}: RUN --mount=type=bind,source={source}: names {} paths, a bind needs one",
+                sources.len()
+            )));
+        }
+        let hash = crate::context::hash_sources(
+            &sources,
+            STAGED,
+            &crate::context::CopyOptions::default(),
+        )?;
+        out.push(BindInput {
+            target: absolute(
+                m.target.as_deref().unwrap_or_default(),
+                step.state
+                    .config
+                    .config
+                    .working_dir
+                    .as_deref()
+                    .unwrap_or("/"),
+            ),
+            sources,
+            hash,
+            readonly: !flag(m, "readwrite"),
+        });
+    }
+    Ok(out)
+}
+
+/// The key's inputs digest of a RUN's bind mounts (`None` without any: the keys of steps
+/// without bind mounts do not change).
+pub(super) fn binds_digest(binds: &[BindInput]) -> Option<crate::digest::Digest> {
+    if binds.is_empty() {
+        return None;
+    }
+    let mut f = crate::cache::Framer::new("cairn/run-binds/v1");
+    f.u64(binds.len() as u64);
+    for b in binds {
+        f.field(b.target.as_bytes());
+        f.field(b.hash.digest.as_str().as_bytes());
+        f.u64(u64::from(b.readonly));
+    }
+    Some(f.digest())
+}
 
 /// The sandbox mounts of a step, with what must live as long as the step does.
 pub(super) struct MountSet {
@@ -78,7 +163,14 @@ fn size(v: &str) -> Option<u64> {
 }
 
 /// Resolves every mount of `run` for the step at hand.
-pub(super) fn prepare(env: &StepEnv<'_>, step: &Step<'_>, run: &ExpandedRun) -> Result<MountSet> {
+/// `binds` are the step's [`bind_inputs`]; `dir` is the step's own temporary directory.
+pub(super) fn prepare(
+    env: &StepEnv<'_>,
+    step: &Step<'_>,
+    run: &ExpandedRun,
+    binds: &[BindInput],
+    dir: &Path,
+) -> Result<MountSet> {
     let workdir = step
         .state
         .config
@@ -94,6 +186,7 @@ pub(super) fn prepare(env: &StepEnv<'_>, step: &Step<'_>, run: &ExpandedRun) -> 
         _dirs: Vec::new(),
     };
     let mut ssh_count = 0;
+    let mut binds = binds.iter();
     for m in &run.mounts {
         match m.kind {
             MountType::Cache => {
@@ -130,9 +223,8 @@ pub(super) fn prepare(env: &StepEnv<'_>, step: &Step<'_>, run: &ExpandedRun) -> 
                 };
                 let fresh = !source.is_dir();
                 if fresh {
-                    std::fs::create_dir_all(&source).map_err(|e| {
-                        Error::io(format!("cannot create {}", source.display()), e)
-                    })?;
+                    std::fs::create_dir_all(&source)
+                        .map_err(|e| Error::io(format!("cannot create {}", source.display()), e))?;
                     // For `cairn cache ls` (ids are names, not secrets).
                     let _ = std::fs::write(source.with_extension("id"), &id);
                 }
@@ -256,10 +348,30 @@ pub(super) fn prepare(env: &StepEnv<'_>, step: &Step<'_>, run: &ExpandedRun) -> 
                 });
             }
             MountType::Bind => {
-                return Err(Error::Usage(format!(
-                    "{}: RUN --mount=type=bind is not supported by cairn yet (COPY what the step needs)",
-                    at()
-                )))
+                let b = binds
+                    .next()
+                    .ok_or_else(|| Error::Internal("bind mount not prepared".into()))?;
+                let root = dir.join(format!("bind-{}", set.mounts.len()));
+                std::fs::create_dir(&root)
+                    .map_err(|e| Error::io(format!("cannot create {}", root.display()), e))?;
+                crate::context::stage_checked(
+                    &b.sources,
+                    STAGED,
+                    &crate::context::CopyOptions::default(),
+                    &root,
+                    &b.hash,
+                )?;
+                let source = root.join(STAGED.trim_start_matches('/'));
+                let file = !source.is_dir();
+                set.mounts.push(StepMount {
+                    target: b.target.clone(),
+                    kind: StepMountKind::Bind {
+                        source,
+                        readonly: b.readonly,
+                        init: None,
+                        file,
+                    },
+                });
             }
         }
     }

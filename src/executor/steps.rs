@@ -10,7 +10,7 @@ use super::{progress, Event, State};
 use crate::cache::CacheKey;
 use crate::context::{self, CopyOptions, InputsHash, Source};
 use crate::digest::Digest;
-use crate::dockerfile::{Heredoc, Instruction, MountType, ShellOrExec, Spanned};
+use crate::dockerfile::{Heredoc, Instruction, ShellOrExec, Spanned};
 use crate::error::{Error, Result};
 use crate::image::LayerDesc;
 use crate::layer::{self, Chown, LayerOptions};
@@ -26,6 +26,8 @@ pub(super) enum Prepared {
     Plain,
     Run {
         network: Network,
+        /// `RUN --mount=type=bind` sources, hashed into the key like COPY sources.
+        binds: Vec<super::mounts::BindInput>,
     },
     Copy {
         target: CopyTarget,
@@ -76,7 +78,7 @@ impl CopySources {
 impl Prepared {
     pub(super) fn network_name(&self, default: Network) -> &'static str {
         match self {
-            Prepared::Run { network } => network_str(*network),
+            Prepared::Run { network, .. } => network_str(*network),
             _ => network_str(default),
         }
     }
@@ -85,6 +87,7 @@ impl Prepared {
         match self {
             Prepared::Copy { hash, .. } => Some(hash.digest.clone()),
             Prepared::CopyFrom { key, .. } => Some(key.0.clone()),
+            Prepared::Run { binds, .. } => super::mounts::binds_digest(binds),
             _ => None,
         }
     }
@@ -92,6 +95,9 @@ impl Prepared {
     pub(super) fn input_files(&self) -> BTreeMap<String, Digest> {
         match self {
             Prepared::Copy { hash, .. } => hash.files.clone(),
+            Prepared::Run { binds, .. } => {
+                binds.iter().flat_map(|b| b.hash.files.clone()).collect()
+            }
             _ => BTreeMap::new(),
         }
     }
@@ -133,12 +139,6 @@ pub(super) fn prepare(
 ) -> Result<Prepared> {
     let exp = step.exp;
     match exp {
-        Expanded::Run(run) if run.mounts.iter().any(|m| m.kind == MountType::Bind) => {
-            Err(Error::Usage(format!(
-                "{}: RUN --mount=type=bind is not supported by cairn yet (remove the flag, or COPY what the step needs)",
-                env.location(step),
-            )))
-        }
         Expanded::Run(run)
             if run.security == crate::dockerfile::Security::Insecure
                 && !env.mounts.allow_insecure =>
@@ -155,6 +155,7 @@ pub(super) fn prepare(
             )))
         }
         Expanded::Run(run) => Ok(Prepared::Run {
+            binds: super::mounts::bind_inputs(env, step, run)?,
             network: match run.network {
                 crate::dockerfile::Network::None => Network::None,
                 crate::dockerfile::Network::Host => Network::Host,
@@ -255,8 +256,8 @@ pub(super) fn execute(
     let history = dispatch::history(step.inst, dispatch::step_time(env.source_date_epoch));
     let mut timings = Vec::new();
     let layer = match (step.exp, prepared) {
-        (Expanded::Run(run), Prepared::Run { network }) => {
-            run_step(env, step, run, network, &mut timings)?
+        (Expanded::Run(run), Prepared::Run { network, binds }) => {
+            run_step(env, step, run, network, &binds, &mut timings)?
         }
         (Expanded::Copy(c), prepared) => {
             copy_step(env, step.state, c, false, prepared, &mut timings)?
@@ -373,6 +374,7 @@ fn run_step(
     step: &Step<'_>,
     run: &ExpandedRun,
     network: Network,
+    binds: &[super::mounts::BindInput],
     timings: &mut Vec<(String, f64)>,
 ) -> Result<Option<layer::Layer>> {
     let (state, cmd) = (step.state, &run.cmd);
@@ -384,10 +386,11 @@ fn run_step(
     }
     let t = Instant::now();
     let lowers = lowers(env, &state.layers)?;
-    // Held (locks, private cache copies) until the step is done.
-    let mount_set = super::mounts::prepare(env, step, run)?;
     timings.push(("unpack".into(), progress::secs(t.elapsed())));
     let tmp = RunDir(Some(env.store.temp_dir("run-")?), env.privilege);
+    // Held (locks, private cache copies) until the step is done; bound sources are staged
+    // in the step's directory (removed as root when rootless, as the upper is).
+    let mount_set = super::mounts::prepare(env, step, run, binds, tmp.path())?;
     let upper = tmp.path().join("upper");
     let work = tmp.path().join("work");
     for d in [&upper, &work] {
@@ -818,13 +821,15 @@ mod tests {
         assert!(matches!(
             got[0],
             Ok(Prepared::Run {
-                network: Network::Host
+                network: Network::Host,
+                ..
             })
         ));
         assert!(matches!(
             got[1],
             Ok(Prepared::Run {
-                network: Network::None
+                network: Network::None,
+                ..
             })
         ));
         match &got[2] {
@@ -844,9 +849,12 @@ mod tests {
     #[test]
     fn prepare_errors_name_the_dockerfile_line() {
         let f = Fixture::new();
-        let got = f.prepare_all("FROM scratch\nRUN --mount=type=bind,target=/c true\n", true);
+        let got = f.prepare_all(
+            "FROM scratch\nRUN --mount=type=bind,source=nope,target=/c true\n",
+            true,
+        );
         let e = got[0].as_ref().err().unwrap().to_string();
-        assert!(e.starts_with("Dockerfile:2: RUN --mount=type=bind"), "{e}");
+        assert!(e.contains("nope"), "{e}");
         let got = f.prepare_all("FROM scratch\nCOPY a.txt /\n", false);
         let e = got[0].as_ref().err().unwrap().to_string();
         assert!(e.contains("needs a build context"), "{e}");
@@ -859,6 +867,7 @@ mod tests {
     fn key_facts_of_prepared_steps() {
         let run = Prepared::Run {
             network: Network::None,
+            binds: Vec::new(),
         };
         assert_eq!(run.network_name(Network::Host), "none");
         assert_eq!(Prepared::Plain.network_name(Network::Host), "host");

@@ -673,3 +673,44 @@ fn bind_mount_from_the_context_is_keyed_on_its_content() {
     );
     docker_rmi(tag);
 }
+
+/// `from=` a stage: a bind of one of its paths (read-only, and a changed stage misses), and
+/// a cache mount seeded from it when created.
+#[test]
+fn bind_and_cache_mounts_from_a_stage() {
+    common::require_root();
+    common::require_docker();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "mounts/busybox:9");
+    let root = common::tempdir();
+    let df = |v: &str| {
+        format!(
+            "FROM {0}/mounts/busybox:9 AS tools\n\
+             RUN mkdir -p /opt/tools && echo tool-{v} > /opt/tools/t.txt\n\
+             FROM {0}/mounts/busybox:9\n\
+             RUN --mount=type=bind,from=tools,source=/opt/tools,target=/t cat /t/t.txt && (touch /t/x 2>/dev/null || echo ro-from) && echo bound > /b\n\
+             RUN --mount=type=cache,id=seeded,target=/c,from=tools,source=/opt/tools cat /c/t.txt && echo more > /c/more\n",
+            reg.addr
+        )
+    };
+    let ctx = context(&df("v1"));
+    let tag = "cairn-test/mounts-from:1";
+    let b = build(root.path(), ctx.path(), &["-t", tag]);
+    b.ok();
+    assert!(
+        b.stderr.matches("tool-v1").count() >= 2 && b.stderr.contains("ro-from"),
+        "{}",
+        b.stderr
+    );
+    let ls = docker(&["run", "--rm", tag, "ls", "-A", "/"]);
+    assert!(
+        ls.lines().any(|l| l == "b") && !ls.lines().any(|l| l == "t" || l == "c"),
+        "{ls}"
+    );
+    // The stage changes: the bind step misses and sees the new file.
+    fs::write(ctx.path().join("Dockerfile"), df("v2")).unwrap();
+    let b = build(root.path(), ctx.path(), &["-t", tag, "--explain"]);
+    b.ok();
+    assert!(b.stderr.contains("tool-v2"), "{}", b.stderr);
+    docker_rmi(tag);
+}

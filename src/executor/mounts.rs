@@ -18,7 +18,9 @@
 //!   (the same Merkle hash: content, mode, owner, link target, never mtime; `--explain`
 //!   names the changed file), then staged — checked against that hash — into the step's
 //!   directory and bound from there: `.dockerignore` applies, and writes of an `rw` bind go
-//!   to the copy and are discarded with it. `from=` (a stage or image) is refused for now.
+//!   to the copy and are discarded with it. With `from=` (a stage or image) the path is
+//!   materialised from its layers and keyed by the stage's (image's) key, as `COPY --from`.
+//!   A cache mount with `from=` is seeded from that path when it is created.
 //!
 //! Relative targets are taken against WORKDIR, as BuildKit does.
 
@@ -32,42 +34,88 @@ use sha2::{Digest as _, Sha256};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-/// A bind mount's context source, resolved and hashed when the key is computed.
+/// What a bind mount binds, or a cache mount is seeded from, resolved and hashed when the
+/// key is computed.
 pub(super) struct BindInput {
+    /// Index of the mount in the RUN's list.
+    index: usize,
     /// Absolute target (WORKDIR applied).
     target: String,
-    sources: Vec<crate::context::Source>,
+    source: BindSource,
     pub hash: crate::context::InputsHash,
     readonly: bool,
+}
+
+enum BindSource {
+    /// Context paths (resolved through `.dockerignore`).
+    Context(Vec<crate::context::Source>),
+    /// A path of a stage or image: its layers, materialised when the step runs.
+    From {
+        layers: Vec<crate::image::LayerDesc>,
+        path: String,
+    },
 }
 
 /// Where bound sources are staged, inside the step's directory.
 const STAGED: &str = "/bound";
 
-/// Resolves and hashes every `type=bind` mount of `run` (in the order written).
+/// Resolves and hashes every `type=bind` mount of `run`, and every cache mount with
+/// `from=` (its seed), in the order written; `froms` are the mounts' resolved `from=`.
+/// Context sources are hashed like COPY sources; a stage or image source by the stage's
+/// (image's) key and the path, as `COPY --from` is.
 pub(super) fn bind_inputs(
     env: &StepEnv<'_>,
     step: &Step<'_>,
     run: &ExpandedRun,
+    mut froms: Vec<Option<super::steps::FromSource>>,
 ) -> Result<Vec<BindInput>> {
+    froms.resize_with(run.mounts.len(), || None);
+    let workdir = step
+        .state
+        .config
+        .config
+        .working_dir
+        .as_deref()
+        .unwrap_or("/")
+        .to_string();
     let mut out = Vec::new();
-    for m in run.mounts.iter().filter(|m| m.kind == MountType::Bind) {
+    for (index, (m, from)) in run.mounts.iter().zip(froms).enumerate() {
+        let seeded_cache = m.kind == MountType::Cache && from.is_some();
+        if m.kind != MountType::Bind && !seeded_cache {
+            continue;
+        }
         let at = env.location(step);
-        if m.from.is_some() {
-            return Err(Error::Usage(format!(
-                "{at}: RUN --mount=type=bind,from=...: binding a stage or image is not supported by cairn yet (COPY --from what the step needs)"
-            )));
+        let path = m.source.clone().unwrap_or_else(|| ".".into());
+        let target = absolute(m.target.as_deref().unwrap_or_default(), &workdir);
+        let readonly = m.kind == MountType::Bind && !flag(m, "readwrite");
+        if let Some(f) = from {
+            let mut h = crate::cache::Framer::new("cairn/mount-from/v1");
+            h.field(f.key.0.as_str().as_bytes());
+            h.field(path.as_bytes());
+            out.push(BindInput {
+                index,
+                target,
+                source: BindSource::From {
+                    layers: f.layers,
+                    path,
+                },
+                hash: crate::context::InputsHash {
+                    digest: h.digest(),
+                    files: Default::default(),
+                },
+                readonly,
+            });
+            continue;
         }
         let ctx = env.context.ok_or_else(|| {
             Error::Usage(format!(
                 "{at}: RUN --mount=type=bind needs a build context, and a Dockerfile read from stdin has none"
             ))
         })?;
-        let source = m.source.clone().unwrap_or_else(|| ".".into());
-        let sources = ctx.resolve(std::slice::from_ref(&source))?;
+        let sources = ctx.resolve(std::slice::from_ref(&path))?;
         if sources.len() != 1 {
             return Err(Error::Usage(format!(
-                "{at}: RUN --mount=type=bind,source={source}: names {} paths, a bind needs one",
+                "{at}: RUN --mount=type=bind,source={path}: names {} paths, a bind needs one",
                 sources.len()
             )));
         }
@@ -77,21 +125,35 @@ pub(super) fn bind_inputs(
             &crate::context::CopyOptions::default(),
         )?;
         out.push(BindInput {
-            target: absolute(
-                m.target.as_deref().unwrap_or_default(),
-                step.state
-                    .config
-                    .config
-                    .working_dir
-                    .as_deref()
-                    .unwrap_or("/"),
-            ),
-            sources,
+            index,
+            target,
+            source: BindSource::Context(sources),
             hash,
-            readonly: !flag(m, "readwrite"),
+            readonly,
         });
     }
     Ok(out)
+}
+
+/// Writes a bind's source under `root` at `dest` (a copy: the step's writes never reach
+/// the context, a stage's layers or the store).
+fn stage_bind(env: &StepEnv<'_>, b: &BindInput, root: &Path, dest: &str) -> Result<()> {
+    let opts = crate::context::CopyOptions::default();
+    match &b.source {
+        BindSource::Context(sources) => {
+            crate::context::stage_checked(sources, dest, &opts, root, &b.hash)?
+        }
+        BindSource::From { layers, path } => {
+            let view = root.with_extension("view");
+            std::fs::create_dir(&view)
+                .map_err(|e| Error::io(format!("cannot create {}", view.display()), e))?;
+            let lowers = super::steps::lowers(env, layers)?;
+            super::merge::materialize(&lowers, std::slice::from_ref(path), &view)?;
+            let sources = crate::context::resolve_in(&view, std::slice::from_ref(path))?;
+            crate::context::stage(&sources, dest, &opts, root)?;
+        }
+    }
+    Ok(())
 }
 
 /// The key's inputs digest of a RUN's bind mounts (`None` without any: the keys of steps
@@ -186,17 +248,10 @@ pub(super) fn prepare(
         _dirs: Vec::new(),
     };
     let mut ssh_count = 0;
-    let mut binds = binds.iter();
-    for m in &run.mounts {
+    for (i, m) in run.mounts.iter().enumerate() {
         match m.kind {
             MountType::Cache => {
                 let target = absolute(m.target.as_deref().unwrap_or_default(), &workdir);
-                if m.from.is_some() {
-                    return Err(Error::Usage(format!(
-                        "{}: RUN --mount=type=cache,from=...: seeding a cache mount is not supported by cairn yet",
-                        at()
-                    )));
-                }
                 let id = m.id.clone().unwrap_or_else(|| target.clone());
                 let hash = hex::encode(Sha256::digest(id.as_bytes()));
                 let lock_name = format!("cache-mount-{hash}");
@@ -227,6 +282,10 @@ pub(super) fn prepare(
                         .map_err(|e| Error::io(format!("cannot create {}", source.display()), e))?;
                     // For `cairn cache ls` (ids are names, not secrets).
                     let _ = std::fs::write(source.with_extension("id"), &id);
+                    // `from=`: a new cache starts as a copy of that path.
+                    if let Some(b) = binds.iter().find(|b| b.index == i) {
+                        stage_bind(env, b, &source, "/")?;
+                    }
                 }
                 set.mounts.push(StepMount {
                     target,
@@ -349,18 +408,13 @@ pub(super) fn prepare(
             }
             MountType::Bind => {
                 let b = binds
-                    .next()
+                    .iter()
+                    .find(|b| b.index == i)
                     .ok_or_else(|| Error::Internal("bind mount not prepared".into()))?;
-                let root = dir.join(format!("bind-{}", set.mounts.len()));
+                let root = dir.join(format!("bind-{i}"));
                 std::fs::create_dir(&root)
                     .map_err(|e| Error::io(format!("cannot create {}", root.display()), e))?;
-                crate::context::stage_checked(
-                    &b.sources,
-                    STAGED,
-                    &crate::context::CopyOptions::default(),
-                    &root,
-                    &b.hash,
-                )?;
+                stage_bind(env, b, &root, STAGED)?;
                 let source = root.join(STAGED.trim_start_matches('/'));
                 let file = !source.is_dir();
                 set.mounts.push(StepMount {

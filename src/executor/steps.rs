@@ -131,11 +131,13 @@ pub(super) struct FromSource {
     pub layers: Vec<LayerDesc>,
 }
 
-/// Gathers a step's inputs; `from` is the resolved `COPY --from` source, if any.
+/// Gathers a step's inputs; `from` is the resolved `COPY --from` source, if any, and
+/// `mount_froms` the resolved `from=` of each `RUN --mount`.
 pub(super) fn prepare(
     env: &StepEnv<'_>,
     step: &Step<'_>,
     from: Option<FromSource>,
+    mount_froms: Vec<Option<FromSource>>,
 ) -> Result<Prepared> {
     let exp = step.exp;
     match exp {
@@ -155,7 +157,7 @@ pub(super) fn prepare(
             )))
         }
         Expanded::Run(run) => Ok(Prepared::Run {
-            binds: super::mounts::bind_inputs(env, step, run)?,
+            binds: super::mounts::bind_inputs(env, step, run, mount_froms)?,
             network: match run.network {
                 crate::dockerfile::Network::None => Network::None,
                 crate::dockerfile::Network::Host => Network::Host,
@@ -323,7 +325,7 @@ impl Drop for RunDir<'_> {
 }
 
 /// Unpacks (once) every layer of a state; returns the directories, bottom first.
-fn lowers(env: &StepEnv<'_>, layers: &[LayerDesc]) -> Result<Vec<PathBuf>> {
+pub(super) fn lowers(env: &StepEnv<'_>, layers: &[LayerDesc]) -> Result<Vec<PathBuf>> {
     layers
         .iter()
         .map(|l| {
@@ -804,7 +806,7 @@ mod tests {
                         state: &state,
                         scope: &scope,
                     };
-                    prepare(&env, &step, None)
+                    prepare(&env, &step, None, Vec::new())
                 })
                 .collect()
         }

@@ -331,8 +331,17 @@ fn ssh_add_bundle(dir: &Path) {
     fs::rename(loader.path(), dir.join("ld.so")).unwrap();
 }
 
-/// Starts `ssh-agent` (as `user`, if given) with one fresh key; returns its socket and pid.
-fn start_agent(dir: &Path, user: Option<&str>) -> (PathBuf, String) {
+/// An `ssh-agent` this test started, stopped (by its pid) when dropped, even on a failure.
+struct Agent(String);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.0).output();
+    }
+}
+
+/// Starts `ssh-agent` (as `user`, if given) with one fresh key; returns its socket.
+fn start_agent(dir: &Path, user: Option<&str>) -> (PathBuf, Agent) {
     let sock = dir.join("agent.sock");
     let key = dir.join("id_ed25519");
     let wrap = |script: &str| match user {
@@ -358,11 +367,7 @@ fn start_agent(dir: &Path, user: Option<&str>) -> (PathBuf, String) {
         .find_map(|p| p.trim().strip_prefix("SSH_AGENT_PID="))
         .expect("ssh-agent's pid")
         .to_string();
-    (sock, pid)
-}
-
-fn stop_agent(pid: &str) {
-    let _ = Command::new("kill").arg(pid).output();
+    (sock, Agent(pid))
 }
 
 const SSH_DOCKERFILE: &str = "FROM {BASE}
@@ -383,7 +388,7 @@ fn ssh_agent_is_forwarded_into_the_step() {
     let ctx = context(&SSH_DOCKERFILE.replace("{BASE}", &format!("{}/mounts/busybox:4", reg.addr)));
     ssh_add_bundle(&ctx.path().join("ssh"));
     let agent_dir = common::tempdir();
-    let (sock, pid) = start_agent(agent_dir.path(), None);
+    let (sock, agent) = start_agent(agent_dir.path(), None);
     let other = format!("other={}", sock.display());
     let tag = "cairn-test/mounts-ssh:1";
     let mut c = common::cairn(root.path());
@@ -426,7 +431,7 @@ fn ssh_agent_is_forwarded_into_the_step() {
         b.stderr
     );
     // An agent that went away: a clear error naming the socket.
-    stop_agent(&pid);
+    drop(agent);
     let _ = fs::remove_file(&sock);
     let b = build(
         root.path(),
@@ -465,7 +470,7 @@ fn rootless_cache_secret_and_ssh() {
             .args(["-R", "cairntest"])
             .arg(dir.path()),
     );
-    let (sock, pid) = start_agent(dir.path(), Some("cairntest"));
+    let (sock, agent) = start_agent(dir.path(), Some("cairntest"));
     let tag = "cairn-test/mounts-rootless:1";
     let o = common::run(
         Command::new("runuser")
@@ -479,7 +484,7 @@ fn rootless_cache_secret_and_ssh() {
             .arg("--secret")
             .arg(format!("id=tok,src={}", dir.path().join("tok").display())),
     );
-    stop_agent(&pid);
+    drop(agent);
     let log = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{log}");
     assert_eq!(log.matches("cairn-test-key (ED25519)").count(), 2, "{log}");
@@ -713,4 +718,37 @@ fn bind_and_cache_mounts_from_a_stage() {
     b.ok();
     assert!(b.stderr.contains("tool-v2"), "{}", b.stderr);
     docker_rmi(tag);
+}
+
+/// `sharing=private`: while another holder has the cache (here the test holds its store
+/// lock, as a `locked` or `private` build would), the step gets a fresh empty directory,
+/// and what it writes there is dropped; once free, the shared cache is used again.
+#[test]
+fn private_sharing_gets_a_fresh_directory_while_the_cache_is_busy() {
+    common::require_root();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "mounts/busybox:10");
+    let root = common::tempdir();
+    let run = |cmd: &str| {
+        let ctx = context(&format!(
+            "FROM {}/mounts/busybox:10\nRUN --mount=type=cache,id=P,sharing=private,target=/c {cmd}\n",
+            reg.addr
+        ));
+        let dest = format!("type=docker,dest={}", ctx.path().join("out.tar").display());
+        let b = build(root.path(), ctx.path(), &["-o", &dest]);
+        b.ok();
+        b.stderr
+    };
+    run("echo seed > /c/seed");
+    let store = cairn::store::Store::open(root.path()).unwrap();
+    let id_hash = cairn::digest::Digest::of_bytes(b"P").hex().to_string();
+    let held = store.lock(&format!("cache-mount-{id_hash}")).unwrap();
+    let busy = run("ls -A /c | wc -l | sed 's/^/entries-/' && echo private > /c/private");
+    assert!(busy.contains("entries-0"), "{busy}");
+    drop(held);
+    let free = run("ls /c");
+    assert!(
+        free.contains("seed") && !free.lines().any(|l| l.ends_with(" private")),
+        "{free}"
+    );
 }

@@ -178,7 +178,6 @@ pub(super) struct MountSet {
     /// `K=V` for `type=secret,env=` and `SSH_AUTH_SOCK`.
     pub env: Vec<String>,
     _locks: Vec<Lock>,
-    _dirs: Vec<tempfile::TempDir>,
 }
 
 fn get<'a>(m: &'a ExpandedMount, key: &str) -> Option<&'a str> {
@@ -245,7 +244,6 @@ pub(super) fn prepare(
         mounts: Vec::new(),
         env: Vec::new(),
         _locks: Vec::new(),
-        _dirs: Vec::new(),
     };
     let mut ssh_count = 0;
     for (i, m) in run.mounts.iter().enumerate() {
@@ -267,12 +265,8 @@ pub(super) fn prepare(
                             set._locks.push(l);
                             dir
                         }
-                        None => {
-                            let t = env.store.temp_dir("cache-private-")?;
-                            let p = t.path().join("cache");
-                            set._dirs.push(t);
-                            p
-                        }
+                        // In the step's directory: removed with it (as root if rootless).
+                        None => dir.join(format!("cache-private-{i}")),
                     },
                     _ => dir,
                 };

@@ -254,21 +254,21 @@ pub(super) fn prepare(
                 let hash = hex::encode(Sha256::digest(id.as_bytes()));
                 let lock_name = format!("cache-mount-{hash}");
                 let sharing = get(m, "sharing").unwrap_or("shared");
-                let dir = crate::mounts::cache_root(env.store.root()).join(&hash);
+                let shared = crate::mounts::cache_root(env.store.root()).join(&hash);
                 let source = match sharing {
                     "locked" => {
                         set._locks.push(env.store.lock(&lock_name)?);
-                        dir
+                        shared
                     }
                     "private" => match env.store.try_lock(&lock_name)? {
                         Some(l) => {
                             set._locks.push(l);
-                            dir
+                            shared
                         }
                         // In the step's directory: removed with it (as root if rootless).
                         None => dir.join(format!("cache-private-{i}")),
                     },
-                    _ => dir,
+                    _ => shared,
                 };
                 let fresh = !source.is_dir();
                 if fresh {

@@ -179,3 +179,43 @@ fn plain_progress_ends_a_failure_with_the_error_line() {
     assert_eq!(error.lines().count(), 2, "{err}");
     assert!(!err.contains('\x1b'), "{err:?}");
 }
+
+/// An `ADD <url>` download is a transfer like a pull: JSON start and done events with its
+/// bytes, counted as downloaded in the summary.
+#[test]
+fn json_progress_reports_add_downloads() {
+    common::require_root();
+    use common::registry::{Reply, TinyServer};
+    let body = vec![b'x'; 70_000];
+    let served = body.clone();
+    let web = TinyServer::start(move |_| Reply::ok("application/octet-stream", served.clone()));
+    let root = common::tempdir();
+    let ctx = build_dir(&format!(
+        "FROM scratch\nADD http://{}/files/payload.bin /payload.bin\n",
+        web.addr
+    ));
+    let dest = format!("type=oci,dest={}", root.path().join("out").display());
+    let out = common::run(
+        common::cairn(root.path())
+            .arg("build")
+            .arg(ctx.path())
+            .args(["--progress=json", "-o", &dest]),
+    );
+    assert!(out.status.success());
+    let events = json_events(&out.stderr);
+    let downloads: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "transfer" && e["kind"] == "download")
+        .collect();
+    assert_eq!(
+        downloads.first().map(|e| &e["phase"]),
+        Some(&"start".into())
+    );
+    let done = downloads
+        .iter()
+        .find(|e| e["phase"] == "done")
+        .unwrap_or_else(|| panic!("no done event: {events:?}"));
+    assert_eq!(done["bytes"], 70_000);
+    assert!(done["id"].as_str().unwrap().ends_with("/files/payload.bin"));
+    assert_eq!(events.last().unwrap()["downloaded"], 70_000);
+}

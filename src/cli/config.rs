@@ -7,6 +7,7 @@
 //! platform = "linux/amd64"             # default --platform
 //! pull = "missing"                     # default --pull: always | missing | never
 //! insecure_registries = ["registry.internal:5000"]
+//! max_store_size = "20GB"              # collect LRU cache entries after builds past this
 //!
 //! [mirrors]                            # tried in order before the registry itself
 //! "docker.io" = ["mirror.internal:5000"]
@@ -33,6 +34,9 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     #[serde(default)]
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// A cap in bytes on blobs and unpacked layers (`"20GB"`), checked after each build.
+    #[serde(default, deserialize_with = "size")]
+    pub max_store_size: Option<u64>,
 }
 
 impl Config {
@@ -75,6 +79,14 @@ fn platform<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Platf
     s.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
+/// `max_store_size = "20GB"`, parsed as `cache prune --max-size` is.
+fn size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::store::maintain::parse_size(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +106,10 @@ mod tests {
         assert!(e.contains("sometimes") && e.contains("never"), "{e}");
         let e = Config::parse("platform = \"linux\"").unwrap_err();
         assert!(e.contains("invalid platform"), "{e}");
+        let capped = Config::parse("max_store_size = \"2GiB\"").unwrap();
+        assert_eq!(capped.max_store_size, Some(2 << 30));
+        let e = Config::parse("max_store_size = \"lots\"").unwrap_err();
+        assert!(e.contains("max_store_size") && e.contains("lots"), "{e}");
         assert_eq!(Config::parse("").unwrap(), Config::default());
     }
 }

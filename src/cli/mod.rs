@@ -152,7 +152,8 @@ pub struct BuildArgs {
     /// Ignore file to use instead of CONTEXT/.dockerignore (Coder drops dot-files).
     #[arg(long, value_name = "FILE")]
     pub ignore_file: Option<PathBuf>,
-    /// Output: type=docker,dest=FILE | type=oci,dest=DIR (default: --load).
+    /// Output: type=docker,dest=FILE | type=oci,dest=DIR, with compression=gzip|zstd|uncompressed,
+    /// compression-level=N, force-compression=true (default: --load).
     #[arg(short = 'o', long, value_name = "SPEC")]
     pub output: Vec<String>,
     /// Load the result into Docker (the default when no --output is given).
@@ -229,21 +230,27 @@ pub enum CacheCommand {
     Ls,
     /// Print the store's disk usage by kind.
     Du,
-    /// Remove what no cache entry or tag references (and old entries with --keep-duration).
+    /// Remove what no cache entry or tag references (and old entries with --keep-duration,
+    /// least recently used ones beyond --max-size).
     Prune {
         /// Keep cache entries used within this duration (e.g. 7d, 12h).
         #[arg(long, value_name = "DURATION")]
         keep_duration: Option<String>,
+        /// Evict least recently used cache entries until blobs and unpacked layers fit in
+        /// this size (e.g. 20GB, 512MiB); tags and running builds are never evicted.
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
         /// Remove everything.
         #[arg(long)]
         all: bool,
         /// Remove only the RUN cache mounts (`--mount=type=cache`), nothing else.
-        #[arg(long, conflicts_with_all = ["all", "keep_duration"])]
+        #[arg(long, conflicts_with_all = ["all", "keep_duration", "max_size"])]
         mounts: bool,
     },
-    /// Re-hash every blob and report bad ones.
+    /// Re-hash every blob, re-check unpacked layer directories, and report bad ones.
     Verify {
-        /// Remove bad blobs and the cache entries that reference them.
+        /// Remove bad blobs, the cache entries that reference them, and unpacked layer
+        /// directories that differ from their layer (the next build unpacks them again).
         #[arg(long)]
         repair: bool,
     },

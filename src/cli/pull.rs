@@ -25,7 +25,7 @@ pub fn registry_options(cli: &Cli) -> RegistryOptions {
 }
 
 pub fn pull(cli: &Cli, args: &PullArgs) -> Result<()> {
-    let store = Store::open(&cli.store_root())?;
+    let store = Store::open(&cli.store_root())?.leased();
     let r = &args.reference;
     let platform = cli.platform(args.platform.as_ref());
     let opts = RegistryOptions {
@@ -157,7 +157,10 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
             Ok(())
         }
         CacheCommand::Prune {
-            keep_duration, all, ..
+            keep_duration,
+            max_size,
+            all,
+            ..
         } => {
             let keep_duration = keep_duration
                 .as_deref()
@@ -166,9 +169,16 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
                         .map_err(|e| Error::Usage(format!("invalid --keep-duration {s:?}: {e}")))
                 })
                 .transpose()?;
+            let max_size = max_size
+                .as_deref()
+                .map(|s| {
+                    maintain::parse_size(s).map_err(|e| Error::Usage(format!("--max-size: {e}")))
+                })
+                .transpose()?;
             let opts = PruneOptions {
                 keep_duration,
                 all: *all,
+                max_size,
             };
             let r = maintain::prune(&store, &opts)?;
             if *all {
@@ -176,19 +186,32 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
                 let (n, bytes) = crate::mounts::remove_cache_mounts(&store, &privilege)?;
                 println!("removed {n} cache mounts; freed {}", human(bytes));
             }
-            println!(
-                "removed {} blobs, {} layer dirs, {} cache entries, {} tags, {} temp leftovers; freed {}",
-                r.blobs,
-                r.layers,
-                r.entries,
-                r.tags,
-                r.temps,
-                human(r.bytes)
-            );
+            println!("{}", prune_summary(&r));
+            if r.over_cap {
+                eprintln!(
+                    "cairn: warning: tags and running builds alone hold {}, more than --max-size",
+                    human(r.kept_bytes)
+                );
+            }
             Ok(())
         }
         CacheCommand::Verify { repair } => verify(&store, *repair),
     }
+}
+
+/// One line saying what a prune removed and what is left.
+pub(crate) fn prune_summary(r: &maintain::PruneReport) -> String {
+    format!(
+        "removed {} blobs, {} layer dirs, {} cache entries, {} tags, {} temp leftovers, {} idle locks; freed {}, {} left",
+        r.blobs,
+        r.layers,
+        r.entries,
+        r.tags,
+        r.temps,
+        r.locks,
+        human(r.bytes),
+        human(r.kept_bytes)
+    )
 }
 
 fn ls(store: &Store) -> Result<()> {
@@ -248,21 +271,32 @@ fn verify(store: &Store, repair: bool) -> Result<()> {
     for t in &r.broken_tags {
         println!("tag {t} points to a missing manifest");
     }
+    for (d, problem) in &r.broken_layers {
+        println!("unpacked layer {d}: {problem}");
+    }
     let verb = if r.repaired { "removed" } else { "found" };
     println!(
-        "checked {} blobs: {}",
+        "checked {} blobs and {} unpacked layers: {}",
         r.checked,
+        r.layers_checked,
         if r.is_clean() {
             "all good".to_string()
         } else {
             format!(
-                "{verb} {} corrupt blobs, {} broken cache entries, {} broken tags",
+                "{verb} {} corrupt blobs, {} broken cache entries, {} broken tags, {} broken unpacked layers",
                 r.corrupt.len(),
                 r.broken_entries.len(),
-                r.broken_tags.len()
+                r.broken_tags.len(),
+                r.broken_layers.len()
             )
         }
     );
+    if r.unchecked_files > 0 {
+        eprintln!(
+            "cairn: note: {} files in unpacked layers are not readable by this user and were not checked",
+            r.unchecked_files
+        );
+    }
     if r.is_clean() || r.repaired {
         Ok(())
     } else {

@@ -14,11 +14,13 @@ mod hash;
 mod plan;
 mod resolve;
 mod stage;
+mod statcache;
 
-pub use hash::{hash_plan, hash_sources, InputsHash};
-pub use plan::{plan_copy, resolve_dest, EntryKind, PlannedEntry};
+pub use hash::{hash_plan, hash_plan_cached, hash_sources, hash_sources_cached, InputsHash};
+pub use plan::{plan_copy, plan_copy_cached, resolve_dest, EntryKind, PlannedEntry};
 pub use resolve::{heredoc_sources, resolve_in, Source, SourceRoot};
 pub use stage::{stage, stage_checked, stage_plan};
+pub use statcache::{StatCache, StatKey, RACY_MARGIN};
 
 use crate::dockerfile::ignore::{IgnoreError, IgnoreMatcher};
 use std::path::{Path, PathBuf};

@@ -117,8 +117,8 @@ pub(super) struct SummaryFacts<'a> {
     pub steps: usize,
     pub cached: usize,
     pub seconds: f64,
-    /// Bytes by what moved them (`pulled`, `written`, `loaded`, `pushed`).
-    pub bytes: [(&'static str, u64); 4],
+    /// Bytes by what moved them (`pulled`, `written`, `loaded`, `pushed`, `downloaded`).
+    pub bytes: [(&'static str, u64); 5],
     pub image_id: &'a str,
     pub dests: &'a [String],
 }

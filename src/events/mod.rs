@@ -11,7 +11,10 @@
 //! carries only the image ID or the `--format json` object.
 
 mod human;
+mod transfer;
 mod tty;
+
+pub use transfer::Transfer;
 
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
@@ -116,6 +119,8 @@ pub enum TransferKind {
     Load,
     /// A blob sent to a registry.
     Push,
+    /// An `ADD <url>` source fetched.
+    Download,
 }
 
 impl TransferKind {
@@ -126,6 +131,7 @@ impl TransferKind {
             TransferKind::Layer => ("writing layer", "wrote layer"),
             TransferKind::Load => ("loading", "loaded "),
             TransferKind::Push => ("pushing", "pushed "),
+            TransferKind::Download => ("downloading", "downloaded "),
         }
     }
 
@@ -197,6 +203,7 @@ pub enum Event<'a> {
         written: u64,
         loaded: u64,
         pushed: u64,
+        downloaded: u64,
     },
     /// The build failed; the same message follows on the last line as `cairn: error:`
     /// except in JSON mode, where this is the last line.
@@ -218,7 +225,7 @@ struct Inner {
     /// Where lines go when there is no live view (stderr, or a buffer in tests).
     out: Mutex<Box<dyn Write + Send>>,
     tally: Mutex<Tally>,
-    bytes: [AtomicU64; 4],
+    bytes: [AtomicU64; 5],
     started: Instant,
 }
 
@@ -358,20 +365,7 @@ impl Reporter {
             .view
             .as_ref()
             .map(|v| v.transfer(kind, id, total));
-        let t = Transfer {
-            rep: self.clone(),
-            kind,
-            id: id.to_string(),
-            total,
-            done: AtomicU64::new(0),
-            started: Instant::now(),
-            last_report: Mutex::new(Instant::now()),
-            bar,
-        };
-        if t.bar.is_none() {
-            t.send(Phase::Start, 0);
-        }
-        t
+        Transfer::start(self.clone(), kind, id, total, bar)
     }
 
     fn count(&self, ev: &Event<'_>) {
@@ -400,6 +394,7 @@ impl Reporter {
             written: self.bytes(TransferKind::Layer),
             loaded: self.bytes(TransferKind::Load),
             pushed: self.bytes(TransferKind::Push),
+            downloaded: self.bytes(TransferKind::Download),
         }
     }
 
@@ -415,6 +410,7 @@ impl Reporter {
                 ("written", self.bytes(TransferKind::Layer)),
                 ("loaded", self.bytes(TransferKind::Load)),
                 ("pushed", self.bytes(TransferKind::Push)),
+                ("downloaded", self.bytes(TransferKind::Download)),
             ],
             image_id,
             dests: &t.dests,
@@ -427,92 +423,6 @@ fn json_line(w: &mut dyn Write, ev: &Event<'_>) -> std::io::Result<()> {
     line.push(b'\n');
     // One write per line, so lines from several threads never interleave.
     w.write_all(&line)
-}
-
-/// A byte transfer in flight, from [`Reporter::transfer`]. Dropping it without
-/// [`Transfer::finish`] (an error) removes its line from the view without a `done` event.
-pub struct Transfer {
-    rep: Reporter,
-    kind: TransferKind,
-    id: String,
-    total: Option<u64>,
-    done: AtomicU64,
-    started: Instant,
-    last_report: Mutex<Instant>,
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Transfer {
-    /// `n` more bytes moved.
-    pub fn inc(&self, n: u64) {
-        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
-        match &self.bar {
-            Some(b) => b.inc(n),
-            None if self.rep.inner.mode == Mode::Json => {
-                let mut last = self.last_report.lock().unwrap_or_else(|p| p.into_inner());
-                if last.elapsed() >= Duration::from_secs(1) {
-                    *last = Instant::now();
-                    drop(last);
-                    self.send(Phase::Progress, done);
-                }
-            }
-            None => {}
-        }
-    }
-
-    /// The transfer restarted from byte 0.
-    pub fn reset(&self) {
-        self.done.store(0, Ordering::Relaxed);
-        if let Some(b) = &self.bar {
-            b.set_position(0);
-        }
-    }
-
-    /// Bytes moved so far.
-    pub fn bytes(&self) -> u64 {
-        self.done.load(Ordering::Relaxed)
-    }
-
-    /// The transfer completed having moved `bytes` in all (for work whose size is known
-    /// only at its end, such as a layer: compressed in another process, stored at once).
-    pub fn finish_at(self, bytes: u64) {
-        let before = self.done.swap(bytes, Ordering::Relaxed);
-        if let Some(b) = &self.bar {
-            b.inc(bytes.saturating_sub(before));
-        }
-        self.finish();
-    }
-
-    /// The transfer completed: its bytes count towards the summary.
-    pub fn finish(self) {
-        let done = self.bytes();
-        self.rep.inner.bytes[self.kind.index()].fetch_add(done, Ordering::Relaxed);
-        match (&self.bar, &self.rep.inner.view) {
-            (Some(bar), Some(view)) => {
-                view.transfer_done(bar, self.kind, &self.id, done, self.started.elapsed())
-            }
-            _ => self.send(Phase::Done, done),
-        }
-    }
-
-    fn send(&self, phase: Phase, bytes: u64) {
-        self.rep.emit(&Event::Transfer {
-            kind: self.kind,
-            id: &self.id,
-            phase,
-            bytes,
-            total: self.total,
-            seconds: secs(self.started.elapsed()),
-        });
-    }
-}
-
-impl Drop for Transfer {
-    fn drop(&mut self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
 }
 
 /// Seconds as f64 with millisecond precision, for events.

@@ -206,6 +206,7 @@ fn summary_names_steps_bytes_image_and_destination() {
             ("written", 0),
             ("loaded", 80 << 20),
             ("pushed", 0),
+            ("downloaded", 0),
         ],
         image_id: "sha256:1234",
         dests: &["docker (app:dev)".to_string()],

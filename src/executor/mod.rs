@@ -88,6 +88,11 @@ impl BuildResult {
     }
 }
 
+/// The store record holding the stat cache of the context at `root`.
+pub(super) fn stat_cache_name(root: &std::path::Path) -> String {
+    format!("stat-cache:{}", root.display())
+}
+
 /// The label holding the last step's cache key, for Terraform triggers.
 pub const CACHE_KEY_LABEL: &str = "org.cairn.cache-key";
 
@@ -140,6 +145,8 @@ struct Builder<'a> {
     plan: Plan,
     df_name: String,
     context: Option<crate::context::Context>,
+    /// The context's stat cache, loaded from the store at the first COPY that needs it.
+    stat_cache: std::sync::Mutex<Option<crate::context::StatCache>>,
     previous: BTreeMap<String, KeyInputs>,
     recorded: BTreeMap<String, KeyInputs>,
     steps: Vec<StepReport>,
@@ -175,6 +182,7 @@ impl<'a> Builder<'a> {
             plan,
             df_name,
             context,
+            stat_cache: std::sync::Mutex::new(None),
             previous,
             recorded: BTreeMap::new(),
             steps: Vec::new(),
@@ -191,12 +199,15 @@ impl<'a> Builder<'a> {
         let last = done
             .pop()
             .ok_or_else(|| Error::Internal("the plan has no stage".into()))?;
-        if !self.key_only {
+        // Unchanged on a no-op: not rewritten (it holds every COPY source's digest, which
+        // is megabytes for a large context).
+        if !self.key_only && self.recorded != self.previous {
             let _ = self.store.record_put(
                 &record_name(&self.opts.dockerfile_path),
                 &serde_json::to_vec(&self.recorded).unwrap_or_default(),
             );
         }
+        self.save_stat_cache();
         let all_cached = self.steps.iter().all(|s| s.cached);
         let (image, config) = if self.key_only {
             (
@@ -217,6 +228,19 @@ impl<'a> Builder<'a> {
             steps: self.steps,
             all_cached,
         })
+    }
+
+    /// Writes the stat cache back (atomically) when this build taught it something. A
+    /// failure only costs the next build some reading, so it is not an error.
+    fn save_stat_cache(&self) {
+        let guard = self.stat_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(cache), Some(ctx)) = (guard.as_ref(), &self.context) {
+            if cache.is_changed() {
+                let _ = self
+                    .store
+                    .record_put(&stat_cache_name(ctx.root()), &cache.to_bytes());
+            }
+        }
     }
 
     /// The base of a stage: its starting state and key.
@@ -502,6 +526,7 @@ impl<'a> Builder<'a> {
             source_date_epoch: self.opts.source_date_epoch,
             registry: &self.opts.registry,
             mounts: &self.opts.mounts,
+            stat_cache: &self.stat_cache,
         }
     }
 

@@ -214,7 +214,12 @@ pub(super) fn prepare(
                 })?;
                 CopySources::Context(ctx.resolve(&c.sources)?)
             };
-            let hash = context::hash_sources(sources.sources(), &target.dest, &target.options)?;
+            let hash = match &sources {
+                CopySources::Context(s) => {
+                    env.hash_context_sources(s, &target.dest, &target.options)?
+                }
+                _ => context::hash_sources(sources.sources(), &target.dest, &target.options)?,
+            };
             Ok(Prepared::Copy {
                 target,
                 sources,
@@ -491,6 +496,7 @@ fn upper_layer(env: &StepEnv<'_>, upper: &std::path::Path) -> Result<Option<laye
 /// mapped them), as containerd's overlay snapshotter reuses committed snapshots. Best
 /// effort: if it cannot be adopted, the blob is unpacked when a later step needs it.
 fn adopt_as_lower(env: &StepEnv<'_>, diff_id: &Digest, upper: &std::path::Path) {
+    let _ = env.store.pin([diff_id]);
     let dir = env.store.layer_dir(diff_id);
     if dir.is_dir() {
         return;
@@ -730,6 +736,7 @@ mod tests {
         cancel: super::super::Cancel,
         registry: crate::registry::RegistryOptions,
         mounts: crate::mounts::MountOptions,
+        stat_cache: std::sync::Mutex<Option<crate::context::StatCache>>,
     }
 
     impl Fixture {
@@ -745,6 +752,7 @@ mod tests {
                 cancel: super::super::Cancel::new(),
                 registry: Default::default(),
                 mounts: Default::default(),
+                stat_cache: Default::default(),
             }
         }
 
@@ -761,6 +769,7 @@ mod tests {
                 source_date_epoch: Some(0),
                 registry: &self.registry,
                 mounts: &self.mounts,
+                stat_cache: &self.stat_cache,
             }
         }
 

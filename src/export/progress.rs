@@ -4,7 +4,7 @@
 //!
 //! [`LoadVia`]: super::LoadVia
 
-use super::docker::{EngineOps, Inspected, WriteArchive};
+use super::docker::{EngineOps, Info, Inspected, WriteArchive};
 use super::Error;
 use crate::events::{Reporter, Transfer, TransferKind};
 use std::io::Write;
@@ -41,8 +41,8 @@ impl EngineOps for Reporting<'_> {
         self.inner.tag(id, tag)
     }
 
-    fn skips_present_layers(&self) -> Result<bool, Error> {
-        self.inner.skips_present_layers()
+    fn info(&self) -> Result<Info, Error> {
+        self.inner.info()
     }
 }
 

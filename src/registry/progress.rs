@@ -25,6 +25,11 @@ impl Progress {
         self.rep.transfer(TransferKind::Pull, d.short(), Some(size))
     }
 
+    /// Reports the start of another transfer of unknown size (an `ADD` download).
+    pub(crate) fn transfer(&self, kind: TransferKind, id: &str) -> Transfer {
+        self.rep.transfer(kind, id, None)
+    }
+
     /// A warning that does not tear the bars.
     pub(crate) fn warn(&self, msg: &str) {
         self.rep.warn(msg);

@@ -305,6 +305,66 @@ mod tests {
     }
 
     #[test]
+    fn step_mounts_come_after_the_specials_and_before_the_pivot() {
+        use super::super::stepmounts::{SecretBytes, StepMount, StepMountKind};
+        let rec = Recorder::default();
+        let mounts = [
+            StepMount {
+                target: "/c".into(),
+                kind: StepMountKind::Bind {
+                    source: "/store/cache".into(),
+                    readonly: true,
+                    init: Some((0o750, 7, 8)),
+                    file: false,
+                },
+            },
+            StepMount {
+                target: "/t".into(),
+                kind: StepMountKind::Tmpfs { size: Some(1024) },
+            },
+            StepMount {
+                target: "/run/secrets/tok".into(),
+                kind: StepMountKind::Secret {
+                    bytes: SecretBytes(b"xyz".to_vec()),
+                    mode: 0o400,
+                    uid: 0,
+                    gid: 0,
+                },
+            },
+        ];
+        let plan = RootPlan {
+            step_mounts: &mounts,
+            ..plan(RootSource::Overlay("lowerdir=/l".into()))
+        };
+        build_root(&rec, &plan).unwrap();
+        let calls = rec.calls.into_inner();
+        let at = |c: &str| {
+            calls
+                .iter()
+                .position(|x| x == c)
+                .unwrap_or_else(|| panic!("{c} missing: {calls:#?}"))
+        };
+        let resolv = at("mount - /nonexistent/f/resolv.conf /nonexistent/r/etc/resolv.conf");
+        let chown = at("chown /store/cache 750 7:8");
+        let bind = at("mount - /store/cache /nonexistent/r/c");
+        let tmpfs = at("mount tmpfs tmpfs /nonexistent/r/t");
+        let scratch = at("mount tmpfs tmpfs /nonexistent/f/secrets");
+        let write = at("write /nonexistent/f/secrets/1 3 bytes 400");
+        let secret = at("mount - /nonexistent/f/secrets/1 /nonexistent/r/run/secrets/tok");
+        assert!(resolv < chown && chown < bind && bind < tmpfs, "{calls:#?}");
+        assert!(
+            tmpfs < scratch && scratch < write && write < secret,
+            "{calls:#?}"
+        );
+        assert_eq!(calls[bind + 1], "mount -  /nonexistent/r/c ro");
+        assert_eq!(
+            calls[secret + 1],
+            "mount -  /nonexistent/r/run/secrets/tok ro"
+        );
+        assert_eq!(calls.last().unwrap(), "pivot /nonexistent/r");
+    }
+
+    #[test]
     fn sys_falls_back_to_a_read_only_bind() {
         let rec = Recorder {
             fail: vec!["sysfs"],

@@ -21,6 +21,7 @@ pub mod git;
 pub mod idmap;
 pub mod image;
 pub mod layer;
+pub mod mounts;
 pub mod overlay;
 pub mod plan;
 pub mod platform;

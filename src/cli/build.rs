@@ -252,7 +252,33 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         remote_cache: None,
         // Decided once here: every step, layer and unpack of the build uses this one.
         privilege: crate::userns::Privilege::detect(),
+        mounts: mount_options(args)?,
     })
+}
+
+/// `--secret`, `--ssh` and `--allow`; a secret's value is read only when a step mounts it.
+fn mount_options(args: &BuildArgs) -> Result<crate::mounts::MountOptions> {
+    let mut opts = crate::mounts::MountOptions::default();
+    for s in &args.secrets {
+        let (id, source) = crate::mounts::parse_secret(s).map_err(Error::Usage)?;
+        if let crate::mounts::SecretSource::File(p) = &source {
+            if !p.is_file() {
+                return Err(Error::Usage(format!(
+                    "--secret id={id}: {}: no such file",
+                    p.display()
+                )));
+            }
+        }
+        opts.secrets.insert(id, source);
+    }
+    let auth_sock = std::env::var("SSH_AUTH_SOCK").ok();
+    for s in &args.ssh {
+        let (id, socket) =
+            crate::mounts::parse_ssh(s, auth_sock.as_deref()).map_err(Error::Usage)?;
+        opts.ssh.insert(id, socket);
+    }
+    crate::mounts::parse_allow(&args.allow, &mut opts)?;
+    Ok(opts)
 }
 
 /// The event sink `--progress` and `--quiet` ask for.

@@ -191,6 +191,15 @@ pub struct BuildArgs {
     /// Compression of new layers in the store and outputs.
     #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
     pub compression: CompressionArg,
+    /// A secret for `RUN --mount=type=secret`: id=ID,src=FILE or id=ID,env=VAR (repeatable).
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    pub secrets: Vec<String>,
+    /// An SSH agent for `RUN --mount=type=ssh`: default ($SSH_AUTH_SOCK) or ID=SOCKET.
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    pub ssh: Vec<String>,
+    /// Grant an entitlement: network.host (RUN --network=host), security.insecure.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +284,9 @@ pub enum CacheCommand {
         /// the store: those written before --keep-duration, or all with --all.
         #[arg(long, value_name = "REGISTRY/NAME")]
         registry: Option<String>,
+        /// Remove only the RUN cache mounts (`--mount=type=cache`), nothing else.
+        #[arg(long, conflicts_with_all = ["all", "keep_duration", "max_size", "registry"])]
+        mounts: bool,
     },
     /// Re-hash every blob, re-check unpacked layer directories, and report bad ones.
     Verify {

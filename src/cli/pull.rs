@@ -138,8 +138,22 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
             for (name, (n, bytes)) in rows {
                 println!("{name:<8} {n:>8} {:>12}", human(bytes));
             }
-            let total = u.blobs.1 + u.layers.1 + u.temp.1 + u.index.1;
+            let mounts = crate::mounts::cache_mounts(&store);
+            let mounts_bytes: u64 = mounts.iter().map(|m| m.bytes).sum();
+            println!(
+                "{:<8} {:>8} {:>12}",
+                "mounts",
+                mounts.len(),
+                human(mounts_bytes)
+            );
+            let total = u.blobs.1 + u.layers.1 + u.temp.1 + u.index.1 + mounts_bytes;
             println!("{:<8} {:>8} {:>12}", "total", "", human(total));
+            Ok(())
+        }
+        CacheCommand::Prune { mounts: true, .. } => {
+            let privilege = crate::userns::Privilege::detect();
+            let (n, bytes) = crate::mounts::remove_cache_mounts(&store, &privilege)?;
+            println!("removed {n} cache mounts; freed {}", human(bytes));
             Ok(())
         }
         CacheCommand::Prune {
@@ -147,6 +161,7 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
             max_size,
             all,
             registry,
+            ..
         } => {
             let keep_duration = keep_duration
                 .as_deref()
@@ -170,6 +185,11 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
                 max_size,
             };
             let r = maintain::prune(&store, &opts)?;
+            if *all {
+                let privilege = crate::userns::Privilege::detect();
+                let (n, bytes) = crate::mounts::remove_cache_mounts(&store, &privilege)?;
+                println!("removed {n} cache mounts; freed {}", human(bytes));
+            }
             println!("{}", prune_summary(&r));
             if r.over_cap {
                 eprintln!(
@@ -242,6 +262,13 @@ fn ls(store: &Store) -> Result<()> {
     let _ = writeln!(out, "{:<71} {:>10}", "BLOB", "SIZE");
     for (d, size) in &blobs {
         let _ = writeln!(out, "{d:<71} {:>10}", human(*size));
+    }
+    let mounts = crate::mounts::cache_mounts(store);
+    if !mounts.is_empty() {
+        let _ = writeln!(out, "\n{:<56} {:>8} {:>10}", "CACHE MOUNT", "FILES", "SIZE");
+        for m in &mounts {
+            let _ = writeln!(out, "{:<56} {:>8} {:>10}", m.id, m.files, human(m.bytes));
+        }
     }
     let total: u64 = blobs.values().sum();
     let _ = writeln!(

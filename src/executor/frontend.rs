@@ -103,6 +103,7 @@ mod tests {
             mirrors: Default::default(),
             remote_cache: None,
             privilege: crate::userns::Privilege::Root,
+            mounts: Default::default(),
         }
     }
 

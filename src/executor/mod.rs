@@ -11,6 +11,7 @@ mod dispatch;
 mod env;
 pub mod frontend;
 mod merge;
+mod mounts;
 pub mod progress;
 mod state;
 mod steps;
@@ -59,6 +60,8 @@ pub struct BuildOptions {
     pub remote_cache: Option<std::sync::Arc<dyn RemoteCache>>,
     /// Root or rootless with its id maps, decided once at start-up.
     pub privilege: crate::userns::Privilege,
+    /// `--secret`, `--ssh` and `--allow`.
+    pub mounts: crate::mounts::MountOptions,
 }
 
 /// The executor's one hook into a cache shared between machines (`crate::remote_cache`):
@@ -429,7 +432,9 @@ impl<'a> Builder<'a> {
             };
             let at_line = |e| Error::at_line(&self.df_name, line, e);
             let from = self.copy_from(&expanded, done).map_err(at_line)?;
-            let prepared = steps::prepare(&self.env(), &step, from).map_err(at_line)?;
+            let mount_froms = self.mount_froms(&expanded, done).map_err(at_line)?;
+            let prepared =
+                steps::prepare(&self.env(), &step, from, mount_froms).map_err(at_line)?;
             let inputs = KeyInputs {
                 parent: key.clone(),
                 instruction: expanded.canonical(),
@@ -576,8 +581,38 @@ impl<'a> Builder<'a> {
             compression: self.opts.compression,
             source_date_epoch: self.opts.source_date_epoch,
             registry: &self.opts.registry,
+            mounts: &self.opts.mounts,
             stat_cache: &self.stat_cache,
         }
+    }
+
+    /// The `from=` of each `RUN --mount` (`None` where it has none), resolved as
+    /// [`Self::copy_from`] resolves COPY's.
+    fn mount_froms(
+        &self,
+        exp: &plan::Expanded,
+        done: &[StageResult],
+    ) -> Result<Vec<Option<steps::FromSource>>> {
+        let plan::Expanded::Run(run) = exp else {
+            return Ok(Vec::new());
+        };
+        run.mounts
+            .iter()
+            .map(|m| match &m.from {
+                None => Ok(None),
+                Some(plan::CopySource::Stage(i)) => Ok(Some(steps::FromSource {
+                    key: done[*i].key.clone(),
+                    layers: done[*i].state.layers.clone(),
+                })),
+                Some(plan::CopySource::Image(r)) => {
+                    let img = self.pull_image(r, None)?;
+                    Ok(Some(steps::FromSource {
+                        key: img.key,
+                        layers: img.state.layers,
+                    }))
+                }
+            })
+            .collect()
     }
 
     /// The source of a `COPY --from`: a finished stage, or an image (pulled).

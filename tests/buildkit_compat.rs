@@ -465,3 +465,127 @@ fn errors_while_dispatching_name_the_dockerfile_line() {
     assert_eq!(code, Some(4), "{err}");
     assert!(err.contains("Dockerfile:3: localhost:5000/gone:2"), "{err}");
 }
+
+/// One tar entry of an image layer, as a test compares it.
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    uid: u64,
+    gid: u64,
+    mode: u32,
+    /// `Some(target)` for a hard link.
+    link: Option<String>,
+    dir: bool,
+}
+
+/// Builds `dockerfile` over a context of `files` (path, body; a body of `None` is a
+/// directory) as an uncompressed OCI layout; returns the layers' entries, top layer last.
+fn build_layers(
+    files: &[(&str, Option<&str>)],
+    dockerfile: &str,
+) -> Vec<std::collections::BTreeMap<String, Entry>> {
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    for (name, body) in files {
+        match body {
+            Some(b) => {
+                fs::create_dir_all(ctx.join(name).parent().unwrap()).unwrap();
+                fs::write(ctx.join(name), b).unwrap();
+            }
+            None => fs::create_dir_all(ctx.join(name)).unwrap(),
+        }
+    }
+    fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    build_context_layers(dir.path(), &ctx)
+}
+
+fn build_context_layers(
+    dir: &std::path::Path,
+    ctx: &std::path::Path,
+) -> Vec<std::collections::BTreeMap<String, Entry>> {
+    let layout = dir.join("oci");
+    let out = common::run(
+        common::cairn(&dir.join("store"))
+            .args(["build", "--pull=never", "--compression=none"])
+            .arg("-o")
+            .arg(format!(
+                "type=oci,dest={},compression=uncompressed",
+                layout.display()
+            ))
+            .arg(ctx),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blob = |d: &str| fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap();
+    let json = |d: &str| serde_json::from_slice::<serde_json::Value>(&blob(d)).unwrap();
+    let index =
+        serde_json::from_slice::<serde_json::Value>(&fs::read(layout.join("index.json")).unwrap())
+            .unwrap();
+    let manifest = json(index["manifests"][0]["digest"].as_str().unwrap());
+    let mut layers = Vec::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let bytes = blob(layer["digest"].as_str().unwrap());
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let mut entries = std::collections::BTreeMap::new();
+        for e in archive.entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            let path = e
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string();
+            let link = (h.entry_type() == tar::EntryType::Link).then(|| {
+                e.link_name()
+                    .unwrap()
+                    .unwrap()
+                    .to_string_lossy()
+                    .trim_start_matches('/')
+                    .to_string()
+            });
+            entries.insert(
+                path,
+                Entry {
+                    uid: h.uid().unwrap(),
+                    gid: h.gid().unwrap(),
+                    mode: h.mode().unwrap() & 0o7777,
+                    link,
+                    dir: h.entry_type() == tar::EntryType::Directory,
+                },
+            );
+        }
+        layers.push(entries);
+    }
+    layers
+}
+
+#[test]
+fn copy_from_keeps_the_source_owner_and_hard_links() {
+    // BuildKit (TestCopyFromOwnership-like checks, copy.go's KeepOwnership when no
+    // --chown): files copied out of a stage keep their uid:gid, and a hard link stays a link.
+    common::require_root();
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("a"), "same inode").unwrap();
+    fs::hard_link(ctx.join("a"), ctx.join("b")).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch AS build\nCOPY --chown=100:200 a b /out/\n\
+         FROM scratch\nCOPY --from=build /out /copied\nCOPY --from=build --chown=7:8 /out/a /owned\n",
+    )
+    .unwrap();
+    let layers = build_context_layers(dir.path(), &ctx);
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    let copied = &layers[0];
+    let a = copied.get("copied/a").expect("copied/a");
+    assert_eq!((a.uid, a.gid), (100, 200), "{copied:?}");
+    let b = copied.get("copied/b").expect("copied/b");
+    assert_eq!(b.link.as_deref(), Some("copied/a"), "{copied:?}");
+    let owned = layers[1].get("owned").expect("owned");
+    assert_eq!((owned.uid, owned.gid), (7, 8), "{:?}", layers[1]);
+}

@@ -589,3 +589,52 @@ fn copy_from_keeps_the_source_owner_and_hard_links() {
     let owned = layers[1].get("owned").expect("owned");
     assert_eq!((owned.uid, owned.gid), (7, 8), "{:?}", layers[1]);
 }
+
+#[test]
+fn copy_owners_of_new_and_existing_directories() {
+    // BuildKit (moby's testBuildPreserveOwnership): the directory a COPY creates for a
+    // directory source is root's unless --chown; an existing destination directory keeps
+    // its owner even with --chown; new entries, created parents included, get the --chown
+    // owner.
+    common::require_root();
+    let layers = build_layers(
+        &[
+            ("file", Some("f")),
+            ("dir/subdir/nestedfile", Some("n")),
+            ("nested", Some("n2")),
+            ("existingdir/existingsubdir/x", Some("x")),
+            ("existingdir/existingfile", Some("e")),
+        ],
+        "FROM scratch AS source\n\
+         COPY --chown=100:200 dir /dir\n\
+         COPY --chown=102:202 nested /dir/subdir/nestedfile\n\
+         FROM scratch AS base\n\
+         COPY --chown=500:600 existingdir /existingdir\n\
+         FROM base\n\
+         COPY --from=source /dir /dir\n\
+         COPY --from=source /dir/. /existingdir\n\
+         COPY --from=source --chown=300:400 /dir /cdir\n\
+         COPY --from=source --chown=300:400 /dir/. /existingdir/\n\
+         COPY --chown=300:400 file /new/parent/file\n",
+    );
+    assert_eq!(layers.len(), 6, "{layers:?}");
+    let owner = |l: usize, p: &str| {
+        let e = layers[l]
+            .get(p)
+            .unwrap_or_else(|| panic!("{p} in {:?}", layers[l]));
+        (e.uid, e.gid)
+    };
+    assert_eq!(owner(1, "dir"), (0, 0));
+    assert_eq!(owner(1, "dir/subdir"), (100, 200));
+    assert_eq!(owner(1, "dir/subdir/nestedfile"), (102, 202));
+    assert_eq!(owner(2, "existingdir"), (500, 600));
+    assert_eq!(owner(2, "existingdir/subdir"), (100, 200));
+    assert_eq!(owner(3, "cdir"), (300, 400));
+    assert_eq!(owner(3, "cdir/subdir/nestedfile"), (300, 400));
+    assert_eq!(owner(4, "existingdir"), (500, 600));
+    assert_eq!(owner(4, "existingdir/subdir"), (300, 400));
+    assert_eq!(owner(5, "new"), (300, 400));
+    assert_eq!(owner(5, "new/parent"), (300, 400));
+    assert_eq!(layers[5]["new/parent"].mode, 0o755);
+    assert_eq!(owner(5, "new/parent/file"), (300, 400));
+}

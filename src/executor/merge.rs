@@ -45,13 +45,15 @@ pub fn materialize(lowers: &[PathBuf], patterns: &[String], out: &Path) -> Resul
 /// Gives the directories a COPY staged above its destination (and the destination itself
 /// when it already existed) the mode and owner they have in the image, as BuildKit does by
 /// copying onto the merged filesystem: `COPY f /home/coder/` must not make `/home/coder`
-/// root-owned. Owners are set only where this process may (as root).
+/// root-owned. Owners are set only where this process may (as root). Returns the staged
+/// directories (relative) that already existed.
 pub fn inherit_existing_dirs(
     lowers: &[PathBuf],
     staged_root: &Path,
     dest: &str,
     privilege: &Privilege,
-) -> Result<()> {
+) -> Result<Vec<PathBuf>> {
+    let mut existing = Vec::new();
     let dest = dest.trim_start_matches('/').trim_end_matches('/');
     let mut rel = PathBuf::new();
     let stack = LayerStack::new(lowers);
@@ -75,8 +77,36 @@ pub fn inherit_existing_dirs(
             std::os::unix::fs::lchown(&staged, Some(md.uid()), Some(md.gid()))
                 .map_err(|e| io_err("chown", &staged, e))?;
         }
+        existing.push(rel.clone());
     }
-    Ok(())
+    Ok(existing)
+}
+
+/// `COPY --chown` on what a COPY staged, as BuildKit applies it: every entry the COPY
+/// creates (the parents it creates included) gets the owner; the directories that already
+/// existed in the image (`existing`, relative) keep theirs. Set-id bits survive the chown.
+pub fn chown_created(staged_root: &Path, existing: &[PathBuf], uid: u32, gid: u32) -> Result<()> {
+    fn walk(dir: &Path, rel: &Path, existing: &[PathBuf], ids: (u32, u32)) -> Result<()> {
+        for entry in fs::read_dir(dir).map_err(|e| io_err("list", dir, e))? {
+            let entry = entry.map_err(|e| io_err("list", dir, e))?;
+            let path = entry.path();
+            let rel = rel.join(entry.file_name());
+            let md = fs::symlink_metadata(&path).map_err(|e| io_err("read", &path, e))?;
+            if !existing.contains(&rel) {
+                std::os::unix::fs::lchown(&path, Some(ids.0), Some(ids.1))
+                    .map_err(|e| io_err("chown", &path, e))?;
+                if !md.file_type().is_symlink() && md.mode() & 0o6000 != 0 {
+                    fs::set_permissions(&path, fs::Permissions::from_mode(md.mode() & 0o7777))
+                        .map_err(|e| io_err("chmod", &path, e))?;
+                }
+            }
+            if md.is_dir() {
+                walk(&path, &rel, existing, ids)?;
+            }
+        }
+        Ok(())
+    }
+    walk(staged_root, Path::new(""), existing, (uid, gid))
 }
 
 #[cfg(test)]

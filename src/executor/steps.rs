@@ -540,19 +540,32 @@ fn copy_step(
         }
         _ => return Err(Error::Internal("COPY without prepared sources".into())),
     };
-    super::merge::inherit_existing_dirs(&lowers(env, &state.layers)?, &root, &dest, env.privilege)?;
-    timings.push(("copy".into(), progress::secs(t.elapsed())));
+    let existing = super::merge::inherit_existing_dirs(
+        &lowers(env, &state.layers)?,
+        &root,
+        &dest,
+        env.privilege,
+    )?;
     let chown = match &c.chown {
+        // As root the owner is set on what was staged, sparing the directories that
+        // already existed (BuildKit leaves them) and reaching the parents this COPY
+        // created; rootless, the layer writer gives it to everything under the destination.
         Some(spec) => {
             let (uid, gid) = resolve_owner(env, state, spec)?;
-            Some(Chown {
-                prefix: PathBuf::from(dest.trim_start_matches('/').trim_end_matches('/')),
-                uid,
-                gid,
-            })
+            if env.privilege.is_root() {
+                super::merge::chown_created(&root, &existing, uid, gid)?;
+                None
+            } else {
+                Some(Chown {
+                    prefix: PathBuf::from(dest.trim_start_matches('/').trim_end_matches('/')),
+                    uid,
+                    gid,
+                })
+            }
         }
         None => None,
     };
+    timings.push(("copy".into(), progress::secs(t.elapsed())));
     let t = Instant::now();
     let opts = layer_options(env, chown)?;
     let layer = reported_layer(env, &format!("for {dest}"), || {

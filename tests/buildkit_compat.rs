@@ -638,3 +638,26 @@ fn copy_owners_of_new_and_existing_directories() {
     assert_eq!(layers[5]["new/parent"].mode, 0o755);
     assert_eq!(owner(5, "new/parent/file"), (300, 400));
 }
+
+#[test]
+fn an_absolute_symlink_in_a_copy_from_source_resolves_in_that_stage() {
+    // BuildKit resolves a source path inside the source's root: `/sub -> /out/sub` in the
+    // stage makes `/sub/foo` that stage's `/out/sub/foo`, never the host's.
+    common::require_root();
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(ctx.join("root")).unwrap();
+    fs::write(ctx.join("foo"), "foo").unwrap();
+    std::os::unix::fs::symlink("/out/sub", ctx.join("root/sub")).unwrap();
+    std::os::unix::fs::symlink("../out/sub", ctx.join("root/rel")).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch AS build\nCOPY foo /out/sub/foo\nCOPY root/ /\n\
+         FROM scratch\nCOPY --from=build /sub/foo /got\nCOPY --from=build /rel/fo* /globbed/\n",
+    )
+    .unwrap();
+    let layers = build_context_layers(dir.path(), &ctx);
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    assert!(layers[0].get("got").is_some_and(|e| !e.dir), "{layers:?}");
+    assert!(layers[1].get("globbed/foo").is_some(), "{layers:?}");
+}

@@ -34,6 +34,80 @@ fn fixed_prefix(pattern: &str) -> PathBuf {
     out
 }
 
+/// The source patterns with the symlinks on their directory part resolved inside the
+/// stage's merged root (`/sub -> /out/sub` makes `/sub/foo` read `/out/sub/foo`), as
+/// BuildKit resolves a source path in the source's own root. The last component and
+/// everything from the first wildcard on are kept as written.
+pub fn resolve_patterns(lowers: &[PathBuf], patterns: &[String]) -> Vec<String> {
+    let stack = LayerStack::new(lowers);
+    patterns
+        .iter()
+        .map(|p| resolve_pattern(&stack, p))
+        .collect()
+}
+
+fn resolve_pattern(stack: &LayerStack<'_>, pattern: &str) -> String {
+    let parts: Vec<&str> = pattern
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let fixed = parts
+        .iter()
+        .position(|p| p.contains(['*', '?', '[']))
+        .unwrap_or(parts.len())
+        .min(parts.len().saturating_sub(1));
+    if fixed == 0 {
+        return pattern.to_string();
+    }
+    // Walk the directory part, replacing each symlink by its target (40 hops at most, as
+    // the kernel allows); `..` never climbs above the root.
+    let mut todo: Vec<String> = parts[..fixed].iter().rev().map(|s| s.to_string()).collect();
+    let mut at = PathBuf::new();
+    let mut hops = 0;
+    let mut changed = false;
+    while let Some(part) = todo.pop() {
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        if part.is_empty() || part == "." {
+            continue;
+        }
+        at.push(&part);
+        let Some(md) = stack.metadata(&at) else {
+            continue;
+        };
+        if !md.file_type().is_symlink() || hops >= 40 {
+            continue;
+        }
+        let Some(target) = stack.lookup(&at).and_then(|p| fs::read_link(p).ok()) else {
+            continue;
+        };
+        hops += 1;
+        changed = true;
+        at.pop();
+        let target = target.to_string_lossy().into_owned();
+        if target.starts_with('/') {
+            at = PathBuf::new();
+        }
+        todo.extend(target.split('/').rev().map(str::to_string));
+    }
+    if !changed {
+        return pattern.to_string();
+    }
+    let mut out = format!("/{}", at.to_string_lossy());
+    for p in &parts[fixed..] {
+        if !out.ends_with('/') {
+            out.push('/');
+        }
+        out.push_str(p);
+    }
+    if pattern.ends_with('/') {
+        out.push('/');
+    }
+    out
+}
+
 /// Replays `lowers` (bottom first) into `out`, for the subtrees the `patterns` can reach.
 pub fn materialize(lowers: &[PathBuf], patterns: &[String], out: &Path) -> Result<()> {
     let prefixes: Vec<PathBuf> = patterns.iter().map(|p| fixed_prefix(p)).collect();

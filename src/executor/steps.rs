@@ -533,8 +533,9 @@ fn copy_step(
         Prepared::CopyFrom { target, layers, .. } => {
             let view = env.store.temp_dir("from-")?;
             let lowers = lowers(env, &layers)?;
-            super::merge::materialize(&lowers, &c.sources, view.path())?;
-            let sources = context::resolve_in(view.path(), &c.sources)?;
+            let patterns = super::merge::resolve_patterns(&lowers, &c.sources);
+            super::merge::materialize(&lowers, &patterns, view.path())?;
+            let sources = context::resolve_in(view.path(), &patterns)?;
             context::stage(&sources, &target.dest, &target.options, &root)?;
             target.dest
         }

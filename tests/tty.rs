@@ -475,3 +475,21 @@ fn ctrl_c_leaves_the_terminal_clean() {
     );
     assert!(after.lines().any(|l| l.starts_with("EXIT=130")), "{after}");
 }
+
+/// A build started in the background of an interactive shell (`cairn build … &`) must not
+/// touch the terminal's settings: the kernel stops a background job that tries (SIGTTOU),
+/// and the build would hang there.
+#[test]
+fn a_background_build_is_not_stopped_by_the_terminal() {
+    let root = common::tempdir();
+    let ctx = context("FROM scratch\nLABEL a=b\n");
+    // `set -m`: job control, so the build gets a process group of its own, as in a shell.
+    let t = Tmux::start(&format!(
+        "set -m\n{} &\nwait $!",
+        build_line(root.path(), ctx.path(), "", "--progress=tty")
+    ));
+    t.go();
+    let (code, after) = t.finish();
+    assert_eq!(code, 0, "{after}");
+    assert!(after.contains("1 steps: 1 run, 0 cached"), "{after}");
+}

@@ -367,7 +367,10 @@ impl Drop for View {
 impl View {
     fn restore_terminal(&self) {
         let saved = self.saved.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = saved {
+        // Moved to the background meanwhile (Ctrl-Z, bg): changing the terminal would stop
+        // us with SIGTTOU, and the shell put its own settings back when it took the
+        // terminal.
+        if let Some(t) = saved.filter(|_| in_foreground()) {
             let _ = nix::sys::termios::tcsetattr(
                 std::io::stderr(),
                 nix::sys::termios::SetArg::TCSANOW,
@@ -377,9 +380,19 @@ impl View {
     }
 }
 
-/// Turns off the terminal's `^C` echo; returns the settings to put back.
+/// Whether this process group owns the terminal (a background job that changed terminal
+/// settings would be stopped with SIGTTOU).
+fn in_foreground() -> bool {
+    nix::unistd::tcgetpgrp(std::io::stderr()).is_ok_and(|fg| fg == nix::unistd::getpgrp())
+}
+
+/// Turns off the terminal's `^C` echo; returns the settings to put back. Not for a
+/// background job: it gets no `^C`, and may not change the terminal.
 fn quiet_ctrl_c() -> Option<nix::sys::termios::Termios> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    if !in_foreground() {
+        return None;
+    }
     let saved = tcgetattr(std::io::stderr()).ok()?;
     let mut quiet = saved.clone();
     quiet.local_flags.remove(LocalFlags::ECHOCTL);

@@ -661,3 +661,43 @@ fn an_absolute_symlink_in_a_copy_from_source_resolves_in_that_stage() {
     assert!(layers[0].get("got").is_some_and(|e| !e.dir), "{layers:?}");
     assert!(layers[1].get("globbed/foo").is_some(), "{layers:?}");
 }
+
+#[test]
+fn a_destination_through_an_existing_symlink_follows_it() {
+    // BuildKit copies onto the merged root, so a directory on the destination path that is a
+    // symlink in the image is followed (inside the image's root), for COPY and for what ADD
+    // extracts from a tar (`var/run -> /run`).
+    common::require_root();
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(ctx.join("root/real/deep")).unwrap();
+    fs::create_dir_all(ctx.join("root/run")).unwrap();
+    fs::create_dir_all(ctx.join("root/var")).unwrap();
+    std::os::unix::fs::symlink("/real", ctx.join("root/link")).unwrap();
+    std::os::unix::fs::symlink("../run", ctx.join("root/var/run")).unwrap();
+    fs::write(ctx.join("foo"), "foo").unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    tar.append_data(&mut h, "var/run/pid", &b"123"[..]).unwrap();
+    fs::write(ctx.join("t.tar"), tar.into_inner().unwrap()).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY root/ /\nCOPY foo /link/\nCOPY foo /link/deep/bar\nADD t.tar /\n",
+    )
+    .unwrap();
+    let layers = build_context_layers(dir.path(), &ctx);
+    assert_eq!(layers.len(), 4, "{layers:?}");
+    for (l, want, gone) in [
+        (1, "real/foo", "link"),
+        (2, "real/deep/bar", "link"),
+        (3, "run/pid", "var/run"),
+    ] {
+        assert!(layers[l].contains_key(want), "{want} in {:?}", layers[l]);
+        assert!(!layers[l].contains_key(gone), "{gone} in {:?}", layers[l]);
+    }
+}

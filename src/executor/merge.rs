@@ -156,6 +156,140 @@ pub fn inherit_existing_dirs(
     Ok(existing)
 }
 
+/// Follows the image's symlinks under what a COPY or ADD staged, as BuildKit's copy onto the
+/// merged root does: a staged directory at a path that is a symlink in the image
+/// (`link -> /real`, `var/run -> ../run`) has its content moved to the link's target,
+/// resolved inside the image's root, so the layer does not replace the link. The
+/// directories it creates on the way exist in the image and get its mode and owner (owner
+/// as root only); their relative paths are added to `existing`.
+pub fn follow_image_symlinks(
+    lowers: &[PathBuf],
+    staged_root: &Path,
+    privilege: &Privilege,
+    existing: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let stack = LayerStack::new(lowers);
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let dir = staged_root.join(&rel);
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .map_err(|e| io_err("list", &dir, e))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| io_err("list", &dir, e))?;
+        names.sort();
+        for name in names {
+            let child = rel.join(&name);
+            let staged = staged_root.join(&child);
+            let is_dir = fs::symlink_metadata(&staged).is_ok_and(|m| m.is_dir());
+            if !is_dir {
+                continue;
+            }
+            // Nothing below a path the image lacks can be one of its symlinks.
+            let Some(in_image) = stack.metadata(&child) else {
+                continue;
+            };
+            let is_link = in_image.file_type().is_symlink();
+            let target = if is_link {
+                resolve_in_stack(&stack, &child)
+            } else {
+                None
+            };
+            let Some(target) = target.filter(|t| !t.starts_with(&child) && *t != child) else {
+                todo.push(child);
+                continue;
+            };
+            // The target's directories exist in the image: stage them with its metadata.
+            let mut at = PathBuf::new();
+            for comp in target.components() {
+                at.push(comp);
+                let p = staged_root.join(&at);
+                if fs::symlink_metadata(&p).is_err() {
+                    fs::create_dir(&p).map_err(|e| io_err("create", &p, e))?;
+                    if let Some(md) = stack.metadata(&at).filter(|m| m.is_dir()) {
+                        fs::set_permissions(&p, fs::Permissions::from_mode(md.mode() & 0o7777))
+                            .map_err(|e| io_err("chmod", &p, e))?;
+                        if privilege.is_root() {
+                            std::os::unix::fs::lchown(&p, Some(md.uid()), Some(md.gid()))
+                                .map_err(|e| io_err("chown", &p, e))?;
+                        }
+                    }
+                    existing.push(at.clone());
+                }
+            }
+            move_into(&staged, &staged_root.join(&target))?;
+            fs::remove_dir_all(&staged).map_err(|e| io_err("remove", &staged, e))?;
+            todo.push(PathBuf::new());
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// `rel` with every symlink on it resolved in the merged view, inside its root (40 hops
+/// at most); `None` when a hop is unreadable.
+fn resolve_in_stack(stack: &LayerStack<'_>, rel: &Path) -> Option<PathBuf> {
+    let mut todo: Vec<String> = rel
+        .to_string_lossy()
+        .split('/')
+        .rev()
+        .map(str::to_string)
+        .collect();
+    let mut at = PathBuf::new();
+    let mut hops = 0;
+    while let Some(part) = todo.pop() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                at.pop();
+                continue;
+            }
+            _ => at.push(&part),
+        }
+        if !stack
+            .metadata(&at)
+            .is_some_and(|m| m.file_type().is_symlink())
+        {
+            continue;
+        }
+        hops += 1;
+        if hops > 40 {
+            return None;
+        }
+        let target = fs::read_link(stack.lookup(&at)?).ok()?;
+        let target = target.to_string_lossy().into_owned();
+        at.pop();
+        if target.starts_with('/') {
+            at = PathBuf::new();
+        }
+        todo.extend(target.split('/').rev().map(str::to_string));
+    }
+    Some(at)
+}
+
+/// Moves the children of directory `from` into directory `to`, merging directories.
+fn move_into(from: &Path, to: &Path) -> Result<()> {
+    for entry in fs::read_dir(from).map_err(|e| io_err("list", from, e))? {
+        let entry = entry.map_err(|e| io_err("list", from, e))?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let src_dir = fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir());
+        match fs::symlink_metadata(&dst) {
+            Ok(m) if m.is_dir() && src_dir => move_into(&src, &dst)?,
+            Ok(m) => {
+                if m.is_dir() {
+                    fs::remove_dir_all(&dst).map_err(|e| io_err("remove", &dst, e))?;
+                } else {
+                    fs::remove_file(&dst).map_err(|e| io_err("remove", &dst, e))?;
+                }
+                fs::rename(&src, &dst).map_err(|e| io_err("move", &src, e))?;
+            }
+            Err(_) => fs::rename(&src, &dst).map_err(|e| io_err("move", &src, e))?,
+        }
+    }
+    Ok(())
+}
+
 /// `COPY --chown` on what a COPY staged, as BuildKit applies it: every entry the COPY
 /// creates (the parents it creates included) gets the owner; the directories that already
 /// existed in the image (`existing`, relative) keep theirs. Set-id bits survive the chown.

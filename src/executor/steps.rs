@@ -541,12 +541,9 @@ fn copy_step(
         }
         _ => return Err(Error::Internal("COPY without prepared sources".into())),
     };
-    let existing = super::merge::inherit_existing_dirs(
-        &lowers(env, &state.layers)?,
-        &root,
-        &dest,
-        env.privilege,
-    )?;
+    let image = lowers(env, &state.layers)?;
+    let mut existing = super::merge::inherit_existing_dirs(&image, &root, &dest, env.privilege)?;
+    super::merge::follow_image_symlinks(&image, &root, env.privilege, &mut existing)?;
     let chown = match &c.chown {
         // As root the owner is set on what was staged, sparing the directories that
         // already existed (BuildKit leaves them) and reaching the parents this COPY

@@ -701,3 +701,34 @@ fn a_destination_through_an_existing_symlink_follows_it() {
         assert!(!layers[l].contains_key(gone), "{gone} in {:?}", layers[l]);
     }
 }
+
+#[test]
+fn a_run_heredoc_with_a_shebang_runs_under_that_interpreter() {
+    // BuildKit (testHeredocShebang-like): `RUN <<EOF` whose body starts with `#!` runs the
+    // body as a script file, so the kernel's shebang rule picks the interpreter.
+    common::require_root();
+    let reg = common::registry::Registry::start();
+    common::images::push_busybox(&reg, "heredoc/busybox:1");
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}/heredoc/busybox:1\n\
+             RUN <<EOF\n#!/bin/awk -f\nBEGIN {{ print \"awk says \" 6*7 }}\nEOF\n\
+             RUN <<EOT\n#!/usr/bin/env sh\necho \"env ran $0\"\nEOT\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let out = common::run(
+        common::cairn(&dir.path().join("store"))
+            .args(["build", "--progress=plain"])
+            .arg(&ctx),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("awk says 42"), "{err}");
+    assert!(err.contains("env ran "), "{err}");
+}

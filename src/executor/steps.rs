@@ -345,11 +345,25 @@ fn layer_options(env: &StepEnv<'_>, chown: Option<Chown>) -> Result<LayerOptions
 
 /// The script a shell-form RUN hands to the shell. A command that is only a heredoc
 /// (`RUN <<EOF`) runs the heredoc's body; otherwise the heredocs follow the command line so
-/// the shell itself feeds them, as BuildKit does.
+/// the shell itself feeds them, as BuildKit does. A lone heredoc whose body starts with
+/// `#!` runs under that interpreter, as BuildKit runs it as a script file: the shell
+/// hands the body on a file descriptor to the interpreter and its one optional argument,
+/// as the kernel's shebang rule would, and nothing lands in the layer.
 fn shell_script(cmd: &str, heredocs: &[Heredoc]) -> String {
     let trimmed = cmd.trim();
     if heredocs.len() == 1 && trimmed.starts_with("<<") && !trimmed.contains(char::is_whitespace) {
-        return heredocs[0].body.clone();
+        let body = &heredocs[0].body;
+        if let Some(line) = body.strip_prefix("#!") {
+            let line = line.lines().next().unwrap_or("").trim();
+            let (interp, arg) = match line.split_once([' ', '\t']) {
+                Some((i, a)) => (i, Some(a.trim())),
+                None => (line, None),
+            };
+            if !interp.is_empty() {
+                return shebang_script(interp, arg.filter(|a| !a.is_empty()), body);
+            }
+        }
+        return body.clone();
     }
     let mut s = cmd.to_string();
     for h in heredocs {
@@ -360,6 +374,29 @@ fn shell_script(cmd: &str, heredocs: &[Heredoc]) -> String {
         }
         s.push_str(&h.name);
     }
+    s
+}
+
+/// A shell script that runs `body` under `interp [arg]` as a script file (`/dev/fd/3`),
+/// feeding it through a quoted heredoc (no expansion) whose delimiter is not a line of it.
+fn shebang_script(interp: &str, arg: Option<&str>, body: &str) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut delim = "CAIRN_SHEBANG_EOF".to_string();
+    while body.lines().any(|l| l == delim) {
+        delim.push('_');
+    }
+    let mut s = format!("exec 3<<'{delim}'\n{body}");
+    if !body.ends_with('\n') {
+        s.push('\n');
+    }
+    s.push_str(&delim);
+    s.push_str("\nexec ");
+    s.push_str(&quote(interp));
+    if let Some(a) = arg {
+        s.push(' ');
+        s.push_str(&quote(a));
+    }
+    s.push_str(" /dev/fd/3\n");
     s
 }
 
@@ -695,6 +732,11 @@ mod tests {
             "cat <<A >/a && cat <<B\none\nA\ntwo\nB"
         );
         assert_eq!(shell_script("echo hi", &[]), "echo hi");
+        // A shebang picks the interpreter; its body is never expanded by the shell.
+        assert_eq!(
+            shell_script("<<EOF", &[heredoc("EOF", "#!/bin/awk -f\nBEGIN { print $1 }\n")]),
+            "exec 3<<'CAIRN_SHEBANG_EOF'\n#!/bin/awk -f\nBEGIN { print $1 }\nCAIRN_SHEBANG_EOF\nexec '/bin/awk' '-f' /dev/fd/3\n"
+        );
     }
 
     #[test]

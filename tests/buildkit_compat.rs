@@ -732,3 +732,27 @@ fn a_run_heredoc_with_a_shebang_runs_under_that_interpreter() {
     assert!(err.contains("awk says 42"), "{err}");
     assert!(err.contains("env ran "), "{err}");
 }
+
+#[test]
+fn copy_and_add_flags_cairn_cannot_honour_are_refused_with_their_line() {
+    // Never silently ignored: `COPY --parents` (not supported yet) and BuildKit's own
+    // checks on `ADD --checksum` (one source, and an HTTP(S) or Git one).
+    for (df, want) in [
+        (
+            "FROM scratch\n\nCOPY --parents a/b /d/\n",
+            "Dockerfile:3: COPY --parents is not supported by cairn yet",
+        ),
+        (
+            "FROM scratch\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 a /a\n",
+            "Dockerfile:2: checksum requires HTTP(S) or Git sources",
+        ),
+        (
+            "FROM scratch\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 http://h/a http://h/b /d/\n",
+            "Dockerfile:2: checksum can't be specified for multiple sources",
+        ),
+    ] {
+        let (code, err) = key(df, &[]);
+        assert_eq!(code, Some(2), "{df}: {err}");
+        assert!(err.contains(want), "{df}: {err}");
+    }
+}

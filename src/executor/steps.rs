@@ -152,6 +152,29 @@ pub(super) fn prepare(
             },
         }),
         Expanded::Copy(c) | Expanded::Add(c) => {
+            if c.parents {
+                return Err(Error::Usage(format!(
+                    "{}: {} --parents is not supported by cairn yet (copy each directory to its own destination)",
+                    env.location(step),
+                    exp.keyword()
+                )));
+            }
+            // BuildKit's checks, with its wording (`--checksum` is ADD's alone: the parser
+            // refuses it on COPY).
+            if c.checksum.is_some() {
+                if c.sources.len() != 1 {
+                    return Err(Error::Usage(format!(
+                        "{}: checksum can't be specified for multiple sources",
+                        env.location(step)
+                    )));
+                }
+                if !super::add::is_url(&c.sources[0]) {
+                    return Err(Error::Usage(format!(
+                        "{}: checksum requires HTTP(S) or Git sources",
+                        env.location(step)
+                    )));
+                }
+            }
             let target = CopyTarget::new(c, step.state)?;
             if let Some(FromSource { key, layers }) = from {
                 return Ok(Prepared::CopyFrom {

@@ -756,3 +756,33 @@ fn copy_and_add_flags_cairn_cannot_honour_are_refused_with_their_line() {
         assert!(err.contains(want), "{df}: {err}");
     }
 }
+
+#[test]
+fn add_unpack_true_extracts_a_downloaded_archive() {
+    // BuildKit: a remote archive is copied as a file, unless `--unpack=true` asks for it
+    // to be extracted as a local one would be.
+    common::require_root();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(2);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    tar.append_data(&mut h, "inside/hi", &b"hi"[..]).unwrap();
+    let served = tar.into_inner().unwrap();
+    let web = common::registry::TinyServer::start(move |_| {
+        common::registry::Reply::ok("application/x-tar", served.clone())
+    });
+    let layers = build_layers(
+        &[],
+        &format!(
+            "FROM scratch\nADD --unpack=true http://{0}/t.tar /x/\nADD http://{0}/t.tar /y/\n",
+            web.addr
+        ),
+    );
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    assert!(layers[0].contains_key("x/inside/hi"), "{:?}", layers[0]);
+    assert!(!layers[0].contains_key("x/t.tar"), "{:?}", layers[0]);
+    assert!(layers[1].contains_key("y/t.tar"), "{:?}", layers[1]);
+}

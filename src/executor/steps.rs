@@ -569,9 +569,16 @@ fn copy_step(
                 options: copts,
             } = target;
             let hash = &hash;
-            // ADD extracts local tar archives (not downloaded files) instead of copying them.
-            let extract =
-                is_add && c.unpack != Some(false) && matches!(sources, CopySources::Context(_));
+            // ADD extracts local tar archives instead of copying them; downloaded ones only
+            // with `--unpack=true`, as BuildKit does.
+            let downloaded =
+                c.heredocs.is_empty() && c.sources.iter().all(|s| super::add::is_url(s));
+            let extract = is_add
+                && match c.unpack {
+                    Some(true) => downloaded || matches!(sources, CopySources::Context(_)),
+                    Some(false) => false,
+                    None => matches!(sources, CopySources::Context(_)),
+                };
             let (archives, plain): (Vec<_>, Vec<_>) = sources
                 .sources()
                 .iter()

@@ -29,6 +29,8 @@ pub enum Error {
     Image(#[from] crate::image::Error),
     #[error(transparent)]
     Export(#[from] crate::export::Error),
+    #[error(transparent)]
+    Git(#[from] crate::git::Error),
     /// Bad command-line usage (a flag value that does not parse, a missing file).
     #[error("{0}")]
     Usage(String),
@@ -188,6 +190,9 @@ impl Error {
             Error::Rootfs(_) | Error::Sandbox(_) => ExitCode::Sandbox,
             Error::Export(e) if e.is_docker() => ExitCode::Docker,
             Error::Export(_) => ExitCode::Store,
+            Error::Git(e) if e.is_network() => ExitCode::Registry,
+            Error::Git(e) if e.is_local() => ExitCode::Internal,
+            Error::Git(_) => ExitCode::Usage,
             Error::StepFailed { .. } => ExitCode::StepFailed,
             Error::Interrupted => ExitCode::Interrupted,
             Error::At { source, .. } => source.exit_code(),

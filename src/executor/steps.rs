@@ -63,12 +63,17 @@ pub(super) enum CopySources {
         _dir: tempfile::TempDir,
         sources: Vec<Source>,
     },
+    /// Git sources resolved to commits (`add::prepare_git`), keyed on those commits and
+    /// checked out only when the step runs.
+    Git(Vec<super::add::PendingGit>),
 }
 
 impl CopySources {
     fn sources(&self) -> &[Source] {
         match self {
             CopySources::Context(s) | CopySources::Heredocs { sources: s, .. } => s,
+            // Nothing on disk yet: `copy_step` checks them out.
+            CopySources::Git(_) => &[],
         }
     }
 }
@@ -184,6 +189,15 @@ pub(super) fn prepare(
                 });
             }
             let is_add = matches!(exp, Expanded::Add(_));
+            if is_add {
+                if let Some((sources, hash)) = super::add::prepare_git(env, c, step)? {
+                    return Ok(Prepared::Copy {
+                        target,
+                        sources,
+                        hash,
+                    });
+                }
+            }
             let sources = if is_add && c.sources.iter().any(|s| super::add::is_url(s)) {
                 if !c.sources.iter().all(|s| super::add::is_url(s)) {
                     return Err(Error::Usage(format!(
@@ -559,6 +573,16 @@ fn copy_step(
         .map_err(|e| Error::io(format!("cannot create {}", root.display()), e))?;
     let t = Instant::now();
     let dest = match prepared {
+        Prepared::Copy {
+            target,
+            sources: CopySources::Git(gits),
+            ..
+        } => {
+            // Keyed on the commits: a cached ADD from git cost one ls-remote, no fetch.
+            let (_checkout, plain) = super::add::checkout_git(env, &gits)?;
+            context::stage(&plain, &target.dest, &target.options, &root)?;
+            target.dest
+        }
         Prepared::Copy {
             target,
             sources,

@@ -1,8 +1,10 @@
 //! [`materialize`]: the merged view of a finished stage's layers, restricted to the paths a
-//! `COPY --from` reads, and [`inherit_existing_dirs`]: the image's own metadata for the
-//! directories a COPY stages above its destination. Both read the layers through the
-//! [`LayerStack`] (overlayfs form, replayed in user space — no root needed, nothing to
-//! unmount).
+//! `COPY --from` reads (after [`resolve_patterns`] resolved the symlinks on their way inside
+//! that stage's root); [`inherit_existing_dirs`]: the image's own metadata for the
+//! directories a COPY stages above its destination; [`follow_image_symlinks`]: staged
+//! directories moved to where the image's symlinks point; [`chown_created`]: `--chown` on
+//! what the COPY created. All read the layers through the [`LayerStack`] (overlayfs form,
+//! replayed in user space — no root needed, nothing to unmount).
 
 use crate::error::{Error, Result};
 use crate::stack::LayerStack;

@@ -26,6 +26,8 @@ pub(super) enum Prepared {
     Plain,
     Run {
         network: Network,
+        /// `RUN --mount=type=bind` sources, hashed into the key like COPY sources.
+        binds: Vec<super::mounts::BindInput>,
     },
     Copy {
         target: CopyTarget,
@@ -81,7 +83,7 @@ impl CopySources {
 impl Prepared {
     pub(super) fn network_name(&self, default: Network) -> &'static str {
         match self {
-            Prepared::Run { network } => network_str(*network),
+            Prepared::Run { network, .. } => network_str(*network),
             _ => network_str(default),
         }
     }
@@ -90,6 +92,7 @@ impl Prepared {
         match self {
             Prepared::Copy { hash, .. } => Some(hash.digest.clone()),
             Prepared::CopyFrom { key, .. } => Some(key.0.clone()),
+            Prepared::Run { binds, .. } => super::mounts::binds_digest(binds),
             _ => None,
         }
     }
@@ -97,6 +100,9 @@ impl Prepared {
     pub(super) fn input_files(&self) -> BTreeMap<String, Digest> {
         match self {
             Prepared::Copy { hash, .. } => hash.files.clone(),
+            Prepared::Run { binds, .. } => {
+                binds.iter().flat_map(|b| b.hash.files.clone()).collect()
+            }
             _ => BTreeMap::new(),
         }
     }
@@ -130,19 +136,25 @@ pub(super) struct FromSource {
     pub layers: Vec<LayerDesc>,
 }
 
-/// Gathers a step's inputs; `from` is the resolved `COPY --from` source, if any.
+/// Gathers a step's inputs; `from` is the resolved `COPY --from` source, if any, and
+/// `mount_froms` the resolved `from=` of each `RUN --mount`.
 pub(super) fn prepare(
     env: &StepEnv<'_>,
     step: &Step<'_>,
     from: Option<FromSource>,
+    mount_froms: Vec<Option<FromSource>>,
 ) -> Result<Prepared> {
     let exp = step.exp;
     match exp {
-        Expanded::Run(run) if !run.mounts.is_empty() => Err(Error::Usage(format!(
-            "{}: RUN --mount=type={} is not supported by cairn yet (remove the flag, or COPY what the step needs)",
-            env.location(step),
-            run.mounts[0].kind.as_str()
-        ))),
+        Expanded::Run(run)
+            if run.security == crate::dockerfile::Security::Insecure
+                && !env.mounts.allow_insecure =>
+        {
+            Err(Error::Usage(format!(
+                "{}: RUN --security=insecure needs the entitlement: cairn build --allow security.insecure",
+                env.location(step)
+            )))
+        }
         Expanded::Run(run) if run.security == crate::dockerfile::Security::Insecure => {
             Err(Error::Usage(format!(
                 "{}: RUN --security=insecure is not supported: cairn runs every step with Docker's default capabilities",
@@ -150,6 +162,7 @@ pub(super) fn prepare(
             )))
         }
         Expanded::Run(run) => Ok(Prepared::Run {
+            binds: super::mounts::bind_inputs(env, step, run, mount_froms)?,
             network: match run.network {
                 crate::dockerfile::Network::None => Network::None,
                 crate::dockerfile::Network::Host => Network::Host,
@@ -287,8 +300,8 @@ pub(super) fn execute(
     let history = dispatch::history(step.inst, dispatch::step_time(env.source_date_epoch));
     let mut timings = Vec::new();
     let layer = match (step.exp, prepared) {
-        (Expanded::Run(run), Prepared::Run { network }) => {
-            run_step(env, step, run, network, &mut timings)?
+        (Expanded::Run(run), Prepared::Run { network, binds }) => {
+            run_step(env, step, run, network, &binds, &mut timings)?
         }
         (Expanded::Copy(c), prepared) => {
             copy_step(env, step.state, c, false, prepared, &mut timings)?
@@ -354,7 +367,7 @@ impl Drop for RunDir<'_> {
 }
 
 /// Unpacks (once) every layer of a state; returns the directories, bottom first.
-fn lowers(env: &StepEnv<'_>, layers: &[LayerDesc]) -> Result<Vec<PathBuf>> {
+pub(super) fn lowers(env: &StepEnv<'_>, layers: &[LayerDesc]) -> Result<Vec<PathBuf>> {
     layers
         .iter()
         .map(|l| {
@@ -442,13 +455,23 @@ fn run_step(
     step: &Step<'_>,
     run: &ExpandedRun,
     network: Network,
+    binds: &[super::mounts::BindInput],
     timings: &mut Vec<(String, f64)>,
 ) -> Result<Option<layer::Layer>> {
     let (state, cmd) = (step.state, &run.cmd);
+    if run.network == crate::dockerfile::Network::Host && !env.mounts.allow_network_host {
+        return Err(Error::Usage(format!(
+            "{}: RUN --network=host needs the entitlement: cairn build --allow network.host",
+            env.location(step)
+        )));
+    }
     let t = Instant::now();
     let lowers = lowers(env, &state.layers)?;
     timings.push(("unpack".into(), progress::secs(t.elapsed())));
     let tmp = RunDir(Some(env.store.temp_dir("run-")?), env.privilege);
+    // Held (locks, private cache copies) until the step is done; bound sources are staged
+    // in the step's directory (removed as root when rootless, as the upper is).
+    let mount_set = super::mounts::prepare(env, step, run, binds, tmp.path())?;
     let upper = tmp.path().join("upper");
     let work = tmp.path().join("work");
     for d in [&upper, &work] {
@@ -462,12 +485,14 @@ fn run_step(
             shell_script(s, &run.heredocs),
         ),
     };
+    let mut step_env = step.scope.run_env();
+    step_env.extend(mount_set.env.iter().cloned());
     let spec = RunSpec {
         lowers,
         upper: upper.clone(),
         work,
         argv: argv.clone(),
-        env: step.scope.run_env(),
+        env: step_env,
         user: state.config.config.user.clone().unwrap_or_default(),
         workdir: state
             .config
@@ -478,6 +503,7 @@ fn run_step(
         network,
         hostname: "cairn".into(),
         stdin: None,
+        mounts: mount_set.mounts.clone(),
     };
     let t = Instant::now();
     let mut pending: Vec<u8> = Vec::new();
@@ -512,6 +538,8 @@ fn run_step(
             },
         });
     }
+    super::mounts::remove_stubs(&upper, &spec.lowers, &spec.mounts);
+    drop(mount_set);
     let t = Instant::now();
     let layer = reported_layer(env, &format!("of step {}", step.no), || {
         upper_layer(env, &upper)
@@ -814,6 +842,7 @@ mod tests {
         rep: super::super::Reporter,
         cancel: super::super::Cancel,
         registry: crate::registry::RegistryOptions,
+        mounts: crate::mounts::MountOptions,
         stat_cache: std::sync::Mutex<Option<crate::context::StatCache>>,
     }
 
@@ -829,6 +858,7 @@ mod tests {
                 rep: super::super::Reporter::new(super::super::Mode::Quiet, false),
                 cancel: super::super::Cancel::new(),
                 registry: Default::default(),
+                mounts: Default::default(),
                 stat_cache: Default::default(),
             }
         }
@@ -845,6 +875,7 @@ mod tests {
                 compression: crate::layer::Compression::None,
                 source_date_epoch: Some(0),
                 registry: &self.registry,
+                mounts: &self.mounts,
                 stat_cache: &self.stat_cache,
             }
         }
@@ -891,7 +922,7 @@ mod tests {
                         state: &state,
                         scope: &scope,
                     };
-                    prepare(&env, &step, None)
+                    prepare(&env, &step, None, Vec::new())
                 })
                 .collect()
         }
@@ -908,13 +939,15 @@ mod tests {
         assert!(matches!(
             got[0],
             Ok(Prepared::Run {
-                network: Network::Host
+                network: Network::Host,
+                ..
             })
         ));
         assert!(matches!(
             got[1],
             Ok(Prepared::Run {
-                network: Network::None
+                network: Network::None,
+                ..
             })
         ));
         match &got[2] {
@@ -935,11 +968,11 @@ mod tests {
     fn prepare_errors_name_the_dockerfile_line() {
         let f = Fixture::new();
         let got = f.prepare_all(
-            "FROM scratch\nRUN --mount=type=cache,target=/c true\n",
+            "FROM scratch\nRUN --mount=type=bind,source=nope,target=/c true\n",
             true,
         );
         let e = got[0].as_ref().err().unwrap().to_string();
-        assert!(e.starts_with("Dockerfile:2: RUN --mount=type=cache"), "{e}");
+        assert!(e.contains("nope"), "{e}");
         let got = f.prepare_all("FROM scratch\nCOPY a.txt /\n", false);
         let e = got[0].as_ref().err().unwrap().to_string();
         assert!(e.contains("needs a build context"), "{e}");
@@ -952,6 +985,7 @@ mod tests {
     fn key_facts_of_prepared_steps() {
         let run = Prepared::Run {
             network: Network::None,
+            binds: Vec::new(),
         };
         assert_eq!(run.network_name(Network::Host), "none");
         assert_eq!(Prepared::Plain.network_name(Network::Host), "host");

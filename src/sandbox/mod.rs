@@ -21,6 +21,7 @@ mod init;
 mod mounts;
 mod parent;
 mod staging;
+mod stepmounts;
 mod sys;
 mod user;
 
@@ -30,6 +31,7 @@ use std::path::PathBuf;
 pub use child::{ChildSpec, RunJob};
 pub use copyroot::{CopyChangesJob, CopyRootJob};
 pub use parent::{kill_running, run, run_with, RootMode};
+pub use stepmounts::{resolve_in_root, SecretBytes, StepMount, StepMountKind};
 pub use user::resolve_user;
 
 /// PATH for a step whose environment has none (Docker's default).
@@ -77,4 +79,7 @@ pub struct RunSpec {
     pub hostname: String,
     /// Bytes for the command's stdin (else `/dev/null`).
     pub stdin: Option<Vec<u8>>,
+    /// The step's `RUN --mount`s, mounted in the order given.
+    #[serde(default)]
+    pub mounts: Vec<StepMount>,
 }

@@ -94,6 +94,7 @@ impl Step {
             network: self.network,
             hostname: "cairn-test".into(),
             stdin: None,
+            mounts: Vec::new(),
         };
         let mut out = Vec::new();
         let code = run_with(

@@ -170,6 +170,29 @@ pub(super) fn prepare(
             },
         }),
         Expanded::Copy(c) | Expanded::Add(c) => {
+            if c.parents {
+                return Err(Error::Usage(format!(
+                    "{}: {} --parents is not supported by cairn yet (copy each directory to its own destination)",
+                    env.location(step),
+                    exp.keyword()
+                )));
+            }
+            // BuildKit's checks, with its wording (`--checksum` is ADD's alone: the parser
+            // refuses it on COPY).
+            if c.checksum.is_some() {
+                if c.sources.len() != 1 {
+                    return Err(Error::Usage(format!(
+                        "{}: checksum can't be specified for multiple sources",
+                        env.location(step)
+                    )));
+                }
+                if !super::add::is_url(&c.sources[0]) {
+                    return Err(Error::Usage(format!(
+                        "{}: checksum requires HTTP(S) or Git sources",
+                        env.location(step)
+                    )));
+                }
+            }
             let target = CopyTarget::new(c, step.state)?;
             if let Some(FromSource { key, layers }) = from {
                 return Ok(Prepared::CopyFrom {
@@ -372,11 +395,25 @@ fn layer_options(env: &StepEnv<'_>, chown: Option<Chown>) -> Result<LayerOptions
 
 /// The script a shell-form RUN hands to the shell. A command that is only a heredoc
 /// (`RUN <<EOF`) runs the heredoc's body; otherwise the heredocs follow the command line so
-/// the shell itself feeds them, as BuildKit does.
+/// the shell itself feeds them, as BuildKit does. A lone heredoc whose body starts with
+/// `#!` runs under that interpreter, as BuildKit runs it as a script file: the shell
+/// hands the body on a file descriptor to the interpreter and its one optional argument,
+/// as the kernel's shebang rule would, and nothing lands in the layer.
 fn shell_script(cmd: &str, heredocs: &[Heredoc]) -> String {
     let trimmed = cmd.trim();
     if heredocs.len() == 1 && trimmed.starts_with("<<") && !trimmed.contains(char::is_whitespace) {
-        return heredocs[0].body.clone();
+        let body = &heredocs[0].body;
+        if let Some(line) = body.strip_prefix("#!") {
+            let line = line.lines().next().unwrap_or("").trim();
+            let (interp, arg) = match line.split_once([' ', '\t']) {
+                Some((i, a)) => (i, Some(a.trim())),
+                None => (line, None),
+            };
+            if !interp.is_empty() {
+                return shebang_script(interp, arg.filter(|a| !a.is_empty()), body);
+            }
+        }
+        return body.clone();
     }
     let mut s = cmd.to_string();
     for h in heredocs {
@@ -387,6 +424,29 @@ fn shell_script(cmd: &str, heredocs: &[Heredoc]) -> String {
         }
         s.push_str(&h.name);
     }
+    s
+}
+
+/// A shell script that runs `body` under `interp [arg]` as a script file (`/dev/fd/3`),
+/// feeding it through a quoted heredoc (no expansion) whose delimiter is not a line of it.
+fn shebang_script(interp: &str, arg: Option<&str>, body: &str) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut delim = "CAIRN_SHEBANG_EOF".to_string();
+    while body.lines().any(|l| l == delim) {
+        delim.push('_');
+    }
+    let mut s = format!("exec 3<<'{delim}'\n{body}");
+    if !body.ends_with('\n') {
+        s.push('\n');
+    }
+    s.push_str(&delim);
+    s.push_str("\nexec ");
+    s.push_str(&quote(interp));
+    if let Some(a) = arg {
+        s.push(' ');
+        s.push_str(&quote(a));
+    }
+    s.push_str(" /dev/fd/3\n");
     s
 }
 
@@ -561,9 +621,16 @@ fn copy_step(
                 options: copts,
             } = target;
             let hash = &hash;
-            // ADD extracts local tar archives (not downloaded files) instead of copying them.
-            let extract =
-                is_add && c.unpack != Some(false) && matches!(sources, CopySources::Context(_));
+            // ADD extracts local tar archives instead of copying them; downloaded ones only
+            // with `--unpack=true`, as BuildKit does.
+            let downloaded =
+                c.heredocs.is_empty() && c.sources.iter().all(|s| super::add::is_url(s));
+            let extract = is_add
+                && match c.unpack {
+                    Some(true) => downloaded || matches!(sources, CopySources::Context(_)),
+                    Some(false) => false,
+                    None => matches!(sources, CopySources::Context(_)),
+                };
             let (archives, plain): (Vec<_>, Vec<_>) = sources
                 .sources()
                 .iter()
@@ -585,26 +652,37 @@ fn copy_step(
         Prepared::CopyFrom { target, layers, .. } => {
             let view = env.store.temp_dir("from-")?;
             let lowers = lowers(env, &layers)?;
-            super::merge::materialize(&lowers, &c.sources, view.path())?;
-            let sources = context::resolve_in(view.path(), &c.sources)?;
+            let patterns = super::merge::resolve_patterns(&lowers, &c.sources);
+            super::merge::materialize(&lowers, &patterns, view.path())?;
+            let sources = context::resolve_in(view.path(), &patterns)?;
             context::stage(&sources, &target.dest, &target.options, &root)?;
             target.dest
         }
         _ => return Err(Error::Internal("COPY without prepared sources".into())),
     };
-    super::merge::inherit_existing_dirs(&lowers(env, &state.layers)?, &root, &dest, env.privilege)?;
-    timings.push(("copy".into(), progress::secs(t.elapsed())));
+    let image = lowers(env, &state.layers)?;
+    let mut existing = super::merge::inherit_existing_dirs(&image, &root, &dest, env.privilege)?;
+    super::merge::follow_image_symlinks(&image, &root, env.privilege, &mut existing)?;
     let chown = match &c.chown {
+        // As root the owner is set on what was staged, sparing the directories that
+        // already existed (BuildKit leaves them) and reaching the parents this COPY
+        // created; rootless, the layer writer gives it to everything under the destination.
         Some(spec) => {
             let (uid, gid) = resolve_owner(env, state, spec)?;
-            Some(Chown {
-                prefix: PathBuf::from(dest.trim_start_matches('/').trim_end_matches('/')),
-                uid,
-                gid,
-            })
+            if env.privilege.is_root() {
+                super::merge::chown_created(&root, &existing, uid, gid)?;
+                None
+            } else {
+                Some(Chown {
+                    prefix: PathBuf::from(dest.trim_start_matches('/').trim_end_matches('/')),
+                    uid,
+                    gid,
+                })
+            }
         }
         None => None,
     };
+    timings.push(("copy".into(), progress::secs(t.elapsed())));
     let t = Instant::now();
     let opts = layer_options(env, chown)?;
     let layer = reported_layer(env, &format!("for {dest}"), || {
@@ -736,6 +814,11 @@ mod tests {
             "cat <<A >/a && cat <<B\none\nA\ntwo\nB"
         );
         assert_eq!(shell_script("echo hi", &[]), "echo hi");
+        // A shebang picks the interpreter; its body is never expanded by the shell.
+        assert_eq!(
+            shell_script("<<EOF", &[heredoc("EOF", "#!/bin/awk -f\nBEGIN { print $1 }\n")]),
+            "exec 3<<'CAIRN_SHEBANG_EOF'\n#!/bin/awk -f\nBEGIN { print $1 }\nCAIRN_SHEBANG_EOF\nexec '/bin/awk' '-f' /dev/fd/3\n"
+        );
     }
 
     #[test]

@@ -148,7 +148,8 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         },
         network: match args.network {
             NetworkArg::None => Network::None,
-            NetworkArg::Default | NetworkArg::Host => Network::Host,
+            NetworkArg::Default => Network::Default,
+            NetworkArg::Host => Network::Host,
         },
         compression: match args.compression {
             CompressionArg::Gzip => Compression::Gzip,

@@ -100,7 +100,9 @@ impl Prepared {
 fn network_str(n: Network) -> &'static str {
     match n {
         Network::None => "none",
-        Network::Host => "host",
+        // Cache keys are a promise: the default network had the key name "host" when the
+        // default was the host's network, and keeps it.
+        Network::Default | Network::Host => "host",
     }
 }
 

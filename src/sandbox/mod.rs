@@ -1,6 +1,7 @@
 //! The RUN sandbox: [`run`] executes one step's command in fresh user, mount, PID, UTS and
-//! IPC namespaces (and an empty network namespace for [`Network::None`]) on an overlay of
-//! the image's unpacked layers, with no runc, crun or daemon.
+//! IPC namespaces (and a network namespace of its own unless [`Network::Host`]: empty for
+//! [`Network::None`], connected to the outside through `pasta` for [`Network::Default`],
+//! `net.rs`) on an overlay of the image's unpacked layers, with no runc, crun or daemon.
 //!
 //! A step is a [`RunJob`] of the privilege broker (`crate::userns`): its helper (this
 //! binary re-executed) unshares the namespaces, lets the parent write the id maps of the
@@ -19,6 +20,7 @@ mod copyroot;
 pub mod fallback;
 mod init;
 mod mounts;
+mod net;
 mod parent;
 mod staging;
 mod sys;
@@ -49,8 +51,11 @@ pub enum Error {
 /// A step's network.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
-    /// The host's network namespace (so `apt-get` works).
+    /// A network namespace of its own with outbound access through a user-mode stack
+    /// (`pasta`): the host's loopback services and interfaces are out of reach.
     #[default]
+    Default,
+    /// The host's network namespace.
     Host,
     /// An empty network namespace with only loopback, up.
     None,

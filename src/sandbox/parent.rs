@@ -8,13 +8,15 @@
 use super::child::{ChildSpec, RunJob};
 use super::copyroot;
 use super::mounts::RootSource;
+use super::net::UserNet;
 use super::staging::Staging;
+use super::Network;
 use super::{resolve_user, Error, RunSpec};
 use crate::overlay;
-use crate::userns::{answer_userns, Helper, Privilege, Report};
+use crate::userns::{write_maps, Helper, Privilege, Report, GO};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Write};
 use std::process::ChildStdin;
 use std::sync::Mutex;
 
@@ -172,7 +174,9 @@ fn attempt(
     let _registered = Registered::new(helper.pid() as i32);
     let (stderr, stdin, pid) = (helper.stderr, helper.stdin, helper.child.id());
     let privilege = privilege.clone();
-    let control = std::thread::spawn(move || control_loop(stderr, stdin, pid, &privilege));
+    let net = (spec.run.network == Network::Default).then(|| spec.staging.clone());
+    let control =
+        std::thread::spawn(move || control_loop(stderr, stdin, pid, &privilege, net.as_deref()));
     let mut stdout = helper.stdout.take().expect("captured stdout");
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -205,21 +209,34 @@ fn attempt(
     conclude(reports, Some(status))
 }
 
-/// Reads the helper's reports, answering the user-namespace one with the maps.
+/// Reads the helper's reports, answering the user-namespace one with the maps (and, when
+/// `net` names the staging directory, connecting the step's network before it goes on).
+/// The step's network stays up until the helper closes its end.
 fn control_loop(
     stderr: impl BufRead,
     mut stdin: ChildStdin,
     pid: u32,
     privilege: &Privilege,
+    net: Option<&std::path::Path>,
 ) -> Vec<Report> {
     let mut reports = Vec::new();
+    let mut _user_net = None;
     for line in stderr.lines() {
         let Ok(line) = line else { break };
         let report = Report::parse(&line);
         match &report {
             Report::Userns => {
-                if let Err(e) = answer_userns(&mut stdin, pid, privilege) {
-                    reports.push(Report::Failed(e.to_string()));
+                let answer = write_maps(pid, privilege).map_err(|e| e.to_string());
+                let answer = answer.and_then(|()| match net {
+                    Some(dir) => UserNet::start(pid, dir)
+                        .map(|n| _user_net = Some(n))
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                });
+                let go = if answer.is_ok() { GO } else { "abort" };
+                let _ = writeln!(stdin, "{go}");
+                if let Err(e) = answer {
+                    reports.push(Report::Failed(e));
                 }
             }
             Report::Init(p) => {

@@ -405,6 +405,10 @@ fn run_step(
             .clone()
             .unwrap_or_else(|| "/".into()),
         network,
+        security: match run.security {
+            crate::dockerfile::Security::Insecure => crate::sandbox::Security::Insecure,
+            crate::dockerfile::Security::Sandbox => crate::sandbox::Security::Sandbox,
+        },
         hostname: "cairn".into(),
         stdin: None,
     };

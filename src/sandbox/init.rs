@@ -6,7 +6,7 @@
 
 use super::child::ChildSpec;
 use super::mounts::{build_root, RootPlan, RootSource};
-use super::{caps, sys, Network, DEFAULT_PATH};
+use super::{caps, seccomp, sys, Network, Security, DEFAULT_PATH};
 use crate::userns::{send, Report};
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid};
@@ -104,7 +104,11 @@ fn drop_privileges(spec: &ChildSpec) -> Result<(), Setup> {
     if spec.uid == 0 {
         sys::set_caps(mask).map_err(fail("set capabilities"))?;
     }
-    nix::sys::prctl::set_no_new_privs().map_err(errno("set no_new_privs"))
+    nix::sys::prctl::set_no_new_privs().map_err(errno("set no_new_privs"))?;
+    if spec.run.security == Security::Sandbox {
+        seccomp::install().map_err(Setup::Failed)?;
+    }
+    Ok(())
 }
 
 /// The step's environment: exactly what it was given, plus a default PATH and, as runc

@@ -22,6 +22,7 @@ mod init;
 mod mounts;
 mod net;
 mod parent;
+mod seccomp;
 mod staging;
 mod sys;
 mod user;
@@ -61,6 +62,17 @@ pub enum Network {
     None,
 }
 
+/// A step's security mode (`RUN --security`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Security {
+    /// Docker's default capabilities and seccomp profile.
+    #[default]
+    Sandbox,
+    /// No seccomp filter (`--security=insecure`, which the caller allows only with the
+    /// `security.insecure` entitlement).
+    Insecure,
+}
+
 /// One `RUN` step, fully resolved by the executor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSpec {
@@ -79,6 +91,7 @@ pub struct RunSpec {
     /// Absolute; created when missing.
     pub workdir: String,
     pub network: Network,
+    pub security: Security,
     pub hostname: String,
     /// Bytes for the command's stdin (else `/dev/null`).
     pub stdin: Option<Vec<u8>>,

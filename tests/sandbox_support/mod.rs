@@ -2,7 +2,7 @@
 //! cached Debian minbase, a step runner, and tar fixtures.
 #![allow(dead_code)]
 
-use cairn::sandbox::{run_with, Network, RootMode, RunSpec};
+use cairn::sandbox::{run_with, Network, RootMode, RunSpec, Security};
 use cairn::userns::Privilege;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,7 @@ pub struct Step {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub network: Network,
+    pub security: Security,
     pub user: String,
     pub env: Vec<String>,
     pub mode: RootMode,
@@ -62,6 +63,7 @@ impl Step {
             upper,
             work,
             network: Network::Host,
+            security: Security::Sandbox,
             user: String::new(),
             env: vec![],
             mode: RootMode::Auto,
@@ -92,6 +94,7 @@ impl Step {
             user: self.user.clone(),
             workdir: "/".into(),
             network: self.network,
+            security: self.security,
             hostname: "cairn-test".into(),
             stdin: None,
         };

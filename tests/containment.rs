@@ -49,3 +49,95 @@ fn containment_checks_rootless() {
         seccomp_blocks_dockers_calls_with_eperm();
     }
 }
+
+/// The cgroup tests look for leftovers of this process: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The step's cgroup directories under cairn's own cgroups, if any are left.
+fn leftover_cgroups() -> Vec<String> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mut left = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, list, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+        for c in list.split(',').filter(|c| ["memory", "pids"].contains(c)) {
+            let dir = std::path::Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join(path.trim_start_matches('/'));
+            let prefix = format!("cairn-{}-", std::process::id());
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    left.push(e.path().display().to_string());
+                }
+            }
+        }
+    }
+    left
+}
+
+#[test]
+fn a_step_over_its_memory_limit_is_killed_and_named() {
+    common::require_root();
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut t = Step::busybox();
+    t.limits.memory = Some(128 << 20);
+    // dd reads 500 MB of zeros into one buffer, which it must touch.
+    let dd = ["dd", "if=/dev/zero", "of=/dev/null", "bs=500M", "count=1"];
+    let (code, out) = t.run_argv(&dd);
+    assert_eq!(code, 137, "{out}");
+    assert!(
+        out.contains("killed by the memory limit (--memory 134217728 bytes)"),
+        "{out}"
+    );
+    assert!(leftover_cgroups().is_empty(), "{:?}", leftover_cgroups());
+    // Under the limit the same step is fine.
+    t.limits.memory = Some(1 << 30);
+    let (code, out) = t.run_argv(&dd);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("memory limit"), "{out}");
+}
+
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit() {
+    common::require_root();
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut t = Step::busybox();
+    t.limits.pids = Some(64);
+    // A bounded bomb: each shell starts two more until fork fails; the step reports it.
+    let (code, out) = t.run(
+        "bomb() { bomb & bomb & wait; }; (bomb) 2>/dev/null; \
+         ok=0; for i in $(seq 1 100); do sleep 1000 & ok=$((ok+1)); done 2>/dev/null; echo started=$ok; exit 1",
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("the step hit the pids limit (64 processes)"),
+        "{out}"
+    );
+    assert!(leftover_cgroups().is_empty(), "{:?}", leftover_cgroups());
+    // The host still forks.
+    assert!(std::process::Command::new("true")
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn dev_shm_and_dev_mqueue_are_as_docker_has_them() {
+    common::require_root();
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut t = Step::busybox();
+    t.limits.shm_size = Some(16 << 20);
+    t.limits.ulimits = vec![cairn::sandbox::Ulimit {
+        name: "nofile".into(),
+        soft: 512,
+        hard: 1024,
+    }];
+    let (code, out) = t.run("grep -E ' /dev/(shm|mqueue) ' /proc/mounts; df -k /dev/shm | tail -1; ulimit -n; ulimit -Hn");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("/dev/shm tmpfs") && out.contains("size=16384k"),
+        "{out}"
+    );
+    assert!(out.contains("/dev/mqueue mqueue"), "{out}");
+    assert!(out.contains("\n512\n1024\n"), "{out}");
+}

@@ -365,6 +365,7 @@ fn stdin_workdir_and_exec_form() {
         workdir: "/srv/app".into(),
         network: Network::Host,
         security: Default::default(),
+        limits: Default::default(),
         hostname: "h".into(),
         stdin: Some(b"from stdin\n".to_vec()),
     };

@@ -409,6 +409,7 @@ fn run_step(
             crate::dockerfile::Security::Insecure => crate::sandbox::Security::Insecure,
             crate::dockerfile::Security::Sandbox => crate::sandbox::Security::Sandbox,
         },
+        limits: env.limits.clone(),
         hostname: "cairn".into(),
         stdin: None,
     };
@@ -425,7 +426,8 @@ fn run_step(
             });
         }
     };
-    let code = sandbox::run(&spec, env.privilege, &mut emit, &mut env.warn())?;
+    let outcome = sandbox::run_outcome(&spec, env.privilege, &mut emit, &mut env.warn())?;
+    let code = outcome.code;
     env.cancel.check()?;
     if !pending.is_empty() {
         let text = String::from_utf8_lossy(&pending).into_owned();
@@ -439,9 +441,15 @@ fn run_step(
         return Err(Error::StepFailed {
             location: env.location(step),
             code,
-            command: match cmd {
-                ShellOrExec::Shell(s) => s.clone(),
-                ShellOrExec::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
+            command: {
+                let command = match cmd {
+                    ShellOrExec::Shell(s) => s.clone(),
+                    ShellOrExec::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
+                };
+                match outcome.limit {
+                    Some(why) => format!("{command} ({why})"),
+                    None => command,
+                }
             },
         });
     }
@@ -720,6 +728,11 @@ mod tests {
                 context,
                 df_name: "Dockerfile",
                 network: Network::Host,
+                limits: {
+                    static NONE: std::sync::OnceLock<crate::sandbox::Limits> =
+                        std::sync::OnceLock::new();
+                    NONE.get_or_init(Default::default)
+                },
                 compression: crate::layer::Compression::None,
                 source_date_epoch: Some(0),
                 registry: &self.registry,

@@ -49,6 +49,7 @@ fn setup(spec: &ChildSpec) -> Result<(), Setup> {
         root: &spec.root,
         source: spec.source.clone(),
         etc_files: &spec.etc_files,
+        shm_size: spec.run.limits.shm_size,
     };
     build_root(&sys::Linux, &plan).map_err(|e| match (&spec.source, e.raw_os_error()) {
         (RootSource::Overlay(_), _) if e.to_string().starts_with("mount overlay") => {
@@ -89,6 +90,9 @@ fn redirect_stdin(bytes: Option<&[u8]>) -> io::Result<()> {
 /// privileges each step needs until it is done.
 fn drop_privileges(spec: &ChildSpec) -> Result<(), Setup> {
     let errno = |what: &'static str| move |e: nix::Error| Setup::Failed(format!("{what}: {e}"));
+    for u in &spec.run.limits.ulimits {
+        set_ulimit(u).map_err(Setup::Failed)?;
+    }
     let mask = caps::default_mask();
     sys::drop_bounding_caps(mask, caps::last_cap()).map_err(fail("drop capabilities"))?;
     let groups: Vec<Gid> = spec.groups.iter().map(|&g| Gid::from_raw(g)).collect();
@@ -109,6 +113,32 @@ fn drop_privileges(spec: &ChildSpec) -> Result<(), Setup> {
         seccomp::install().map_err(Setup::Failed)?;
     }
     Ok(())
+}
+
+/// Applies one `--ulimit` (names as Docker's: `nofile`, `nproc`, `core`, …).
+fn set_ulimit(u: &super::Ulimit) -> Result<(), String> {
+    use nix::sys::resource::{setrlimit, Resource};
+    let resource = match u.name.as_str() {
+        "as" => Resource::RLIMIT_AS,
+        "core" => Resource::RLIMIT_CORE,
+        "cpu" => Resource::RLIMIT_CPU,
+        "data" => Resource::RLIMIT_DATA,
+        "fsize" => Resource::RLIMIT_FSIZE,
+        "locks" => Resource::RLIMIT_LOCKS,
+        "memlock" => Resource::RLIMIT_MEMLOCK,
+        "msgqueue" => Resource::RLIMIT_MSGQUEUE,
+        "nice" => Resource::RLIMIT_NICE,
+        "nofile" => Resource::RLIMIT_NOFILE,
+        "nproc" => Resource::RLIMIT_NPROC,
+        "rss" => Resource::RLIMIT_RSS,
+        "rtprio" => Resource::RLIMIT_RTPRIO,
+        "rttime" => Resource::RLIMIT_RTTIME,
+        "sigpending" => Resource::RLIMIT_SIGPENDING,
+        "stack" => Resource::RLIMIT_STACK,
+        other => return Err(format!("--ulimit {other}: unknown limit")),
+    };
+    setrlimit(resource, u.soft, u.hard)
+        .map_err(|e| format!("--ulimit {}={}:{}: {e}", u.name, u.soft, u.hard))
 }
 
 /// The step's environment: exactly what it was given, plus a default PATH and, as runc

@@ -15,6 +15,7 @@
 //! lives in `sys.rs`.
 
 mod caps;
+mod cgroup;
 mod child;
 mod copyroot;
 pub mod fallback;
@@ -30,9 +31,10 @@ mod user;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+pub use cgroup::{Limits, Ulimit, DEFAULT_PIDS};
 pub use child::{ChildSpec, RunJob};
 pub use copyroot::{CopyChangesJob, CopyRootJob};
-pub use parent::{kill_running, run, run_with, RootMode};
+pub use parent::{kill_running, run, run_outcome, run_with, run_with_outcome, Outcome, RootMode};
 pub use user::resolve_user;
 
 /// PATH for a step whose environment has none (Docker's default).
@@ -92,6 +94,8 @@ pub struct RunSpec {
     pub workdir: String,
     pub network: Network,
     pub security: Security,
+    /// Cgroup limits, `/dev/shm` size and rlimits.
+    pub limits: Limits,
     pub hostname: String,
     /// Bytes for the command's stdin (else `/dev/null`).
     pub stdin: Option<Vec<u8>>,

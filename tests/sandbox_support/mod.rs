@@ -2,7 +2,7 @@
 //! cached Debian minbase, a step runner, and tar fixtures.
 #![allow(dead_code)]
 
-use cairn::sandbox::{run_with, Network, RootMode, RunSpec, Security};
+use cairn::sandbox::{run_with, Limits, Network, RootMode, RunSpec, Security};
 use cairn::userns::Privilege;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,7 @@ pub struct Step {
     pub work: PathBuf,
     pub network: Network,
     pub security: Security,
+    pub limits: Limits,
     pub user: String,
     pub env: Vec<String>,
     pub mode: RootMode,
@@ -64,6 +65,7 @@ impl Step {
             work,
             network: Network::Host,
             security: Security::Sandbox,
+            limits: Limits::default(),
             user: String::new(),
             env: vec![],
             mode: RootMode::Auto,
@@ -95,6 +97,7 @@ impl Step {
             workdir: "/".into(),
             network: self.network,
             security: self.security,
+            limits: self.limits.clone(),
             hostname: "cairn-test".into(),
             stdin: None,
         };

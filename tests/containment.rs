@@ -64,7 +64,8 @@ fn leftover_cgroups() -> Vec<String> {
             let dir = std::path::Path::new("/sys/fs/cgroup")
                 .join(c)
                 .join(path.trim_start_matches('/'));
-            let prefix = format!("cairn-{}-", std::process::id());
+            // This binary's steps and the cairn processes it starts (one test at a time).
+            let prefix = "cairn-";
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 if e.file_name().to_string_lossy().starts_with(&prefix) {
                     left.push(e.path().display().to_string());
@@ -140,4 +141,46 @@ fn dev_shm_and_dev_mqueue_are_as_docker_has_them() {
     );
     assert!(out.contains("/dev/mqueue mqueue"), "{out}");
     assert!(out.contains("\n512\n1024\n"), "{out}");
+}
+
+/// Through the CLI: `--memory` reaches the step, which fails with exit 3 and a message
+/// naming the limit; a bad size is a usage error.
+#[test]
+fn cairn_build_memory_flag_fails_the_step_with_exit_3_naming_the_limit() {
+    common::require_root();
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let reg = common::registry::Registry::start();
+    common::images::push_busybox(&reg, "contain/busybox:1");
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/contain/busybox:1\nRUN [\"dd\", \"if=/dev/zero\", \"of=/dev/null\", \"bs=500M\", \"count=1\"]\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let build = |extra: &[&str]| {
+        common::run(
+            common::cairn(root.path())
+                .arg("build")
+                .arg(ctx.path())
+                .args(["--progress=plain", "-o", "type=oci,dest=/dev/null/none"])
+                .args(extra),
+        )
+    };
+    let out = build(&["--memory", "128m"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("RUN exited with 137"), "{err}");
+    assert!(
+        err.contains("killed by the memory limit (--memory 134217728 bytes)"),
+        "{err}"
+    );
+    let out = build(&["--memory", "lots"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--memory \"lots\""), "{err}");
+    assert!(leftover_cgroups().is_empty());
 }

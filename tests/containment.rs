@@ -67,7 +67,7 @@ fn leftover_cgroups() -> Vec<String> {
             // This binary's steps and the cairn processes it starts (one test at a time).
             let prefix = "cairn-";
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                if e.file_name().to_string_lossy().starts_with(prefix) {
                     left.push(e.path().display().to_string());
                 }
             }

@@ -231,6 +231,16 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Moves process `pid` back to cairn's own cgroups (the helper, once the step's PID 1
+    /// is gone, so that the step's cgroups can go without waiting for the helper's exit).
+    pub fn release(&self, pid: u32) {
+        for (_, dir) in &self.dirs {
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::write(parent.join("cgroup.procs"), pid.to_string());
+            }
+        }
+    }
+
     fn dir(&self, controller: &str) -> Option<&Path> {
         let want = if self.version == Version::V2 {
             ""

@@ -273,11 +273,16 @@ fn attempt(
         if let Some(why) = limit.as_deref() {
             output(format!("cairn: {why}\n").as_bytes());
         }
-        // The cgroup can go once the helper has: wait for it here, so that no cgroup
-        // outlives the step.
-        let status = helper.child.wait()?;
-        cg.remove();
-        return conclude(reports_without_warnings(reports, warn), Some(status));
+        if reports.iter().any(|r| matches!(r, Report::Exit(_))) {
+            // The step's PID 1 is reaped: the helper leaves the cgroups (its exit, tearing
+            // down the mount namespace, is slow), which go now; it is reaped below.
+            cg.release(pid);
+            cg.remove();
+        } else {
+            let status = helper.child.wait()?;
+            cg.remove();
+            return conclude(reports_without_warnings(reports, warn), Some(status));
+        }
     }
     reports = reports_without_warnings(reports, warn);
     if reports.iter().any(|r| matches!(r, Report::Exit(_))) {

@@ -29,6 +29,8 @@ pub enum Error {
     Image(#[from] crate::image::Error),
     #[error(transparent)]
     Export(#[from] crate::export::Error),
+    #[error(transparent)]
+    Git(#[from] crate::git::Error),
     /// Bad command-line usage (a flag value that does not parse, a missing file).
     #[error("{0}")]
     Usage(String),
@@ -54,6 +56,15 @@ pub enum Error {
         location: String,
         code: i32,
         command: String,
+    },
+    /// A failure while an instruction was prepared or run, at its Dockerfile line
+    /// (`Dockerfile:3: copy source "x": not found in build context`); the exit code is the
+    /// cause's.
+    #[error("{location}: {source}")]
+    At {
+        location: String,
+        #[source]
+        source: Box<Error>,
     },
     /// JSON cairn reads or writes itself (a cache state, a listing) that does not
     /// (de)serialize: a bug, or a damaged store entry.
@@ -144,6 +155,23 @@ impl Error {
         false
     }
 
+    /// `e` located at `file:line`, unless it already names a place in the Dockerfile (parse
+    /// and plan errors, a failed RUN) or is an interruption.
+    pub fn at_line(file: &str, line: usize, e: Error) -> Error {
+        match e {
+            Error::Interrupted
+            | Error::StepFailed { .. }
+            | Error::At { .. }
+            | Error::Dockerfile(_)
+            | Error::Plan(_) => e,
+            Error::Usage(ref m) if m.starts_with(&format!("{file}:")) => e,
+            e => Error::At {
+                location: format!("{file}:{line}"),
+                source: Box::new(e),
+            },
+        }
+    }
+
     /// The process exit code this failure maps to.
     pub fn exit_code(&self) -> ExitCode {
         // A full disk is a store problem wherever it surfaced (pull, COPY staging, unpack).
@@ -162,8 +190,12 @@ impl Error {
             Error::Rootfs(_) | Error::Sandbox(_) => ExitCode::Sandbox,
             Error::Export(e) if e.is_docker() => ExitCode::Docker,
             Error::Export(_) => ExitCode::Store,
+            Error::Git(e) if e.is_network() => ExitCode::Registry,
+            Error::Git(e) if e.is_local() => ExitCode::Internal,
+            Error::Git(_) => ExitCode::Usage,
             Error::StepFailed { .. } => ExitCode::StepFailed,
             Error::Interrupted => ExitCode::Interrupted,
+            Error::At { source, .. } => source.exit_code(),
             Error::Io { .. } | Error::Json { .. } | Error::Internal(_) => ExitCode::Internal,
         }
     }

@@ -2,10 +2,11 @@
 //!
 //! The pipeline (see `DESIGN.md` in the shared design folder) is one module per stage:
 //! [`dockerfile`] reads the file, [`plan`] orders the stages, [`context`] hashes COPY/ADD
-//! sources, [`registry`] pulls bases into the [`store`], [`rootfs`] and [`sandbox`] run
+//! sources, [`git`] resolves and checks out ADD's git repositories, [`registry`] pulls bases into the [`store`], [`rootfs`] and [`sandbox`] run
 //! `RUN` steps, [`layer`] turns changes into OCI layers, [`image`] writes configs and
 //! manifests, [`export`] hands the result to Docker, and [`executor`] walks the plan,
-//! keyed on [`cache`] keys that depend on nothing but a step's inputs.
+//! keyed on [`cache`] keys that depend on nothing but a step's inputs. Everything the
+//! user is told on the way goes through one sink, [`events`].
 
 pub mod cache;
 pub mod cli;
@@ -13,8 +14,10 @@ pub mod context;
 pub mod digest;
 pub mod dockerfile;
 pub mod error;
+pub mod events;
 pub mod executor;
 pub mod export;
+pub mod git;
 pub mod idmap;
 pub mod image;
 pub mod layer;

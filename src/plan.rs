@@ -10,6 +10,7 @@
 
 mod expanded;
 mod scope;
+mod signal;
 
 pub use expanded::{CopySource, Expanded, ExpandedCopy, ExpandedMount, ExpandedRun};
 pub use scope::Scope;
@@ -22,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Errors of this module.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// `--target` names no stage.
-    #[error("target stage {0:?} could not be found")]
+    /// `--target` names no stage (the message, with BuildKit's suggestion, is complete).
+    #[error("{0}")]
     UnknownTarget(String),
     /// A problem at a place in the Dockerfile.
     #[error("line {line}: {message}")]
@@ -91,6 +92,8 @@ pub struct Plan {
     pub stage_names: BTreeMap<String, usize>,
     /// How many stages the Dockerfile has (planned or not).
     pub stage_count: usize,
+    /// Warnings about the Dockerfile, each with its line, for the caller to show.
+    pub warnings: Vec<(usize, String)>,
 }
 
 /// Build args Docker accepts without an `ARG` (proxies) or that configure the builder.
@@ -118,11 +121,34 @@ pub fn platform_args(target: &Platform, build: &Platform) -> BTreeMap<String, St
     for (prefix, p) in [("TARGET", target), ("BUILD", build)] {
         m.insert(format!("{prefix}PLATFORM"), p.to_string());
         m.insert(format!("{prefix}OS"), p.os.clone());
+        m.insert(
+            format!("{prefix}OSVERSION"),
+            p.os_version.clone().unwrap_or_default(),
+        );
         m.insert(format!("{prefix}ARCH"), p.architecture.clone());
         m.insert(
             format!("{prefix}VARIANT"),
             p.variant.clone().unwrap_or_default(),
         );
+    }
+    m
+}
+
+/// Every automatic ARG BuildKit defines: the platform ones and `TARGETSTAGE` (the
+/// `--target` stage, else the last stage's name, else `default`). A `--build-arg` of the
+/// same name overrides any of them.
+fn builtin_args(df: &Dockerfile, opts: &PlanOptions) -> BTreeMap<String, String> {
+    let mut m = platform_args(&opts.target_platform, &opts.build_platform);
+    let stage = opts
+        .target
+        .clone()
+        .or_else(|| df.stages.last().and_then(|s| s.from.name.clone()))
+        .unwrap_or_else(|| "default".into());
+    m.insert("TARGETSTAGE".into(), stage);
+    for (k, v) in m.iter_mut() {
+        if let Some(o) = opts.build_args.get(k) {
+            v.clone_from(o);
+        }
     }
     m
 }
@@ -133,7 +159,7 @@ fn global_args(
     df: &Dockerfile,
     opts: &PlanOptions,
 ) -> Result<(BTreeMap<String, String>, BTreeSet<String>), Error> {
-    let mut env = platform_args(&opts.target_platform, &opts.build_platform);
+    let mut env = builtin_args(df, opts);
     let mut declared = BTreeSet::new();
     for inst in &df.global_args {
         let Instruction::Arg(decls) = &inst.node else {
@@ -207,8 +233,45 @@ fn from_refs(insts: &[Spanned<Instruction>]) -> Vec<(&str, usize)> {
     out
 }
 
+/// A stage's base-image triggers parsed as instructions located at its `FROM` line.
+fn trigger_instructions(
+    texts: Option<&Vec<String>>,
+    line: usize,
+) -> Result<Vec<Spanned<Instruction>>, Error> {
+    texts
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let node = crate::dockerfile::parse_instruction_line(t)
+                .map_err(|e| Error::at(line, format!("ONBUILD trigger of the base image: {e}")))?;
+            Ok(Spanned {
+                node,
+                span: crate::dockerfile::Span {
+                    line,
+                    col: 1,
+                    end_line: line,
+                },
+                original: format!("ONBUILD {t}"),
+            })
+        })
+        .collect()
+}
+
 /// Plans a build.
 pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, Error> {
+    plan_with_triggers(df, opts, &BTreeMap::new())
+}
+
+/// Plans a build whose stages' base images carry `ONBUILD` triggers: `triggers` maps a
+/// Dockerfile stage index to its base image's trigger texts (as stored in the image
+/// config). A trigger's `COPY --from=NAME` (or `RUN --mount=from=NAME`) names a stage of
+/// *this* Dockerfile and makes it a dependency, as BuildKit re-resolves the stage graph
+/// after reading its bases' triggers; without this, such a stage would not be planned.
+pub fn plan_with_triggers(
+    df: &Dockerfile,
+    opts: &PlanOptions,
+    triggers: &BTreeMap<usize, Vec<String>>,
+) -> Result<Plan, Error> {
     let escape = df.directives.escape;
     let (globals, mut declared) = global_args(df, opts)?;
     let names: BTreeMap<String, usize> = df
@@ -248,7 +311,11 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, Error> {
             _ if image.eq_ignore_ascii_case("scratch") => Base::Scratch,
             _ => Base::Image(image),
         };
-        for (from, line) in from_refs(&st.instructions) {
+        let onbuild = trigger_instructions(triggers.get(&i), line)?;
+        for (from, line) in from_refs(&st.instructions)
+            .into_iter()
+            .chain(from_refs(&onbuild))
+        {
             let v = expand_with(from, &globals, escape, line)?;
             if let Some(j) = resolve_from(&v, &names, df.stages.len(), line)? {
                 d.insert(j);
@@ -259,9 +326,15 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, Error> {
     }
     let target = match &opts.target {
         None => df.stages.len() - 1,
-        Some(t) => *names
-            .get(&t.to_ascii_lowercase())
-            .ok_or_else(|| Error::UnknownTarget(t.clone()))?,
+        Some(t) => *names.get(&t.to_ascii_lowercase()).ok_or_else(|| {
+            let stages: Vec<&str> = names.keys().map(String::as_str).collect();
+            Error::UnknownTarget(crate::dockerfile::suggest::did_you_mean(
+                format!("target stage {t:?} could not be found"),
+                t,
+                &stages,
+                true,
+            ))
+        })?,
     };
     let order = dependency_order(df, &deps, target)?;
     let stage_map: BTreeMap<usize, usize> =
@@ -295,7 +368,18 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<Plan, Error> {
         .filter(|k| !declared.contains(*k) && !is_predefined_arg(k))
         .cloned()
         .collect();
+    let mut warnings = Vec::new();
+    if let Some(s) = df.directives.unemulated_syntax() {
+        warnings.push((
+            df.directives.syntax_line,
+            format!(
+                "the syntax directive names the frontend {s}, which cairn does not emulate; \
+                 the file is read as a docker/dockerfile:1 Dockerfile"
+            ),
+        ));
+    }
     Ok(Plan {
+        warnings,
         stages,
         unused_build_args,
         build_args: opts.build_args.clone(),

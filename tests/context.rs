@@ -216,7 +216,7 @@ fn hash_ignores_mtime_and_sees_every_real_change() {
     expect_change("an exception's content", hash(&c, &["."], "/app/", &o));
 
     let chmod = CopyOptions {
-        chmod: Some(0o700),
+        chmod: Some(cairn::dockerfile::Chmod::octal(0o700)),
         ..o.clone()
     };
     expect_change("--chmod", hash(&c, &["."], "/app/", &chmod));
@@ -251,7 +251,7 @@ fn staging_writes_the_planned_tree() {
     let c = ctx(r);
     let out = tempfile::tempdir().unwrap();
     let opts = CopyOptions {
-        chmod: Some(0o750),
+        chmod: Some(cairn::dockerfile::Chmod::octal(0o750)),
         ..Default::default()
     };
     stage(
@@ -560,4 +560,119 @@ fn heredoc_bodies_hash_the_same_whatever_the_umask_or_user() {
     let dir = tempfile::tempdir().unwrap();
     let bad = vec![("../x".to_string(), String::new())];
     assert!(heredoc_sources(dir.path(), &bad).is_err());
+}
+
+/// Hashes `.` to `/app/` through `cache`.
+fn hash_cached(c: &Context, cache: &mut cairn::context::StatCache) -> InputsHash {
+    let srcs = c.resolve(&s(&["."])).unwrap();
+    cairn::context::hash_sources_cached(&srcs, "/app/", &CopyOptions::default(), cache).unwrap()
+}
+
+/// A stat cache whose clock runs an hour ahead, so files written by the test count as
+/// settled (their ctime cannot be aged any other way).
+fn settled_cache(bytes: &[u8]) -> cairn::context::StatCache {
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    cairn::context::StatCache::from_bytes(bytes).with_clock(later)
+}
+
+#[test]
+fn stat_cache_answers_for_unchanged_files_and_the_key_stays_content_only() {
+    let dir = sample();
+    let c = ctx(dir.path());
+    let plain = hash(&c, &["."], "/app/", &CopyOptions::default());
+    let mut cache = settled_cache(b"");
+    assert_eq!(hash_cached(&c, &mut cache), plain);
+    assert_eq!(cache.hits, 0);
+    assert!(cache.is_changed() && cache.len() == 4, "{}", cache.len());
+    // Saved and loaded again: every file is answered from the cache, same key.
+    let mut warm = settled_cache(&cache.to_bytes());
+    assert_eq!(hash_cached(&c, &mut warm), plain);
+    assert_eq!((warm.hits, warm.misses), (4, 0));
+    assert!(!warm.is_changed(), "nothing new to save");
+
+    // The cache is really consulted: a lying entry for README.md's exact stat data moves
+    // the key (which is why an entry is only ever written from a full read).
+    let readme = dir.path().join("README.md");
+    let mut lying = settled_cache(b"");
+    lying.begin();
+    lying.put(
+        &fs::canonicalize(&readme).unwrap(),
+        cairn::context::StatKey::of(&fs::symlink_metadata(&readme).unwrap()),
+        cairn::Digest::of_bytes(b"not the content"),
+        &Default::default(),
+    );
+    assert_ne!(hash_cached(&c, &mut lying).digest, plain.digest);
+}
+
+#[test]
+fn stat_cache_rehashes_a_racily_clean_file() {
+    // A file hashed within the racy margin of its last change is not recorded, so a second
+    // change in the same timestamp tick (same size, same mtime, same ctime) is still read.
+    let dir = sample();
+    let c = ctx(dir.path());
+    write(dir.path(), "app/main.py", "print('A')\n");
+    let mut cache = cairn::context::StatCache::default();
+    let first = hash_cached(&c, &mut cache);
+    let main = fs::canonicalize(dir.path().join("app/main.py")).unwrap();
+    let stat = fs::symlink_metadata(&main).unwrap();
+    assert!(
+        cache
+            .get(&main, &cairn::context::StatKey::of(&stat))
+            .is_none(),
+        "a file changed just now was recorded"
+    );
+    write(dir.path(), "app/main.py", "print('B')\n");
+    // Put the old mtime back too: only the content differs from what was hashed.
+    let f = fs::File::options().write(true).open(&main).unwrap();
+    f.set_modified(stat.modified().unwrap()).unwrap();
+    let mut again = cairn::context::StatCache::from_bytes(&cache.to_bytes());
+    let second = hash_cached(&c, &mut again);
+    assert_ne!(first.digest, second.digest);
+    assert_eq!(second, hash(&c, &["."], "/app/", &CopyOptions::default()));
+}
+
+#[test]
+fn stat_cache_catches_a_change_restored_to_the_old_size_and_mtime() {
+    let dir = sample();
+    let c = ctx(dir.path());
+    let mut cache = settled_cache(b"");
+    let before = hash_cached(&c, &mut cache);
+    let main = dir.path().join("app/main.py");
+    let md = fs::symlink_metadata(&main).unwrap();
+    // Same length, other bytes, and `touch -d` puts the mtime back to the nanosecond.
+    write(dir.path(), "app/main.py", "print('HI')\n");
+    assert_eq!(fs::metadata(&main).unwrap().len(), md.len());
+    let stamp = format!("@{}.{:09}", md.mtime(), md.mtime_nsec());
+    let out = std::process::Command::new("touch")
+        .args(["-d", &stamp])
+        .arg(&main)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let now = fs::symlink_metadata(&main).unwrap();
+    assert_eq!(
+        (now.mtime(), now.mtime_nsec(), now.len()),
+        (md.mtime(), md.mtime_nsec(), md.len())
+    );
+    let mut warm = settled_cache(&cache.to_bytes());
+    let after = hash_cached(&c, &mut warm);
+    assert_ne!(after.digest, before.digest, "the changed file was not read");
+    assert_eq!(after, hash(&c, &["."], "/app/", &CopyOptions::default()));
+    assert_eq!(warm.misses, 1);
+}
+
+#[test]
+fn stat_cache_catches_an_xattr_change_on_a_settled_file() {
+    // The plan takes a settled file's xattrs from the cache; setting one moves the ctime, so
+    // the file is listed (and read) again and the key moves.
+    let dir = sample();
+    let c = ctx(dir.path());
+    let mut cache = settled_cache(b"");
+    let before = hash_cached(&c, &mut cache);
+    xattr::set(dir.path().join("app/main.py"), "user.cairn.test", b"1").unwrap();
+    let mut warm = settled_cache(&cache.to_bytes());
+    let after = hash_cached(&c, &mut warm);
+    assert_ne!(after.digest, before.digest);
+    assert_eq!(after, hash(&c, &["."], "/app/", &CopyOptions::default()));
+    assert_eq!(warm.misses, 1);
 }

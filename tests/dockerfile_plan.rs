@@ -92,8 +92,14 @@ fn args_are_in_run_env_but_not_in_config_env() {
             "HOME=/root",
             "BUILD=1",
             "TAG=arg",
-            "HTTP_PROXY=http://proxy:3128"
+            "HTTP_PROXY=http://proxy:3128",
+            "http_proxy=http://proxy:3128"
         ]
+    );
+    // Proxies reach RUN but not the cache key, as in BuildKit.
+    assert_eq!(
+        scope.key_env(),
+        ["PATH=/usr/bin:/bin", "HOME=/root", "BUILD=1", "TAG=arg"]
     );
     assert_eq!(
         scope.config_env(),
@@ -236,9 +242,9 @@ fn unused_build_args_skip_declared_and_predefined() {
 
 #[test]
 fn which_instructions_expand() {
-    let src = "FROM scratch\nENV D=/dst U=app P=8080\nRUN echo $D\nCMD echo $D\nENTRYPOINT [\"$D\"]\n\
+    let src = "FROM scratch\nENV D=/dst U=app P=8080 S=TERM\nRUN echo $D\nCMD echo $D\nENTRYPOINT [\"$D\"]\n\
 COPY --chown=$U:$U --chmod=755 --exclude=$U.md src/$U $D/\nUSER $U\nEXPOSE $P \"${P}/udp\"\nVOLUME $D /v\n\
-STOPSIGNAL SIG$U\nSHELL [\"$D\"]\nHEALTHCHECK CMD $D\nONBUILD RUN $D\nLABEL k=$U\nMAINTAINER $U\n";
+STOPSIGNAL SIG$S\nSHELL [\"$D\"]\nHEALTHCHECK CMD $D\nONBUILD RUN $D\nLABEL k=$U\nMAINTAINER $U\n";
     let (out, _) = run_last(src, &opts(&[], None), &[]);
     let Expanded::Run(run) = &out[1] else {
         panic!("{:?}", out[1])
@@ -264,7 +270,7 @@ STOPSIGNAL SIG$U\nSHELL [\"$D\"]\nHEALTHCHECK CMD $D\nONBUILD RUN $D\nLABEL k=$U
         Expanded::Expose(vec!["8080".into(), "8080/udp".into()])
     );
     assert_eq!(out[7], Expanded::Volume(vec!["/dst".into(), "/v".into()]));
-    assert_eq!(out[8], Expanded::StopSignal("SIGapp".into()));
+    assert_eq!(out[8], Expanded::StopSignal("SIGTERM".into()));
     assert_eq!(out[9], Expanded::Shell(vec!["$D".into()]));
     assert!(out[10].canonical().contains("$D"));
     assert_eq!(out[11], Expanded::Onbuild("RUN $D".into()));

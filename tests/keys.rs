@@ -182,7 +182,8 @@ fn keys_of(dir: &Path) -> Result<String, String> {
             ..RegistryOptions::default()
         },
         mirrors: BTreeMap::new(),
-        privilege: cairn::userns::Privilege::detect(),
+        // Keys never depend on who builds: no step runs here.
+        privilege: cairn::userns::Privilege::Root,
     };
     let steps = executor::step_keys(&store, &opts, &Reporter::new(Mode::Quiet, false))
         .map_err(|e| format!("cannot key: {e}"))?;

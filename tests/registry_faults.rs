@@ -47,7 +47,7 @@ fn fake(config: &[u8]) -> Fake {
 }
 
 const CONFIG: &[u8] =
-    br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:5a1d3c0d7e1c8f2b4a6e9d0c3b5a7f1e2d4c6b8a0f9e8d7c6b5a4f3e2d1c0b9a"]}}"#;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Fault {

@@ -84,11 +84,7 @@ fn assert_disk_full(f: &Finished, what: &str) {
         "{what}: expected exit 6 (store problem):\n{}",
         f.stderr
     );
-    let err = f
-        .stderr
-        .lines()
-        .find(|l| l.contains("cairn: error"))
-        .unwrap_or("");
+    let err = f.error();
     assert!(
         err.contains("No space left on device"),
         "{what}: the error does not say the disk is full: {err:?}\n{}",

@@ -36,11 +36,7 @@ fn outputs(f: &Finished) -> String {
 }
 
 fn error_line(f: &Finished) -> String {
-    f.stderr
-        .lines()
-        .find(|l| l.contains("cairn: error"))
-        .unwrap_or("")
-        .to_string()
+    f.error()
 }
 
 #[test]

@@ -109,6 +109,9 @@ fn phase(seen: &[Seen], total_steps: usize) -> &'static str {
         return "pull";
     }
     if text.starts_with("RUN") {
+        if last["event"] == "transfer" && last["kind"] == "layer" {
+            return "layer write";
+        }
         return if last["event"] == "output" {
             // Every test RUN ends by printing END: after it, only the layer is left to write.
             if last["line"] == "END" {

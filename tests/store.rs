@@ -319,7 +319,7 @@ fn prune_keeps_what_tags_and_entries_reach() {
     );
     let opts = PruneOptions {
         keep_duration: Some(Duration::from_secs(60)),
-        all: false,
+        ..PruneOptions::default()
     };
     let r = maintain::prune(&store, &opts).unwrap();
     assert_eq!((r.entries, r.blobs), (1, 1), "{r:?}");
@@ -329,8 +329,8 @@ fn prune_keeps_what_tags_and_entries_reach() {
     let r = maintain::prune(
         &store,
         &PruneOptions {
-            keep_duration: None,
             all: true,
+            ..PruneOptions::default()
         },
     )
     .unwrap();
@@ -368,4 +368,395 @@ fn cache_commands_report_and_exit_as_documented() {
     let pruned =
         common::run_ok(common::cairn(dir.path()).args(["cache", "prune", "--keep-duration", "7d"]));
     assert!(pruned.starts_with("removed"), "{pruned}");
+
+    // --max-size takes Docker-style sizes; a tag is never evicted, and that is said.
+    let bad = common::run(common::cairn(dir.path()).args(["cache", "prune", "--max-size", "lots"]));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--max-size"));
+    let d = store.put_bytes(b"{\"some\":\"config\"}").unwrap();
+    store.tag_set("example.com/app:1", &d).unwrap();
+    let out = common::run(common::cairn(dir.path()).args(["cache", "prune", "--max-size", "0B"]));
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("more than --max-size"), "{err}");
+    assert!(store.has_blob(&d));
+    common::run_ok(common::cairn(dir.path()).args(["cache", "prune", "--max-size", "20GB"]));
+}
+
+/// A blob of `n` bytes that belong to `tag` alone (so sizes add up exactly).
+fn unique(store: &Store, tag: &str, n: usize) -> Digest {
+    let mut bytes = tag.as_bytes().to_vec();
+    bytes.resize(n, b'.');
+    store.put_bytes(&bytes).unwrap()
+}
+
+/// A cache entry whose state (a small JSON blob) reaches one 100 kB layer blob of its own,
+/// last used `ago`.
+fn entry_with_layer(store: &Store, name: &str, ago: Duration) -> (Digest, Digest) {
+    let layer = unique(store, name, 100_000);
+    let state = store
+        .put_bytes(format!(r#"{{"name":"{name}","layer":"{layer}"}}"#).as_bytes())
+        .unwrap();
+    store
+        .cache_put(
+            &key(name),
+            &CacheEntry {
+                state: state.clone(),
+                refs: vec![layer.clone()],
+                created: String::new(),
+            },
+        )
+        .unwrap();
+    age(
+        &store.root().join(format!("cache/{}.json", key(name).hex())),
+        ago,
+    );
+    (state, layer)
+}
+
+fn capped(max: u64) -> PruneOptions {
+    PruneOptions {
+        max_size: Some(max),
+        ..PruneOptions::default()
+    }
+}
+
+#[test]
+fn size_cap_evicts_least_recently_used_never_tagged_or_leased() {
+    let dir = common::tempdir();
+    let store = Store::open(dir.path()).unwrap();
+    // A tagged image: a manifest reaching a 100 kB layer.
+    let base_layer = unique(&store, "base", 100_000);
+    let manifest = store
+        .put_bytes(format!(r#"{{"layers":[{{"digest":"{base_layer}"}}]}}"#).as_bytes())
+        .unwrap();
+    store.tag_set("example.com/base:1", &manifest).unwrap();
+    let (old_state, old_layer) = entry_with_layer(&store, "old", Duration::from_secs(3000));
+    let (mid_state, mid_layer) = entry_with_layer(&store, "mid", Duration::from_secs(2000));
+    let (new_state, new_layer) = entry_with_layer(&store, "new", Duration::from_secs(1000));
+    // A running build's lease holds a blob nothing indexes yet.
+    let build = store.leased();
+    let held = unique(&build, "held by a running build", 100_000);
+    // Room for the tag, the lease and one entry (small JSON blobs fit in the slack).
+    let r = maintain::prune(&store, &capped(350_000)).unwrap();
+    assert_eq!((r.entries, r.blobs), (2, 4), "{r:?}");
+    assert!(!r.over_cap);
+    assert!(r.kept_bytes <= 350_000, "{r:?}");
+    for gone in [&old_state, &old_layer, &mid_state, &mid_layer] {
+        assert!(!store.has_blob(gone), "kept {gone}");
+    }
+    for kept in [&new_state, &new_layer, &manifest, &base_layer, &held] {
+        assert!(store.has_blob(kept), "evicted {kept}");
+    }
+    assert_eq!(store.cache_get(&key("old")).unwrap(), None);
+    assert!(store.cache_get(&key("new")).unwrap().is_some());
+
+    // A cap below what tags and leases hold: every entry goes, they stay, and it says so.
+    let r = maintain::prune(&store, &capped(0)).unwrap();
+    assert!(r.over_cap, "{r:?}");
+    assert_eq!(r.entries, 1);
+    assert!(store.has_blob(&held) && store.has_blob(&base_layer));
+    assert_eq!(store.tag_list().unwrap().len(), 1);
+
+    // The lease ends: what it held goes; a dead process's pin file counts for nothing.
+    drop(build);
+    fs::write(
+        dir.path().join("locks/pins/deadbeef0009.0"),
+        format!("{manifest}\n"),
+    )
+    .unwrap();
+    let r = maintain::prune(&store, &capped(0)).unwrap();
+    assert!(!store.has_blob(&held), "{r:?}");
+    assert!(store.has_blob(&manifest) && store.has_blob(&base_layer));
+    assert!(!dir.path().join("locks/pins/deadbeef0009.0").exists());
+}
+
+#[test]
+fn a_lease_in_another_process_protects_its_blobs() {
+    // A pin file of a live process (flock(1) holds its owner lock) is honoured; once the
+    // process is gone it is not.
+    let dir = common::tempdir();
+    let store = Store::open(dir.path()).unwrap();
+    let held = unique(&store, "held elsewhere", 1000);
+    let owner = dir.path().join("locks/owners/otherproc0001");
+    fs::write(
+        dir.path().join("locks/pins/otherproc0001.0"),
+        format!("{held}\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(&owner)
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("flock(1) from util-linux is needed");
+    let deadline = SystemTime::now() + Duration::from_secs(5);
+    while lockable(&owner) {
+        assert!(SystemTime::now() < deadline, "flock(1) never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    maintain::prune(&store, &capped(0)).unwrap();
+    assert!(store.has_blob(&held), "a live process's pin was ignored");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    maintain::prune(&store, &capped(0)).unwrap();
+    assert!(!store.has_blob(&held));
+}
+
+/// Whether `path` could be locked now, by another open file (released at once).
+fn lockable(path: &Path) -> bool {
+    std::process::Command::new("flock")
+        .args(["-n", "-x"])
+        .arg(path)
+        .arg("true")
+        .status()
+        .expect("flock(1) from util-linux is needed")
+        .success()
+}
+
+#[test]
+fn idle_lock_files_are_pruned_and_held_ones_kept() {
+    let dir = common::tempdir();
+    let store = Store::open(dir.path()).unwrap();
+    let held = store.lock("step-held").unwrap();
+    drop(store.lock("unpack-idle").unwrap());
+    drop(store.lock("blob-abc").unwrap());
+    let r = maintain::prune(&store, &PruneOptions::default()).unwrap();
+    assert_eq!(r.locks, 2, "{r:?}");
+    assert!(dir.path().join("locks/step-held").exists());
+    assert!(!dir.path().join("locks/unpack-idle").exists());
+    // The holder still excludes others, and a pruned name locks again.
+    assert!(store.try_lock("step-held").unwrap().is_none());
+    drop(held);
+    let again = store.lock("unpack-idle").unwrap();
+    assert!(store.try_lock("unpack-idle").unwrap().is_none());
+    drop(again);
+}
+
+#[test]
+fn a_waiter_on_a_pruned_lock_file_does_not_share_the_lock() {
+    // Thread A holds `x`; thread B waits on the same file; A unlinks the file and releases
+    // it (as prune does), and a newcomer C locks a fresh `x`. B must not hold `x` while C
+    // does: it notices its file is gone and queues on the new one.
+    let dir = common::tempdir();
+    let store = Store::open(dir.path()).unwrap();
+    let a = store.lock("x").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let b = store.lock("x").unwrap();
+            tx.send(()).unwrap();
+            drop(b);
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    fs::remove_file(dir.path().join("locks/x")).unwrap();
+    let c = store.lock("x").unwrap();
+    drop(a);
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the waiter got a lock on an unlinked file while a newcomer holds it"
+    );
+    drop(c);
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    waiter.join().unwrap();
+}
+
+/// An uncompressed layer tar holding `etc/motd`.
+fn motd_tar(text: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    b.append_data(&mut h, "etc/", &[][..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_mode(0o644);
+    h.set_size(text.len() as u64);
+    b.append_data(&mut h, "etc/motd", text).unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn verify_rechecks_unpacked_layer_directories() {
+    let dir = common::tempdir();
+    let store = Store::open(dir.path()).unwrap();
+    let layer = store.put_bytes(&motd_tar(b"hello\n")).unwrap();
+    // Uncompressed: the diffID is the blob digest.
+    let config = store
+        .put_bytes(format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{layer}"]}}}}"#).as_bytes())
+        .unwrap();
+    let manifest = store
+        .put_bytes(
+            format!(r#"{{"config":{{"digest":"{config}"}},"layers":[{{"digest":"{layer}"}}]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+    store.tag_set("example.com/motd:1", &manifest).unwrap();
+    let unpacked = store.layer_dir(&layer);
+    fs::create_dir_all(unpacked.join("etc")).unwrap();
+    fs::write(unpacked.join("etc/motd"), b"hello\n").unwrap();
+    let r = maintain::verify(&store, false).unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!(r.layers_checked, 1);
+
+    // Same size, other bytes: found; repair removes the directory for re-unpacking.
+    fs::write(unpacked.join("etc/motd"), b"HELLO\n").unwrap();
+    let out = common::run(common::cairn(dir.path()).args(["cache", "verify"]));
+    assert_eq!(out.status.code(), Some(6));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("unpacked layer {layer}: etc/motd differs")),
+        "{text}"
+    );
+    let r = maintain::verify(&store, true).unwrap();
+    assert!(r.repaired && r.broken_layers.len() == 1, "{r:?}");
+    assert!(!unpacked.exists());
+    assert!(maintain::verify(&store, false).unwrap().is_clean());
+    // The next unpack brings it back as the layer says.
+    common::require_root();
+    let root = cairn::userns::Privilege::Root;
+    cairn::rootfs::ensure_unpacked(&store, &layer, &layer, &root, &mut |_| {}).unwrap();
+    assert_eq!(fs::read(unpacked.join("etc/motd")).unwrap(), b"hello\n");
+    assert!(maintain::verify(&store, false).unwrap().is_clean());
+}
+
+#[test]
+fn pull_of_an_image_with_a_bad_config_records_no_tag() {
+    use common::images::{busybox_entries, skopeo_push, LayerSrc, Layout};
+    let reg = common::registry::Registry::start();
+    let root = common::tempdir();
+    let layout = Layout::new(&reg.scratch("badconfig"));
+    let (layer, _diff_id) = layout.put_layer(&LayerSrc::Entries(busybox_entries()));
+    // Valid JSON, but it lists no layers while the manifest has one.
+    let config = layout.put(
+        "application/vnd.oci.image.config.v1+json",
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": config.media_type, "digest": config.digest, "size": config.size},
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
+    });
+    let m = layout.put(
+        "application/vnd.oci.image.manifest.v1+json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    layout.tag(&m);
+    skopeo_push(&reg, &layout, "bad/config:1", &[]);
+    let reference = format!("{}/bad/config:1", reg.addr);
+
+    let out = common::run(
+        common::cairn(root.path())
+            .args(["--insecure-registry", &reg.addr, "pull", "-q"])
+            .arg(&reference),
+    );
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lists 0 layers but the manifest 1"), "{err}");
+    let store = Store::open(root.path()).unwrap();
+    assert!(store.tag_list().unwrap().is_empty(), "a tag was recorded");
+
+    // The same through a build's FROM: no tag either.
+    let ctx = common::tempdir();
+    fs::write(ctx.path().join("Dockerfile"), format!("FROM {reference}\n")).unwrap();
+    let out = common::run(
+        common::cairn(root.path())
+            .args(["--insecure-registry", &reg.addr, "build", "-q", "-o"])
+            .arg(format!(
+                "type=oci,dest={}",
+                ctx.path().join("out").display()
+            ))
+            .arg(ctx.path()),
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(store.tag_list().unwrap().is_empty(), "a tag was recorded");
+}
+
+#[test]
+fn size_cap_holds_across_twenty_builds() {
+    common::require_root();
+    let reg = common::registry::Registry::start();
+    common::images::push_busybox(&reg, "cap/busybox:latest");
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    let config = ctx.path().join("config.toml");
+    let build = |i: usize| {
+        // 200 kB of fresh random bytes per build: a layer that neither compresses nor
+        // repeats, so each build adds about 400 kB (blob and unpacked directory).
+        fs::write(
+            ctx.path().join("Dockerfile"),
+            format!(
+                "FROM {}/cap/busybox:latest\nRUN head -c 200000 /dev/urandom > /blob-{i}\n",
+                reg.addr
+            ),
+        )
+        .unwrap();
+        let out = common::run(
+            common::cairn(root.path())
+                .env("CAIRN_CONFIG", &config)
+                .args([
+                    "--insecure-registry",
+                    &reg.addr,
+                    "build",
+                    "--progress=plain",
+                ])
+                .arg("-o")
+                .arg(format!(
+                    "type=oci,dest={}",
+                    ctx.path().join(format!("out-{i}")).display()
+                ))
+                .arg(ctx.path()),
+        );
+        assert!(out.status.success(), "build {i} failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let size = || {
+        let store = Store::open(root.path()).unwrap();
+        maintain::store_size(&store).unwrap()
+    };
+    build(0);
+    let one = size();
+    build(1);
+    let per_build = size() - one;
+    assert!(per_build >= 200_000, "a build added only {per_build} bytes");
+    // Room for the base and about three builds.
+    let cap = one + 2 * per_build + per_build / 2;
+    fs::write(&config, format!("max_store_size = \"{cap}\"\n")).unwrap();
+    let mut collections = 0;
+    for i in 2..20 {
+        let log = build(i);
+        collections += log.matches("store over max_store_size").count();
+        let now = size();
+        assert!(
+            now <= cap,
+            "after build {i} the store holds {now} bytes, cap {cap}\n{log}"
+        );
+    }
+    assert!(
+        collections >= 10,
+        "only {collections} collections in 18 builds"
+    );
+    // The most recent build survived collection: it is a no-op now.
+    let again = build(19);
+    assert!(again.contains(" CACHED"), "{again}");
+    assert!(!again.contains("store over"), "{again}");
+    let store = Store::open(root.path()).unwrap();
+    assert_eq!(
+        store.tag_list().unwrap().len(),
+        1,
+        "the base tag was evicted"
+    );
+    // Unpacked layers (the base's, and RUN uppers adopted as lowers) match their layers.
+    let r = maintain::verify(&store, false).unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert!(r.layers_checked >= 2, "{r:?}");
 }

@@ -12,7 +12,7 @@ import os
 import statistics
 import sys
 
-PEERS = ["cairn-tar", "buildah", "buildah+load", "docker", "podman"]
+PEERS = ["cairn-tar", "buildkit", "buildah", "buildah+load", "docker", "podman"]
 STAGES = ["pull", "unpack", "copy", "run", "layer", "load", "other"]
 # Which cairn step produced each limits tree (matched on the step's text).
 TREE_STEP = {"small": ("synthetic", "/data/small"), "large": ("synthetic", "/data/large"),
@@ -78,9 +78,14 @@ def main(out):
     rows = [json.loads(l) for l in open(os.path.join(out, "raw.jsonl")) if l.strip()]
 
     # builds[(workload, tool, scenario)] = [row per run]
-    builds, limits, pipes = {}, {}, {}
+    builds, limits, pipes, floors, grinds = {}, {}, {}, {}, {}
     for r in rows:
-        if r["kind"] == "build":
+        if r["kind"] == "floor" and r["ok"]:
+            wl, part = r["name"].split("/")
+            floors.setdefault(wl, {}).setdefault(part, []).append(r["seconds"])
+        elif r["kind"] == "callgrind" and r["ok"]:
+            grinds[r["name"]] = r["instructions"]
+        elif r["kind"] == "build":
             wl, tool = r["name"].split("/")
             builds.setdefault((wl, tool, r["scenario"]), []).append(r)
         elif r["kind"] == "limit":
@@ -117,7 +122,32 @@ def main(out):
     workloads = sorted({k[0] for k in builds}, key=["workspace", "synthetic", "copy"].index)
     scenarios = ["cold", "noop", "change"]
     tools = ["cairn"] + [p for p in PEERS if any(k[1] == p for k in builds)]
-    res = {"meta": meta, "builds": {}, "memory": {}, "stages": {}, "limits": {}, "targets": []}
+    res = {"meta": meta, "builds": {}, "memory": {}, "stages": {}, "limits": {}, "targets": [],
+           "floor": {}, "callgrind": {}}
+
+    # The no-op floor per workload: cairn's process start + one manifest HEAD + one engine
+    # inspect, the requests timed through curl less curl's own start.
+    for wl, parts in floors.items():
+        c = {k: cell(v) for k, v in parts.items()}
+        if all(c.get(k) for k in ["cairn-version", "curl-version", "head+inspect"]):
+            total = c["cairn-version"]["median"] \
+                + max(0.0, c["head+inspect"]["median"] - c["curl-version"]["median"])
+            c["total"] = {"median": total, "min": total, "max": total, "n": 1}
+        res["floor"][wl] = c
+
+    # Instruction counts of cairn's no-op (a guard that a busy machine cannot blur), against
+    # the baseline checked in beside the workloads, per workload and context size.
+    base_path = os.path.join(os.path.dirname(__file__), "..", "..", "testdata", "bench",
+                             "callgrind.json")
+    try:
+        baseline = json.load(open(base_path))
+    except (OSError, ValueError):
+        baseline = {}
+    for name, n in grinds.items():
+        key = f"{name}@{'quick' if meta['quick'] else 'full'}"
+        base = baseline.get(key)
+        res["callgrind"][key] = {"instructions": n,
+                                 "baseline": base if isinstance(base, int) else None}
 
     # noop-hf: the no-op again under hyperfine (median of 20), for the table and the targets;
     # it has no memory or stage figures.
@@ -204,6 +234,24 @@ def main(out):
         c = res["builds"].get(f"{wl}/{sc}/{t}")
         return c if c and "median" in c else None
 
+    for wl, fl in res["floor"].items():
+        total = fl.get("total")
+        noop = b(wl, "noop-hf", "cairn")
+        r = ratio(noop, total)
+        if r is not None:
+            target(f"{wl} no-op vs the floor", r, 1.5, r <= 1.5,
+                   "cairn time / floor (cairn --version + manifest HEAD + engine inspect), "
+                   "hyperfine medians")
+        r = ratio(b(wl, "noop-hf", "buildkit"), noop)
+        if r is not None:
+            target(f"{wl} no-op vs BuildKit", r, 15.0, r >= 15.0,
+                   "BuildKit time / cairn time, hyperfine medians")
+    for key, g in res["callgrind"].items():
+        if g["baseline"]:
+            r = g["instructions"] / g["baseline"]
+            target(f"{key} no-op instructions vs baseline", r, 1.05, r <= 1.05,
+                   f"callgrind: {g['instructions']:,} now, {g['baseline']:,} in "
+                   "testdata/bench/callgrind.json")
     for peer in ["buildah", "docker"]:
         sc = "noop-hf" if b("workspace", "noop-hf", peer) and b("workspace", "noop-hf", "cairn") \
             else "noop"
@@ -253,6 +301,8 @@ def report(res, workloads, scenarios, tools):
     L.append("")
     for t, note in sorted(m["tools"].items()):
         L.append(f"- {t}: {note}")
+    if m.get("package_cache"):
+        L.append(f"- package cache (every tool's apt-get): {m['package_cache']}")
     L += ["", "## Builds (wall seconds)", "",
           "buildah+load = `buildah bud` + `buildah push docker-daemon:` (image in Docker, as cairn "
           "and docker build end). Ratios are cairn/peer: below 1 means cairn is faster. noop-hf = "
@@ -271,6 +321,29 @@ def report(res, workloads, scenarios, tools):
             cairn = cs[0] if cs[0] and "median" in cs[0] else None
             rs = [fr(ratio(cairn, c if c and "median" in c else None)) for c in cs[1:]]
             L.append(f"| {wl} | {sc} | " + " | ".join(cells) + " | " + " | ".join(rs) + " |")
+    if res["floor"]:
+        L += ["", "## The no-op floor (seconds, hyperfine medians)", "",
+              "What a `--load` no-op cannot avoid: process start (`cairn --version`), one "
+              "manifest HEAD on the registry and one image inspect on the Engine API socket. "
+              "One curl process makes both requests; floor = version + (both requests − curl "
+              "start).", "",
+              "| workload | cairn --version | curl --version | curl HEAD + inspect "
+              "| floor | cairn no-op | no-op/floor |", "|---|---|---|---|---|---|---|"]
+        for wl, fl in res["floor"].items():
+            noop = res["builds"].get(f"{wl}/noop-hf/cairn")
+            noop = noop if noop and "median" in noop else None
+            L.append(f"| {wl} | " + " | ".join(fmt(fl.get(k), digits=4) for k in [
+                "cairn-version", "curl-version", "head+inspect", "total"])
+                + f" | {fmt(noop, digits=4)} | {fr(ratio(noop, fl.get('total')))} |")
+    if res["callgrind"]:
+        L += ["", "## cairn's no-op under callgrind (instructions)", "",
+              "Counted by valgrind, so a busy machine does not change them; the baseline is "
+              "testdata/bench/callgrind.json (update it when a change is meant to cost more).",
+              "", "| workload@size | instructions | baseline | ratio |", "|---|---|---|---|"]
+        for key, g in sorted(res["callgrind"].items()):
+            base = g["baseline"]
+            L.append(f"| {key} | {g['instructions']:,} | {f'{base:,}' if base else '–'} | "
+                     f"{fr(g['instructions'] / base if base else None)} |")
     L += ["", "## Peak memory (MiB, max RSS over the scenarios)", "",
           "docker build's figure is the CLI only: the work happens in dockerd.", ""]
     L.append("| workload | " + " | ".join(tools) + " |")
@@ -340,7 +413,8 @@ def report(res, workloads, scenarios, tools):
     L += ["", "## Targets (reported, not asserted)", "", "| target | value | goal | met | note |",
           "|---|---|---|---|---|"]
     for t in res["targets"]:
-        cmp = "≤" if "flat" in t["target"] else "≥"
+        cmp = "≤" if "flat" in t["target"] or "floor" in t["target"] \
+            or "instructions" in t["target"] else "≥"
         L.append(f"| {t['target']} | {t['value']:.2f} | {cmp} {t['goal']} | "
                  f"{'yes' if t['met'] else 'NO'} | {t['note']} |")
     return "\n".join(L) + "\n"
@@ -359,7 +433,7 @@ def plot(res, workloads, scenarios, tools, out):
         return
     colors = {"pull": "#8172b3", "unpack": "#4c72b0", "copy": "#55a868", "run": "#dd8452",
               "layer": "#c44e52", "load": "#937860", "other": "#8c8c8c"}
-    markers = {"cairn-tar": "v", "buildah": "o", "buildah+load": "s", "docker": "D", "podman": "^"}
+    markers = {"cairn-tar": "v", "buildkit": "P", "buildah": "o", "buildah+load": "s", "docker": "D", "podman": "^"}
     # One panel per scenario, each on its own linear scale: a stacked bar is only honest on
     # a linear axis, and cold builds and no-ops differ by orders of magnitude.
     fig, axes = plt.subplots(len(scenarios), 1, figsize=(10, 2.2 * len(scenarios) + 1.2))

@@ -45,6 +45,114 @@ measure() {
     return 0
 }
 
+# measure_hf_as KIND NAME SCENARIO RUN LOGBASE -- CMD...: CMD's hyperfine median (20 runs after
+# 3 warm-ups, no shell) as one row; measure_hf below is the no-op form of it.
+measure_hf_as() {
+    local kind=$1 name=$2 scenario=$3 run=$4 log=$5 rc=0 secs
+    shift 6
+    hyperfine -N -w 3 -r 20 --export-json "$log.json" -- "$(printf '%q ' "$@")" \
+        >"$log.out" 2>"$log.err" || rc=$?
+    secs=$(python3 -c 'import json,sys; print("%.4f" % json.load(open(sys.argv[1]))["results"][0]["median"])' \
+        "$log.json" 2>/dev/null) || rc=1
+    printf '{"kind":"%s","name":"%s","scenario":"%s","run":%s,"t0":0,"seconds":%s,"cpu_seconds":0,"max_rss_kb":0,"ok":%s,"log":%s}\n' \
+        "$kind" "$name" "$scenario" "$run" "${secs:-0}" "$([ $rc -eq 0 ] && echo true || echo false)" \
+        "$(json_str "$log")" >>"$RAW"
+    if [ $rc -ne 0 ]; then
+        echo "bench:   hyperfine $kind $name $scenario run $run FAILED, see $log.err" >&2
+    else
+        printf 'bench:   %-8s %-16s %-8s run %s  %7.4fs  (hyperfine median of 20)\n' "$kind" "$name" \
+            "$scenario" "$run" "$secs" >&2
+    fi
+    return 0
+}
+
+# measure_floor WORKLOAD RUN IMAGE: the no-op floor next to cairn's no-op of WORKLOAD: process
+# start (`cairn --version`), one manifest HEAD on the local registry and one image inspect on
+# the Engine API socket, what a --load no-op cannot avoid. One curl process makes both
+# requests (`--next`); its own start (`curl --version`) is measured too, for the report to
+# take out.
+measure_floor() {
+    local wl=$1 run=$2 image=$3 log=$LOGS/floor-$1-$2
+    local accept='application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json'
+    measure_hf_as floor "$wl/cairn-version" floor "$run" "$log-version" -- "$CAIRN" --version
+    measure_hf_as floor "$wl/curl-version" floor "$run" "$log-curl" -- curl --version
+    measure_hf_as floor "$wl/head+inspect" floor "$run" "$log-requests" -- \
+        curl -sfI -o /dev/null -H "Accept: $accept" "http://$REGISTRY/v2/debian/manifests/bookworm" \
+        --next -sf -o /dev/null --unix-socket /var/run/docker.sock "http://localhost/images/$image/json"
+}
+
+# measure_callgrind NAME LOGBASE -- env VAR=... CAIRN ARGS...: the instructions cairn executes
+# for the command under valgrind's callgrind (valgrind goes after env's assignments, so it
+# runs cairn itself). Instruction counts do not depend on how busy the machine is, so they
+# show a regression on the no-op path that wall time on a shared box would hide.
+measure_callgrind() {
+    local name=$1 log=$2 rc=0 n i=0
+    shift 3
+    local cmd=("$@")
+    while [ "${cmd[$i]}" = env ] || [[ ${cmd[$i]} == *=* ]]; do i=$((i + 1)); done
+    "${cmd[@]:0:$i}" valgrind --tool=callgrind --callgrind-out-file="$log.callgrind" \
+        "${cmd[@]:$i}" >"$log.out" 2>"$log.err" || rc=$?
+    n=$(awk '/^(summary|totals):/ {print $2; exit}' "$log.callgrind" 2>/dev/null)
+    [ -n "$n" ] || rc=1
+    printf '{"kind":"callgrind","name":"%s","scenario":"noop","run":1,"t0":0,"seconds":0,"cpu_seconds":0,"max_rss_kb":0,"instructions":%s,"ok":%s,"log":%s}\n' \
+        "$name" "${n:-0}" "$([ $rc -eq 0 ] && echo true || echo false)" "$(json_str "$log")" >>"$RAW"
+    if [ $rc -ne 0 ]; then
+        echo "bench:   callgrind $name noop FAILED, see $log.err" >&2
+    else
+        printf 'bench:   %-8s %-16s %-8s        %14s instructions\n' callgrind "$name" noop "$n" >&2
+    fi
+    return 0
+}
+
+# start_acng DIR: Debian's apt-cacher-ng on a free local port (ACNG_PORT, ACNG_PID), its
+# cache in ACNG_CACHE, kept between runs. A minimal config of its own: no Remap rules, so a
+# request goes to the host it names (the packaged backends list mirrors this machine may
+# not reach), bound to 127.0.0.1 only.
+start_acng() {
+    local dir=$1 _
+    ACNG_CACHE=${ACNG_CACHE:-/var/cache/cairn-bench/apt-cacher-ng}
+    mkdir -p "$dir/conf" "$dir/log" "$ACNG_CACHE"
+    # A free port below 32768: apt-cacher-ng 3.7 cannot bind higher ones.
+    ACNG_PORT=$(python3 -c '
+import random, socket
+while True:
+    p = random.randint(20000, 32000)
+    try:
+        socket.socket().bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    print(p)
+    break')
+    printf '%s\n' "CacheDir: $ACNG_CACHE" "LogDir: $dir/log" "SupportDir: /usr/lib/apt-cacher-ng" \
+        "Port: $ACNG_PORT" "BindAddress: 127.0.0.1:$ACNG_PORT" "PidFile: $dir/pid" \
+        "SocketPath: $dir/sock" "ExThreshold: 4" >"$dir/conf/acng.conf"
+    /usr/sbin/apt-cacher-ng -c "$dir/conf" ForeGround=1 >"$dir/out" 2>&1 &
+    ACNG_PID=$!
+    for _ in $(seq 1 50); do
+        curl -s -o /dev/null "http://127.0.0.1:$ACNG_PORT/acng-report.html" && return 0
+        sleep 0.1
+    done
+    echo "bench: apt-cacher-ng did not start: $(tail -3 "$dir/out")" >&2
+    return 1
+}
+
+# warm_acng: one untimed cairn build of the workspace (its apt-get goes through the cache, as
+# every tool's will), so the timed builds find every package cached.
+warm_acng() {
+    local ctx=$W/warm-ctx before after
+    before=$(find "$ACNG_CACHE" -name '*.deb' | wc -l)
+    echo "bench: warming the package cache (one untimed build of the workspace)" >&2
+    prepare_context workspace "$ctx"
+    SIZE_ARGS=()
+    env "CAIRN_ROOT=$W/warm-store" "$CAIRN" build "$ctx" --build-arg "BASE=$BASE_REF" \
+        -o "type=oci,dest=$W/warm-oci" --progress=plain >"$LOGS/warm-acng.log" 2>&1 ||
+        echo "bench: the warm-up build failed, see $LOGS/warm-acng.log" >&2
+    rm -rf "$ctx" "$W/warm-store" "$W/warm-oci"
+    after=$(find "$ACNG_CACHE" -name '*.deb' | wc -l)
+    ACNG_NOTE="apt-cacher-ng $(dpkg-query -W -f '${Version}' apt-cacher-ng) on 127.0.0.1:$ACNG_PORT; $after packages cached ($before before the warm-up)"
+    echo "bench: $ACNG_NOTE" >&2
+}
+
 # measure_hf NAME RUN LOGBASE -- CMD...: a no-op takes milliseconds, below what one run under
 # /usr/bin/time and the stderr stamper can resolve (their own start-up is of the same order):
 # hyperfine runs CMD 20 times after 3 warm-ups, without a shell, and its median goes in as
@@ -97,7 +205,7 @@ reset_tool() {
                 rm -rf "$W/podman"
             fi
             ;;
-        docker)
+        docker|buildkit)
             # Every image this tool built in earlier runs (by ID, from --iidfile) and the
             # base, which the daemon pulls from our registry again on a cold build.
             if [ -f "$W/docker-ids" ]; then
@@ -129,17 +237,21 @@ tool_cmd() {
                 --compression none) ;;
         buildah)
             CMD=(buildah --root "$W/buildah/root" --runroot "$W/buildah/run" bud --layers
-                --isolation "$BUILDAH_ISOLATION" --tls-verify=false
+                --isolation "$BUILDAH_ISOLATION" --tls-verify=false --network host
                 --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" -t "$image" "$ctx") ;;
         buildah-load)
             CMD=(buildah --root "$W/buildah/root" --runroot "$W/buildah/run" push -q
                 "$image" "docker-daemon:$image") ;;
         podman)
             CMD=(podman --root "$W/podman/root" --runroot "$W/podman/run" build --layers
-                --tls-verify=false --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" -t "$image" "$ctx") ;;
+                --tls-verify=false --network host --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" -t "$image" "$ctx") ;;
         docker)
-            CMD=(docker build -q --iidfile "$W/docker-iid"
+            CMD=(docker build -q --network host --iidfile "$W/docker-iid"
                 --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" -t "$image" "$ctx") ;;
+        buildkit)
+            CMD=(env DOCKER_BUILDKIT=1 "$BUILDKIT_CLI" build -q --network=host
+                --iidfile "$W/docker-iid" --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}"
+                -t "$image" "$ctx") ;;
         *) echo "unknown tool $tool" >&2; return 2 ;;
     esac
 }

@@ -3,14 +3,16 @@
 //! Results go to stdout (the image ID, or one flat JSON object with `--format json`); logs
 //! go to stderr.
 
-use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress, PullPolicy};
+use super::{BuildArgs, Cli, CompressionArg, NetworkArg, OutputFormat, Progress};
 use crate::error::{Error, Result};
+use crate::events::TtyOptions;
 use crate::executor::{self, BuildOptions, BuildResult, Cancel, Mode, Reporter};
+use crate::export::OutputCompression;
 use crate::layer::Compression;
 use crate::registry::{self, RegistryOptions};
 use crate::sandbox::Network;
 use crate::store::Store;
-use crate::Platform;
+use crate::Digest;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
@@ -19,44 +21,53 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     Load,
-    DockerArchive(PathBuf),
-    OciLayout(PathBuf),
+    DockerArchive(PathBuf, OutputCompression),
+    OciLayout(PathBuf, OutputCompression),
 }
 
-/// Parses `type=docker,dest=FILE` / `type=oci,dest=DIR` (and a bare path, as docker takes it).
+/// Parses `type=docker,dest=FILE` / `type=oci,dest=DIR` (and a bare path, as docker takes it),
+/// with BuildKit's `compression=`, `compression-level=` and `force-compression=`. OCI
+/// layouts default to gzip layers, which every reader takes; docker-archives to the
+/// layers as stored, zstd ones as plain tar, which every engine loads.
 pub fn parse_output(spec: &str) -> Result<Output> {
     let mut kind = None;
     let mut dest = None;
+    let mut oc = OutputCompression::default();
+    let usage = |m: String| Error::Usage(format!("--output {spec}: {m}"));
     for part in spec.split(',') {
         match part.split_once('=') {
             Some(("type", v)) => kind = Some(v.to_string()),
             Some(("dest", v)) => dest = Some(PathBuf::from(v)),
-            Some((k, _)) => {
-                return Err(Error::Usage(format!(
-                    "--output {spec}: unknown key {k:?} (expected type=, dest=)"
-                )))
+            Some((k, v)) => {
+                if !oc.parse_option(k, v).map_err(usage)? {
+                    return Err(usage(format!(
+                        "unknown key {k:?} (expected type=, dest=, compression=, \
+                         compression-level=, force-compression=)"
+                    )));
+                }
             }
             None if kind.is_none() && !part.is_empty() => {
-                return Ok(Output::DockerArchive(PathBuf::from(part)));
+                return Ok(Output::DockerArchive(PathBuf::from(part), oc));
             }
-            None => {
-                return Err(Error::Usage(format!(
-                    "--output {spec}: expected type=...,dest=..."
-                )))
-            }
+            None => return Err(usage("expected type=...,dest=...".into())),
         }
     }
+    oc.validate().map_err(usage)?;
     match (kind.as_deref(), dest) {
         (Some("docker"), None) => Ok(Output::Load),
-        (Some("docker") | Some("tar"), Some(d)) => Ok(Output::DockerArchive(d)),
-        (Some("oci"), Some(d)) => Ok(Output::OciLayout(d)),
-        (Some("oci"), None) => Err(Error::Usage(format!(
-            "--output {spec}: type=oci needs dest=DIR"
+        (Some("docker") | Some("tar"), Some(d)) => Ok(Output::DockerArchive(d, oc)),
+        (Some("oci"), Some(d)) => Ok(Output::OciLayout(
+            d,
+            OutputCompression {
+                compression: oc.compression.or(Some(Compression::Gzip)),
+                ..oc
+            },
+        )),
+        (Some("oci"), None) => Err(usage("type=oci needs dest=DIR".into())),
+        (Some(other), _) => Err(usage(format!(
+            "unsupported type {other:?} (cairn writes type=docker and type=oci)"
         ))),
-        (Some(other), _) => Err(Error::Usage(format!(
-            "--output {spec}: unsupported type {other:?} (cairn writes type=docker and type=oci)"
-        ))),
-        (None, _) => Err(Error::Usage(format!("--output {spec}: missing type="))),
+        (None, _) => Err(usage("missing type=".into())),
     }
 }
 
@@ -81,6 +92,18 @@ fn build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// `CONTEXT/Dockerfile`, or `CONTEXT/dockerfile` when only that exists (as BuildKit falls
+/// back to the lower-case name).
+fn default_dockerfile(ctx: &std::path::Path) -> PathBuf {
+    let upper = ctx.join("Dockerfile");
+    let lower = ctx.join("dockerfile");
+    if !upper.exists() && lower.is_file() {
+        lower
+    } else {
+        upper
+    }
+}
+
 /// Options shared by `cairn build` and `cairn key`.
 pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
     let (context, dockerfile_path, dockerfile_text) = if args.context == "-" {
@@ -100,23 +123,28 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
                 ctx.display()
             )));
         }
-        let file = args.file.clone().unwrap_or_else(|| ctx.join("Dockerfile"));
+        let file = args
+            .file
+            .clone()
+            .unwrap_or_else(|| default_dockerfile(&ctx));
         let text = executor::frontend::read_dockerfile(&file)?;
         (Some(ctx), file, text)
     };
-    let platform = match &args.platform {
-        Some(p) => p
-            .parse::<Platform>()
-            .map_err(|e| Error::Usage(e.to_string()))?,
-        None => Platform::host(),
-    };
+    let platform = cli.platform(args.platform.as_ref());
     let labels = args
         .labels
         .iter()
         .map(|l| key_value("--label", l))
         .collect::<Result<BTreeMap<_, _>>>()?;
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
+    let build_args = build_args(&args.build_args)?;
+    // As BuildKit: `--build-arg SOURCE_DATE_EPOCH=...`, else the environment variable
+    // (which buildx passes on as that build arg).
+    let epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
+    let source_date_epoch = match epoch {
+        Some(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
             Error::Usage(format!(
                 "SOURCE_DATE_EPOCH={v:?}: expected seconds since the epoch"
             ))
@@ -136,16 +164,12 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         dockerfile_path,
         dockerfile_text,
         ignore_file: args.ignore_file.clone(),
-        build_args: build_args(&args.build_args)?,
+        build_args,
         target: args.target.clone(),
         platform,
         labels,
         no_cache: args.no_cache,
-        pull: match (args.pull, cli.config.pull.as_deref()) {
-            (Some(PullPolicy::Always), _) | (None, Some("always")) => registry::PullPolicy::Always,
-            (Some(PullPolicy::Never), _) | (None, Some("never")) => registry::PullPolicy::Never,
-            _ => registry::PullPolicy::Missing,
-        },
+        pull: cli.pull_policy(args.pull),
         network: match args.network {
             NetworkArg::None => Network::None,
             NetworkArg::Default => Network::Default,
@@ -159,8 +183,7 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         },
         source_date_epoch,
         registry: RegistryOptions {
-            // Plain "pulling…" lines would break the one-object-per-line JSON stream.
-            quiet: args.quiet || args.progress == Progress::Json,
+            quiet: args.quiet,
             ..super::pull::registry_options(cli)
         },
         mirrors: cli.config.mirrors.clone(),
@@ -268,7 +291,8 @@ fn ulimit(text: &str) -> Result<crate::sandbox::Ulimit> {
     })
 }
 
-fn reporter(args: &BuildArgs) -> Reporter {
+/// The event sink `--progress` and `--quiet` ask for.
+pub(super) fn reporter(args: &BuildArgs) -> Reporter {
     let mode = if args.quiet {
         Mode::Quiet
     } else {
@@ -279,10 +303,10 @@ fn reporter(args: &BuildArgs) -> Reporter {
             Progress::Json => Mode::Json,
         }
     };
-    Reporter::new(mode, args.explain)
+    Reporter::with_options(mode, args.explain, TtyOptions::from_env())
 }
 
-pub fn build(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
+pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Result<()> {
     let outputs = args
         .output
         .iter()
@@ -296,59 +320,116 @@ pub fn build(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
         registry::Reference::parse(t)
             .map_err(|e| Error::Usage(format!("-t {t}: invalid image name: {e}")))?;
     }
-    let opts = options(cli, args)?;
-    let store = Store::open(&cli.store_root())?;
-    let rep = reporter(args);
-    let result = executor::build(&store, &opts, &rep, cancel)?;
+    let mut opts = options(cli, args)?;
+    opts.registry.events = Some(rep.clone());
+    let plain = Store::open(&cli.store_root())?;
+    // Everything this build uses stays pinned against collections until it is done.
+    let store = plain.leased();
+    let result = executor::build(&store, &opts, rep, cancel)?;
     let mut image_id = result.image_id().to_string();
+    // The manifest as the first archive or layout holds it (its layers may be compressed
+    // otherwise than in the store), else as stored.
+    let mut manifest = None;
     for out in &outputs {
-        match out {
+        let written = match out {
             Output::Load => {
+                // scripts/lib/bench.py times the load from this line.
                 rep.info("loading the image into Docker");
-                image_id = crate::export::docker_load(&store, &result.image, &args.tags)?;
+                image_id =
+                    crate::export::docker_load_reporting(&store, &result.image, &args.tags, rep)?;
+                rep.exported(&match args.tags.as_slice() {
+                    [] => "docker".to_string(),
+                    tags => format!("docker ({})", tags.join(", ")),
+                });
+                continue;
             }
-            Output::DockerArchive(dest) => {
-                let f = std::fs::File::create(dest).map_err(|e| Error::Input {
-                    what: format!("cannot create {}", dest.display()),
-                    source: e,
-                })?;
-                crate::export::write_docker_archive(
+            Output::DockerArchive(dest, oc) => {
+                let w = crate::export::write_docker_archive_file(
                     &store,
                     &result.image,
                     &args.tags,
-                    std::io::BufWriter::new(f),
+                    dest,
+                    oc,
+                )
+                .map_err(|e| match e {
+                    crate::export::Error::Io { path, source } if path == *dest => Error::Input {
+                        what: format!("cannot write {}", dest.display()),
+                        source,
+                    },
+                    e => e.into(),
+                })?;
+                rep.exported(&dest.display().to_string());
+                w
+            }
+            Output::OciLayout(dest, oc) => {
+                let w = crate::export::write_oci_layout_with(
+                    &store,
+                    &result.image,
+                    &args.tags,
+                    dest,
+                    oc,
                 )?;
+                rep.exported(&format!("OCI layout {}", dest.display()));
+                w
             }
-            Output::OciLayout(dest) => {
-                crate::export::write_oci_layout(&store, &result.image, &args.tags, dest)?;
-            }
+        };
+        if written.unchanged {
+            rep.info("the output already holds this image: not rewritten");
         }
+        manifest.get_or_insert(written.manifest);
     }
+    let manifest = manifest.unwrap_or_else(|| result.image.manifest.clone());
     if let Some(f) = &args.iidfile {
         std::fs::write(f, &image_id).map_err(|e| Error::Input {
             what: format!("cannot write {}", f.display()),
             source: e,
         })?;
     }
+    drop(store);
+    if let (Some(cap), false) = (cli.config.max_store_size, result.all_cached) {
+        collect_after_build(&plain, cap, rep);
+    }
     rep.emit(&executor::Event::Finished {
         image_id: &image_id,
         cache_key: &result.cache_key.to_string(),
         all_cached: result.all_cached,
     });
-    print_result(args, &result, &image_id);
+    print_result(args, &result, &image_id, &manifest);
     Ok(())
+}
+
+/// The configured size cap, applied once the build is done and its image delivered (the
+/// image just built is the most recently used, so it is the last to go). A collection that
+/// fails does not fail the build: it is reported as a warning.
+fn collect_after_build(store: &Store, cap: u64, rep: &Reporter) {
+    match crate::store::maintain::collect_over(store, cap) {
+        Ok(None) => {}
+        Ok(Some(r)) => {
+            rep.info(&format!(
+                "store over max_store_size: {}",
+                super::pull::prune_summary(&r)
+            ));
+            if r.over_cap {
+                rep.warn(&format!(
+                    "tags and running builds alone hold {}, more than max_store_size",
+                    crate::registry::human(r.kept_bytes)
+                ));
+            }
+        }
+        Err(e) => rep.warn(&format!("collecting the store failed: {e}")),
+    }
 }
 
 /// The result on stdout: the image ID, or one flat JSON object of strings (Terraform's
 /// `data "external"` accepts only that shape).
-fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str) {
+fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str, manifest: &Digest) {
     match args.format {
         OutputFormat::Text => println!("{image_id}"),
         OutputFormat::Json => {
             let mut m = BTreeMap::new();
             m.insert("image_id", image_id.to_string());
             m.insert("config_digest", result.image.config.to_string());
-            m.insert("manifest_digest", result.image.manifest.to_string());
+            m.insert("manifest_digest", manifest.to_string());
             m.insert("tags", args.tags.join(","));
             m.insert("cache_key", result.cache_key.to_string());
             m.insert("all_cached", result.all_cached.to_string());
@@ -365,11 +446,11 @@ fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str) {
     }
 }
 
-pub fn key(cli: &Cli, args: &BuildArgs, cancel: &Cancel) -> Result<()> {
-    let opts = options(cli, args)?;
+pub fn key(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Result<()> {
+    let mut opts = options(cli, args)?;
+    opts.registry.events = Some(rep.clone());
     let store = Store::open(&cli.store_root())?;
-    let rep = reporter(args);
-    let key = executor::key(&store, &opts, &rep, cancel)?;
+    let key = executor::key(&store, &opts, rep, cancel)?;
     match args.format {
         OutputFormat::Text => println!("{key}"),
         OutputFormat::Json => println!("{}", serde_json::json!({ "cache_key": key.to_string() })),
@@ -383,18 +464,46 @@ mod tests {
 
     #[test]
     fn output_specs() {
+        let gzip = OutputCompression {
+            compression: Some(Compression::Gzip),
+            ..Default::default()
+        };
         assert_eq!(parse_output("type=docker").unwrap(), Output::Load);
         assert_eq!(
             parse_output("type=docker,dest=/tmp/x.tar").unwrap(),
-            Output::DockerArchive("/tmp/x.tar".into())
+            Output::DockerArchive("/tmp/x.tar".into(), OutputCompression::default())
         );
         assert_eq!(
             parse_output("type=oci,dest=out").unwrap(),
-            Output::OciLayout("out".into())
+            Output::OciLayout("out".into(), gzip)
+        );
+        assert_eq!(
+            parse_output(
+                "type=oci,dest=out,compression=zstd,compression-level=19,force-compression=true"
+            )
+            .unwrap(),
+            Output::OciLayout(
+                "out".into(),
+                OutputCompression {
+                    compression: Some(Compression::Zstd),
+                    level: Some(19),
+                    force: true
+                }
+            )
+        );
+        assert_eq!(
+            parse_output("type=docker,dest=x.tar,compression=gzip").unwrap(),
+            Output::DockerArchive("x.tar".into(), gzip)
         );
         assert!(parse_output("type=registry").is_err());
         assert!(parse_output("type=oci").is_err());
         assert!(parse_output("type=docker,bogus=1").is_err());
+        let err = parse_output("type=oci,dest=o,compression=lz4").unwrap_err();
+        assert!(
+            err.to_string().contains("gzip, zstd or uncompressed"),
+            "{err}"
+        );
+        assert!(parse_output("type=oci,dest=o,compression=gzip,compression-level=12").is_err());
     }
 
     #[test]

@@ -7,13 +7,16 @@
 //! platform = "linux/amd64"             # default --platform
 //! pull = "missing"                     # default --pull: always | missing | never
 //! insecure_registries = ["registry.internal:5000"]
+//! max_store_size = "20GB"              # collect LRU cache entries after builds past this
 //!
 //! [mirrors]                            # tried in order before the registry itself
 //! "docker.io" = ["mirror.internal:5000"]
 //! ```
 
+use super::PullPolicy;
 use crate::error::{Error, Result};
-use serde::Deserialize;
+use crate::platform::Platform;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -22,12 +25,18 @@ use std::path::PathBuf;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub root: Option<PathBuf>,
-    pub platform: Option<String>,
-    pub pull: Option<String>,
+    /// The default `--platform` of every command (see [`super::Cli::platform`]).
+    #[serde(default, deserialize_with = "platform")]
+    pub platform: Option<Platform>,
+    /// The default `--pull` (see [`super::Cli::pull_policy`]).
+    pub pull: Option<PullPolicy>,
     #[serde(default)]
     pub insecure_registries: Vec<String>,
     #[serde(default)]
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// A cap in bytes on blobs and unpacked layers (`"20GB"`), checked after each build.
+    #[serde(default, deserialize_with = "size")]
+    pub max_store_size: Option<u64>,
 }
 
 impl Config {
@@ -60,14 +69,22 @@ impl Config {
 
     /// Parses config text.
     pub fn parse(text: &str) -> std::result::Result<Config, String> {
-        let c: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
-        if let Some(p) = &c.pull {
-            if !matches!(p.as_str(), "always" | "missing" | "never") {
-                return Err(format!("pull = {p:?}: expected always, missing or never"));
-            }
-        }
-        Ok(c)
+        toml::from_str(text).map_err(|e| e.to_string().trim().to_string())
     }
+}
+
+/// `platform = "os/arch[/variant]"`, parsed as `--platform` is.
+fn platform<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Platform>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+/// `max_store_size = "20GB"`, parsed as `cache prune --max-size` is.
+fn size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::store::maintain::parse_size(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]
@@ -81,10 +98,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.root, Some(PathBuf::from("/s")));
-        assert_eq!(c.pull.as_deref(), Some("never"));
+        assert_eq!(c.pull, Some(PullPolicy::Never));
+        assert_eq!(c.platform, Some(Platform::new("linux", "arm64", None)));
         assert_eq!(c.mirrors["docker.io"], vec!["m:5000".to_string()]);
         assert!(Config::parse("bogus = 1").unwrap_err().contains("bogus"));
-        assert!(Config::parse("pull = \"sometimes\"").is_err());
+        let e = Config::parse("pull = \"sometimes\"").unwrap_err();
+        assert!(e.contains("sometimes") && e.contains("never"), "{e}");
+        let e = Config::parse("platform = \"linux\"").unwrap_err();
+        assert!(e.contains("invalid platform"), "{e}");
+        let capped = Config::parse("max_store_size = \"2GiB\"").unwrap();
+        assert_eq!(capped.max_store_size, Some(2 << 30));
+        let e = Config::parse("max_store_size = \"lots\"").unwrap_err();
+        assert!(e.contains("max_store_size") && e.contains("lots"), "{e}");
         assert_eq!(Config::parse("").unwrap(), Config::default());
     }
 }

@@ -2,6 +2,7 @@
 //! says how to fix what is missing. Exits 0 only when a build can work.
 
 use crate::error::{Error, Result};
+use crate::registry::human;
 use std::path::Path;
 use std::process::Command;
 
@@ -197,17 +198,6 @@ fn checks(store_root: &Path) -> Vec<Check> {
         fix: "fix or remove the config.json (docker login rewrites it)".into(),
     });
     out
-}
-
-fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{v:.1} {}", U[i])
 }
 
 pub fn doctor(store_root: &Path) -> Result<()> {

@@ -10,6 +10,7 @@ mod parse;
 mod pull;
 
 use crate::error::{Error, ExitCode};
+use crate::platform::Platform;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -58,8 +59,9 @@ pub enum Command {
     Man,
 }
 
-/// The pull policy for base images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+/// The pull policy for base images, as `--pull` and the config file's `pull` spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PullPolicy {
     /// Always re-resolve tags; fail when the registry is unreachable.
     Always,
@@ -68,6 +70,16 @@ pub enum PullPolicy {
     Missing,
     /// Never open a network connection.
     Never,
+}
+
+impl From<PullPolicy> for crate::registry::PullPolicy {
+    fn from(p: PullPolicy) -> Self {
+        match p {
+            PullPolicy::Always => crate::registry::PullPolicy::Always,
+            PullPolicy::Missing => crate::registry::PullPolicy::Missing,
+            PullPolicy::Never => crate::registry::PullPolicy::Never,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -121,7 +133,7 @@ pub struct BuildArgs {
     pub target: Option<String>,
     /// Target platform (os/arch[/variant]).
     #[arg(long)]
-    pub platform: Option<String>,
+    pub platform: Option<Platform>,
     /// Add a label to the image (K=V, repeatable).
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
@@ -164,7 +176,8 @@ pub struct BuildArgs {
     /// Ignore file to use instead of CONTEXT/.dockerignore (Coder drops dot-files).
     #[arg(long, value_name = "FILE")]
     pub ignore_file: Option<PathBuf>,
-    /// Output: type=docker,dest=FILE | type=oci,dest=DIR (default: --load).
+    /// Output: type=docker,dest=FILE | type=oci,dest=DIR, with compression=gzip|zstd|uncompressed,
+    /// compression-level=N, force-compression=true (default: --load).
     #[arg(short = 'o', long, value_name = "SPEC")]
     pub output: Vec<String>,
     /// Load the result into Docker (the default when no --output is given).
@@ -189,15 +202,16 @@ pub struct BuildArgs {
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// Image reference, e.g. ubuntu:24.04 or 127.0.0.1:5000/base@sha256:...
-    pub reference: String,
+    /// Image reference, e.g. ubuntu:24.04 or 127.0.0.1:5000/base@sha256:... (parsed and
+    /// normalised here: a malformed one is a usage error before anything runs).
+    pub reference: crate::registry::Reference,
     #[arg(long)]
-    pub platform: Option<String>,
+    pub platform: Option<Platform>,
     /// When to contact the registry: `missing` re-resolves tags when the registry answers and
     /// falls back to the stored digest when it does not; `always` fails instead; `never`
     /// opens no connection.
-    #[arg(long, value_enum, default_value_t = PullPolicy::Missing, num_args = 0..=1, default_missing_value = "always")]
-    pub pull: PullPolicy,
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always")]
+    pub pull: Option<PullPolicy>,
     #[arg(short = 'q', long)]
     pub quiet: bool,
 }
@@ -216,7 +230,7 @@ pub struct InspectArgs {
     /// A reference or manifest digest already in the store.
     pub reference: String,
     #[arg(long)]
-    pub platform: Option<String>,
+    pub platform: Option<Platform>,
 }
 
 #[derive(Debug, Args)]
@@ -231,24 +245,43 @@ pub enum CacheCommand {
     Ls,
     /// Print the store's disk usage by kind.
     Du,
-    /// Remove what no cache entry or tag references (and old entries with --keep-duration).
+    /// Remove what no cache entry or tag references (and old entries with --keep-duration,
+    /// least recently used ones beyond --max-size).
     Prune {
         /// Keep cache entries used within this duration (e.g. 7d, 12h).
         #[arg(long, value_name = "DURATION")]
         keep_duration: Option<String>,
+        /// Evict least recently used cache entries until blobs and unpacked layers fit in
+        /// this size (e.g. 20GB, 512MiB); tags and running builds are never evicted.
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
         /// Remove everything.
         #[arg(long)]
         all: bool,
     },
-    /// Re-hash every blob and report bad ones.
+    /// Re-hash every blob, re-check unpacked layer directories, and report bad ones.
     Verify {
-        /// Remove bad blobs and the cache entries that reference them.
+        /// Remove bad blobs, the cache entries that reference them, and unpacked layer
+        /// directories that differ from their layer (the next build unpacks them again).
         #[arg(long)]
         repair: bool,
     },
 }
 
 impl Cli {
+    /// The target platform of `build`, `key`, `pull` and `inspect` alike: the `--platform`
+    /// flag, else the config file's `platform`, else the host's (as `docker build` and
+    /// `docker pull` default), so a `cairn pull` finds what a later `--pull=never` build
+    /// looks for.
+    pub fn platform(&self, flag: Option<&Platform>) -> Platform {
+        choose_platform(flag, self.config.platform.as_ref(), Platform::host())
+    }
+
+    /// The pull policy: the `--pull` flag, else the config file's `pull`, else `missing`.
+    pub fn pull_policy(&self, flag: Option<PullPolicy>) -> crate::registry::PullPolicy {
+        flag.or(self.config.pull).unwrap_or_default().into()
+    }
+
     /// The store root: `--root`, `CAIRN_ROOT`, the config file's `root`, else
     /// `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`.
     pub fn store_root(&self) -> PathBuf {
@@ -264,6 +297,11 @@ impl Cli {
     }
 }
 
+/// Flag over config file over host.
+fn choose_platform(flag: Option<&Platform>, config: Option<&Platform>, host: Platform) -> Platform {
+    flag.or(config).cloned().unwrap_or(host)
+}
+
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let mut cli = Cli::parse();
@@ -273,42 +311,78 @@ pub fn main() -> std::process::ExitCode {
     };
     cli.insecure_registries
         .extend(cli.config.insecure_registries.iter().cloned());
+    // Build and key report through one sink, which also shows the signal note and the
+    // error (the failed step's output on a terminal, an event in JSON mode).
+    let rep = match &cli.command {
+        Command::Build(args) | Command::Key(args) => Some(build::reporter(args)),
+        _ => None,
+    };
     // The token this process's build stops on; the signal handler owns the cancelling.
     let cancel = crate::executor::Cancel::new();
     if matches!(
         cli.command,
         Command::Build(_) | Command::Key(_) | Command::Pull(_)
     ) {
-        watch_signals(cancel.clone());
+        watch_signals(cancel.clone(), rep.clone());
     }
-    let result = match &cli.command {
-        Command::Build(args) => build::build(&cli, args, &cancel),
-        Command::Key(args) => build::key(&cli, args, &cancel),
-        Command::Pull(args) => pull::pull(&cli, args),
-        Command::Parse(args) => parse::parse(args),
-        Command::Inspect(args) => pull::inspect(&cli, args),
-        Command::Cache(args) => pull::cache(&cli, args),
-        Command::Doctor => doctor::doctor(&cli.store_root()),
-        Command::Completions { shell } => {
+    let result = match (&cli.command, &rep) {
+        (Command::Build(args), Some(rep)) => build::build(&cli, args, rep, &cancel),
+        (Command::Key(args), Some(rep)) => build::key(&cli, args, rep, &cancel),
+        (Command::Build(_) | Command::Key(_), None) => unreachable!("a reporter is made above"),
+        (Command::Pull(args), _) => pull::pull(&cli, args),
+        (Command::Parse(args), _) => parse::parse(args),
+        (Command::Inspect(args), _) => pull::inspect(&cli, args),
+        (Command::Cache(args), _) => pull::cache(&cli, args),
+        (Command::Doctor, _) => doctor::doctor(&cli.store_root()),
+        (Command::Completions { shell }, _) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "cairn", &mut std::io::stdout());
             Ok(())
         }
-        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+        (Command::Man, _) => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
             .render(&mut std::io::stdout())
             .map_err(|e| Error::io("cannot write the man page", e)),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => report(&e),
+    match (result, rep) {
+        (Ok(()), rep) => {
+            if let Some(rep) = rep {
+                rep.close();
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        (Err(e), rep) => conclude(rep.as_ref(), &e),
     }
+}
+
+/// Ends a failed command: the sink shows the error its way (the failed step's output on
+/// a terminal, the last event in JSON mode), then `cairn: error: …` unless stderr is JSON.
+fn conclude(rep: Option<&crate::events::Reporter>, e: &Error) -> std::process::ExitCode {
+    if let Some(rep) = rep {
+        rep.fail(e);
+        if rep.mode() == crate::events::Mode::Json {
+            return std::process::ExitCode::from(e.exit_code() as u8);
+        }
+    }
+    report(e)
+}
+
+/// Exits with the interrupted code at once, after giving the sink a moment to take the
+/// live view off the terminal and say why (it cannot hold the exit up).
+fn exit_interrupted(rep: Option<crate::events::Reporter>) -> ! {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        conclude(rep.as_ref(), &Error::Interrupted);
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
+    std::process::exit(ExitCode::Interrupted as i32);
 }
 
 /// SIGINT/SIGTERM: stop the running step (its whole PID namespace), let the build unwind
 /// and clean up, and exit with the interrupted code. A second signal, or a build that does
 /// not unwind within ten seconds, exits at once (the store stays consistent: it only ever
 /// renames complete files into place, and cleans temporary ones on the next open).
-fn watch_signals(cancel: crate::executor::Cancel) {
+fn watch_signals(cancel: crate::executor::Cancel, rep: Option<crate::events::Reporter>) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;
@@ -319,15 +393,20 @@ fn watch_signals(cancel: crate::executor::Cancel) {
             seen += 1;
             cancel.cancel();
             if seen > 1 {
-                std::process::exit(ExitCode::Interrupted as i32);
+                exit_interrupted(rep.clone());
             }
-            eprintln!(
+            let note = format!(
                 "cairn: {} received: stopping the build",
                 if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
             );
-            std::thread::spawn(|| {
+            match &rep {
+                Some(rep) => rep.info(&note),
+                None => eprintln!("{note}"),
+            }
+            let rep = rep.clone();
+            std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_secs(10));
-                std::process::exit(ExitCode::Interrupted as i32);
+                exit_interrupted(rep);
             });
         }
     });
@@ -337,4 +416,47 @@ fn watch_signals(cancel: crate::executor::Cancel) {
 pub fn report(e: &Error) -> std::process::ExitCode {
     eprintln!("cairn: error: {e}");
     std::process::ExitCode::from(e.exit_code() as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_is_flag_then_config_then_host() {
+        let (amd, arm, s390) = (
+            Platform::new("linux", "amd64", None),
+            Platform::new("linux", "arm64", None),
+            Platform::new("linux", "s390x", None),
+        );
+        assert_eq!(choose_platform(Some(&amd), Some(&arm), s390.clone()), amd);
+        assert_eq!(choose_platform(None, Some(&arm), s390.clone()), arm);
+        assert_eq!(choose_platform(None, None, s390.clone()), s390);
+    }
+
+    #[test]
+    fn every_command_defaults_to_the_same_platform_and_policy() {
+        let mut cli = Cli::parse_from(["cairn", "pull", "x"]);
+        assert_eq!(
+            cli.platform(None),
+            Platform::host(),
+            "pull defaults to the host"
+        );
+        assert_eq!(cli.pull_policy(None), crate::registry::PullPolicy::Missing);
+        cli.config.platform = Some(Platform::new("linux", "arm64", None));
+        cli.config.pull = Some(PullPolicy::Never);
+        assert_eq!(cli.platform(None), Platform::new("linux", "arm64", None));
+        assert_eq!(cli.pull_policy(None), crate::registry::PullPolicy::Never);
+        assert_eq!(
+            cli.pull_policy(Some(PullPolicy::Always)),
+            crate::registry::PullPolicy::Always
+        );
+        let Command::Pull(args) =
+            &Cli::parse_from(["cairn", "pull", "--platform", "linux/arm64", "x"]).command
+        else {
+            panic!("a pull command")
+        };
+        assert_eq!(args.platform, Some(Platform::new("linux", "arm64", None)));
+        assert!(Cli::try_parse_from(["cairn", "pull", "--platform", "linux", "x"]).is_err());
+    }
 }

@@ -11,26 +11,9 @@ use crate::store::Store;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 
-/// The platform pulled when none is given.
-const DEFAULT_PLATFORM: &str = "linux/amd64";
-
-fn platform(arg: Option<&str>) -> Result<Platform> {
-    arg.unwrap_or(DEFAULT_PLATFORM)
-        .parse()
-        .map_err(|e: crate::platform::InvalidPlatform| Error::Usage(e.to_string()))
-}
-
 /// A reference from the command line; a malformed one is a usage error.
 fn reference(s: &str) -> Result<Reference> {
     Reference::parse(s).map_err(|e| Error::Usage(e.to_string()))
-}
-
-fn policy(p: super::PullPolicy) -> PullPolicy {
-    match p {
-        super::PullPolicy::Always => PullPolicy::Always,
-        super::PullPolicy::Missing => PullPolicy::Missing,
-        super::PullPolicy::Never => PullPolicy::Never,
-    }
 }
 
 /// Registry options from the global flags.
@@ -42,14 +25,14 @@ pub fn registry_options(cli: &Cli) -> RegistryOptions {
 }
 
 pub fn pull(cli: &Cli, args: &PullArgs) -> Result<()> {
-    let store = Store::open(&cli.store_root())?;
-    let r = reference(&args.reference)?;
-    let platform = platform(args.platform.as_deref())?;
+    let store = Store::open(&cli.store_root())?.leased();
+    let r = &args.reference;
+    let platform = cli.platform(args.platform.as_ref());
     let opts = RegistryOptions {
         quiet: args.quiet,
         ..registry_options(cli)
     };
-    let img = registry::pull(&store, &r, &platform, policy(args.pull), &opts)?;
+    let img = registry::pull(&store, r, &platform, cli.pull_policy(args.pull), &opts)?;
     if !args.quiet {
         let size: u64 = img.layers.iter().map(|l| l.size()).sum();
         eprintln!(
@@ -65,7 +48,7 @@ pub fn pull(cli: &Cli, args: &PullArgs) -> Result<()> {
 
 pub fn inspect(cli: &Cli, args: &InspectArgs) -> Result<()> {
     let store = Store::open(&cli.store_root())?;
-    let platform = platform(args.platform.as_deref())?;
+    let platform = cli.platform(args.platform.as_ref());
     let out = match Digest::parse(&args.reference) {
         Ok(d) => inspect_digest(&store, &d, &platform)?,
         Err(_) => {
@@ -159,7 +142,11 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
             println!("{:<8} {:>8} {:>12}", "total", "", human(total));
             Ok(())
         }
-        CacheCommand::Prune { keep_duration, all } => {
+        CacheCommand::Prune {
+            keep_duration,
+            max_size,
+            all,
+        } => {
             let keep_duration = keep_duration
                 .as_deref()
                 .map(|s| {
@@ -167,24 +154,44 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
                         .map_err(|e| Error::Usage(format!("invalid --keep-duration {s:?}: {e}")))
                 })
                 .transpose()?;
+            let max_size = max_size
+                .as_deref()
+                .map(|s| {
+                    maintain::parse_size(s).map_err(|e| Error::Usage(format!("--max-size: {e}")))
+                })
+                .transpose()?;
             let opts = PruneOptions {
                 keep_duration,
                 all: *all,
+                max_size,
             };
             let r = maintain::prune(&store, &opts)?;
-            println!(
-                "removed {} blobs, {} layer dirs, {} cache entries, {} tags, {} temp leftovers; freed {}",
-                r.blobs,
-                r.layers,
-                r.entries,
-                r.tags,
-                r.temps,
-                human(r.bytes)
-            );
+            println!("{}", prune_summary(&r));
+            if r.over_cap {
+                eprintln!(
+                    "cairn: warning: tags and running builds alone hold {}, more than --max-size",
+                    human(r.kept_bytes)
+                );
+            }
             Ok(())
         }
         CacheCommand::Verify { repair } => verify(&store, *repair),
     }
+}
+
+/// One line saying what a prune removed and what is left.
+pub(crate) fn prune_summary(r: &maintain::PruneReport) -> String {
+    format!(
+        "removed {} blobs, {} layer dirs, {} cache entries, {} tags, {} temp leftovers, {} idle locks; freed {}, {} left",
+        r.blobs,
+        r.layers,
+        r.entries,
+        r.tags,
+        r.temps,
+        r.locks,
+        human(r.bytes),
+        human(r.kept_bytes)
+    )
 }
 
 fn ls(store: &Store) -> Result<()> {
@@ -237,21 +244,32 @@ fn verify(store: &Store, repair: bool) -> Result<()> {
     for t in &r.broken_tags {
         println!("tag {t} points to a missing manifest");
     }
+    for (d, problem) in &r.broken_layers {
+        println!("unpacked layer {d}: {problem}");
+    }
     let verb = if r.repaired { "removed" } else { "found" };
     println!(
-        "checked {} blobs: {}",
+        "checked {} blobs and {} unpacked layers: {}",
         r.checked,
+        r.layers_checked,
         if r.is_clean() {
             "all good".to_string()
         } else {
             format!(
-                "{verb} {} corrupt blobs, {} broken cache entries, {} broken tags",
+                "{verb} {} corrupt blobs, {} broken cache entries, {} broken tags, {} broken unpacked layers",
                 r.corrupt.len(),
                 r.broken_entries.len(),
-                r.broken_tags.len()
+                r.broken_tags.len(),
+                r.broken_layers.len()
             )
         }
     );
+    if r.unchecked_files > 0 {
+        eprintln!(
+            "cairn: note: {} files in unpacked layers are not readable by this user and were not checked",
+            r.unchecked_files
+        );
+    }
     if r.is_clean() || r.repaired {
         Ok(())
     } else {

@@ -5,9 +5,14 @@
 //! sha256, link target, device number and xattrs — never mtime, inode or host paths — and
 //! the inputs digest is taken over the sorted `(path, entry digest)` list. The entry digests
 //! are kept per source path so `--explain` can name the context file that changed.
+//!
+//! With a [`StatCache`] ([`hash_sources_cached`]), a file whose stat data is unchanged since
+//! it was last read takes its remembered content digest instead of being read again; the
+//! digest, and so the key, is the same either way.
 
-use super::plan::{plan_copy, EntryKind, PlannedEntry};
+use super::plan::{plan_copy, plan_copy_cached, EntryKind, PlannedEntry};
 use super::resolve::Source;
+use super::statcache::StatCache;
 use super::{read_err, CopyOptions, Error};
 use crate::cache::Framer;
 use crate::digest::{Digest, HashingWriter};
@@ -32,12 +37,45 @@ pub fn hash_sources(
     hash_plan(&plan_copy(sources, dest, opts)?)
 }
 
+/// Like [`hash_sources`], reading only the files `cache` cannot vouch for.
+pub fn hash_sources_cached(
+    sources: &[Source],
+    dest: &str,
+    opts: &CopyOptions,
+    cache: &mut StatCache,
+) -> Result<InputsHash, Error> {
+    let plan = plan_copy_cached(sources, dest, opts, Some(cache))?;
+    hash_plan_cached(&plan, cache)
+}
+
 /// Hashes a plan: a pure function of the entries' hashed fields and file contents.
 pub fn hash_plan(plan: &[PlannedEntry]) -> Result<InputsHash, Error> {
     let contents = plan
         .iter()
         .map(|e| match e.kind {
             EntryKind::File { .. } => content_digest(e).map(Some),
+            _ => Ok(None),
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(combine(plan, &contents))
+}
+
+/// [`hash_plan`] with file contents taken from `cache` where the stat data the plan saw is
+/// the one recorded, and recorded there after reading otherwise.
+pub fn hash_plan_cached(plan: &[PlannedEntry], cache: &mut StatCache) -> Result<InputsHash, Error> {
+    cache.begin();
+    let contents = plan
+        .iter()
+        .map(|e| match (&e.kind, e.stat) {
+            (EntryKind::File { .. }, Some(stat)) => {
+                if let Some(d) = cache.get(&e.source, &stat) {
+                    return Ok(Some(d));
+                }
+                let d = content_digest(e)?;
+                cache.put(&e.source, stat, d.clone(), &e.xattrs);
+                Ok(Some(d))
+            }
+            (EntryKind::File { .. }, None) => content_digest(e).map(Some),
             _ => Ok(None),
         })
         .collect::<Result<Vec<_>, Error>>()?;
@@ -126,6 +164,7 @@ mod tests {
             xattrs: BTreeMap::new(),
             mtime: (1_700_000_000, 0),
             inode: None,
+            stat: None,
         }
     }
 

@@ -14,11 +14,13 @@ mod hash;
 mod plan;
 mod resolve;
 mod stage;
+mod statcache;
 
-pub use hash::{hash_plan, hash_sources, InputsHash};
-pub use plan::{plan_copy, resolve_dest, EntryKind, PlannedEntry};
+pub use hash::{hash_plan, hash_plan_cached, hash_sources, hash_sources_cached, InputsHash};
+pub use plan::{plan_copy, plan_copy_cached, resolve_dest, EntryKind, PlannedEntry};
 pub use resolve::{heredoc_sources, resolve_in, Source, SourceRoot};
 pub use stage::{stage, stage_checked, stage_plan};
+pub use statcache::{StatCache, StatKey, RACY_MARGIN};
 
 use crate::dockerfile::ignore::{IgnoreError, IgnoreMatcher};
 use std::path::{Path, PathBuf};
@@ -80,9 +82,9 @@ pub(crate) fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_
 /// Options of a COPY/ADD that change what lands in the layer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CopyOptions {
-    /// `--chmod` (octal, already parsed): the permission bits of every copied file and
-    /// directory; symlinks keep theirs.
-    pub chmod: Option<u32>,
+    /// `--chmod` (already parsed): the permission bits of every copied file and directory,
+    /// from each one's own mode when symbolic; symlinks keep theirs.
+    pub chmod: Option<crate::dockerfile::Chmod>,
     /// `--chown`, resolved to numeric ids. Without it, context files belong to 0:0 and
     /// `COPY --from` files keep their owners.
     pub chown: Option<(u32, u32)>,

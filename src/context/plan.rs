@@ -62,6 +62,8 @@ pub struct PlannedEntry {
     pub mtime: (i64, i64),
     /// Device and inode of a source file with several names, to find hardlinks; never hashed.
     pub inode: Option<(u64, u64)>,
+    /// A regular file's stat data, for the [`super::StatCache`]; never hashed.
+    pub stat: Option<super::StatKey>,
 }
 
 /// Joins a WORKDIR and a COPY destination as Docker does: relative destinations are under
@@ -88,6 +90,17 @@ pub fn plan_copy(
     dest: &str,
     opts: &CopyOptions,
 ) -> Result<Vec<PlannedEntry>, Error> {
+    plan_copy_cached(sources, dest, opts, None)
+}
+
+/// [`plan_copy`], taking a regular file's xattrs from `cache` when its stat data is the
+/// one recorded (setting or removing an xattr changes the ctime), instead of listing them.
+pub fn plan_copy_cached(
+    sources: &[Source],
+    dest: &str,
+    opts: &CopyOptions,
+    cache: Option<&super::StatCache>,
+) -> Result<Vec<PlannedEntry>, Error> {
     let dest_is_dir = opts.dest_is_dir
         || dest.is_empty()
         || dest == "."
@@ -109,6 +122,7 @@ pub fn plan_copy(
         opts,
         exclude,
         entries: BTreeMap::new(),
+        cache,
     };
     for src in sources {
         let abs = src.path();
@@ -198,6 +212,7 @@ struct Planner<'o> {
     /// `--exclude` patterns, relative to each copied directory.
     exclude: Option<IgnoreMatcher>,
     entries: BTreeMap<Vec<u8>, PlannedEntry>,
+    cache: Option<&'o super::StatCache>,
 }
 
 impl Planner<'_> {
@@ -235,13 +250,15 @@ impl Planner<'_> {
         }
         let mut names = Vec::new();
         for entry in fs::read_dir(&at.abs).map_err(read_err(&at.abs))? {
-            names.push(entry.map_err(read_err(&at.abs))?.file_name());
+            let entry = entry.map_err(read_err(&at.abs))?;
+            names.push((entry.file_name(), entry));
         }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut any = false;
-        for name in names {
+        for (name, dirent) in names {
             let child = at.child(name.as_bytes());
-            let md = fs::symlink_metadata(&child.abs).map_err(read_err(&child.abs))?;
+            // lstat relative to the open directory: no walk of the whole path per entry.
+            let md = dirent.metadata().map_err(read_err(&child.abs))?;
             let is_dir = md.is_dir();
             let context = src.ignore.as_deref().map(|m| hidden(m, &child.rel, is_dir));
             let local = self
@@ -297,9 +314,9 @@ impl Planner<'_> {
             return Ok(None);
         };
         let is_link = matches!(kind, EntryKind::Symlink { .. });
-        let mode = match (is_link, self.opts.chmod) {
+        let mode = match (is_link, &self.opts.chmod) {
             (true, _) => 0o777,
-            (false, Some(chmod)) => chmod & 0o7777,
+            (false, Some(chmod)) => chmod.apply(md.mode(), ft.is_dir()),
             (false, None) => md.mode() & 0o7777,
         };
         let (uid, gid) = match self.opts.chown {
@@ -315,13 +332,20 @@ impl Planner<'_> {
             } else {
                 String::from_utf8_lossy(rel).into_owned()
             },
-            xattrs: read_xattrs(abs)?,
+            xattrs: match ft.is_file().then_some(self.cache).flatten() {
+                Some(c) => match c.xattrs(abs, &super::StatKey::of(md)) {
+                    Some(x) => x.clone(),
+                    None => read_xattrs(abs)?,
+                },
+                None => read_xattrs(abs)?,
+            },
             kind,
             mode,
             uid,
             gid,
             mtime: (md.mtime(), md.mtime_nsec()),
             inode: (ft.is_file() && md.nlink() > 1).then(|| (md.dev(), md.ino())),
+            stat: ft.is_file().then(|| super::StatKey::of(md)),
         }))
     }
 }

@@ -59,7 +59,12 @@ fn instruction_in(ll: &LogicalLine, text: &str, base: usize, escape: char) -> R<
         _ => {
             return Err(ll.fault(
                 cmd.keyword.offset,
-                format!("unknown instruction: {}", cmd.keyword.text),
+                super::suggest::did_you_mean(
+                    format!("unknown instruction: {}", cmd.keyword.text),
+                    &cmd.keyword.text,
+                    KEYWORDS,
+                    false,
+                ),
             ))
         }
     })
@@ -438,8 +443,16 @@ impl Ctx<'_> {
         }
         let local = self.cmd.rest_offset - base;
         let inst = instruction_in(self.ll, &text[local..local + rest.len()], at, self.escape)?;
+        // As BuildKit stores it: the trigger line, then each heredoc's body and delimiter
+        // line, so the child build runs the body (the line alone would be `RUN <<EOF`).
+        let mut trigger = rest.clone();
+        for h in &self.ll.heredocs {
+            trigger.push('\n');
+            trigger.push_str(&h.body);
+            trigger.push_str(&h.name);
+        }
         Ok(Onbuild {
-            trigger: rest.clone(),
+            trigger,
             inst: Box::new(inst),
         })
     }

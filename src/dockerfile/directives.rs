@@ -12,8 +12,11 @@ use std::sync::OnceLock;
 /// The parser directives of a Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Directives {
-    /// `# syntax=` (a frontend image reference; recorded, not acted on).
+    /// `# syntax=` (a frontend image reference): cairn is its own Dockerfile frontend, so
+    /// this is only checked (see [`Directives::unemulated_syntax`]).
     pub syntax: Option<String>,
+    /// The line of `# syntax=` (0 when absent).
+    pub syntax_line: usize,
     /// `# escape=`: `\` (default) or `` ` ``.
     pub escape: char,
     /// `# check=` (lint configuration; recorded, not acted on).
@@ -24,9 +27,35 @@ impl Default for Directives {
     fn default() -> Self {
         Directives {
             syntax: None,
+            syntax_line: 0,
             escape: '\\',
             check: None,
         }
+    }
+}
+
+impl Directives {
+    /// The `# syntax=` frontend when it is not one cairn emulates: cairn implements the
+    /// Dockerfile syntax of `docker/dockerfile` (`:1`, `:1.x`, `:latest`, labs and
+    /// upstream channels, by tag or digest); any other frontend image defines its own
+    /// language, which cairn reads as a plain Dockerfile. `None` when absent or emulated.
+    pub fn unemulated_syntax(&self) -> Option<&str> {
+        let s = self.syntax.as_deref()?;
+        let emulated = crate::registry::Reference::parse(s).is_ok_and(|r| {
+            r.registry == crate::registry::DOCKER_HUB
+                && matches!(
+                    r.repository.as_str(),
+                    "docker/dockerfile" | "docker/dockerfile-upstream"
+                )
+                && r.tag.as_deref().map_or(true, |t| {
+                    t == "latest"
+                        || t == "labs"
+                        || t == "master"
+                        || t == "master-labs"
+                        || t.split(['.', '-']).next() == Some("1")
+                })
+        });
+        (!emulated).then_some(s)
     }
 }
 
@@ -81,7 +110,10 @@ pub(crate) fn scan(lines: &[&str]) -> Result<Directives, Fault> {
                     }
                 }
             }
-            "syntax" => d.syntax = Some(value),
+            "syntax" => {
+                d.syntax = Some(value);
+                d.syntax_line = i + 1;
+            }
             _ => d.check = Some(value),
         }
         seen.push(key);
@@ -109,6 +141,38 @@ mod tests {
         assert_eq!(d.escape, '\\');
         let d = scan(&["# check=skip=all", "FROM x", "# escape=`"]).unwrap();
         assert_eq!((d.check.as_deref(), d.escape), (Some("skip=all"), '\\'));
+    }
+
+    #[test]
+    fn which_frontends_are_emulated() {
+        let syntax = |s: &str| Directives {
+            syntax: Some(s.into()),
+            ..Directives::default()
+        };
+        for ok in [
+            "docker/dockerfile:1",
+            "docker/dockerfile:1.7",
+            "docker.io/docker/dockerfile:1.4.3",
+            "docker/dockerfile",
+            "docker/dockerfile:1-labs",
+            "docker/dockerfile:labs",
+            "docker/dockerfile-upstream:master",
+            "docker/dockerfile:1@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ] {
+            assert_eq!(syntax(ok).unemulated_syntax(), None, "{ok}");
+        }
+        for other in [
+            "devthefuture/dockerfile-x",
+            "tonistiigi/dockerfile:runmount20180618",
+            "docker/dockerfile:2",
+            "example.com/docker/dockerfile:1",
+            "not a reference",
+        ] {
+            assert_eq!(syntax(other).unemulated_syntax(), Some(other), "{other}");
+        }
+        assert_eq!(Directives::default().unemulated_syntax(), None);
+        let d = scan(&["# escape=`", "# syntax=x/y"]).unwrap();
+        assert_eq!(d.syntax_line, 2);
     }
 
     #[test]

@@ -40,10 +40,17 @@ impl Flags {
                 None => (body, None),
             };
             let Some(&(_, kind)) = allowed.iter().find(|(n, _)| *n == name) else {
-                return Err(ll.fault(w.offset, format!("unknown flag: {name}")));
+                let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
+                let message = super::suggest::did_you_mean(
+                    format!("unknown flag: --{name}"),
+                    name,
+                    &names,
+                    true,
+                );
+                return Err(ll.fault(w.offset, message));
             };
             if kind != Kind::List && given.iter().any(|g| g.0 == name) {
-                return Err(ll.fault(w.offset, format!("duplicate flag specified: {name}")));
+                return Err(ll.fault(w.offset, format!("duplicate flag specified: --{name}")));
             }
             let value = match (kind, value) {
                 (Kind::Bool, None) => "true".to_string(),
@@ -169,7 +176,14 @@ pub fn mount(spec: &str) -> Result<Mount, String> {
                     "secret" => MountType::Secret,
                     "tmpfs" => MountType::Tmpfs,
                     "ssh" => MountType::Ssh,
-                    _ => return Err(format!("unsupported mount type {v:?}")),
+                    _ => {
+                        return Err(super::suggest::did_you_mean(
+                            format!("unsupported mount type {v:?}"),
+                            &v,
+                            &["bind", "cache", "tmpfs", "secret", "ssh"],
+                            true,
+                        ))
+                    }
                 };
                 continue;
             }
@@ -179,7 +193,34 @@ pub fn mount(spec: &str) -> Result<Mount, String> {
             "source" | "src" => "source",
             "target" | "dst" | "destination" => "target",
             "from" | "id" | "sharing" | "mode" | "uid" | "gid" | "size" | "env" => key.as_str(),
-            _ => return Err(format!("unexpected key '{key}' in '{field}'")),
+            _ => {
+                return Err(super::suggest::did_you_mean(
+                    format!("unexpected key '{key}' in '{field}'"),
+                    &key,
+                    &[
+                        "type",
+                        "from",
+                        "source",
+                        "target",
+                        "readonly",
+                        "id",
+                        "sharing",
+                        "required",
+                        "size",
+                        "mode",
+                        "uid",
+                        "gid",
+                        "src",
+                        "dst",
+                        "destination",
+                        "ro",
+                        "rw",
+                        "readwrite",
+                        "env",
+                    ],
+                    true,
+                ))
+            }
         };
         let value = value.unwrap_or_else(|| "true".into());
         options.push((canonical.to_string(), value));

@@ -59,11 +59,13 @@ impl LogicalLine {
 }
 
 /// Removes a trailing escape character (and blanks after it); says whether one was there.
+/// An escaped escape (`trailing\\`) ends the instruction (docker/for-win#5254); like
+/// BuildKit's pattern, an escape preceded by any escape is not a continuation.
 fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     let t = line.trim_end_matches([' ', '\t']);
     match t.strip_suffix(escape) {
-        Some(s) => (s, true),
-        None => (line, false),
+        Some(s) if !s.ends_with(escape) => (s, true),
+        _ => (line, false),
     }
 }
 

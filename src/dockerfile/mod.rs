@@ -12,6 +12,7 @@
 //! [`parse`] and [`expand::expand_word`]; run it with
 //! `cargo test --test dockerfile_props` (set `PROPTEST_CASES=100000` for a longer run).
 
+mod chmod;
 mod convert;
 pub mod directives;
 pub mod expand;
@@ -20,8 +21,10 @@ pub mod ignore;
 pub mod instructions;
 mod json;
 mod lexer;
+pub mod suggest;
 mod words;
 
+pub use chmod::Chmod;
 pub use directives::Directives;
 pub use instructions::*;
 pub use json::{to_json, to_text};
@@ -224,9 +227,17 @@ pub fn heredoc_source<'a>(word: &str, heredocs: &'a [Heredoc]) -> Option<&'a Her
     heredocs.iter().find(|h| h.name == marker.name)
 }
 
-/// Parses one instruction line, as an ONBUILD trigger is stored in an image config
-/// (backslash escape, no heredocs, no continuation).
+/// Parses one instruction as an ONBUILD trigger is stored in an image config: one line
+/// (backslash escape, no continuation), followed by the bodies of its heredocs, if any.
 pub fn parse_instruction_line(text: &str) -> Result<Instruction, Error> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    if lines.len() > 1 {
+        let err = |f: Fault| f.into_error("ONBUILD", &lines);
+        let lls = lexer::logical_lines(&lines, '\\').map_err(err)?;
+        if let [ll] = lls.as_slice() {
+            return convert::instruction(ll, '\\').map_err(err);
+        }
+    }
     let ll = lexer::LogicalLine::single(text);
     convert::instruction(&ll, '\\').map_err(|f| f.into_error("ONBUILD", &[text]))
 }

@@ -222,16 +222,16 @@ pub enum JsonForm {
     NotStrings,
 }
 
-/// Parses exec form. Like Go's `json.Decoder`, only the first JSON value is read; text after
-/// the closing `]` is ignored.
+/// Parses exec form. As BuildKit's `json.Unmarshal`, the whole text must be one JSON
+/// value: `["echo", "hi"]this is invalid` (text after the `]`) is shell form, not
+/// `echo hi`.
 pub fn parse_json(rest: &str) -> JsonForm {
     let rest = rest.trim_start();
     if !rest.starts_with('[') {
         return JsonForm::NotJson;
     }
-    let mut it = serde_json::Deserializer::from_str(rest).into_iter::<serde_json::Value>();
-    match it.next() {
-        Some(Ok(serde_json::Value::Array(items))) => {
+    match serde_json::from_str::<serde_json::Value>(rest) {
+        Ok(serde_json::Value::Array(items)) => {
             let mut out = Vec::with_capacity(items.len());
             for v in items {
                 match v {
@@ -279,8 +279,12 @@ mod tests {
 
     #[test]
     fn json_forms() {
+        assert_eq!(parse_json(r#"["a", "b"] junk"#), JsonForm::NotJson);
+        assert_eq!(parse_json(r#"["a"]x"#), JsonForm::NotJson);
+        assert_eq!(parse_json(r#"[1] junk"#), JsonForm::NotJson);
+        assert_eq!(parse_json("[] random string"), JsonForm::NotJson);
         assert_eq!(
-            parse_json(r#"["a", "b"] junk"#),
+            parse_json("[\"a\", \"b\"]  \t"),
             JsonForm::Exec(vec!["a".into(), "b".into()])
         );
         assert_eq!(parse_json(r#"[1]"#), JsonForm::NotStrings);

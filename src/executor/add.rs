@@ -4,8 +4,13 @@
 //! destination instead of copied, as Docker does. The extraction goes through the rootfs
 //! module's secure unpacker, so an archive cannot write outside the destination.
 
+use super::env::{Step, StepEnv};
+use super::steps::CopySources;
+use crate::context::{InputsHash, Source};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::git::{GitSource, Resolved};
+use crate::plan::ExpandedCopy;
 use crate::registry::{self, RegistryOptions};
 use std::io::Read;
 use std::path::Path;
@@ -61,6 +66,87 @@ pub fn download(
         names.push(name);
     }
     Ok(names)
+}
+
+/// A git source of an `ADD`, resolved to a commit while the step's key is computed and
+/// checked out only if the step runs.
+pub(super) struct PendingGit {
+    /// `FILE:LINE` of the instruction, for errors.
+    at: String,
+    source: GitSource,
+    resolved: Resolved,
+}
+
+/// An `ADD` whose sources are git repositories (see [`crate::git`]): each ref is resolved
+/// to a commit (one `git ls-remote`, announced on the progress output). The inputs digest
+/// is the sources' [`GitSource::key_digest`]s, so the key follows the commit, never the ref
+/// name alone, and `--explain` names the old and the new commit. `None`: no source is a
+/// git URL.
+pub(super) fn prepare_git(
+    env: &StepEnv<'_>,
+    c: &ExpandedCopy,
+    step: &Step<'_>,
+) -> Result<Option<(CopySources, InputsHash)>> {
+    let at = env.location(step);
+    let mut gits = Vec::new();
+    for s in &c.sources {
+        if let Some(g) = GitSource::classify(s, c.keep_git_dir, c.checksum.as_deref()) {
+            gits.push(g.map_err(|e| e.at(&at))?);
+        }
+    }
+    if gits.is_empty() {
+        return Ok(None);
+    }
+    if gits.len() != c.sources.len() {
+        return Err(Error::Usage(format!(
+            "{at}: ADD with both git repositories and other sources: split it into two ADDs"
+        )));
+    }
+    let mut key = crate::cache::Framer::new("cairn git sources v1");
+    let mut files = std::collections::BTreeMap::new();
+    let mut pending = Vec::new();
+    for source in gits {
+        let resolved = source.resolve().map_err(|e| e.at(&at))?;
+        env.rep.info(&source.describe(&resolved));
+        let digest = source.key_digest(&resolved);
+        key.field(digest.as_str().as_bytes());
+        files.insert(source.explain_name(&resolved), digest);
+        pending.push(PendingGit {
+            at: at.clone(),
+            source,
+            resolved,
+        });
+    }
+    let hash = InputsHash {
+        digest: key.digest(),
+        files,
+    };
+    Ok(Some((CopySources::Git(pending), hash)))
+}
+
+/// Checks the sources out into a temporary directory of the store (removed on drop) and
+/// resolves each tree as a directory source with owner 0:0, as BuildKit's git snapshot.
+pub(super) fn checkout_git(
+    env: &StepEnv<'_>,
+    gits: &[PendingGit],
+) -> Result<(tempfile::TempDir, Vec<Source>)> {
+    let dir = env.store.temp_dir("git-")?;
+    let mut sources = Vec::new();
+    for (i, g) in gits.iter().enumerate() {
+        let work = dir.path().join(i.to_string());
+        std::fs::create_dir(&work)
+            .map_err(|e| Error::io(format!("cannot create {}", work.display()), e))?;
+        let root = g
+            .source
+            .checkout(&g.resolved, &work)
+            .map_err(|e| e.at(&g.at))?;
+        sources.extend(
+            crate::context::SourceRoot::new(&root)
+                .reset_owners()
+                .resolve(&[".".to_string()])?,
+        );
+    }
+    Ok((dir, sources))
 }
 
 /// Whether a local ADD source is a tar archive — plain, gzip or zstd, told by magic bytes

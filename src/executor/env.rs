@@ -32,12 +32,40 @@ pub(super) struct StepEnv<'a> {
     pub source_date_epoch: Option<i64>,
     /// For ADD's downloads.
     pub registry: &'a RegistryOptions,
+    /// The context's stat cache, loaded from the store at the first COPY that needs it.
+    pub stat_cache: &'a std::sync::Mutex<Option<crate::context::StatCache>>,
 }
 
 impl StepEnv<'_> {
     /// Passes a warning of the sandbox or the unpacker on to the reporter.
     pub fn warn(&self) -> impl FnMut(&str) + '_ {
-        |w: &str| self.rep.info(&format!("warning: {w}"))
+        |w: &str| self.rep.warn(w)
+    }
+
+    /// Hashes COPY sources from the build context through its stat cache (see
+    /// [`crate::context::StatCache`]): unchanged files are not read again.
+    pub fn hash_context_sources(
+        &self,
+        sources: &[crate::context::Source],
+        dest: &str,
+        opts: &crate::context::CopyOptions,
+    ) -> crate::error::Result<crate::context::InputsHash> {
+        let mut guard = self.stat_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = match guard.as_mut() {
+            Some(c) => c,
+            None => {
+                let bytes = match self.context {
+                    Some(ctx) => self.store.record_get(&super::stat_cache_name(ctx.root()))?,
+                    None => None,
+                };
+                guard.insert(crate::context::StatCache::from_bytes(
+                    bytes.as_deref().unwrap_or_default(),
+                ))
+            }
+        };
+        Ok(crate::context::hash_sources_cached(
+            sources, dest, opts, cache,
+        )?)
     }
 
     /// `FILE:LINE` of a step, for messages.

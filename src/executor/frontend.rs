@@ -49,10 +49,11 @@ pub fn prepare(opts: &BuildOptions, rep: &Reporter) -> Result<Frontend> {
         },
     )
     .map_err(|e| located(&df_name, e))?;
+    for (line, w) in &plan.warnings {
+        rep.info(&format!("warning: {df_name}:{line}: {w}"));
+    }
     for a in &plan.unused_build_args {
-        rep.info(&format!(
-            "warning: build arg {a} was not consumed by any stage"
-        ));
+        rep.warn(&format!("build arg {a} was not consumed by any stage"));
     }
     let context = match &opts.context {
         Some(dir) => {

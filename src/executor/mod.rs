@@ -87,6 +87,11 @@ impl BuildResult {
     }
 }
 
+/// The store record holding the stat cache of the context at `root`.
+pub(super) fn stat_cache_name(root: &std::path::Path) -> String {
+    format!("stat-cache:{}", root.display())
+}
+
 /// The label holding the last step's cache key, for Terraform triggers.
 pub const CACHE_KEY_LABEL: &str = "org.cairn.cache-key";
 
@@ -139,6 +144,8 @@ struct Builder<'a> {
     plan: Plan,
     df_name: String,
     context: Option<crate::context::Context>,
+    /// The context's stat cache, loaded from the store at the first COPY that needs it.
+    stat_cache: std::sync::Mutex<Option<crate::context::StatCache>>,
     previous: BTreeMap<String, KeyInputs>,
     recorded: BTreeMap<String, KeyInputs>,
     steps: Vec<StepReport>,
@@ -174,6 +181,7 @@ impl<'a> Builder<'a> {
             plan,
             df_name,
             context,
+            stat_cache: std::sync::Mutex::new(None),
             previous,
             recorded: BTreeMap::new(),
             steps: Vec::new(),
@@ -190,12 +198,15 @@ impl<'a> Builder<'a> {
         let last = done
             .pop()
             .ok_or_else(|| Error::Internal("the plan has no stage".into()))?;
-        if !self.key_only {
+        // Unchanged on a no-op: not rewritten (it holds every COPY source's digest, which
+        // is megabytes for a large context).
+        if !self.key_only && self.recorded != self.previous {
             let _ = self.store.record_put(
                 &record_name(&self.opts.dockerfile_path),
                 &serde_json::to_vec(&self.recorded).unwrap_or_default(),
             );
         }
+        self.save_stat_cache();
         let all_cached = self.steps.iter().all(|s| s.cached);
         let (image, config) = if self.key_only {
             (
@@ -216,6 +227,19 @@ impl<'a> Builder<'a> {
             steps: self.steps,
             all_cached,
         })
+    }
+
+    /// Writes the stat cache back (atomically) when this build taught it something. A
+    /// failure only costs the next build some reading, so it is not an error.
+    fn save_stat_cache(&self) {
+        let guard = self.stat_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(cache), Some(ctx)) = (guard.as_ref(), &self.context) {
+            if cache.is_changed() {
+                let _ = self
+                    .store
+                    .record_put(&stat_cache_name(ctx.root()), &cache.to_bytes());
+            }
+        }
     }
 
     /// The base of a stage: its starting state and key.
@@ -249,8 +273,8 @@ impl<'a> Builder<'a> {
             .info(&format!("resolving {reference} ({platform})"));
         let pulled = self.pull_via_mirrors(&reference, &platform)?;
         if pulled.offline_fallback {
-            self.rep.info(&format!(
-                "warning: registry unreachable; using the stored {} for {reference}",
+            self.rep.warn(&format!(
+                "registry unreachable; using the stored {} for {reference}",
                 pulled.manifest_digest
             ));
         }
@@ -325,7 +349,7 @@ impl<'a> Builder<'a> {
                     Ok(p) => return Ok(p),
                     Err(e) => self
                         .rep
-                        .info(&format!("warning: mirror {m} failed for {reference}: {e}")),
+                        .warn(&format!("mirror {m} failed for {reference}: {e}")),
                 }
             }
         }
@@ -339,7 +363,10 @@ impl<'a> Builder<'a> {
     }
 
     fn build_stage(&mut self, si: usize, done: &[StageResult]) -> Result<StageResult> {
-        let StageResult { mut state, mut key } = self.base(si, done)?;
+        let from_line = self.plan.stages[si].line;
+        let StageResult { mut state, mut key } = self
+            .base(si, done)
+            .map_err(|e| Error::at_line(&self.df_name, from_line, e))?;
         let stage = self.plan.stages[si].clone();
         let stage_label = stage
             .name
@@ -368,12 +395,19 @@ impl<'a> Builder<'a> {
                 state: &state,
                 scope: &scope,
             };
-            let from = self.copy_from(&expanded, done)?;
-            let prepared = steps::prepare(&self.env(), &step, from)?;
+            // Base-image triggers have no line of their own: they belong to the FROM.
+            let line = if inst.span.line == 0 {
+                from_line
+            } else {
+                inst.span.line
+            };
+            let at_line = |e| Error::at_line(&self.df_name, line, e);
+            let from = self.copy_from(&expanded, done).map_err(at_line)?;
+            let prepared = steps::prepare(&self.env(), &step, from).map_err(at_line)?;
             let inputs = KeyInputs {
                 parent: key.clone(),
                 instruction: expanded.canonical(),
-                env: scope.run_env(),
+                env: scope.key_env(),
                 user: state.config.config.user.clone().unwrap_or_default(),
                 workdir: state.config.config.working_dir.clone().unwrap_or_default(),
                 shell: state.config.config.shell.clone().unwrap_or_default(),
@@ -444,7 +478,8 @@ impl<'a> Builder<'a> {
                 Some(entry) => State::load(self.store, &entry.state)?,
                 None if self.key_only => steps::simulate(&state, &mut facts, &expanded, inst),
                 None => {
-                    let (next, timings) = steps::execute(&self.env(), &mut facts, &step, prepared)?;
+                    let (next, timings) = steps::execute(&self.env(), &mut facts, &step, prepared)
+                        .map_err(|e| Error::at_line(&self.df_name, line, e))?;
                     let (digest, refs) = next.save(self.store)?;
                     self.store.cache_put(
                         &new_key,
@@ -488,6 +523,7 @@ impl<'a> Builder<'a> {
             compression: self.opts.compression,
             source_date_epoch: self.opts.source_date_epoch,
             registry: &self.opts.registry,
+            stat_cache: &self.stat_cache,
         }
     }
 

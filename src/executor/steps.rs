@@ -63,12 +63,17 @@ pub(super) enum CopySources {
         _dir: tempfile::TempDir,
         sources: Vec<Source>,
     },
+    /// Git sources resolved to commits (`add::prepare_git`), keyed on those commits and
+    /// checked out only when the step runs.
+    Git(Vec<super::add::PendingGit>),
 }
 
 impl CopySources {
     fn sources(&self) -> &[Source] {
         match self {
             CopySources::Context(s) | CopySources::Heredocs { sources: s, .. } => s,
+            // Nothing on disk yet: `copy_step` checks them out.
+            CopySources::Git(_) => &[],
         }
     }
 }
@@ -163,6 +168,15 @@ pub(super) fn prepare(
                 });
             }
             let is_add = matches!(exp, Expanded::Add(_));
+            if is_add {
+                if let Some((sources, hash)) = super::add::prepare_git(env, c, step)? {
+                    return Ok(Prepared::Copy {
+                        target,
+                        sources,
+                        hash,
+                    });
+                }
+            }
             let sources = if is_add && c.sources.iter().any(|s| super::add::is_url(s)) {
                 if !c.sources.iter().all(|s| super::add::is_url(s)) {
                     return Err(Error::Usage(format!(
@@ -203,7 +217,12 @@ pub(super) fn prepare(
                 })?;
                 CopySources::Context(ctx.resolve(&c.sources)?)
             };
-            let hash = context::hash_sources(sources.sources(), &target.dest, &target.options)?;
+            let hash = match &sources {
+                CopySources::Context(s) => {
+                    env.hash_context_sources(s, &target.dest, &target.options)?
+                }
+                _ => context::hash_sources(sources.sources(), &target.dest, &target.options)?,
+            };
             Ok(Prepared::Copy {
                 target,
                 sources,
@@ -215,14 +234,8 @@ pub(super) fn prepare(
 }
 
 fn copy_options(c: &ExpandedCopy) -> Result<CopyOptions> {
-    let chmod = match &c.chmod {
-        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
-            Error::Usage(format!("--chmod={m}: expected an octal mode such as 755"))
-        })?),
-        None => None,
-    };
     Ok(CopyOptions {
-        chmod,
+        chmod: c.chmod.clone(),
         exclude: c.exclude.clone(),
         ..CopyOptions::default()
     })
@@ -454,7 +467,9 @@ fn run_step(
         });
     }
     let t = Instant::now();
-    let layer = upper_layer(env, &upper)?;
+    let layer = reported_layer(env, &format!("of step {}", step.no), || {
+        upper_layer(env, &upper)
+    })?;
     timings.push(("layer".into(), progress::secs(t.elapsed())));
     if let Some(l) = &layer {
         adopt_as_lower(env, &l.diff_id, &upper);
@@ -481,6 +496,7 @@ fn upper_layer(env: &StepEnv<'_>, upper: &std::path::Path) -> Result<Option<laye
 /// mapped them), as containerd's overlay snapshotter reuses committed snapshots. Best
 /// effort: if it cannot be adopted, the blob is unpacked when a later step needs it.
 fn adopt_as_lower(env: &StepEnv<'_>, diff_id: &Digest, upper: &std::path::Path) {
+    let _ = env.store.pin([diff_id]);
     let dir = env.store.layer_dir(diff_id);
     if dir.is_dir() {
         return;
@@ -511,6 +527,16 @@ fn copy_step(
         .map_err(|e| Error::io(format!("cannot create {}", root.display()), e))?;
     let t = Instant::now();
     let dest = match prepared {
+        Prepared::Copy {
+            target,
+            sources: CopySources::Git(gits),
+            ..
+        } => {
+            // Keyed on the commits: a cached ADD from git cost one ls-remote, no fetch.
+            let (_checkout, plain) = super::add::checkout_git(env, &gits)?;
+            context::stage(&plain, &target.dest, &target.options, &root)?;
+            target.dest
+        }
         Prepared::Copy {
             target,
             sources,
@@ -566,8 +592,28 @@ fn copy_step(
         None => None,
     };
     let t = Instant::now();
-    let layer = layer::from_upper(env.store, &root, &layer_options(env, chown)?)?;
+    let opts = layer_options(env, chown)?;
+    let layer = reported_layer(env, &format!("for {dest}"), || {
+        Ok(layer::from_upper(env.store, &root, &opts)?)
+    })?;
     timings.push(("layer".into(), progress::secs(t.elapsed())));
+    Ok(layer)
+}
+
+/// Writes a step's layer as a `layer` transfer of the event sink; its size (the stored
+/// blob's) is known when it is done.
+fn reported_layer(
+    env: &StepEnv<'_>,
+    what: &str,
+    write: impl FnOnce() -> Result<Option<layer::Layer>>,
+) -> Result<Option<layer::Layer>> {
+    let t = env
+        .rep
+        .transfer(crate::events::TransferKind::Layer, what, None);
+    let layer = write()?;
+    if let Some(l) = &layer {
+        t.finish_at(l.size);
+    }
     Ok(layer)
 }
 
@@ -598,7 +644,7 @@ mod tests {
             dest: dest.into(),
             from: None,
             chown: None,
-            chmod: chmod.map(String::from),
+            chmod: chmod.map(|m| crate::dockerfile::Chmod::parse(m).unwrap()),
             link: false,
             parents: false,
             exclude: vec!["*.tmp".into()],
@@ -637,20 +683,17 @@ mod tests {
         state.config.config.working_dir = Some("/srv".into());
         let t = CopyTarget::new(&copy("app/", Some("750")), &state).unwrap();
         assert_eq!(t.dest, "/srv/app/");
-        assert_eq!(t.options.chmod, Some(0o750));
+        assert_eq!(
+            t.options.chmod,
+            Some(crate::dockerfile::Chmod::octal(0o750))
+        );
         assert_eq!(t.options.exclude, vec!["*.tmp".to_string()]);
         assert!(CopyTarget::new(&copy("x", None), &state)
             .unwrap()
             .options
             .chmod
             .is_none());
-        let bad = CopyTarget::new(&copy("x", Some("rwx")), &state)
-            .err()
-            .unwrap();
-        assert!(
-            matches!(bad, Error::Usage(ref m) if m.contains("--chmod=rwx")),
-            "{bad}"
-        );
+        // A bad --chmod never gets here: the plan refuses it with its Dockerfile line.
     }
 
     fn heredoc(name: &str, body: &str) -> Heredoc {
@@ -702,6 +745,7 @@ mod tests {
         rep: super::super::Reporter,
         cancel: super::super::Cancel,
         registry: crate::registry::RegistryOptions,
+        stat_cache: std::sync::Mutex<Option<crate::context::StatCache>>,
     }
 
     impl Fixture {
@@ -716,6 +760,7 @@ mod tests {
                 rep: super::super::Reporter::new(super::super::Mode::Quiet, false),
                 cancel: super::super::Cancel::new(),
                 registry: Default::default(),
+                stat_cache: Default::default(),
             }
         }
 
@@ -736,6 +781,7 @@ mod tests {
                 compression: crate::layer::Compression::None,
                 source_date_epoch: Some(0),
                 registry: &self.registry,
+                stat_cache: &self.stat_cache,
             }
         }
 

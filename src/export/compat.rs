@@ -65,6 +65,14 @@ pub(crate) fn prepare(store: &Store, img: &BuiltImage) -> Result<Compat, Error> 
 }
 
 impl Compat {
+    /// `img` as it is, every blob from the store.
+    pub(crate) fn as_is(img: &BuiltImage) -> Compat {
+        Compat {
+            image: img.clone(),
+            streamed: BTreeMap::new(),
+        }
+    }
+
     /// A reader of blob `d`: from the store, or decompressed from its zstd layer.
     pub(crate) fn open_blob(&self, store: &Store, d: &Digest) -> Result<Box<dyn Read>, Error> {
         match self.streamed.get(d) {

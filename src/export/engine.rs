@@ -1,18 +1,43 @@
-//! [`Engine`]: the few Docker Engine API calls a load needs (inspect, load, tag), spoken as
-//! plain HTTP/1.1 over the unix socket, for machines with a daemon but no docker CLI.
+//! [`Engine`]: the few Docker Engine API calls a load needs (info, inspect, load, tag),
+//! spoken as plain HTTP/1.1 over a unix socket, TCP, TCP with TLS, or an `ssh` process
+//! running `docker system dial-stdio` on the remote host (what the docker CLI does for
+//! `ssh://` hosts), so no docker CLI is needed on this side for any of them.
+//!
+//! Why not an Engine API crate such as bollard: it is async (tokio and hyper on every
+//! call), and cairn's no-op build is one inspect per tag on a short-lived process, where
+//! a runtime's start-up is most of the time; cairn needs four endpoints, whose answers it
+//! reads as untyped JSON so that engines from Docker 17.06 to 26 and Podman's compatible
+//! API all parse. TLS is rustls (the one reqwest already brings), certificates read as
+//! the docker CLI reads them (`ca.pem`, `cert.pem`, `key.pem`).
 
-use super::docker::{EngineOps, Inspected, WriteArchive};
+use super::docker::{EngineOps, Info, Inspected, WriteArchive};
 use super::tags::repo_and_tag;
 use super::Error;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
 
 /// The API version asked for: Docker 17.06+ serves it, and newer engines still accept it.
 const API: &str = "/v1.41";
 
+/// Where the Engine API is.
+#[derive(Clone)]
+pub(crate) enum Transport {
+    Unix(PathBuf),
+    /// `host:port`, with a TLS client configuration when the endpoint speaks TLS.
+    Tcp {
+        addr: String,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    },
+    /// The arguments of `ssh` that reach the remote engine's API on its stdio.
+    Ssh(Vec<String>),
+}
+
 pub(crate) struct Engine {
-    socket: PathBuf,
+    transport: Transport,
 }
 
 struct Response {
@@ -20,22 +45,96 @@ struct Response {
     body: Vec<u8>,
 }
 
-impl Engine {
-    pub(crate) fn new(socket: &Path) -> Engine {
-        Engine {
-            socket: socket.to_path_buf(),
+/// A connection to the engine: a byte stream both ways.
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
+
+/// `ssh … docker system dial-stdio`: the remote engine's API on the child's stdin/stdout.
+struct SshConn {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: ChildStdout,
+}
+
+impl Read for SshConn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl Write for SshConn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.stdin {
+            Some(w) => w.write(buf),
+            None => Err(io::ErrorKind::BrokenPipe.into()),
         }
     }
 
-    fn connect(&self) -> Result<UnixStream, Error> {
-        UnixStream::connect(&self.socket).map_err(|e| {
-            let detail = format!("{}: {e}", self.socket.display());
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.stdin {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SshConn {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(transport: Transport) -> Engine {
+        Engine { transport }
+    }
+
+    fn connect(&self) -> Result<Box<dyn Conn>, Error> {
+        let refused = |what: String, e: io::Error| {
+            let detail = format!("{what}: {e}");
             if e.kind() == io::ErrorKind::PermissionDenied {
                 Error::DockerPermission(detail)
             } else {
                 Error::DockerUnreachable(detail)
             }
-        })
+        };
+        match &self.transport {
+            Transport::Unix(p) => UnixStream::connect(p)
+                .map(|s| Box::new(s) as Box<dyn Conn>)
+                .map_err(|e| refused(p.display().to_string(), e)),
+            Transport::Tcp { addr, tls } => {
+                let s = TcpStream::connect(addr).map_err(|e| refused(addr.clone(), e))?;
+                let _ = s.set_nodelay(true);
+                let Some(cfg) = tls else {
+                    return Ok(Box::new(s));
+                };
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| Error::DockerUnreachable(format!("{addr}: {e}")))?;
+                let c = rustls::ClientConnection::new(cfg.clone(), name)
+                    .map_err(|e| Error::DockerUnreachable(format!("{addr}: TLS: {e}")))?;
+                Ok(Box::new(rustls::StreamOwned::new(c, s)))
+            }
+            Transport::Ssh(args) => {
+                let mut child = Command::new("ssh")
+                    .args(args)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .map_err(|e| refused("ssh".into(), e))?;
+                let stdin = child.stdin.take();
+                let stdout = child.stdout.take().expect("piped stdout");
+                Ok(Box::new(SshConn {
+                    child,
+                    stdin,
+                    stdout,
+                }))
+            }
+        }
     }
 
     fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response, Error> {
@@ -46,12 +145,61 @@ impl Engine {
             req.push_str(&format!("Content-Length: {}\r\n", b.len()));
         }
         req.push_str("\r\n");
-        s.write_all(req.as_bytes()).map_err(Error::Write)?;
-        if let Some(b) = body {
-            s.write_all(b).map_err(Error::Write)?;
-        }
+        let mut all = req.into_bytes();
+        all.extend_from_slice(body.unwrap_or_default());
+        s.write_all(&all)
+            .and_then(|_| s.flush())
+            .map_err(|e| Error::DockerUnreachable(format!("{}: {e}", self.describe())))?;
         read_response(&mut s)
     }
+
+    fn describe(&self) -> String {
+        match &self.transport {
+            Transport::Unix(p) => format!("unix://{}", p.display()),
+            Transport::Tcp { addr, .. } => format!("tcp://{addr}"),
+            Transport::Ssh(args) => format!("ssh {}", args.join(" ")),
+        }
+    }
+}
+
+/// A TLS client configuration from the docker CLI's files: the CA that signed the
+/// engine's certificate and, when both are there, a client certificate and key.
+pub(crate) fn tls_config(
+    ca: &Path,
+    cert: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |p: &Path, e: &dyn std::fmt::Display| {
+        Error::Message(format!("TLS for the Docker engine: {}: {e}", p.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let cas: Vec<CertificateDer> = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| bad(ca, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(ca, &e))?;
+    for c in cas {
+        roots.add(c).map_err(|e| bad(ca, &e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(ca, &e))?
+        .with_root_certificates(roots);
+    let cfg = match cert {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| bad(cert, &e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(cert, &e))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| bad(cert, &e))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
 }
 
 impl EngineOps for Engine {
@@ -87,17 +235,18 @@ impl EngineOps for Engine {
              Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         );
         s.write_all(head.as_bytes()).map_err(Error::Write)?;
-        let out = s.try_clone().map_err(Error::Write)?;
-        let mut chunked = Chunked(io::BufWriter::with_capacity(256 * 1024, out));
-        let written = write(&mut chunked);
-        let mut w = chunked.0;
-        let ended = w
-            .write_all(b"0\r\n\r\n")
-            .and_then(|_| w.flush())
-            .map_err(Error::Write);
-        drop(w);
+        let (written, ended) = {
+            let mut chunked = Chunked(io::BufWriter::with_capacity(256 * 1024, &mut *s));
+            let written = write(&mut chunked);
+            let Chunked(mut w) = chunked;
+            let ended = w
+                .write_all(b"0\r\n\r\n")
+                .and_then(|_| w.flush())
+                .map_err(Error::Write);
+            (written, ended)
+        };
         // The engine may have answered (and closed) early with an error: read that first.
-        let r = read_response(&mut s);
+        let r = read_response(&mut *s);
         match r {
             Ok(r) if r.status == 200 => {
                 written?;
@@ -121,14 +270,14 @@ impl EngineOps for Engine {
         }
     }
 
-    fn skips_present_layers(&self) -> Result<bool, Error> {
+    fn info(&self) -> Result<Info, Error> {
         let r = self.request("GET", "/info", None)?;
         if r.status != 200 {
             return Err(fail("info", &r));
         }
         let v: serde_json::Value = serde_json::from_slice(&r.body)
             .map_err(|e| Error::Message(format!("docker info: bad answer: {e}")))?;
-        Ok(classic_image_store(&v))
+        Ok(Info::from_json(&v))
     }
 
     fn tag(&self, id: &str, tag: &str) -> Result<(), Error> {
@@ -150,7 +299,7 @@ impl EngineOps for Engine {
 /// Whether `GET /info` describes the classic image store (a graph driver such as overlay2),
 /// not the containerd image store (driver `overlayfs` with a `driver-type` of
 /// `io.containerd.snapshotter.v1`).
-fn classic_image_store(info: &serde_json::Value) -> bool {
+pub(crate) fn classic_image_store(info: &serde_json::Value) -> bool {
     let containerd = info["DriverStatus"].as_array().is_some_and(|rows| {
         rows.iter().any(|row| {
             row.as_array().is_some_and(|kv| {
@@ -174,7 +323,7 @@ fn fail(action: &str, r: &Response) -> Error {
 }
 
 /// Reads a whole HTTP/1.1 response (the connection is `close`), de-chunking the body.
-fn read_response(s: &mut UnixStream) -> Result<Response, Error> {
+fn read_response(s: &mut dyn Read) -> Result<Response, Error> {
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).map_err(Error::Write)?;
@@ -214,7 +363,13 @@ fn read_response(s: &mut UnixStream) -> Result<Response, Error> {
             r.read_exact(&mut crlf).map_err(Error::Write)?;
         }
     } else {
-        r.read_to_end(&mut body).map_err(Error::Write)?;
+        // A TLS peer may close without a close_notify once it has said everything.
+        match r.read_to_end(&mut body) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
+            other => {
+                other.map_err(Error::Write)?;
+            }
+        }
     }
     Ok(Response { status, body })
 }

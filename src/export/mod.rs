@@ -1,24 +1,33 @@
 //! [`BuiltImage`]: a finished image whose blobs are all in the store, and the ways out of
-//! cairn — a docker-archive tar, an OCI layout directory, and `docker load`.
+//! cairn — a docker-archive tar, an OCI layout directory, and a load into a Docker Engine
+//! or Podman.
 //!
 //! The docker-archive is what `docker save` writes since Docker 25: an OCI image layout
 //! (`oci-layout`, `index.json`, `blobs/sha256/…`) plus Docker's `manifest.json` and
 //! `repositories` in one tar, so old engines (which read only `manifest.json`) and new ones
 //! load it alike. Engines before 23.0 cannot decompress zstd layers (Docker 20.10's
 //! `docker load` fails with "archive/tar: invalid tar header"), so an archive carries zstd
-//! layers as plain tar, under a manifest of its own ([`docker_compatible`]); the image ID
-//! (the config digest) does not change. `docker load` goes through the docker CLI when there is one (so
-//! `DOCKER_HOST` and contexts work as the user expects), else the Engine API on the socket.
+//! layers as plain tar by default, under a manifest of its own ([`docker_compatible`]); the
+//! image ID (the config digest) does not change. Each output may ask for its own layer
+//! compression ([`OutputCompression`]). Loads speak the Engine API themselves, to the
+//! engine the docker CLI would use ([`LoadVia::detect`]), and ask the engine which image
+//! store it runs.
 
 mod archive;
 mod compat;
+mod convert;
 mod docker;
 mod engine;
+mod progress;
 mod tags;
 
-pub use archive::{write_docker_archive, write_oci_layout};
+pub use archive::{
+    write_docker_archive, write_docker_archive_file, write_oci_layout, write_oci_layout_with,
+    Written,
+};
 pub use compat::docker_compatible;
-pub use docker::{docker_load, docker_load_via, LoadVia};
+pub use convert::{recompressed, OutputCompression};
+pub use docker::{docker_load, docker_load_reporting, docker_load_via, LoadVia, TlsFiles};
 pub use tags::{full_name, normalize_tag};
 
 use crate::digest::Digest;

@@ -225,6 +225,7 @@ impl ImageConfig {
         ImageConfig {
             architecture: platform.architecture.clone(),
             os: platform.os.clone(),
+            os_version: platform.os_version.clone(),
             variant: platform.variant.clone(),
             config: ContainerConfig {
                 env: vec![DEFAULT_PATH_ENV.to_string()],

@@ -5,7 +5,7 @@
 //! across runs and machines, unambiguous (every field is named and length-delimited by JSON
 //! quoting), and it includes heredoc bodies, flags and exec-versus-shell form.
 
-use crate::dockerfile::{Healthcheck, Heredoc, MountType, Network, Security, ShellOrExec};
+use crate::dockerfile::{Chmod, Healthcheck, Heredoc, MountType, Network, Security, ShellOrExec};
 use serde_json::{json, Value};
 
 /// Where `COPY --from` / `--mount=from=` reads from.
@@ -47,7 +47,8 @@ pub struct ExpandedCopy {
     pub dest: String,
     pub from: Option<CopySource>,
     pub chown: Option<String>,
-    pub chmod: Option<String>,
+    /// Parsed and checked; the key keeps the text as written.
+    pub chmod: Option<Chmod>,
     pub link: bool,
     pub parents: bool,
     pub exclude: Vec<String>,
@@ -110,7 +111,8 @@ fn pairs_json(kv: &[(String, String)]) -> Value {
 fn copy_json(c: &ExpandedCopy) -> Value {
     json!({
         "sources": c.sources, "dest": c.dest, "from": source_json(&c.from),
-        "chown": c.chown, "chmod": c.chmod, "link": c.link, "parents": c.parents,
+        "chown": c.chown, "chmod": c.chmod.as_ref().map(Chmod::as_str), "link": c.link,
+        "parents": c.parents,
         "exclude": c.exclude, "checksum": c.checksum, "keep_git_dir": c.keep_git_dir,
         "unpack": c.unpack, "heredocs": heredocs_json(&c.heredocs),
     })

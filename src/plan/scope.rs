@@ -13,7 +13,7 @@
 //! stage runs); COPY heredoc bodies with an unquoted delimiter expand without quote removal.
 
 use super::expanded::{CopySource, Expanded, ExpandedCopy, ExpandedMount, ExpandedRun};
-use super::{expand_with, is_proxy_arg, resolve_from, Error, Plan, PlannedStage};
+use super::{expand_with, resolve_from, Error, Plan, PlannedStage};
 use crate::dockerfile;
 use crate::dockerfile::expand::{self, Lexer, Options};
 use crate::dockerfile::{Copy, Heredoc, Instruction, Mount, Network, Run, Security, Spanned};
@@ -40,6 +40,32 @@ fn add_or_replace(list: &mut Vec<(String, String)>, k: &str, v: &str) {
         Some(e) => e.1 = v.to_string(),
         None => list.push((k.to_string(), v.to_string())),
     }
+}
+
+/// BuildKit's `proxyEnvFromBuildArgs` and the executor's `proxyEnvList`: per proxy kind,
+/// the value of the last build arg (by sorted name) spelled that way in any case, exported
+/// upper-case and lower-case.
+fn proxy_env(build_args: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    const KINDS: [&str; 5] = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "FTP_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+    ];
+    let mut out = Vec::new();
+    for kind in KINDS {
+        let value = build_args
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(kind))
+            .map(|(_, v)| v);
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            out.push((kind.to_string(), v.clone()));
+            out.push((kind.to_ascii_lowercase(), v.clone()));
+        }
+    }
+    out
 }
 
 fn joined(list: &[(String, String)]) -> Vec<String> {
@@ -83,16 +109,25 @@ impl Scope {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The environment a `RUN` sees: the state environment, then proxy `--build-arg`s that
-    /// no ARG or ENV set.
+    /// The environment a `RUN` sees: the state environment, then the proxy `--build-arg`s
+    /// in both spellings (`HTTP_PROXY` and `http_proxy`, as BuildKit's executor sets them;
+    /// of two spellings given, the lower-case one wins) where the state does not set that
+    /// name.
     pub fn run_env(&self) -> Vec<String> {
         let mut env = self.env.clone();
-        for (k, v) in &self.build_args {
-            if is_proxy_arg(k) && self.get(k).is_none() {
-                env.push((k.clone(), v.clone()));
+        for (k, v) in proxy_env(&self.build_args) {
+            if self.get(&k).is_none() {
+                env.push((k, v));
             }
         }
         joined(&env)
+    }
+
+    /// The environment that goes into a step's cache key: the state environment only.
+    /// Proxy `--build-arg`s reach `RUN` without an `ARG` but, as in BuildKit, never the key,
+    /// so a different proxy does not rebuild anything.
+    pub fn key_env(&self) -> Vec<String> {
+        joined(&self.env)
     }
 
     /// `ENV` only: what goes into the image config.
@@ -159,7 +194,11 @@ impl Scope {
             }
             Instruction::Workdir(w) => Expanded::Workdir(self.word(w, line)?),
             Instruction::User(u) => Expanded::User(self.word(u, line)?),
-            Instruction::StopSignal(s) => Expanded::StopSignal(self.word(s, line)?),
+            Instruction::StopSignal(s) => {
+                let s = self.word(s, line)?;
+                super::signal::check_stop_signal(&s).map_err(|m| Error::at(line, m))?;
+                Expanded::StopSignal(s)
+            }
             Instruction::Expose(ports) => {
                 let env = &self.env;
                 let lookup = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
@@ -244,7 +283,10 @@ impl Scope {
             dest: self.word(&c.dest, line)?,
             from: self.source(&c.from, line)?,
             chown: self.opt_word(&c.chown, line)?,
-            chmod: self.opt_word(&c.chmod, line)?,
+            chmod: self
+                .opt_word(&c.chmod, line)?
+                .map(|m| dockerfile::Chmod::parse(&m).map_err(|e| Error::at(line, e)))
+                .transpose()?,
             link: c.link,
             parents: c.parents,
             exclude: words(&c.exclude)?,

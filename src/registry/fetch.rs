@@ -9,6 +9,7 @@ use super::client::{backoff, error_chain, http_client};
 use super::pull::block_on;
 use super::{Error, RegistryOptions};
 use crate::digest::{Digest, HashingWriter};
+use crate::events::{Transfer, TransferKind};
 use crate::store;
 use reqwest::{Response, StatusCode};
 use std::io::Write;
@@ -19,7 +20,11 @@ use std::path::Path;
 /// failed request.
 pub fn download(url: &str, path: &Path, opts: &RegistryOptions) -> Result<Digest, Error> {
     let http = http_client(opts)?;
-    block_on(get_to_file(&http, url, path, opts.retries))
+    let progress = super::progress::Progress::new(opts);
+    let t = progress.transfer(TransferKind::Download, url);
+    let digest = block_on(get_to_file(&http, url, path, opts.retries, &t))?;
+    t.finish();
+    Ok(digest)
 }
 
 /// Why one attempt failed, when another may succeed.
@@ -33,6 +38,7 @@ async fn get_to_file(
     url: &str,
     path: &Path,
     retries: u32,
+    progress: &Transfer,
 ) -> Result<Digest, Error> {
     let unreachable = |msg: String| Error::DownloadFailed {
         url: url.to_string(),
@@ -45,8 +51,10 @@ async fn get_to_file(
     };
     let mut attempt = 0;
     loop {
+        progress.reset();
         let failure = match http.get(url).send().await {
-            Ok(resp) if resp.status().is_success() => match write_body(resp, path).await? {
+            Ok(resp) if resp.status().is_success() => match write_body(resp, path, progress).await?
+            {
                 Ok(digest) => return Ok(digest),
                 Err(msg) => Retryable::Network(msg),
             },
@@ -78,6 +86,7 @@ async fn get_to_file(
 async fn write_body(
     mut resp: Response,
     path: &Path,
+    progress: &Transfer,
 ) -> Result<Result<Digest, String>, store::Error> {
     let io = |source: std::io::Error| store::Error::Io {
         path: path.to_path_buf(),
@@ -88,7 +97,10 @@ async fn write_body(
     ));
     loop {
         match resp.chunk().await {
-            Ok(Some(chunk)) => w.write_all(&chunk).map_err(io)?,
+            Ok(Some(chunk)) => {
+                w.write_all(&chunk).map_err(io)?;
+                progress.inc(chunk.len() as u64);
+            }
             Ok(None) => break,
             Err(e) => return Ok(Err(error_chain(&e))),
         }

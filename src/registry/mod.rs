@@ -138,6 +138,9 @@ pub struct RegistryOptions {
     pub parallel: usize,
     /// No progress output.
     pub quiet: bool,
+    /// Where pull progress and warnings go (a build passes its own sink; `None`: a sink
+    /// of the pull's own, chosen as `--progress=auto` would).
+    pub events: Option<crate::events::Reporter>,
 }
 
 impl Default for RegistryOptions {
@@ -149,6 +152,7 @@ impl Default for RegistryOptions {
             retries: 3,
             parallel: 4,
             quiet: false,
+            events: None,
         }
     }
 }

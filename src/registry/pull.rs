@@ -38,6 +38,32 @@ pub fn resolve(
     block_on(Puller::new(store, r, platform, policy, opts).resolve())
 }
 
+/// Checks a config before anything records the image under its tag: an image config
+/// (Docker or OCI) whose `rootfs.diff_ids` are as many as the manifest's layers.
+fn check_config(
+    reference: &str,
+    digest: &Digest,
+    bytes: &[u8],
+    layers: usize,
+) -> Result<(), Error> {
+    let bad = |msg: String| Error::BadManifest {
+        reference: reference.to_string(),
+        msg,
+    };
+    if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes).is_err() {
+        return Err(bad(format!("config {digest} is not a JSON object")));
+    }
+    let config = crate::image::ImageConfig::from_json(bytes)
+        .map_err(|e| bad(format!("config {digest} is not an image config: {e}")))?;
+    if config.rootfs.diff_ids.len() != layers {
+        return Err(bad(format!(
+            "config {digest} lists {} layers but the manifest {layers}",
+            config.rootfs.diff_ids.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Runs a future to completion on a private runtime (on a fresh thread
 /// when the caller is itself inside a runtime, where `block_on` would panic).
 pub(super) fn block_on<F: Future + Send>(f: F) -> F::Output
@@ -87,7 +113,7 @@ impl<'a> Puller<'a> {
             opts,
             client: OnceLock::new(),
             offline: false,
-            progress: Progress::new(opts.quiet),
+            progress: Progress::new(opts),
         }
     }
 
@@ -148,14 +174,7 @@ impl<'a> Puller<'a> {
         self.ensure_blob(&config_digest, config.size(), "config")
             .await?;
         let config_bytes = self.store.read_blob(&config_digest)?;
-        if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&config_bytes)
-            .is_err()
-        {
-            return Err(Error::BadManifest {
-                reference,
-                msg: format!("config {config_digest} is not a JSON object"),
-            });
-        }
+        check_config(&reference, &config_digest, &config_bytes, layers.len())?;
         let jobs = layers
             .iter()
             .map(|l| Ok((manifest::digest_of(&reference, l)?, l.size())))
@@ -180,6 +199,7 @@ impl<'a> Puller<'a> {
         })
     }
 
+    /// Resolution only: the tag index is left to a pull, which validates the config first.
     async fn resolve(mut self) -> Result<Digest, Error> {
         let top = self.resolve_top().await?;
         let d = match self.ensure_manifest(&top).await? {
@@ -190,7 +210,6 @@ impl<'a> Puller<'a> {
             }
             Manifest::Image { .. } => top.clone(),
         };
-        self.record_tag(&top)?;
         Ok(d)
     }
 
@@ -227,8 +246,8 @@ impl<'a> Puller<'a> {
             Ok(d) => Ok(d),
             Err(e) if self.policy == PullPolicy::Missing && e.is_unreachable() => {
                 let Some(t) = stored else { return Err(e) };
-                self.progress.note(&format!(
-                    "cairn: warning: {e}; using the stored digest {} (resolved {})",
+                self.progress.warn(&format!(
+                    "{e}; using the stored digest {} (resolved {})",
                     t.digest, t.resolved_at
                 ));
                 self.offline = true;
@@ -302,8 +321,7 @@ impl<'a> Puller<'a> {
 
 /// Downloads one blob, once across processes: the download holds the store lock
 /// `blob-<first 3 hex digits>`, and a waiter finds the blob there when it gets the lock.
-/// (Sharded so the lock files stay bounded, 4096 at most; lock files are never deleted,
-/// as deleting one under a waiter would let two holders in.)
+/// (Sharded so the lock files stay bounded, 4096 at most; `cache prune` removes idle ones.)
 async fn download(
     client: Arc<Client>,
     store: Store,

@@ -74,12 +74,8 @@ impl Reference {
             Some((n, d)) => (n, Some(parse_digest(s, d)?)),
             None => (s, None),
         };
-        let (name, tag) = match name_tag.rfind(':') {
-            Some(i) if !name_tag[i..].contains('/') => {
-                (&name_tag[..i], Some(name_tag[i + 1..].to_string()))
-            }
-            _ => (name_tag, None),
-        };
+        let (name, tag) = Reference::split_tag(name_tag);
+        let tag = tag.map(str::to_string);
         if let Some(t) = &tag {
             if !is_tag(t) {
                 return Err(invalid(
@@ -124,6 +120,28 @@ impl Reference {
             tag,
             digest,
         })
+    }
+
+    /// Parses a name to tag an image with (`-t`, `docker tag`): a reference without a
+    /// digest. Returns it with the name as written and its tag (`latest` when none was
+    /// given), e.g. `("myapp", "latest")`, since Docker keeps the familiar spelling.
+    pub fn parse_tag(s: &str) -> Result<(Reference, String, String), Error> {
+        let r = Reference::parse(s)?;
+        if r.digest.is_some() {
+            return Err(invalid(s, "a tag cannot name a digest"));
+        }
+        let (name, tag) = Reference::split_tag(s);
+        Ok((r, name.to_string(), tag.unwrap_or("latest").to_string()))
+    }
+
+    /// `(name, tag)` of `name[:tag]`: the tag follows the last `:` after the last `/` (an
+    /// earlier `:` is a registry's port). Not validated; [`Reference::parse`] does that.
+    pub fn split_tag(s: &str) -> (&str, Option<&str>) {
+        let slash = s.rfind('/').map_or(0, |i| i + 1);
+        match s[slash..].rfind(':') {
+            Some(i) => (&s[..slash + i], Some(&s[slash + i + 1..])),
+            None => (s, None),
+        }
     }
 
     /// `registry/repository`, without tag or digest.
@@ -254,6 +272,26 @@ mod tests {
         assert_eq!(r.host(), "127.0.0.1");
         assert_eq!(r.tag_key().unwrap(), "127.0.0.1:5000/base:1");
         assert_eq!(Reference::parse("[::1]:5/x").unwrap().host(), "::1");
+    }
+
+    #[test]
+    fn tags_share_the_reference_grammar() {
+        assert_eq!(
+            Reference::split_tag("host:5000/a/b"),
+            ("host:5000/a/b", None)
+        );
+        assert_eq!(
+            Reference::split_tag("host:5000/a:1"),
+            ("host:5000/a", Some("1"))
+        );
+        assert_eq!(Reference::split_tag("a:"), ("a", Some("")));
+        let (r, name, tag) = Reference::parse_tag("myapp").unwrap();
+        assert_eq!((name.as_str(), tag.as_str()), ("myapp", "latest"));
+        assert_eq!(r.to_string(), "docker.io/library/myapp:latest");
+        let (_, name, tag) = Reference::parse_tag("localhost:5000/x:v1").unwrap();
+        assert_eq!((name.as_str(), tag.as_str()), ("localhost:5000/x", "v1"));
+        assert!(Reference::parse_tag(&format!("a@{D}")).is_err());
+        assert!(Reference::parse_tag("a..b").is_err());
     }
 
     #[test]

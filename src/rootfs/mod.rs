@@ -118,6 +118,8 @@ pub fn ensure_unpacked(
     privilege: &Privilege,
     warn: &mut dyn FnMut(&str),
 ) -> Result<PathBuf, Error> {
+    // Pinned before the check, so a concurrent collection cannot remove it under us.
+    let _ = store.pin([diff_id]);
     let dir = store.layer_dir(diff_id);
     if dir.is_dir() {
         return Ok(dir);

@@ -11,7 +11,7 @@ use tempfile::NamedTempFile;
 /// A blob being written. Dropping it without committing removes its temp file.
 pub struct BlobWriter {
     inner: HashingWriter<BufWriter<NamedTempFile>>,
-    blobs_dir: PathBuf,
+    store: Store,
 }
 
 impl BlobWriter {
@@ -23,7 +23,7 @@ impl BlobWriter {
             .map_err(io_err(&tmp))?;
         Ok(BlobWriter {
             inner: HashingWriter::new(BufWriter::with_capacity(256 * 1024, file)),
-            blobs_dir: store.root().join("blobs/sha256"),
+            store: store.clone(),
         })
     }
 
@@ -52,7 +52,8 @@ impl BlobWriter {
             }
         }
         file.as_file().sync_all().map_err(io_err(file.path()))?;
-        let dest = self.blobs_dir.join(digest.hex());
+        self.store.pin([&digest])?;
+        let dest = self.store.blob_path(&digest);
         file.persist(&dest).map_err(|e| Error::Io {
             path: dest.clone(),
             source: e.error,

@@ -164,6 +164,7 @@ impl Store {
     }
 
     pub(crate) fn entry_complete(&self, entry: &CacheEntry) -> bool {
+        let _ = self.pin(std::iter::once(&entry.state).chain(&entry.refs));
         std::iter::once(&entry.state)
             .chain(&entry.refs)
             .all(|d| self.has_blob(d))

@@ -5,6 +5,11 @@
 //! a killed cairn never leaves a lock behind. Every process that opens a store takes an
 //! owner lock `locks/owners/<token>` and names its temp files `tmp/<token>.…`; a temp file
 //! whose owner lock can be taken belongs to a dead process and is removed.
+//!
+//! Lock files may be deleted while idle ([`prune_idle`]): a holder re-checks after `flock`
+//! that its open file is still the one the path names, and starts over if it is not, so a
+//! waiter that opened a file just before it was unlinked can never share the lock with a
+//! newcomer that created a fresh one.
 
 use super::{io_err, Error, Store};
 use nix::errno::Errno;
@@ -30,36 +35,84 @@ impl std::fmt::Debug for Lock {
 impl Lock {
     /// Locks `path` (created if missing). With `wait == false`, `Ok(None)` when it is held.
     pub(super) fn acquire(path: &Path, wait: bool) -> Result<Option<Lock>, Error> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(io_err(path))?;
         let arg = if wait {
             FlockArg::LockExclusive
         } else {
             FlockArg::LockExclusiveNonblock
         };
+        Lock::acquire_as(path, arg)
+    }
+
+    /// A shared lock on `path`, waiting while an exclusive holder has it.
+    pub(super) fn acquire_shared(path: &Path) -> Result<Lock, Error> {
+        Lock::acquire_as(path, FlockArg::LockShared).map(|l| l.expect("blocking lock"))
+    }
+
+    fn acquire_as(path: &Path, arg: FlockArg) -> Result<Option<Lock>, Error> {
         loop {
-            match Flock::lock(file.try_clone().map_err(io_err(path))?, arg) {
-                Ok(f) => {
-                    return Ok(Some(Lock {
-                        _file: f,
-                        path: path.to_path_buf(),
-                    }))
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .map_err(io_err(path))?;
+            let locked = loop {
+                match Flock::lock(file.try_clone().map_err(io_err(path))?, arg) {
+                    Ok(f) => break f,
+                    Err((_, Errno::EINTR)) => continue,
+                    Err((_, Errno::EWOULDBLOCK)) if arg == FlockArg::LockExclusiveNonblock => {
+                        return Ok(None)
+                    }
+                    Err((_, e)) => {
+                        return Err(Error::Io {
+                            path: path.to_path_buf(),
+                            source: e.into(),
+                        })
+                    }
                 }
-                Err((_, Errno::EINTR)) => continue,
-                Err((_, Errno::EWOULDBLOCK)) if !wait => return Ok(None),
-                Err((_, e)) => {
-                    return Err(Error::Io {
-                        path: path.to_path_buf(),
-                        source: e.into(),
-                    })
-                }
+            };
+            // The file may have been unlinked by `prune_idle` while we waited: then this
+            // lock guards nothing, and the path must be opened again.
+            if same_file(&locked, path) {
+                return Ok(Some(Lock {
+                    _file: locked,
+                    path: path.to_path_buf(),
+                }));
             }
         }
     }
+}
+
+/// Whether the open `file` is the one `path` names now.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Removes the lock files under `locks/` that nobody holds (each is locked, unlinked and
+/// released; see the module doc for why a waiter cannot be fooled). Returns how many.
+pub(crate) fn prune_idle(store: &Store) -> Result<usize, Error> {
+    let dir = store.root().join("locks");
+    let mut removed = 0;
+    for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+        let entry = entry.map_err(io_err(&dir))?;
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        if let Some(held) = Lock::acquire(&path, false)? {
+            match fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+            drop(held);
+        }
+    }
+    Ok(removed)
 }
 
 /// This process's owner lock for one store root, held for the life of the process (temp
@@ -124,6 +177,11 @@ fn owner_dead(owners_dir: &Path, token: &str) -> bool {
         Ok(None) => false,
         Err(_) => !p.exists(),
     }
+}
+
+/// Whether the owner `token` of `store` is gone.
+pub(super) fn owner_gone(store: &Store, token: &str) -> bool {
+    owner_dead(&store.root().join("locks/owners"), token)
 }
 
 impl Lock {

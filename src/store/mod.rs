@@ -11,15 +11,21 @@
 //! index entry is written only after every blob it points to. A process killed at any
 //! moment leaves at worst temp files, which the next [`Store::open`] removes once their
 //! owner is gone (each process holds a lock that dies with it; see [`Lock`]).
+//!
+//! A store opened for a build is [`Store::leased`]: what it uses is pinned against
+//! collection by other processes until the build ends ([`Lease`]).
 
 mod blob;
 mod index;
+mod layers;
 mod lock;
 pub mod maintain;
+mod pin;
 
 pub use blob::BlobWriter;
 pub use index::{CacheEntry, TagEntry};
 pub use lock::Lock;
+pub use pin::Lease;
 
 use crate::digest::Digest;
 use std::fs::{self, File};
@@ -72,6 +78,7 @@ const DIRS: &[&str] = &[
     "records",
     "layers",
     "locks/owners",
+    "locks/pins",
 ];
 
 /// An open store. Cheap to clone; every clone shares this process's owner lock.
@@ -79,6 +86,7 @@ const DIRS: &[&str] = &[
 pub struct Store {
     root: PathBuf,
     owner: Arc<lock::Owner>,
+    lease: Option<Arc<Lease>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -97,9 +105,36 @@ impl Store {
         }
         let root = fs::canonicalize(root).map_err(io_err(root))?;
         let owner = lock::Owner::for_root(&root)?;
-        let store = Store { root, owner };
+        let store = Store {
+            root,
+            owner,
+            lease: None,
+        };
         lock::clean_stale_temps(&store)?;
         Ok(store)
+    }
+
+    /// A clone of this store under a new [`Lease`]: every blob it checks or commits, every
+    /// cache entry it hands out and every layer it pins stays in the store, whatever a
+    /// collection decides, until the last clone of the leased store is dropped.
+    pub fn leased(&self) -> Store {
+        Store {
+            lease: Some(Arc::new(Lease::new(self))),
+            ..self.clone()
+        }
+    }
+
+    /// Pins `digests` (blobs, or diffIDs of unpacked layers) for the lease, if any. Call it
+    /// before checking that they exist: see [`Lease`] for why that order is safe.
+    pub fn pin<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) -> Result<(), Error> {
+        match &self.lease {
+            Some(l) => l.pin(self, digests),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn owner_token(&self) -> &str {
+        self.owner.token()
     }
 
     pub fn root(&self) -> &Path {
@@ -111,7 +146,10 @@ impl Store {
         self.root.join("blobs/sha256").join(d.hex())
     }
 
+    /// Whether the blob is stored (pinning it first, on a leased store: a pin that cannot
+    /// be written leaves the blob unprotected, which a later read reports if it matters).
     pub fn has_blob(&self, d: &Digest) -> bool {
+        let _ = self.pin([d]);
         fs::metadata(self.blob_path(d))
             .map(|m| m.is_file())
             .unwrap_or(false)

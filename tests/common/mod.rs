@@ -5,6 +5,7 @@
 //! skip themselves. `scripts/test` provides them all.
 #![allow(dead_code)]
 
+pub mod engines;
 pub mod images;
 pub mod registry;
 

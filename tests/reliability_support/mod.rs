@@ -152,6 +152,25 @@ impl Finished {
         )
     }
 
+    /// The error the build ended with: the `error` event's message under
+    /// `--progress=json` (where it is the last event), else the `cairn: error:` line.
+    pub fn error(&self) -> String {
+        let event = self
+            .stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "error");
+        match event {
+            Some(e) => format!("cairn: error: {}", e["message"].as_str().unwrap_or("")),
+            None => self
+                .stderr
+                .lines()
+                .find(|l| l.contains("cairn: error"))
+                .unwrap_or("")
+                .to_string(),
+        }
+    }
+
     pub fn assert_ok(&self, what: &str) -> &Self {
         assert_eq!(self.code, Some(0), "{what}: build failed:\n{}", self.stderr);
         self

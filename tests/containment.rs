@@ -91,11 +91,19 @@ fn a_step_over_its_memory_limit_is_killed_and_named() {
         "{out}"
     );
     assert!(leftover_cgroups().is_empty(), "{:?}", leftover_cgroups());
+    // A step cgroup of a cairn that was killed (no such pid) is swept by the next step.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let pids = own.lines().find_map(|l| l.split_once(":pids:")).unwrap().1;
+    let dead = std::path::Path::new("/sys/fs/cgroup/pids")
+        .join(pids.trim_start_matches('/'))
+        .join("cairn-4194999-0");
+    std::fs::create_dir(&dead).unwrap();
     // Under the limit the same step is fine.
     t.limits.memory = Some(1 << 30);
     let (code, out) = t.run_argv(&dd);
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("memory limit"), "{out}");
+    assert!(!dead.exists(), "the dead cairn's cgroup is swept");
 }
 
 #[test]

@@ -136,7 +136,9 @@ impl Cgroup {
         let base = Path::new(ROOT).join(controller);
         let own = own_path(controller)
             .ok_or_else(|| format!("cgroup: cairn is in no {controller} cgroup"))?;
-        let dir = base.join(own).join(name);
+        let parent = base.join(own);
+        sweep(&parent);
+        let dir = parent.join(name);
         std::fs::create_dir(&dir).map_err(|e| format!("cgroup: create {}: {e}", dir.display()))?;
         self.dirs.push((controller, dir.clone()));
         Ok(dir)
@@ -286,21 +288,48 @@ impl Cgroup {
     /// Kills whatever is left in the cgroups and removes them.
     pub fn remove(self) {
         for (_, dir) in self.dirs.iter().rev() {
-            for _ in 0..200 {
-                if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                    for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-                match std::fs::remove_dir(dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
-                }
+            empty_and_remove(dir);
+        }
+    }
+}
+
+/// Removes the step cgroups under `parent` of cairn processes that are gone (killed
+/// before they could clean up), with whatever they hold: a step's stragglers or its
+/// network stack.
+fn sweep(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("cairn-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            empty_and_remove(&e.path());
+        }
+    }
+}
+
+/// Kills the processes in cgroup `dir` and removes it (retrying while they exit).
+fn empty_and_remove(dir: &Path) {
+    for _ in 0..200 {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
         }
     }
 }

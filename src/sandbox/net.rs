@@ -27,6 +27,11 @@ pub struct UserNet {
 }
 
 impl UserNet {
+    /// pasta's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
     /// Connects the network namespace of helper `pid` (whose user namespace owns it),
     /// writing pasta's pid file into `dir`. Returns once the namespace is configured.
     pub fn start(pid: u32, dir: &Path) -> Result<UserNet, Error> {

@@ -331,7 +331,14 @@ fn control_loop(
                 let answer = answer.and_then(|()| cgroup.map_or(Ok(()), |c| c.add(pid)));
                 let answer = answer.and_then(|()| match net {
                     Some(dir) => UserNet::start(pid, dir)
-                        .map(|n| _user_net = Some(n))
+                        .map(|n| {
+                            // In the step's cgroup, a network stack that outlives a killed
+                            // cairn is swept with it by the next run.
+                            if let Some(c) = cgroup {
+                                let _ = c.add(n.pid());
+                            }
+                            _user_net = Some(n)
+                        })
                         .map_err(|e| e.to_string()),
                     None => Ok(()),
                 });

@@ -463,6 +463,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sizes_and_ulimits_as_docker_writes_them() {
+        assert_eq!(size("--memory", "128m").unwrap(), 128 << 20);
+        assert_eq!(size("--memory", "2G").unwrap(), 2 << 30);
+        assert_eq!(size("--memory", "512kb").unwrap(), 512 << 10);
+        assert_eq!(size("--memory", "1000").unwrap(), 1000);
+        assert_eq!(size("--memory", "1000b").unwrap(), 1000);
+        for bad in ["", "lots", "-1m", "0", "m"] {
+            let e = size("--shm-size", bad).unwrap_err().to_string();
+            assert!(e.contains("--shm-size"), "{bad}: {e}");
+        }
+        let u = ulimit("nofile=1024:2048").unwrap();
+        assert_eq!((u.name.as_str(), u.soft, u.hard), ("nofile", 1024, 2048));
+        assert_eq!(ulimit("nproc=64").unwrap().hard, 64);
+        assert_eq!(ulimit("core=-1").unwrap().soft, u64::MAX);
+        assert!(ulimit("nofile=10:5").is_err());
+        assert!(ulimit("nofile").is_err());
+    }
+
+    #[test]
     fn output_specs() {
         let gzip = OutputCompression {
             compression: Some(Compression::Gzip),

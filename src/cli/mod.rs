@@ -167,7 +167,7 @@ pub struct BuildArgs {
     /// Size of /dev/shm in RUN steps (default 64m).
     #[arg(long, value_name = "BYTES")]
     pub shm_size: Option<String>,
-    /// Ulimit of RUN steps, NAME=SOFT[:HARD] (repeatable).
+    /// Ulimit of RUN steps, `NAME=SOFT[:HARD]` (repeatable).
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     pub ulimit: Vec<String>,
     /// Write the image ID to this file.

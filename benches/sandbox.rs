@@ -1,6 +1,6 @@
 //! The sandbox's start-up cost per RUN: `RUN true` on a busybox root with the host's
 //! network, an empty network namespace (`none`), and the default network (its own
-//! namespace connected through `pasta`), so the network's cost per step is the
+//! namespace connected through `slirp4netns`), so the network's cost per step is the
 //! difference. Needs root (the rootless path is the same code). A criterion bench, run on
 //! demand: `cargo bench --bench sandbox`.
 

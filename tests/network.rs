@@ -1,5 +1,5 @@
 //! The default RUN network against real namespaces: each step has its own network
-//! namespace connected through `pasta`, so the host's 127.0.0.1 services and interfaces are
+//! namespace connected through `slirp4netns`, so the host's 127.0.0.1 services and interfaces are
 //! out of reach while DNS and `apt-get update` against Debian's mirror work; `none` is
 //! empty and `host` is the host's. As root and as the unprivileged `cairntest` user.
 
@@ -26,6 +26,7 @@ fn host_loopback_and_interfaces_are_out_of_reach() {
     let port = host_listener();
     let probe = format!(
         "if nc -w 3 127.0.0.1 {port} </dev/null; then echo CONNECTED; else echo REFUSED; fi; \
+         if nc -w 3 10.0.2.2 {port} </dev/null; then echo GATEWAY-CONNECTED; fi; \
          cat /proc/net/dev; ip -4 route"
     );
     let mut t = Step::busybox();
@@ -40,6 +41,10 @@ fn host_loopback_and_interfaces_are_out_of_reach() {
     let (code, out) = t.run(&probe);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("REFUSED"), "{out}");
+    assert!(
+        !out.contains("GATEWAY-CONNECTED"),
+        "the stack's gateway must not lead to the host's loopback: {out}"
+    );
     assert!(!out.contains("docker0"), "host interfaces visible: {out}");
     assert!(out.contains("lo:"), "{out}");
     assert!(

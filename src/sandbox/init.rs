@@ -40,7 +40,7 @@ fn setup(spec: &ChildSpec) -> Result<(), Setup> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(errno("set pdeathsig"))?;
     nix::unistd::setsid().map_err(errno("setsid"))?;
     nix::unistd::sethostname(&spec.run.hostname).map_err(errno("set hostname"))?;
-    if spec.run.network == Network::None {
+    if spec.run.network != Network::Host {
         sys::loopback_up().map_err(fail("bring loopback up"))?;
     }
     // The overlay options name lowers relative to the staging directory.

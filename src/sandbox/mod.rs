@@ -1,6 +1,6 @@
 //! The RUN sandbox: [`run`] executes one step's command in fresh user, mount, PID, UTS and
 //! IPC namespaces (and a network namespace of its own unless [`Network::Host`]: empty for
-//! [`Network::None`], connected to the outside through `pasta` for [`Network::Default`],
+//! [`Network::None`], connected to the outside through `slirp4netns` for [`Network::Default`],
 //! `net.rs`) on an overlay of the image's unpacked layers, with no runc, crun or daemon.
 //!
 //! A step is a [`RunJob`] of the privilege broker (`crate::userns`): its helper (this
@@ -55,7 +55,7 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
     /// A network namespace of its own with outbound access through a user-mode stack
-    /// (`pasta`): the host's loopback services and interfaces are out of reach.
+    /// (`slirp4netns`): the host's loopback services and interfaces are out of reach.
     #[default]
     Default,
     /// The host's network namespace.

@@ -110,9 +110,12 @@ fn error_text(stderr: &[u8]) -> String {
 }
 
 impl Drop for UserNet {
+    /// Kills the stack; it is reaped in the background (its exit releases the step's
+    /// network namespace and tap device, which takes the kernel tens of milliseconds).
     fn drop(&mut self) {
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        std::thread::spawn(move || nix::sys::wait::waitpid(pid, None));
     }
 }
 

@@ -57,6 +57,7 @@ fn bench(c: &mut Criterion) {
                     security: Default::default(),
                     limits: Default::default(),
                     hostname: "bench".into(),
+                    mounts: vec![],
                     stdin: None,
                 };
                 let code =

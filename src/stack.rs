@@ -88,18 +88,20 @@ impl<'a> LayerStack<'a> {
 
     /// Replays the layers bottom to top into `out`, restricted to the subtrees under
     /// `prefixes` (relative paths): later layers win, whiteouts remove, opaque directories
-    /// replace. Regular files, directories and symlinks are copied with their modes;
-    /// devices, FIFOs and sockets are not.
+    /// replace. Regular files, directories and symlinks are copied with their modes and
+    /// (where this process may set them) owners; names of one inode within a layer stay
+    /// hard links; devices, FIFOs and sockets are not copied.
     pub fn materialize(&self, prefixes: &[PathBuf], out: &Path) -> Result<(), Error> {
         let mut prefixes = prefixes.to_vec();
         prefixes.sort();
         prefixes.dedup();
         for lower in self.lowers {
+            let mut links = Links::new();
             for prefix in &prefixes {
                 replay_ancestors(lower, prefix, out)?;
                 let src = lower.join(prefix);
                 if fs::symlink_metadata(&src).is_ok() {
-                    replay(&src, &out.join(prefix))?;
+                    replay(&src, &out.join(prefix), &mut links)?;
                 }
             }
         }
@@ -142,7 +144,18 @@ fn replay_ancestors(lower: &Path, prefix: &Path, out: &Path) -> Result<(), Error
     Ok(())
 }
 
-fn replay(src: &Path, dst: &Path) -> Result<(), Error> {
+/// The first copy of each multiply-linked inode of one layer, by (device, inode).
+type Links = std::collections::HashMap<(u64, u64), PathBuf>;
+
+/// Gives `dst` the owner of `md`; a process that may not (rootless) leaves its own.
+fn keep_owner(dst: &Path, md: &fs::Metadata) -> Result<(), Error> {
+    match std::os::unix::fs::lchown(dst, Some(md.uid()), Some(md.gid())) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
+        other => other.map_err(err("chown", dst)),
+    }
+}
+
+fn replay(src: &Path, dst: &Path, links: &mut Links) -> Result<(), Error> {
     let md = fs::symlink_metadata(src).map_err(err("read", src))?;
     if is_whiteout(&md) {
         return remove_any(dst);
@@ -160,13 +173,14 @@ fn replay(src: &Path, dst: &Path) -> Result<(), Error> {
         }
         fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
             .map_err(err("chmod", dst))?;
+        keep_owner(dst, &md)?;
         let mut entries: Vec<_> = fs::read_dir(src)
             .map_err(err("list", src))?
             .collect::<std::io::Result<_>>()
             .map_err(err("list", src))?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
-            replay(&e.path(), &dst.join(e.file_name()))?;
+            replay(&e.path(), &dst.join(e.file_name()), links)?;
         }
         return Ok(());
     }
@@ -174,10 +188,24 @@ fn replay(src: &Path, dst: &Path) -> Result<(), Error> {
     if md.file_type().is_symlink() {
         let target = fs::read_link(src).map_err(err("read link", src))?;
         std::os::unix::fs::symlink(&target, dst).map_err(err("create link", dst))?;
+        keep_owner(dst, &md)?;
     } else if md.is_file() {
+        let first = (md.nlink() > 1)
+            .then(|| links.get(&(md.dev(), md.ino())))
+            .flatten()
+            .filter(|first| first.is_file());
+        if let Some(first) = first {
+            fs::hard_link(first, dst).map_err(err("link", dst))?;
+            return Ok(());
+        }
         fs::copy(src, dst).map_err(err("copy", src))?;
+        // Owner first: chown clears set-id bits the mode then restores.
+        keep_owner(dst, &md)?;
         fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
             .map_err(err("chmod", dst))?;
+        if md.nlink() > 1 {
+            links.insert((md.dev(), md.ino()), dst.to_path_buf());
+        }
     }
     Ok(())
 }

@@ -182,8 +182,10 @@ fn keys_of(dir: &Path) -> Result<String, String> {
             ..RegistryOptions::default()
         },
         mirrors: BTreeMap::new(),
+        remote_cache: None,
         // Keys never depend on who builds: no step runs here.
         privilege: cairn::userns::Privilege::Root,
+        mounts: Default::default(),
     };
     let steps = executor::step_keys(&store, &opts, &Reporter::new(Mode::Quiet, false))
         .map_err(|e| format!("cannot key: {e}"))?;

@@ -368,6 +368,7 @@ fn stdin_workdir_and_exec_form() {
         limits: Default::default(),
         hostname: "h".into(),
         stdin: Some(b"from stdin\n".to_vec()),
+        mounts: Vec::new(),
     };
     let mut out = Vec::new();
     let code = cairn::sandbox::run(

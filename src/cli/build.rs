@@ -10,12 +10,14 @@ use crate::executor::{self, BuildOptions, BuildResult, Cancel, Mode, Reporter};
 use crate::export::OutputCompression;
 use crate::layer::Compression;
 use crate::registry::{self, RegistryOptions};
+use crate::remote_cache::{self, CacheTo, RegistryCache};
 use crate::sandbox::Network;
 use crate::store::Store;
 use crate::Digest;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Where the image goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +25,64 @@ pub enum Output {
     Load,
     DockerArchive(PathBuf, OutputCompression),
     OciLayout(PathBuf, OutputCompression),
+    /// Push to a registry: to `name` when given, else to every `-t` tag.
+    Registry {
+        name: Option<String>,
+        compression: Compression,
+    },
+}
+
+/// BuildKit's push spellings: `type=registry[,name=REF][,compression=gzip|zstd|none]` and
+/// `type=image,name=REF,push=true` (`push=false` keeps the image local: loaded into
+/// Docker). `None` for other types.
+fn parse_push_output(spec: &str) -> Option<Result<Output>> {
+    let mut kv = Vec::new();
+    for part in spec.split(',') {
+        kv.push(part.split_once('=')?);
+    }
+    let kind = kv.iter().find(|(k, _)| *k == "type").map(|(_, v)| *v)?;
+    if kind != "registry" && kind != "image" {
+        return None;
+    }
+    let mut name = None;
+    let mut compression = Compression::Gzip;
+    let mut push = kind == "registry";
+    for (k, v) in kv {
+        match k {
+            "type" => {}
+            "name" => name = Some(v.to_string()),
+            "compression" => match v.parse() {
+                Ok(c) => compression = c,
+                Err(e) => return Some(Err(Error::Usage(format!("--output {spec}: {e}")))),
+            },
+            "push" => match v {
+                "true" => push = true,
+                "false" => push = false,
+                _ => {
+                    return Some(Err(Error::Usage(format!(
+                        "--output {spec}: push={v:?}: expected true or false"
+                    ))))
+                }
+            },
+            // BuildKit options with no meaning for cairn's registry output.
+            "oci-mediatypes" | "force-compression" | "compression-level" | "store" => {}
+            _ => {
+                return Some(Err(Error::Usage(format!(
+                "--output {spec}: unknown key {k:?} (expected type=, name=, push=, compression=)"
+            ))))
+            }
+        }
+    }
+    if let Some(n) = &name {
+        if let Err(e) = registry::Reference::parse(n) {
+            return Some(Err(Error::Usage(format!("--output {spec}: name: {e}"))));
+        }
+    }
+    Some(Ok(if push {
+        Output::Registry { name, compression }
+    } else {
+        Output::Load
+    }))
 }
 
 /// Parses `type=docker,dest=FILE` / `type=oci,dest=DIR` (and a bare path, as docker takes it),
@@ -30,6 +90,9 @@ pub enum Output {
 /// layouts default to gzip layers, which every reader takes; docker-archives to the
 /// layers as stored, zstd ones as plain tar, which every engine loads.
 pub fn parse_output(spec: &str) -> Result<Output> {
+    if let Some(out) = parse_push_output(spec) {
+        return out;
+    }
     let mut kind = None;
     let mut dest = None;
     let mut oc = OutputCompression::default();
@@ -187,8 +250,11 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
             ..super::pull::registry_options(cli)
         },
         mirrors: cli.config.mirrors.clone(),
+        // Set by `build` (which also exports to the cache); `cairn key` asks no cache.
+        remote_cache: None,
         // Decided once here: every step, layer and unpack of the build uses this one.
         privilege: crate::userns::Privilege::detect(),
+        mounts: mount_options(args)?,
     })
 }
 
@@ -291,6 +357,31 @@ fn ulimit(text: &str) -> Result<crate::sandbox::Ulimit> {
     })
 }
 
+/// `--secret`, `--ssh` and `--allow`; a secret's value is read only when a step mounts it.
+fn mount_options(args: &BuildArgs) -> Result<crate::mounts::MountOptions> {
+    let mut opts = crate::mounts::MountOptions::default();
+    for s in &args.secrets {
+        let (id, source) = crate::mounts::parse_secret(s).map_err(Error::Usage)?;
+        if let crate::mounts::SecretSource::File(p) = &source {
+            if !p.is_file() {
+                return Err(Error::Usage(format!(
+                    "--secret id={id}: {}: no such file",
+                    p.display()
+                )));
+            }
+        }
+        opts.secrets.insert(id, source);
+    }
+    let auth_sock = std::env::var("SSH_AUTH_SOCK").ok();
+    for s in &args.ssh {
+        let (id, socket) =
+            crate::mounts::parse_ssh(s, auth_sock.as_deref()).map_err(Error::Usage)?;
+        opts.ssh.insert(id, socket);
+    }
+    crate::mounts::parse_allow(&args.allow, &mut opts)?;
+    Ok(opts)
+}
+
 /// The event sink `--progress` and `--quiet` ask for.
 pub(super) fn reporter(args: &BuildArgs) -> Reporter {
     let mode = if args.quiet {
@@ -313,20 +404,57 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Re
         .map(|o| parse_output(o))
         .collect::<Result<Vec<_>>>()?;
     let mut outputs = outputs;
+    if args.push {
+        outputs.push(Output::Registry {
+            name: None,
+            compression: Compression::Gzip,
+        });
+    }
     if outputs.is_empty() || (args.load && !outputs.contains(&Output::Load)) {
         outputs.push(Output::Load);
     }
+    let push_targets = push_targets(&outputs, &args.tags)?;
     for t in &args.tags {
         registry::Reference::parse(t)
             .map_err(|e| Error::Usage(format!("-t {t}: invalid image name: {e}")))?;
     }
     let mut opts = options(cli, args)?;
     opts.registry.events = Some(rep.clone());
+    let (imports, exports) = cache_specs(cli, args)?;
+    let imported =
+        (!imports.is_empty()).then(|| Arc::new(RegistryCache::new(imports, opts.registry.clone())));
+    opts.remote_cache = imported
+        .clone()
+        .map(|c| c as Arc<dyn executor::RemoteCache>);
     let plain = Store::open(&cli.store_root())?;
     // Everything this build uses stays pinned against collections until it is done.
     let store = plain.leased();
     let result = executor::build(&store, &opts, rep, cancel)?;
+    if let Some(c) = &imported {
+        // A remote hit brought only the step's state: fetch the layers the outputs read.
+        let needed = layers_to_fetch(&store, &outputs, &push_targets, &result.image.layers);
+        executor::RemoteCache::materialize(c.as_ref(), &store, &needed)?;
+    }
+    for to in &exports {
+        match remote_cache::export(&store, to, &result, imported.as_deref(), &opts.registry) {
+            Ok(x) => rep.info(&format!(
+                "cache export to {}: {} entries written, {} already there",
+                to.reference.name(),
+                x.written,
+                x.existing
+            )),
+            Err(e) if to.ignore_error => rep.warn(&format!(
+                "cache export to {} failed: {e}",
+                to.reference.name()
+            )),
+            Err(e) => return Err(e),
+        }
+    }
     let mut image_id = result.image_id().to_string();
+    let mut names = args.tags.clone();
+    names.extend(push_targets.values().flatten().map(|r| r.to_string()));
+    super::push::remember_built(&store, &names, &result.image.manifest)?;
+    let mut pushed = Vec::new();
     // The manifest as the first archive or layout holds it (its layers may be compressed
     // otherwise than in the store), else as stored.
     let mut manifest = None;
@@ -372,6 +500,19 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Re
                 rep.exported(&format!("OCI layout {}", dest.display()));
                 w
             }
+            Output::Registry { compression, .. } => {
+                let targets = &push_targets[&compression.to_string()];
+                pushed.extend(super::push::push_image(
+                    cli,
+                    &store,
+                    &result.image.manifest,
+                    targets,
+                    *compression,
+                    args.quiet,
+                    Some(rep),
+                )?);
+                continue;
+            }
         };
         if written.unchanged {
             rep.info("the output already holds this image: not rewritten");
@@ -394,8 +535,97 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Re
         cache_key: &result.cache_key.to_string(),
         all_cached: result.all_cached,
     });
-    print_result(args, &result, &image_id, &manifest);
+    print_result(args, &result, &image_id, &manifest, &pushed);
     Ok(())
+}
+
+/// The layers the outputs need in the store: all of them for a load or a file output; for
+/// pushes only those to be re-compressed or that no target registry is known to hold (the
+/// push mounts the others from the cache repository, so they never cross this machine).
+fn layers_to_fetch(
+    store: &Store,
+    outputs: &[Output],
+    targets: &BTreeMap<String, Vec<registry::Reference>>,
+    layers: &[crate::image::LayerDesc],
+) -> Vec<crate::image::LayerDesc> {
+    if outputs
+        .iter()
+        .any(|o| !matches!(o, Output::Registry { .. }))
+    {
+        return layers.to_vec();
+    }
+    layers
+        .iter()
+        .filter(|l| {
+            let stored = Compression::from_media_type(&l.media_type);
+            let locs = registry::blob_locations(store, &l.digest);
+            outputs.iter().any(|o| match o {
+                Output::Registry { compression, .. } => {
+                    registry::needs_conversion(stored, *compression)
+                        || targets[&compression.to_string()].iter().any(|t| {
+                            !locs
+                                .iter()
+                                .any(|loc| loc.starts_with(&format!("{}/", t.registry)))
+                        })
+                }
+                _ => true,
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// `--cache-from` / `--cache-to` (else the config file's `cache_from` / `cache_to`), parsed.
+fn cache_specs(cli: &Cli, args: &BuildArgs) -> Result<(Vec<registry::Reference>, Vec<CacheTo>)> {
+    let pick = |flag: &Vec<String>, file: &Vec<String>| {
+        if flag.is_empty() {
+            file.clone()
+        } else {
+            flag.clone()
+        }
+    };
+    let from = pick(&args.cache_from, &cli.config.cache_from)
+        .iter()
+        .map(|s| remote_cache::parse_cache_from(s))
+        .collect::<Result<Vec<_>>>()?;
+    let to = pick(&args.cache_to, &cli.config.cache_to)
+        .iter()
+        .map(|s| remote_cache::parse_cache_to(s))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((from, to))
+}
+
+/// The references each registry output pushes to (by compression): its `name=`, else
+/// every `-t` tag; an output with neither is a usage error.
+fn push_targets(
+    outputs: &[Output],
+    tags: &[String],
+) -> Result<BTreeMap<String, Vec<registry::Reference>>> {
+    let mut out: BTreeMap<String, Vec<registry::Reference>> = BTreeMap::new();
+    for o in outputs {
+        let Output::Registry { name, compression } = o else {
+            continue;
+        };
+        let names: Vec<&String> = match name {
+            Some(n) => vec![n],
+            None => tags.iter().collect(),
+        };
+        if names.is_empty() {
+            return Err(Error::Usage(
+                "--push / -o type=registry: name the image with -t REGISTRY/NAME[:TAG] or name="
+                    .into(),
+            ));
+        }
+        let list = out.entry(compression.to_string()).or_default();
+        for n in names {
+            let r = registry::Reference::parse(n)
+                .map_err(|e| Error::Usage(format!("{n}: invalid image name: {e}")))?;
+            if !list.contains(&r) {
+                list.push(r);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The configured size cap, applied once the build is done and its image delivered (the
@@ -422,8 +652,15 @@ fn collect_after_build(store: &Store, cap: u64, rep: &Reporter) {
 
 /// The result on stdout: the image ID, or one flat JSON object of strings (Terraform's
 /// `data "external"` accepts only that shape).
-fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str, manifest: &Digest) {
+fn print_result(
+    args: &BuildArgs,
+    result: &BuildResult,
+    image_id: &str,
+    manifest: &Digest,
+    pushed: &[registry::Pushed],
+) {
     match args.format {
+        // stdout stays the image ID alone; each push printed its digest on stderr.
         OutputFormat::Text => println!("{image_id}"),
         OutputFormat::Json => {
             let mut m = BTreeMap::new();
@@ -433,6 +670,10 @@ fn print_result(args: &BuildArgs, result: &BuildResult, image_id: &str, manifest
             m.insert("tags", args.tags.join(","));
             m.insert("cache_key", result.cache_key.to_string());
             m.insert("all_cached", result.all_cached.to_string());
+            if !pushed.is_empty() {
+                m.insert("pushed", super::push::pushed_refs(pushed));
+                m.insert("pushed_digest", pushed[0].digest.to_string());
+            }
             m.insert(
                 "steps_cached",
                 format!(
@@ -514,7 +755,28 @@ mod tests {
             parse_output("type=docker,dest=x.tar,compression=gzip").unwrap(),
             Output::DockerArchive("x.tar".into(), gzip)
         );
-        assert!(parse_output("type=registry").is_err());
+        assert_eq!(
+            parse_output("type=registry").unwrap(),
+            Output::Registry {
+                name: None,
+                compression: Compression::Gzip
+            }
+        );
+        assert_eq!(
+            parse_output("type=image,name=r:5000/a:1,push=true,compression=zstd").unwrap(),
+            Output::Registry {
+                name: Some("r:5000/a:1".into()),
+                compression: Compression::Zstd
+            }
+        );
+        assert_eq!(
+            parse_output("type=image,name=r:5000/a:1").unwrap(),
+            Output::Load
+        );
+        assert!(parse_output("type=registry,push=maybe").is_err());
+        assert!(parse_output("type=registry,name=UPPER:x:y").is_err());
+        assert!(parse_output("type=registry,compression=lz4").is_err());
+        assert!(parse_output("type=registry,bogus=1").is_err());
         assert!(parse_output("type=oci").is_err());
         assert!(parse_output("type=docker,bogus=1").is_err());
         let err = parse_output("type=oci,dest=o,compression=lz4").unwrap_err();
@@ -523,6 +785,48 @@ mod tests {
             "{err}"
         );
         assert!(parse_output("type=oci,dest=o,compression=gzip,compression-level=12").is_err());
+    }
+
+    #[test]
+    fn a_push_only_fetches_layers_it_cannot_mount_or_must_recompress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let layer = |name: &[u8], media_type: &str| crate::image::LayerDesc {
+            digest: crate::Digest::of_bytes(name),
+            size: 1,
+            media_type: media_type.into(),
+            diff_id: crate::Digest::of_bytes(b"diff"),
+        };
+        let cached = layer(b"cached", crate::layer::MEDIA_TYPE_TAR_ZSTD);
+        let elsewhere = layer(b"elsewhere", crate::layer::MEDIA_TYPE_TAR_ZSTD);
+        registry::remember_location(&store, &cached.digest, "reg:5000", "team/cache");
+        registry::remember_location(&store, &elsewhere.digest, "other:5000", "x");
+        let layers = vec![cached, elsewhere.clone()];
+        let zstd = Output::Registry {
+            name: None,
+            compression: Compression::Zstd,
+        };
+        let mut targets = BTreeMap::new();
+        targets.insert(
+            "zstd".to_string(),
+            vec![registry::Reference::parse("reg:5000/team/app:1").unwrap()],
+        );
+        let fetch = |outputs: &[Output], targets: &BTreeMap<_, _>| {
+            layers_to_fetch(&store, outputs, targets, &layers)
+        };
+        assert_eq!(
+            fetch(std::slice::from_ref(&zstd), &targets),
+            vec![elsewhere]
+        );
+        // gzip needs the bytes to re-compress; a load needs every layer.
+        let gzip = Output::Registry {
+            name: None,
+            compression: Compression::Gzip,
+        };
+        let mut gz_targets = targets.clone();
+        gz_targets.insert("gzip".to_string(), targets["zstd"].clone());
+        assert_eq!(fetch(&[gzip], &gz_targets), layers);
+        assert_eq!(fetch(&[zstd, Output::Load], &targets), layers);
     }
 
     #[test]

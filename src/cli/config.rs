@@ -9,6 +9,9 @@
 //! insecure_registries = ["registry.internal:5000"]
 //! max_store_size = "20GB"              # collect LRU cache entries after builds past this
 //!
+//! cache_from = ["type=registry,ref=registry.internal:5000/team/cache"]   # default --cache-from
+//! cache_to = ["type=registry,ref=registry.internal:5000/team/cache,mode=max"]  # default --cache-to
+//!
 //! [mirrors]                            # tried in order before the registry itself
 //! "docker.io" = ["mirror.internal:5000"]
 //! ```
@@ -34,6 +37,12 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     #[serde(default)]
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Default `--cache-from` specs.
+    #[serde(default)]
+    pub cache_from: Vec<String>,
+    /// Default `--cache-to` specs.
+    #[serde(default)]
+    pub cache_to: Vec<String>,
     /// A cap in bytes on blobs and unpacked layers (`"20GB"`), checked after each build.
     #[serde(default, deserialize_with = "size")]
     pub max_store_size: Option<u64>,
@@ -69,7 +78,14 @@ impl Config {
 
     /// Parses config text.
     pub fn parse(text: &str) -> std::result::Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().to_string())
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        for spec in &c.cache_from {
+            crate::remote_cache::parse_cache_from(spec).map_err(|e| format!("cache_from: {e}"))?;
+        }
+        for spec in &c.cache_to {
+            crate::remote_cache::parse_cache_to(spec).map_err(|e| format!("cache_to: {e}"))?;
+        }
+        Ok(c)
     }
 }
 
@@ -102,6 +118,14 @@ mod tests {
         assert_eq!(c.platform, Some(Platform::new("linux", "arm64", None)));
         assert_eq!(c.mirrors["docker.io"], vec!["m:5000".to_string()]);
         assert!(Config::parse("bogus = 1").unwrap_err().contains("bogus"));
+        let c = Config::parse(
+            "cache_from = [\"type=registry,ref=r:5000/c\"]\ncache_to = [\"type=registry,ref=r:5000/c,mode=max\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.cache_to.len(), 1);
+        assert!(Config::parse("cache_to = [\"type=local,dest=x\"]")
+            .unwrap_err()
+            .contains("cache_to"));
         let e = Config::parse("pull = \"sometimes\"").unwrap_err();
         assert!(e.contains("sometimes") && e.contains("never"), "{e}");
         let e = Config::parse("platform = \"linux\"").unwrap_err();

@@ -8,6 +8,7 @@ mod doctor;
 pub mod helper;
 mod parse;
 mod pull;
+mod push;
 
 use crate::error::{Error, ExitCode};
 use crate::platform::Platform;
@@ -42,6 +43,8 @@ pub enum Command {
     Key(BuildArgs),
     /// Pull an image into the store and print its manifest digest.
     Pull(PullArgs),
+    /// Push an image from the store to a registry and print REF@DIGEST.
+    Push(PushArgs),
     /// Parse a Dockerfile and print its stages and instructions.
     Parse(ParseArgs),
     /// Print a stored image's manifest and config as JSON.
@@ -176,13 +179,27 @@ pub struct BuildArgs {
     /// Ignore file to use instead of CONTEXT/.dockerignore (Coder drops dot-files).
     #[arg(long, value_name = "FILE")]
     pub ignore_file: Option<PathBuf>,
-    /// Output: type=docker,dest=FILE | type=oci,dest=DIR, with compression=gzip|zstd|uncompressed,
-    /// compression-level=N, force-compression=true (default: --load).
+    /// Output: `type=docker,dest=FILE` | `type=oci,dest=DIR`, with
+    /// `compression=gzip|zstd|uncompressed`, `compression-level=N`, `force-compression=true`;
+    /// or a push: `type=registry[,name=REF][,compression=gzip|zstd]` |
+    /// `type=image,name=REF,push=true` (default: --load).
     #[arg(short = 'o', long, value_name = "SPEC")]
     pub output: Vec<String>,
     /// Load the result into Docker (the default when no --output is given).
     #[arg(long)]
     pub load: bool,
+    /// Push the image to the registry each -t names (as `-o type=registry`).
+    #[arg(long)]
+    pub push: bool,
+    /// Read step results from a registry cache: type=registry,ref=REGISTRY/NAME (repeatable;
+    /// default: the config file's cache_from).
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Write step results to a registry cache:
+    /// `type=registry,ref=REGISTRY/NAME[,mode=min|max][,ignore-error=true|false]`
+    /// (repeatable; default: the config file's cache_to).
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
     /// Progress output.
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
@@ -198,6 +215,15 @@ pub struct BuildArgs {
     /// Compression of new layers in the store and outputs.
     #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
     pub compression: CompressionArg,
+    /// A secret for `RUN --mount=type=secret`: id=ID,src=FILE or id=ID,env=VAR (repeatable).
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    pub secrets: Vec<String>,
+    /// An SSH agent for `RUN --mount=type=ssh`: default ($SSH_AUTH_SOCK) or ID=SOCKET.
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    pub ssh: Vec<String>,
+    /// Grant an entitlement: network.host (RUN --network=host), security.insecure.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +238,26 @@ pub struct PullArgs {
     /// opens no connection.
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always")]
     pub pull: Option<PullPolicy>,
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The image: a tag a build wrote (`-t`), a pulled reference, or a manifest digest.
+    pub image: String,
+    /// Where to push it (default: IMAGE itself), e.g. registry.internal:5000/team/app:1.
+    pub destination: Option<String>,
+    /// Layer compression in the registry: gzip (what every reader takes), zstd or none;
+    /// layers stored otherwise are re-compressed.
+    #[arg(long, default_value = "gzip", value_name = "gzip|zstd|none")]
+    pub compression: String,
+    /// Platform to push when IMAGE is a pulled multi-platform image.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Result format on stdout: text (REF@DIGEST) or one flat JSON object.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
     #[arg(short = 'q', long)]
     pub quiet: bool,
 }
@@ -258,6 +304,13 @@ pub enum CacheCommand {
         /// Remove everything.
         #[arg(long)]
         all: bool,
+        /// Prune the cache entries in this registry repository (a --cache-to ref) instead of
+        /// the store: those written before --keep-duration, or all with --all.
+        #[arg(long, value_name = "REGISTRY/NAME")]
+        registry: Option<String>,
+        /// Remove only the RUN cache mounts (`--mount=type=cache`), nothing else.
+        #[arg(long, conflicts_with_all = ["all", "keep_duration", "max_size", "registry"])]
+        mounts: bool,
     },
     /// Re-hash every blob, re-check unpacked layer directories, and report bad ones.
     Verify {
@@ -330,6 +383,7 @@ pub fn main() -> std::process::ExitCode {
         (Command::Key(args), Some(rep)) => build::key(&cli, args, rep, &cancel),
         (Command::Build(_) | Command::Key(_), None) => unreachable!("a reporter is made above"),
         (Command::Pull(args), _) => pull::pull(&cli, args),
+        (Command::Push(args), _) => push::push(&cli, args),
         (Command::Parse(args), _) => parse::parse(args),
         (Command::Inspect(args), _) => pull::inspect(&cli, args),
         (Command::Cache(args), _) => pull::cache(&cli, args),

@@ -138,14 +138,30 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
             for (name, (n, bytes)) in rows {
                 println!("{name:<8} {n:>8} {:>12}", human(bytes));
             }
-            let total = u.blobs.1 + u.layers.1 + u.temp.1 + u.index.1;
+            let mounts = crate::mounts::cache_mounts(&store);
+            let mounts_bytes: u64 = mounts.iter().map(|m| m.bytes).sum();
+            println!(
+                "{:<8} {:>8} {:>12}",
+                "mounts",
+                mounts.len(),
+                human(mounts_bytes)
+            );
+            let total = u.blobs.1 + u.layers.1 + u.temp.1 + u.index.1 + mounts_bytes;
             println!("{:<8} {:>8} {:>12}", "total", "", human(total));
+            Ok(())
+        }
+        CacheCommand::Prune { mounts: true, .. } => {
+            let privilege = crate::userns::Privilege::detect();
+            let (n, bytes) = crate::mounts::remove_cache_mounts(&store, &privilege)?;
+            println!("removed {n} cache mounts; freed {}", human(bytes));
             Ok(())
         }
         CacheCommand::Prune {
             keep_duration,
             max_size,
             all,
+            registry,
+            ..
         } => {
             let keep_duration = keep_duration
                 .as_deref()
@@ -154,6 +170,9 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
                         .map_err(|e| Error::Usage(format!("invalid --keep-duration {s:?}: {e}")))
                 })
                 .transpose()?;
+            if let Some(r) = registry {
+                return prune_registry(cli, r, keep_duration, *all);
+            }
             let max_size = max_size
                 .as_deref()
                 .map(|s| {
@@ -166,6 +185,11 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
                 max_size,
             };
             let r = maintain::prune(&store, &opts)?;
+            if *all {
+                let privilege = crate::userns::Privilege::detect();
+                let (n, bytes) = crate::mounts::remove_cache_mounts(&store, &privilege)?;
+                println!("removed {n} cache mounts; freed {}", human(bytes));
+            }
             println!("{}", prune_summary(&r));
             if r.over_cap {
                 eprintln!(
@@ -177,6 +201,24 @@ pub fn cache(cli: &Cli, args: &CacheArgs) -> Result<()> {
         }
         CacheCommand::Verify { repair } => verify(&store, *repair),
     }
+}
+
+/// `cairn cache prune --registry REF`: old entries of a registry cache.
+fn prune_registry(cli: &Cli, r: &str, keep: Option<std::time::Duration>, all: bool) -> Result<()> {
+    let r = reference(r)?;
+    if keep.is_none() && !all {
+        return Err(Error::Usage(
+            "cache prune --registry: give --keep-duration (e.g. 7d) or --all".into(),
+        ));
+    }
+    let p = crate::remote_cache::prune(&r, if all { None } else { keep }, &registry_options(cli))?;
+    println!(
+        "{}: removed {} cache entries, kept {}",
+        r.name(),
+        p.removed,
+        p.kept
+    );
+    Ok(())
 }
 
 /// One line saying what a prune removed and what is left.
@@ -220,6 +262,13 @@ fn ls(store: &Store) -> Result<()> {
     let _ = writeln!(out, "{:<71} {:>10}", "BLOB", "SIZE");
     for (d, size) in &blobs {
         let _ = writeln!(out, "{d:<71} {:>10}", human(*size));
+    }
+    let mounts = crate::mounts::cache_mounts(store);
+    if !mounts.is_empty() {
+        let _ = writeln!(out, "\n{:<56} {:>8} {:>10}", "CACHE MOUNT", "FILES", "SIZE");
+        for m in &mounts {
+            let _ = writeln!(out, "{:<56} {:>8} {:>10}", m.id, m.files, human(m.bytes));
+        }
     }
     let total: u64 = blobs.values().sum();
     let _ = writeln!(

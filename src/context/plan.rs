@@ -244,7 +244,12 @@ impl Planner<'_> {
     /// for the exceptions below it).
     fn walk_dir(&mut self, src: &Source, at: &At, md: &fs::Metadata) -> Result<bool, Error> {
         if !at.dest.is_empty() {
-            if let Some(e) = self.entry(src, &at.abs, &at.rel, at.dest.clone(), md)? {
+            if let Some(mut e) = self.entry(src, &at.abs, &at.rel, at.dest.clone(), md)? {
+                if at.local.is_empty() && self.opts.chown.is_none() {
+                    // The directory a COPY creates for a directory source is root's, as
+                    // in BuildKit; only what is inside keeps its owner.
+                    (e.uid, e.gid) = (0, 0);
+                }
                 self.insert(e);
             }
         }

@@ -4,7 +4,9 @@
 //! FIFOs and device nodes are written with their planned modes and source mtimes; later
 //! names of one inode become hardlinks to the first; xattrs are set where the filesystem
 //! supports them. Directory modes and times are applied last, deepest first, so a
-//! read-only directory can still be filled. Ownership is left to the layer writer.
+//! read-only directory can still be filled. A planned owner other than 0:0 (`COPY --from`
+//! keeps the source's) is set where this process may (as root); `--chown` and the
+//! rootless owner mapping are left to the layer writer.
 
 use super::hash::{combine, InputsHash};
 use super::plan::{plan_copy, EntryKind, PlannedEntry};
@@ -171,6 +173,13 @@ fn mknod(path: &Path, kind: SFlag, mode: u32, rdev: u64) -> io::Result<()> {
 
 /// Mode (not for symlinks) and mtime, applied after the content is in place.
 fn finish(e: &PlannedEntry, path: &Path) -> io::Result<()> {
+    // Owner first: chown clears set-id bits the mode then restores.
+    if (e.uid, e.gid) != (0, 0) && !matches!(e.kind, EntryKind::Hardlink { .. }) {
+        match std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid)) {
+            Err(err) if err.raw_os_error() == Some(libc::EPERM) => {}
+            other => other?,
+        }
+    }
     if !matches!(
         e.kind,
         EntryKind::Symlink { .. } | EntryKind::Hardlink { .. }

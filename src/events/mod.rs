@@ -292,6 +292,11 @@ impl Reporter {
         self.inner.mode
     }
 
+    /// Whether `--explain` asked for keys, reasons and where hits came from.
+    pub fn explaining(&self) -> bool {
+        self.inner.explain
+    }
+
     /// Whether the live view is drawing (so nothing else may write to stderr).
     pub fn is_live(&self) -> bool {
         self.inner.view.is_some()

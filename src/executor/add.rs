@@ -20,14 +20,15 @@ pub fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
-/// The file name a URL's content gets: its last path segment, as Docker names it.
+/// The file name a URL's content gets, as BuildKit's Dockerfile frontend names it: the
+/// last segment of the URL's path (trailing slashes aside), `__unnamed__` when it has none.
 fn url_file_name(url: &str) -> String {
-    let path = url.split(['?', '#']).next().unwrap_or(url);
-    let name = path.rsplit('/').next().unwrap_or("");
-    if name.is_empty() || path.matches('/').count() < 3 {
-        "index.html".to_string()
-    } else {
-        name.to_string()
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
+    match path.trim_end_matches('/').rsplit('/').next() {
+        Some(name) if !name.is_empty() && name != "." => name.to_string(),
+        _ => "__unnamed__".to_string(),
     }
 }
 
@@ -206,8 +207,13 @@ mod tests {
             url_file_name("https://h/x/tool.tar.gz?sig=1"),
             "tool.tar.gz"
         );
-        assert_eq!(url_file_name("https://h/"), "index.html");
-        assert_eq!(url_file_name("https://h"), "index.html");
+        // BuildKit's dockerfile2llb: path.Base of the URL's path, `__unnamed__` when the
+        // path has no name (`.` or `/`); a trailing slash does not hide the last segment.
+        assert_eq!(url_file_name("https://h/"), "__unnamed__");
+        assert_eq!(url_file_name("https://h"), "__unnamed__");
+        assert_eq!(url_file_name("https://h?x=/y"), "__unnamed__");
+        assert_eq!(url_file_name("https://h/dir/"), "dir");
+        assert_eq!(url_file_name("http://h:8080/a//b//#frag"), "b");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub(super) struct StepEnv<'a> {
     pub source_date_epoch: Option<i64>,
     /// For ADD's downloads.
     pub registry: &'a RegistryOptions,
+    /// Secrets, SSH sockets and entitlements for `RUN --mount` and `RUN --network`.
+    pub mounts: &'a crate::mounts::MountOptions,
     /// The context's stat cache, loaded from the store at the first COPY that needs it.
     pub stat_cache: &'a std::sync::Mutex<Option<crate::context::StatCache>>,
 }

@@ -102,7 +102,9 @@ mod tests {
             source_date_epoch: None,
             registry: Default::default(),
             mirrors: Default::default(),
+            remote_cache: None,
             privilege: crate::userns::Privilege::Root,
+            mounts: Default::default(),
         }
     }
 

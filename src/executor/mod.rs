@@ -11,6 +11,7 @@ mod dispatch;
 mod env;
 pub mod frontend;
 mod merge;
+mod mounts;
 pub mod progress;
 mod state;
 mod steps;
@@ -57,13 +58,43 @@ pub struct BuildOptions {
     pub registry: RegistryOptions,
     /// Registry mirrors by registry host (`docker.io` → `["mirror:5000"]`), tried in order.
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// A cache shared beyond this store (`--cache-from`), asked after a local miss.
+    pub remote_cache: Option<std::sync::Arc<dyn RemoteCache>>,
     /// Root or rootless with its id maps, decided once at start-up.
     pub privilege: crate::userns::Privilege,
+    /// `--secret`, `--ssh` and `--allow`.
+    pub mounts: crate::mounts::MountOptions,
+}
+
+/// The executor's one hook into a cache shared between machines (`crate::remote_cache`):
+/// a lookup after a local miss, and a request to make layers local before a step or the
+/// output reads them (a remote hit brings only the step's small state blob, so layers move
+/// only when needed).
+pub trait RemoteCache: Send + Sync {
+    /// The state blob for `key`, now in the store, and where it came from (for `--explain`);
+    /// `None` on a miss; `Err` is a warning (the cache could not be read: the step is built).
+    fn lookup(
+        &self,
+        store: &Store,
+        key: &CacheKey,
+    ) -> std::result::Result<Option<(Digest, String)>, String>;
+    /// Brings the blobs of `layers` that the store lacks into it.
+    fn materialize(&self, store: &Store, layers: &[image::LayerDesc]) -> Result<()>;
+    /// What a miss adds to its explanation (e.g. which caches were asked).
+    fn miss_note(&self) -> String;
+}
+
+impl std::fmt::Debug for dyn RemoteCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteCache")
+    }
 }
 
 /// What one step did.
 #[derive(Debug, Clone)]
 pub struct StepReport {
+    /// The plan stage the step belongs to.
+    pub stage: usize,
     pub text: String,
     pub key: CacheKey,
     pub cached: bool,
@@ -403,7 +434,9 @@ impl<'a> Builder<'a> {
             };
             let at_line = |e| Error::at_line(&self.df_name, line, e);
             let from = self.copy_from(&expanded, done).map_err(at_line)?;
-            let prepared = steps::prepare(&self.env(), &step, from).map_err(at_line)?;
+            let mount_froms = self.mount_froms(&expanded, done).map_err(at_line)?;
+            let prepared =
+                steps::prepare(&self.env(), &step, from, mount_froms).map_err(at_line)?;
             let inputs = KeyInputs {
                 parent: key.clone(),
                 instruction: expanded.canonical(),
@@ -439,8 +472,17 @@ impl<'a> Builder<'a> {
             } else {
                 None
             };
+            let remote_hit = match &self.opts.remote_cache {
+                Some(rc) if cached_entry.is_none() && !self.key_only && !self.opts.no_cache => {
+                    rc.lookup(self.store, &new_key).unwrap_or_else(|w| {
+                        self.rep.warn(&w);
+                        None
+                    })
+                }
+                _ => None,
+            };
             let key_text = new_key.to_string();
-            let hit = cached_entry.is_some();
+            let hit = cached_entry.is_some() || remote_hit.is_some();
             self.rep.emit(&Event::Step {
                 step: step_no,
                 total: self.total,
@@ -468,16 +510,34 @@ impl<'a> Builder<'a> {
                     Some(prev) => cache::explain_change(prev, &inputs),
                     None => vec!["no earlier build of this step".into()],
                 };
+                if let Some(rc) = self.opts.remote_cache.as_ref().filter(|_| !self.key_only) {
+                    explain.push(rc.miss_note());
+                }
                 self.rep.emit(&Event::Explain {
                     step: step_no,
                     reasons: &explain,
                 });
             }
+            if let Some((_, from)) = &remote_hit {
+                self.rep.info(&format!("#{step_no} hit: {from}"));
+            } else if hit && self.rep.explaining() {
+                self.rep.info(&format!("#{step_no} hit: local store"));
+            }
             let started = Instant::now();
-            state = match cached_entry {
-                Some(entry) => State::load(self.store, &entry.state)?,
-                None if self.key_only => steps::simulate(&state, &mut facts, &expanded, inst),
-                None => {
+            state = match (cached_entry, remote_hit) {
+                (Some(entry), _) => State::load(self.store, &entry.state)?,
+                (None, Some((state_digest, _))) => State::load(self.store, &state_digest)?,
+                (None, None) if self.key_only => {
+                    steps::simulate(&state, &mut facts, &expanded, inst)
+                }
+                (None, None) => {
+                    if let Some(rc) = &self.opts.remote_cache {
+                        // A remote hit brought only its state: the layers this step reads
+                        // (its own stage's and any stage a COPY --from names) come now.
+                        let mut needed = state.layers.clone();
+                        needed.extend(done.iter().flat_map(|d| d.state.layers.iter().cloned()));
+                        rc.materialize(self.store, &needed)?;
+                    }
                     let (next, timings) = steps::execute(&self.env(), &mut facts, &step, prepared)
                         .map_err(|e| Error::at_line(&self.df_name, line, e))?;
                     let (digest, refs) = next.save(self.store)?;
@@ -499,6 +559,7 @@ impl<'a> Builder<'a> {
             };
             self.recorded.insert(rec_name, inputs);
             self.steps.push(StepReport {
+                stage: stage.index,
                 text,
                 key: new_key.clone(),
                 cached: hit,
@@ -523,8 +584,38 @@ impl<'a> Builder<'a> {
             compression: self.opts.compression,
             source_date_epoch: self.opts.source_date_epoch,
             registry: &self.opts.registry,
+            mounts: &self.opts.mounts,
             stat_cache: &self.stat_cache,
         }
+    }
+
+    /// The `from=` of each `RUN --mount` (`None` where it has none), resolved as
+    /// [`Self::copy_from`] resolves COPY's.
+    fn mount_froms(
+        &self,
+        exp: &plan::Expanded,
+        done: &[StageResult],
+    ) -> Result<Vec<Option<steps::FromSource>>> {
+        let plan::Expanded::Run(run) = exp else {
+            return Ok(Vec::new());
+        };
+        run.mounts
+            .iter()
+            .map(|m| match &m.from {
+                None => Ok(None),
+                Some(plan::CopySource::Stage(i)) => Ok(Some(steps::FromSource {
+                    key: done[*i].key.clone(),
+                    layers: done[*i].state.layers.clone(),
+                })),
+                Some(plan::CopySource::Image(r)) => {
+                    let img = self.pull_image(r, None)?;
+                    Ok(Some(steps::FromSource {
+                        key: img.key,
+                        layers: img.state.layers,
+                    }))
+                }
+            })
+            .collect()
     }
 
     /// The source of a `COPY --from`: a finished stage, or an image (pulled).

@@ -26,6 +26,8 @@ pub(super) enum Prepared {
     Plain,
     Run {
         network: Network,
+        /// `RUN --mount=type=bind` sources, hashed into the key like COPY sources.
+        binds: Vec<super::mounts::BindInput>,
     },
     Copy {
         target: CopyTarget,
@@ -81,7 +83,7 @@ impl CopySources {
 impl Prepared {
     pub(super) fn network_name(&self, default: Network) -> &'static str {
         match self {
-            Prepared::Run { network } => network_str(*network),
+            Prepared::Run { network, .. } => network_str(*network),
             _ => network_str(default),
         }
     }
@@ -90,6 +92,7 @@ impl Prepared {
         match self {
             Prepared::Copy { hash, .. } => Some(hash.digest.clone()),
             Prepared::CopyFrom { key, .. } => Some(key.0.clone()),
+            Prepared::Run { binds, .. } => super::mounts::binds_digest(binds),
             _ => None,
         }
     }
@@ -97,6 +100,9 @@ impl Prepared {
     pub(super) fn input_files(&self) -> BTreeMap<String, Digest> {
         match self {
             Prepared::Copy { hash, .. } => hash.files.clone(),
+            Prepared::Run { binds, .. } => {
+                binds.iter().flat_map(|b| b.hash.files.clone()).collect()
+            }
             _ => BTreeMap::new(),
         }
     }
@@ -132,19 +138,25 @@ pub(super) struct FromSource {
     pub layers: Vec<LayerDesc>,
 }
 
-/// Gathers a step's inputs; `from` is the resolved `COPY --from` source, if any.
+/// Gathers a step's inputs; `from` is the resolved `COPY --from` source, if any, and
+/// `mount_froms` the resolved `from=` of each `RUN --mount`.
 pub(super) fn prepare(
     env: &StepEnv<'_>,
     step: &Step<'_>,
     from: Option<FromSource>,
+    mount_froms: Vec<Option<FromSource>>,
 ) -> Result<Prepared> {
     let exp = step.exp;
     match exp {
-        Expanded::Run(run) if !run.mounts.is_empty() => Err(Error::Usage(format!(
-            "{}: RUN --mount=type={} is not supported by cairn yet (remove the flag, or COPY what the step needs)",
-            env.location(step),
-            run.mounts[0].kind.as_str()
-        ))),
+        Expanded::Run(run)
+            if run.security == crate::dockerfile::Security::Insecure
+                && !env.mounts.allow_insecure =>
+        {
+            Err(Error::Usage(format!(
+                "{}: RUN --security=insecure needs the entitlement: cairn build --allow security.insecure",
+                env.location(step)
+            )))
+        }
         Expanded::Run(run) if run.security == crate::dockerfile::Security::Insecure => {
             Err(Error::Usage(format!(
                 "{}: RUN --security=insecure is not supported: cairn runs every step with Docker's default capabilities",
@@ -152,6 +164,7 @@ pub(super) fn prepare(
             )))
         }
         Expanded::Run(run) => Ok(Prepared::Run {
+            binds: super::mounts::bind_inputs(env, step, run, mount_froms)?,
             network: match run.network {
                 crate::dockerfile::Network::None => Network::None,
                 crate::dockerfile::Network::Host => Network::Host,
@@ -159,6 +172,29 @@ pub(super) fn prepare(
             },
         }),
         Expanded::Copy(c) | Expanded::Add(c) => {
+            if c.parents {
+                return Err(Error::Usage(format!(
+                    "{}: {} --parents is not supported by cairn yet (copy each directory to its own destination)",
+                    env.location(step),
+                    exp.keyword()
+                )));
+            }
+            // BuildKit's checks, with its wording (`--checksum` is ADD's alone: the parser
+            // refuses it on COPY).
+            if c.checksum.is_some() {
+                if c.sources.len() != 1 {
+                    return Err(Error::Usage(format!(
+                        "{}: checksum can't be specified for multiple sources",
+                        env.location(step)
+                    )));
+                }
+                if !super::add::is_url(&c.sources[0]) {
+                    return Err(Error::Usage(format!(
+                        "{}: checksum requires HTTP(S) or Git sources",
+                        env.location(step)
+                    )));
+                }
+            }
             let target = CopyTarget::new(c, step.state)?;
             if let Some(FromSource { key, layers }) = from {
                 return Ok(Prepared::CopyFrom {
@@ -266,8 +302,8 @@ pub(super) fn execute(
     let history = dispatch::history(step.inst, dispatch::step_time(env.source_date_epoch));
     let mut timings = Vec::new();
     let layer = match (step.exp, prepared) {
-        (Expanded::Run(run), Prepared::Run { network }) => {
-            run_step(env, step, run, network, &mut timings)?
+        (Expanded::Run(run), Prepared::Run { network, binds }) => {
+            run_step(env, step, run, network, &binds, &mut timings)?
         }
         (Expanded::Copy(c), prepared) => {
             copy_step(env, step.state, c, false, prepared, &mut timings)?
@@ -333,7 +369,7 @@ impl Drop for RunDir<'_> {
 }
 
 /// Unpacks (once) every layer of a state; returns the directories, bottom first.
-fn lowers(env: &StepEnv<'_>, layers: &[LayerDesc]) -> Result<Vec<PathBuf>> {
+pub(super) fn lowers(env: &StepEnv<'_>, layers: &[LayerDesc]) -> Result<Vec<PathBuf>> {
     layers
         .iter()
         .map(|l| {
@@ -361,11 +397,25 @@ fn layer_options(env: &StepEnv<'_>, chown: Option<Chown>) -> Result<LayerOptions
 
 /// The script a shell-form RUN hands to the shell. A command that is only a heredoc
 /// (`RUN <<EOF`) runs the heredoc's body; otherwise the heredocs follow the command line so
-/// the shell itself feeds them, as BuildKit does.
+/// the shell itself feeds them, as BuildKit does. A lone heredoc whose body starts with
+/// `#!` runs under that interpreter, as BuildKit runs it as a script file: the shell
+/// hands the body on a file descriptor to the interpreter and its one optional argument,
+/// as the kernel's shebang rule would, and nothing lands in the layer.
 fn shell_script(cmd: &str, heredocs: &[Heredoc]) -> String {
     let trimmed = cmd.trim();
     if heredocs.len() == 1 && trimmed.starts_with("<<") && !trimmed.contains(char::is_whitespace) {
-        return heredocs[0].body.clone();
+        let body = &heredocs[0].body;
+        if let Some(line) = body.strip_prefix("#!") {
+            let line = line.lines().next().unwrap_or("").trim();
+            let (interp, arg) = match line.split_once([' ', '\t']) {
+                Some((i, a)) => (i, Some(a.trim())),
+                None => (line, None),
+            };
+            if !interp.is_empty() {
+                return shebang_script(interp, arg.filter(|a| !a.is_empty()), body);
+            }
+        }
+        return body.clone();
     }
     let mut s = cmd.to_string();
     for h in heredocs {
@@ -379,18 +429,51 @@ fn shell_script(cmd: &str, heredocs: &[Heredoc]) -> String {
     s
 }
 
+/// A shell script that runs `body` under `interp [arg]` as a script file (`/dev/fd/3`),
+/// feeding it through a quoted heredoc (no expansion) whose delimiter is not a line of it.
+fn shebang_script(interp: &str, arg: Option<&str>, body: &str) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut delim = "CAIRN_SHEBANG_EOF".to_string();
+    while body.lines().any(|l| l == delim) {
+        delim.push('_');
+    }
+    let mut s = format!("exec 3<<'{delim}'\n{body}");
+    if !body.ends_with('\n') {
+        s.push('\n');
+    }
+    s.push_str(&delim);
+    s.push_str("\nexec ");
+    s.push_str(&quote(interp));
+    if let Some(a) = arg {
+        s.push(' ');
+        s.push_str(&quote(a));
+    }
+    s.push_str(" /dev/fd/3\n");
+    s
+}
+
 fn run_step(
     env: &StepEnv<'_>,
     step: &Step<'_>,
     run: &ExpandedRun,
     network: Network,
+    binds: &[super::mounts::BindInput],
     timings: &mut Vec<(String, f64)>,
 ) -> Result<Option<layer::Layer>> {
     let (state, cmd) = (step.state, &run.cmd);
+    if run.network == crate::dockerfile::Network::Host && !env.mounts.allow_network_host {
+        return Err(Error::Usage(format!(
+            "{}: RUN --network=host needs the entitlement: cairn build --allow network.host",
+            env.location(step)
+        )));
+    }
     let t = Instant::now();
     let lowers = lowers(env, &state.layers)?;
     timings.push(("unpack".into(), progress::secs(t.elapsed())));
     let tmp = RunDir(Some(env.store.temp_dir("run-")?), env.privilege);
+    // Held (locks, private cache copies) until the step is done; bound sources are staged
+    // in the step's directory (removed as root when rootless, as the upper is).
+    let mount_set = super::mounts::prepare(env, step, run, binds, tmp.path())?;
     let upper = tmp.path().join("upper");
     let work = tmp.path().join("work");
     for d in [&upper, &work] {
@@ -404,12 +487,14 @@ fn run_step(
             shell_script(s, &run.heredocs),
         ),
     };
+    let mut step_env = step.scope.run_env();
+    step_env.extend(mount_set.env.iter().cloned());
     let spec = RunSpec {
         lowers,
         upper: upper.clone(),
         work,
         argv: argv.clone(),
-        env: step.scope.run_env(),
+        env: step_env,
         user: state.config.config.user.clone().unwrap_or_default(),
         workdir: state
             .config
@@ -425,6 +510,7 @@ fn run_step(
         limits: env.limits.clone(),
         hostname: "cairn".into(),
         stdin: None,
+        mounts: mount_set.mounts.clone(),
     };
     let t = Instant::now();
     let mut pending: Vec<u8> = Vec::new();
@@ -466,6 +552,8 @@ fn run_step(
             },
         });
     }
+    super::mounts::remove_stubs(&upper, &spec.lowers, &spec.mounts);
+    drop(mount_set);
     let t = Instant::now();
     let layer = reported_layer(env, &format!("of step {}", step.no), || {
         upper_layer(env, &upper)
@@ -547,9 +635,16 @@ fn copy_step(
                 options: copts,
             } = target;
             let hash = &hash;
-            // ADD extracts local tar archives (not downloaded files) instead of copying them.
-            let extract =
-                is_add && c.unpack != Some(false) && matches!(sources, CopySources::Context(_));
+            // ADD extracts local tar archives instead of copying them; downloaded ones only
+            // with `--unpack=true`, as BuildKit does.
+            let downloaded =
+                c.heredocs.is_empty() && c.sources.iter().all(|s| super::add::is_url(s));
+            let extract = is_add
+                && match c.unpack {
+                    Some(true) => downloaded || matches!(sources, CopySources::Context(_)),
+                    Some(false) => false,
+                    None => matches!(sources, CopySources::Context(_)),
+                };
             let (archives, plain): (Vec<_>, Vec<_>) = sources
                 .sources()
                 .iter()
@@ -571,26 +666,37 @@ fn copy_step(
         Prepared::CopyFrom { target, layers, .. } => {
             let view = env.store.temp_dir("from-")?;
             let lowers = lowers(env, &layers)?;
-            super::merge::materialize(&lowers, &c.sources, view.path())?;
-            let sources = context::resolve_in(view.path(), &c.sources)?;
+            let patterns = super::merge::resolve_patterns(&lowers, &c.sources);
+            super::merge::materialize(&lowers, &patterns, view.path())?;
+            let sources = context::resolve_in(view.path(), &patterns)?;
             context::stage(&sources, &target.dest, &target.options, &root)?;
             target.dest
         }
         _ => return Err(Error::Internal("COPY without prepared sources".into())),
     };
-    super::merge::inherit_existing_dirs(&lowers(env, &state.layers)?, &root, &dest, env.privilege)?;
-    timings.push(("copy".into(), progress::secs(t.elapsed())));
+    let image = lowers(env, &state.layers)?;
+    let mut existing = super::merge::inherit_existing_dirs(&image, &root, &dest, env.privilege)?;
+    super::merge::follow_image_symlinks(&image, &root, env.privilege, &mut existing)?;
     let chown = match &c.chown {
+        // As root the owner is set on what was staged, sparing the directories that
+        // already existed (BuildKit leaves them) and reaching the parents this COPY
+        // created; rootless, the layer writer gives it to everything under the destination.
         Some(spec) => {
             let (uid, gid) = resolve_owner(env, state, spec)?;
-            Some(Chown {
-                prefix: PathBuf::from(dest.trim_start_matches('/').trim_end_matches('/')),
-                uid,
-                gid,
-            })
+            if env.privilege.is_root() {
+                super::merge::chown_created(&root, &existing, uid, gid)?;
+                None
+            } else {
+                Some(Chown {
+                    prefix: PathBuf::from(dest.trim_start_matches('/').trim_end_matches('/')),
+                    uid,
+                    gid,
+                })
+            }
         }
         None => None,
     };
+    timings.push(("copy".into(), progress::secs(t.elapsed())));
     let t = Instant::now();
     let opts = layer_options(env, chown)?;
     let layer = reported_layer(env, &format!("for {dest}"), || {
@@ -722,6 +828,11 @@ mod tests {
             "cat <<A >/a && cat <<B\none\nA\ntwo\nB"
         );
         assert_eq!(shell_script("echo hi", &[]), "echo hi");
+        // A shebang picks the interpreter; its body is never expanded by the shell.
+        assert_eq!(
+            shell_script("<<EOF", &[heredoc("EOF", "#!/bin/awk -f\nBEGIN { print $1 }\n")]),
+            "exec 3<<'CAIRN_SHEBANG_EOF'\n#!/bin/awk -f\nBEGIN { print $1 }\nCAIRN_SHEBANG_EOF\nexec '/bin/awk' '-f' /dev/fd/3\n"
+        );
     }
 
     #[test]
@@ -745,6 +856,7 @@ mod tests {
         rep: super::super::Reporter,
         cancel: super::super::Cancel,
         registry: crate::registry::RegistryOptions,
+        mounts: crate::mounts::MountOptions,
         stat_cache: std::sync::Mutex<Option<crate::context::StatCache>>,
     }
 
@@ -760,6 +872,7 @@ mod tests {
                 rep: super::super::Reporter::new(super::super::Mode::Quiet, false),
                 cancel: super::super::Cancel::new(),
                 registry: Default::default(),
+                mounts: Default::default(),
                 stat_cache: Default::default(),
             }
         }
@@ -781,6 +894,7 @@ mod tests {
                 compression: crate::layer::Compression::None,
                 source_date_epoch: Some(0),
                 registry: &self.registry,
+                mounts: &self.mounts,
                 stat_cache: &self.stat_cache,
             }
         }
@@ -827,7 +941,7 @@ mod tests {
                         state: &state,
                         scope: &scope,
                     };
-                    prepare(&env, &step, None)
+                    prepare(&env, &step, None, Vec::new())
                 })
                 .collect()
         }
@@ -844,13 +958,15 @@ mod tests {
         assert!(matches!(
             got[0],
             Ok(Prepared::Run {
-                network: Network::Host
+                network: Network::Host,
+                ..
             })
         ));
         assert!(matches!(
             got[1],
             Ok(Prepared::Run {
-                network: Network::None
+                network: Network::None,
+                ..
             })
         ));
         match &got[2] {
@@ -871,11 +987,11 @@ mod tests {
     fn prepare_errors_name_the_dockerfile_line() {
         let f = Fixture::new();
         let got = f.prepare_all(
-            "FROM scratch\nRUN --mount=type=cache,target=/c true\n",
+            "FROM scratch\nRUN --mount=type=bind,source=nope,target=/c true\n",
             true,
         );
         let e = got[0].as_ref().err().unwrap().to_string();
-        assert!(e.starts_with("Dockerfile:2: RUN --mount=type=cache"), "{e}");
+        assert!(e.contains("nope"), "{e}");
         let got = f.prepare_all("FROM scratch\nCOPY a.txt /\n", false);
         let e = got[0].as_ref().err().unwrap().to_string();
         assert!(e.contains("needs a build context"), "{e}");
@@ -888,6 +1004,7 @@ mod tests {
     fn key_facts_of_prepared_steps() {
         let run = Prepared::Run {
             network: Network::None,
+            binds: Vec::new(),
         };
         assert_eq!(run.network_name(Network::Host), "none");
         assert_eq!(Prepared::Plain.network_name(Network::Host), "host");

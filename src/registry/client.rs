@@ -2,6 +2,9 @@
 //! credentialed bearer tokens, basic auth), retries with backoff on 5xx, 429, resets and
 //! timeouts, bounded manifest reads, and blob downloads streamed into a [`BlobWriter`]
 //! with `Range` resumption, so a layer is never held in memory and never published unverified.
+//! HTTPS is verified against the system roots, the bundled web roots and Docker's
+//! per-registry CAs (`certs.d/HOST:PORT/*.crt`, see [`registry_cas`]); pushes use the same
+//! requests with bodies ([`Client::send_url`]) and a token scoped for push and mount sources.
 
 use super::auth::{self, Challenge, Credentials};
 use super::manifest::{ACCEPT, MAX_MANIFEST};
@@ -15,6 +18,7 @@ use reqwest::header::{
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -29,13 +33,74 @@ struct AuthState {
 
 pub(crate) struct Client {
     http: reqwest::Client,
+    /// For HTTPS token servers of plain-HTTP registries: a client with the system roots.
+    tls_http: OnceLock<reqwest::Client>,
     registry: String,
     base: String,
     repository: String,
     reference: String,
     opts: RegistryOptions,
     auth: tokio::sync::Mutex<AuthState>,
+    /// Held while answering a 401, so parallel requests share one new token.
+    reauth: tokio::sync::Mutex<()>,
     creds: OnceLock<Option<Credentials>>,
+    /// The token scopes asked for: pull on our repository, or push too and pull on the
+    /// repositories blobs are mounted from.
+    scopes: Vec<String>,
+}
+
+/// A request body that can be made again for a retry or after re-authentication (a file
+/// is reopened rather than held in memory).
+pub(crate) type MakeBody<'a> = &'a (dyn Fn() -> Result<reqwest::Body, Error> + Send + Sync);
+
+/// An HTTP client for `registry`: its `certs.d` CAs, the bundled web roots, and the
+/// system's roots when `system_roots`.
+fn registry_client(
+    registry: &str,
+    opts: &RegistryOptions,
+    system_roots: bool,
+) -> Result<reqwest::Client, Error> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(opts.timeout)
+        .read_timeout(opts.timeout)
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .tls_built_in_native_certs(system_roots);
+    for ca in registry_cas(registry, opts.docker_config_dir.as_deref()) {
+        let pem = std::fs::read(&ca)
+            .map_err(|e| Error::Config(format!("CA certificate {}: {e}", ca.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| Error::Config(format!("CA certificate {}: {e}", ca.display())))?;
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| Error::Message(format!("cannot build an HTTP client: {e}")))
+}
+
+/// Docker's per-registry CA files for `registry` (`host:port` as written in references):
+/// every `*.crt` in `/etc/docker/certs.d/<registry>/` and in `<docker config>/certs.d/<registry>/`,
+/// sorted for a stable order.
+pub(crate) fn registry_cas(registry: &str, docker_config_dir: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from("/etc/docker/certs.d")];
+    if let Some(d) = auth::config_dir(docker_config_dir) {
+        dirs.push(d.join("certs.d"));
+    }
+    let mut out = Vec::new();
+    for d in dirs {
+        let Ok(entries) = std::fs::read_dir(d.join(registry)) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+            .collect();
+        found.sort();
+        out.extend(found);
+    }
+    out
 }
 
 /// Whether `registry` is spoken to over plain HTTP.
@@ -70,12 +135,11 @@ pub(crate) async fn backoff(attempt: u32) {
 
 impl Client {
     pub(crate) fn new(r: &Reference, opts: &RegistryOptions) -> Result<Client, Error> {
-        let http = http_client(opts)?;
-        let scheme = if is_plain_http(&r.registry, &opts.insecure) {
-            "http"
-        } else {
-            "https"
-        };
+        let plain = is_plain_http(&r.registry, &opts.insecure);
+        let scheme = if plain { "http" } else { "https" };
+        // A plain-HTTP registry needs no system roots (reading them is most of a no-change
+        // push); its token server, if it has an HTTPS one, gets a client with them.
+        let http = registry_client(&r.registry, opts, !plain)?;
         let host = if r.registry == DOCKER_HUB {
             "registry-1.docker.io"
         } else {
@@ -83,14 +147,50 @@ impl Client {
         };
         Ok(Client {
             http,
+            tls_http: OnceLock::new(),
             registry: r.registry.clone(),
             base: format!("{scheme}://{host}"),
             repository: r.repository.clone(),
             reference: r.to_string(),
             opts: opts.clone(),
             auth: Default::default(),
+            reauth: Default::default(),
             creds: OnceLock::new(),
+            scopes: vec![format!("repository:{}:pull", r.repository)],
         })
+    }
+
+    /// A client for pushing to `r`: its token asks for pull and push on `r`'s repository and
+    /// pull on each repository in `mount_from` (the sources of cross-repository mounts).
+    pub(crate) fn for_push(
+        r: &Reference,
+        opts: &RegistryOptions,
+        mount_from: &[String],
+    ) -> Result<Client, Error> {
+        let mut c = Client::new(r, opts)?;
+        c.scopes = vec![format!("repository:{}:pull,push", r.repository)];
+        c.scopes.extend(
+            mount_from
+                .iter()
+                .filter(|m| **m != r.repository)
+                .map(|m| format!("repository:{m}:pull")),
+        );
+        Ok(c)
+    }
+
+    /// `https://host[:port]`, or `http://…` for plain-HTTP registries.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The repository this client talks to.
+    pub(crate) fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// The registry, as references name it.
+    pub(crate) fn registry(&self) -> &str {
+        &self.registry
     }
 
     fn creds(&self) -> Result<Option<&Credentials>, Error> {
@@ -132,11 +232,20 @@ impl Client {
     async fn send_retrying(
         &self,
         what: &str,
-        build: impl Fn() -> RequestBuilder,
+        build: impl Fn() -> Result<RequestBuilder, Error>,
+    ) -> Result<Response, Error> {
+        self.send_attempts(what, self.opts.retries, build).await
+    }
+
+    async fn send_attempts(
+        &self,
+        what: &str,
+        retries: u32,
+        build: impl Fn() -> Result<RequestBuilder, Error>,
     ) -> Result<Response, Error> {
         let mut attempt = 0;
         loop {
-            let outcome = build().send().await;
+            let outcome = build()?.send().await;
             let retry = match &outcome {
                 Ok(resp) => {
                     let s = resp.status();
@@ -144,7 +253,7 @@ impl Client {
                 }
                 Err(e) => !e.is_redirect() && !e.is_builder(),
             };
-            if !retry || attempt >= self.opts.retries {
+            if !retry || attempt >= retries {
                 return match outcome {
                     Ok(resp) if resp.status().is_server_error() || resp.status() == 429 => {
                         Err(self.http_error(what, resp.status()))
@@ -153,7 +262,11 @@ impl Client {
                     Err(e) if e.is_redirect() => {
                         Err(self.unreachable(format!("{what}: {e} (redirect loop?)")))
                     }
-                    Err(e) => Err(self.unreachable(format!("{what}: {}", error_chain(&e)))),
+                    Err(e) => Err(self.unreachable(format!(
+                        "{what}: {}{}",
+                        error_chain(&e),
+                        tls_hint(&e, &self.registry)
+                    ))),
                 };
             }
             attempt += 1;
@@ -170,19 +283,38 @@ impl Client {
         headers: HeaderMap,
     ) -> Result<Response, Error> {
         let url = format!("{}/v2/{}/{path}", self.base, self.repository);
+        self.send_url(method, &url, what, headers, None, true).await
+    }
+
+    /// A request to `url` (on this registry), authenticated, with one re-authentication on
+    /// 401 and a body from `body` when given. Without `retry`, a failure is returned at once
+    /// (an upload whose body broke off is restarted by the caller, not resent).
+    pub(crate) async fn send_url(
+        &self,
+        method: Method,
+        url: &str,
+        what: &str,
+        headers: HeaderMap,
+        body: Option<MakeBody<'_>>,
+        retry: bool,
+    ) -> Result<Response, Error> {
         let mut reauthed = false;
+        let retries = if retry { self.opts.retries } else { 0 };
         loop {
             let header = self.current_auth().await?;
             let resp = self
-                .send_retrying(what, || {
+                .send_attempts(what, retries, || {
                     let mut req = self
                         .http
-                        .request(method.clone(), &url)
+                        .request(method.clone(), url)
                         .headers(headers.clone());
                     if let Some(h) = &header {
                         req = req.header(AUTHORIZATION, h);
                     }
-                    req
+                    if let Some(b) = body {
+                        req = req.body(b()?);
+                    }
+                    Ok(req)
                 })
                 .await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
@@ -205,7 +337,11 @@ impl Client {
                         "{what}: HTTP 401 Unauthorized without a usable WWW-Authenticate challenge"
                     ))
                 })?;
-            self.authenticate(challenge).await?;
+            let _one = self.reauth.lock().await;
+            // Another request may have fetched a new token while this one waited.
+            if self.auth.lock().await.header == header {
+                self.authenticate(challenge).await?;
+            }
             reauthed = true;
         }
     }
@@ -269,32 +405,42 @@ impl Client {
         service: Option<&str>,
         challenge_scope: Option<&str>,
     ) -> Result<(String, Duration), Error> {
-        let scope = format!("repository:{}:pull", self.repository);
-        let mut query: Vec<(&str, &str)> = vec![("scope", &scope)];
-        if let Some(s) = challenge_scope.filter(|s| *s != scope) {
+        let mut query: Vec<(&str, &str)> =
+            self.scopes.iter().map(|s| ("scope", s.as_str())).collect();
+        if let Some(s) = challenge_scope.filter(|s| !self.scopes.iter().any(|x| x == s)) {
             query.push(("scope", s));
         }
         if let Some(s) = service {
             query.push(("service", s));
         }
         let creds = self.creds()?;
+        let http = if realm.starts_with("https://") && self.base.starts_with("http://") {
+            if self.tls_http.get().is_none() {
+                let c = registry_client(&self.registry, &self.opts, true)?;
+                let _ = self.tls_http.set(c);
+            }
+            self.tls_http.get().expect("just set")
+        } else {
+            &self.http
+        };
         let resp = self
-            .send_retrying("token request", || match creds {
-                Some(c) if c.identity_token.is_some() => {
-                    let mut form = query.clone();
-                    form.extend([
-                        ("grant_type", "refresh_token"),
-                        ("refresh_token", c.identity_token.as_deref().unwrap_or("")),
-                        ("client_id", "cairn"),
-                    ]);
-                    self.http.post(realm).form(&form)
-                }
-                Some(c) => self
-                    .http
-                    .get(realm)
-                    .query(&query)
-                    .header(AUTHORIZATION, c.basic_header()),
-                None => self.http.get(realm).query(&query),
+            .send_retrying("token request", || {
+                Ok(match creds {
+                    Some(c) if c.identity_token.is_some() => {
+                        let mut form = query.clone();
+                        form.extend([
+                            ("grant_type", "refresh_token"),
+                            ("refresh_token", c.identity_token.as_deref().unwrap_or("")),
+                            ("client_id", "cairn"),
+                        ]);
+                        http.post(realm).form(&form)
+                    }
+                    Some(c) => http
+                        .get(realm)
+                        .query(&query)
+                        .header(AUTHORIZATION, c.basic_header()),
+                    None => http.get(realm).query(&query),
+                })
             })
             .await?;
         let status = resp.status();
@@ -476,7 +622,7 @@ impl Client {
         }
     }
 
-    fn blob_error(&self, d: &Digest, msg: String) -> Error {
+    pub(crate) fn blob_error(&self, d: &Digest, msg: String) -> Error {
         Error::Blob {
             registry: self.registry.clone(),
             reference: self.reference.clone(),
@@ -486,8 +632,22 @@ impl Client {
     }
 }
 
+/// A hint for a failed TLS handshake: where Docker (and cairn) look for the registry's CA.
+fn tls_hint(e: &reqwest::Error, registry: &str) -> String {
+    let text = error_chain(e).to_ascii_lowercase();
+    if text.contains("certificate") || text.contains("unknownissuer") || text.contains("tls") {
+        format!(
+            " (TLS: the registry's certificate is not trusted; put its CA in \
+             /etc/docker/certs.d/{registry}/ca.crt or $DOCKER_CONFIG/certs.d/{registry}/ca.crt, \
+             or name the registry with --insecure-registry for plain HTTP)"
+        )
+    } else {
+        String::new()
+    }
+}
+
 /// Reads a response body, refusing more than `limit` bytes.
-async fn read_limited(mut resp: Response, limit: u64) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_limited(mut resp: Response, limit: u64) -> Result<Vec<u8>, String> {
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(format!("response larger than the {limit}-byte limit"));
     }

@@ -6,7 +6,9 @@
 //! [`Platform`](crate::Platform)); every blob is streamed to disk while hashed and published only when its
 //! size and digest match. [`PullPolicy`] decides when the network is asked: `Never` opens
 //! no connection, `Missing` falls back to the stored digest when the registry is
-//! unreachable, `Always` fails instead. The API is blocking; tokio runs inside.
+//! unreachable, `Always` fails instead. [`push`] sends a stored image the other way
+//! ([`prepare_push`] first gives its layers the compression registries expect). The API is
+//! blocking; tokio runs inside.
 
 mod auth;
 mod client;
@@ -14,7 +16,9 @@ mod fetch;
 mod manifest;
 mod progress;
 mod pull;
+mod push;
 mod reference;
+pub mod remote;
 
 pub use auth::{config_dir as docker_config_dir, Challenge, Credentials};
 pub use fetch::download;
@@ -24,6 +28,10 @@ pub use manifest::{
 };
 pub use progress::human;
 pub use pull::{pull, resolve};
+pub(crate) use push::remember as remember_location;
+pub use push::{
+    locations as blob_locations, needs_conversion, prepare as prepare_push, push, Pushed,
+};
 pub use reference::{Reference, DOCKER_HUB};
 
 use crate::digest::Digest;

@@ -25,6 +25,16 @@ impl Progress {
         self.rep.transfer(TransferKind::Pull, d.short(), Some(size))
     }
 
+    /// Reports the start of one blob upload.
+    pub(crate) fn push_blob(&self, d: &Digest, size: u64) -> BlobProgress {
+        self.rep.transfer(TransferKind::Push, d.short(), Some(size))
+    }
+
+    /// A one-line note (a blob the registry had, or mounted).
+    pub(crate) fn note(&self, msg: &str) {
+        self.rep.info(msg);
+    }
+
     /// Reports the start of another transfer of unknown size (an `ADD` download).
     pub(crate) fn transfer(&self, kind: TransferKind, id: &str) -> Transfer {
         self.rep.transfer(kind, id, None)

@@ -66,7 +66,7 @@ fn check_config(
 
 /// Runs a future to completion on a private runtime (on a fresh thread
 /// when the caller is itself inside a runtime, where `block_on` would panic).
-pub(super) fn block_on<F: Future + Send>(f: F) -> F::Output
+pub(crate) fn block_on<F: Future + Send>(f: F) -> F::Output
 where
     F::Output: Send,
 {
@@ -179,6 +179,7 @@ impl<'a> Puller<'a> {
             .iter()
             .map(|l| Ok((manifest::digest_of(&reference, l)?, l.size())))
             .collect::<Result<Vec<(Digest, u64)>, Error>>()?;
+        let jobs_done = jobs.clone();
         let this = &self;
         futures_util::stream::iter(
             jobs.into_iter()
@@ -187,6 +188,11 @@ impl<'a> Puller<'a> {
         .buffer_unordered(self.opts.parallel.max(1))
         .try_collect::<Vec<()>>()
         .await?;
+        if !self.offline && self.policy != PullPolicy::Never {
+            for (d, _) in &jobs_done {
+                super::push::remember(self.store, d, &self.r.registry, &self.r.repository);
+            }
+        }
         self.record_tag(&top)?;
         Ok(PulledImage {
             reference: self.r.clone(),

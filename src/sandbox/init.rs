@@ -50,6 +50,7 @@ fn setup(spec: &ChildSpec) -> Result<(), Setup> {
         source: spec.source.clone(),
         etc_files: &spec.etc_files,
         shm_size: spec.run.limits.shm_size,
+        step_mounts: &spec.run.mounts,
     };
     build_root(&sys::Linux, &plan).map_err(|e| match (&spec.source, e.raw_os_error()) {
         (RootSource::Overlay(_), _) if e.to_string().starts_with("mount overlay") => {

@@ -25,6 +25,7 @@ mod net;
 mod parent;
 mod seccomp;
 mod staging;
+mod stepmounts;
 mod sys;
 mod user;
 
@@ -35,6 +36,7 @@ pub use cgroup::{Limits, Ulimit, DEFAULT_PIDS};
 pub use child::{ChildSpec, RunJob};
 pub use copyroot::{CopyChangesJob, CopyRootJob};
 pub use parent::{kill_running, run, run_outcome, run_with, run_with_outcome, Outcome, RootMode};
+pub use stepmounts::{resolve_in_root, SecretBytes, StepMount, StepMountKind};
 pub use user::resolve_user;
 
 /// PATH for a step whose environment has none (Docker's default).
@@ -99,4 +101,7 @@ pub struct RunSpec {
     pub hostname: String,
     /// Bytes for the command's stdin (else `/dev/null`).
     pub stdin: Option<Vec<u8>>,
+    /// The step's `RUN --mount`s, mounted in the order given.
+    #[serde(default)]
+    pub mounts: Vec<StepMount>,
 }

@@ -29,6 +29,8 @@ pub struct RootPlan<'a> {
     pub etc_files: &'a Path,
     /// The size of `/dev/shm` in bytes (`--shm-size`; Docker's 64 MiB when `None`).
     pub shm_size: Option<u64>,
+    /// The step's own mounts (`RUN --mount`), mounted last.
+    pub step_mounts: &'a [super::stepmounts::StepMount],
 }
 
 /// Device nodes bind-mounted from the host into `/dev`.
@@ -84,6 +86,7 @@ pub fn build_root(sys: &dyn Syscall, plan: &RootPlan) -> io::Result<()> {
             None,
         )?;
     }
+    super::stepmounts::mount_all(sys, root, &plan.etc_files.join("secrets"), plan.step_mounts)?;
     sys.pivot_root(root)
 }
 
@@ -274,6 +277,20 @@ mod tests {
         fn locked_flags(&self, _: &Path) -> io::Result<MsFlags> {
             Ok(MsFlags::MS_NOSUID)
         }
+        fn chown(&self, path: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+            self.calls
+                .borrow_mut()
+                .push(format!("chown {} {mode:o} {uid}:{gid}", path.display()));
+            Ok(())
+        }
+        fn write_file(&self, p: &Path, b: &[u8], mode: u32, _: u32, _: u32) -> io::Result<()> {
+            self.calls.borrow_mut().push(format!(
+                "write {} {} bytes {mode:o}",
+                p.display(),
+                b.len()
+            ));
+            Ok(())
+        }
     }
 
     fn plan(source: RootSource) -> RootPlan<'static> {
@@ -282,6 +299,7 @@ mod tests {
             source,
             etc_files: Path::new("/nonexistent/f"),
             shm_size: None,
+            step_mounts: &[],
         }
     }
 
@@ -299,6 +317,66 @@ mod tests {
             .iter()
             .position(|c| c == "mount - /nonexistent/f/resolv.conf /nonexistent/r/etc/resolv.conf");
         assert!(resolv.is_some(), "{calls:#?}");
+        assert_eq!(calls.last().unwrap(), "pivot /nonexistent/r");
+    }
+
+    #[test]
+    fn step_mounts_come_after_the_specials_and_before_the_pivot() {
+        use super::super::stepmounts::{SecretBytes, StepMount, StepMountKind};
+        let rec = Recorder::default();
+        let mounts = [
+            StepMount {
+                target: "/c".into(),
+                kind: StepMountKind::Bind {
+                    source: "/store/cache".into(),
+                    readonly: true,
+                    init: Some((0o750, 7, 8)),
+                    file: false,
+                },
+            },
+            StepMount {
+                target: "/t".into(),
+                kind: StepMountKind::Tmpfs { size: Some(1024) },
+            },
+            StepMount {
+                target: "/run/secrets/tok".into(),
+                kind: StepMountKind::Secret {
+                    bytes: SecretBytes(b"xyz".to_vec()),
+                    mode: 0o400,
+                    uid: 0,
+                    gid: 0,
+                },
+            },
+        ];
+        let plan = RootPlan {
+            step_mounts: &mounts,
+            ..plan(RootSource::Overlay("lowerdir=/l".into()))
+        };
+        build_root(&rec, &plan).unwrap();
+        let calls = rec.calls.into_inner();
+        let at = |c: &str| {
+            calls
+                .iter()
+                .position(|x| x == c)
+                .unwrap_or_else(|| panic!("{c} missing: {calls:#?}"))
+        };
+        let resolv = at("mount - /nonexistent/f/resolv.conf /nonexistent/r/etc/resolv.conf");
+        let chown = at("chown /store/cache 750 7:8");
+        let bind = at("mount - /store/cache /nonexistent/r/c");
+        let tmpfs = at("mount tmpfs tmpfs /nonexistent/r/t");
+        let scratch = at("mount tmpfs tmpfs /nonexistent/f/secrets");
+        let write = at("write /nonexistent/f/secrets/1 3 bytes 400");
+        let secret = at("mount - /nonexistent/f/secrets/1 /nonexistent/r/run/secrets/tok");
+        assert!(resolv < chown && chown < bind && bind < tmpfs, "{calls:#?}");
+        assert!(
+            tmpfs < scratch && scratch < write && write < secret,
+            "{calls:#?}"
+        );
+        assert_eq!(calls[bind + 1], "mount -  /nonexistent/r/c ro");
+        assert_eq!(
+            calls[secret + 1],
+            "mount -  /nonexistent/r/run/secrets/tok ro"
+        );
         assert_eq!(calls.last().unwrap(), "pivot /nonexistent/r");
     }
 

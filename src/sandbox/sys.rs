@@ -28,6 +28,17 @@ pub trait Syscall {
     /// The mount flags (`nosuid`, `nodev`, `noexec`, …) a read-only remount of a bind
     /// mount of `path` must keep, because a user namespace may not clear them.
     fn locked_flags(&self, path: &Path) -> io::Result<MsFlags>;
+    /// Sets a mount source's mode and owner (a cache directory just created).
+    fn chown(&self, path: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()>;
+    /// Writes a file with these bytes, mode and owner (a secret, on a private tmpfs).
+    fn write_file(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<()>;
 }
 
 /// The real thing.
@@ -75,6 +86,32 @@ impl Syscall for Linux {
 
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
         std::os::unix::fs::symlink(target, link)
+    }
+
+    fn chown(&self, path: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+
+    fn write_file(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(bytes)?;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
     }
 
     fn locked_flags(&self, path: &Path) -> io::Result<MsFlags> {

@@ -7,6 +7,7 @@
 
 pub mod engines;
 pub mod images;
+pub mod netns;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

@@ -168,6 +168,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub headers: BTreeMap<String, String>,
+    /// The body, when the request sent one with a `Content-Length`.
+    pub body: Vec<u8>,
 }
 
 /// What [`TinyServer`] sends back.
@@ -271,16 +273,18 @@ fn serve(conn: TcpStream, handler: &Handler, stop: &AtomicBool) {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
+    let mut body = Vec::new();
     if let Some(n) = headers
         .get("content-length")
         .and_then(|v| v.parse::<u64>().ok())
     {
-        let _ = std::io::copy(&mut (&mut reader).take(n), &mut std::io::sink());
+        let _ = (&mut reader).take(n).read_to_end(&mut body);
     }
     let req = Request {
         method,
         path,
         headers,
+        body,
     };
     let mut conn = conn;
     let reply = handler(&req);

@@ -100,6 +100,7 @@ impl Step {
             limits: self.limits.clone(),
             hostname: "cairn-test".into(),
             stdin: None,
+            mounts: Vec::new(),
         };
         let mut out = Vec::new();
         let code = run_with(

@@ -112,8 +112,11 @@ fn network_str(n: Network) -> &'static str {
     match n {
         Network::None => "none",
         // Cache keys are a promise: the default network had the key name "host" when the
-        // default was the host's network, and keeps it.
-        Network::Default | Network::Host => "host",
+        // default was the host's network, and keeps it, so no default build rebuilds.
+        Network::Default => "host",
+        // The host's own network is now a different mode from the default (a RUN there can
+        // reach the host's loopback services), so it must not share the default's keys.
+        Network::Host => "host-shared",
     }
 }
 
@@ -1007,7 +1010,8 @@ mod tests {
             binds: Vec::new(),
         };
         assert_eq!(run.network_name(Network::Host), "none");
-        assert_eq!(Prepared::Plain.network_name(Network::Host), "host");
+        assert_eq!(Prepared::Plain.network_name(Network::Default), "host");
+        assert_eq!(Prepared::Plain.network_name(Network::Host), "host-shared");
         assert!(Prepared::Plain.inputs_digest().is_none());
         assert!(Prepared::Plain.input_files().is_empty());
     }

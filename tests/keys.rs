@@ -186,7 +186,11 @@ fn keys_of(dir: &Path) -> Result<String, String> {
         remote_cache: None,
         // Keys never depend on who builds: no step runs here.
         privilege: cairn::userns::Privilege::Root,
-        mounts: Default::default(),
+        // Entitlements gate steps, they never reach a key: allow what the cases use.
+        mounts: cairn::mounts::MountOptions {
+            allow_network_host: true,
+            ..Default::default()
+        },
     };
     let steps = executor::step_keys(&store, &opts, &Reporter::new(Mode::Quiet, false))
         .map_err(|e| format!("cannot key: {e}"))?;

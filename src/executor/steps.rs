@@ -160,6 +160,17 @@ pub(super) fn prepare(
                 env.location(step)
             )))
         }
+        // Entitlements are checked before the key, as BuildKit checks them before solving:
+        // a cached step is no way around them.
+        Expanded::Run(run)
+            if run.network == crate::dockerfile::Network::Host
+                && !env.mounts.allow_network_host =>
+        {
+            Err(Error::Usage(format!(
+                "{}: RUN --network=host needs the entitlement: cairn build --allow network.host",
+                env.location(step)
+            )))
+        }
         Expanded::Run(run) if run.security == crate::dockerfile::Security::Insecure => {
             Err(Error::Usage(format!(
                 "{}: RUN --security=insecure is not supported: cairn runs every step with Docker's default capabilities",
@@ -464,12 +475,6 @@ fn run_step(
     timings: &mut Vec<(String, f64)>,
 ) -> Result<Option<layer::Layer>> {
     let (state, cmd) = (step.state, &run.cmd);
-    if run.network == crate::dockerfile::Network::Host && !env.mounts.allow_network_host {
-        return Err(Error::Usage(format!(
-            "{}: RUN --network=host needs the entitlement: cairn build --allow network.host",
-            env.location(step)
-        )));
-    }
     let t = Instant::now();
     let lowers = lowers(env, &state.layers)?;
     timings.push(("unpack".into(), progress::secs(t.elapsed())));

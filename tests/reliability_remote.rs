@@ -385,6 +385,15 @@ fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
             ),
             None => panic!("{what}: killed"),
         }
+        eprintln!(
+            "RELIABILITY poison {what}: exit {:?} {}; warnings: {:?}",
+            got.code,
+            got.error(),
+            got.stderr
+                .lines()
+                .filter(|l| l.contains("warn"))
+                .collect::<Vec<_>>()
+        );
         assert_verify_clean(&m, b.path(), what);
         // The store then builds the honest image (nothing wrong was recorded).
         let again = run_build(&mut build_cmd(&m, b.path(), ctx.path(), &out, &[]));
@@ -461,6 +470,12 @@ fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
             "a changed config gives another digest"
         );
     }
+    eprintln!(
+        "RELIABILITY poison state with another config: exit {:?} {} digest {:?}",
+        got.code,
+        got.error(),
+        (got.code == Some(0)).then(|| got.digests().1)
+    );
     assert_verify_clean(&m, b.path(), "state with another config");
 
     // (c) Layer bytes that do not match their digest: restore the honest manifests, then

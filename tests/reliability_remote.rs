@@ -717,3 +717,156 @@ fn sigkill_during_cache_export_leaves_no_entry_without_blobs() {
         "only {landed} of {n} kills landed inside an export"
     );
 }
+
+/// Whether a `step` event is the mounted RUN's.
+fn is_mount_step(e: &serde_json::Value) -> bool {
+    e["text"].as_str().is_some_and(|t| t.contains("--mount"))
+}
+
+/// Files under `dirs` (not `except`) whose bytes contain `needle`.
+fn files_containing(dirs: &[&Path], needle: &str, except: &Path) -> Vec<String> {
+    let out = std::process::Command::new("grep")
+        .args(["-rlsF", "--devices=skip", "--", needle])
+        .args(dirs)
+        .output()
+        .expect("grep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !Path::new(l).starts_with(except))
+        .map(String::from)
+        .collect()
+}
+
+/// 4. SIGKILL during a RUN with cache, bind and secret mounts: no mount and no process
+/// left, the secret's bytes nowhere on disk (store, /tmp, /var/tmp), the store verifies
+/// clean, and the next build gives the uninterrupted digest.
+#[test]
+fn sigkill_during_run_with_mounts_leaves_no_mount_or_secret() {
+    common::require_root();
+    let m = Marker::new("killmounts");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let ctx = common::tempdir();
+    let secret_dir = common::tempdir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let secret = format!("cairn-kill-s3cret-{}-{nanos:x}", std::process::id());
+    let secret_file = secret_dir.path().join("tok");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let secret_arg = format!("id=tok,src={}", secret_file.display());
+    write_ctx(
+        ctx.path(),
+        &format!(
+            "FROM {}/base/busybox:1
+RUN --mount=type=cache,target=/cache,sharing=locked --mount=type=bind,source=app.txt,target=/ctx/app.txt --mount=type=secret,id=tok,required \
+    set -e; cat /ctx/app.txt > /out; test -s /run/secrets/tok && echo has-secret >> /out; \
+    for i in $(seq 1 20); do echo $i >> /cache/log; sleep 0.05; done; echo END # {}
+RUN echo after > /after # {}
+",
+            reg.addr, m.name, m.name
+        ),
+    );
+    let extra = ["--secret", secret_arg.as_str()];
+
+    // The uninterrupted build: its digest, and how long the mounted RUN takes.
+    let first = common::tempdir();
+    let out = first.path().join("out.tar");
+    let mut run = Running::spawn(&mut build_cmd(&m, first.path(), ctx.path(), &out, &extra));
+    assert_eq!(run.wait(), Some(0), "uninterrupted build failed");
+    let events: Vec<(Duration, serde_json::Value)> = run
+        .seen
+        .iter()
+        .filter_map(|s| Some((s.at, s.event()?)))
+        .collect();
+    let (run_start, mount_no) = events
+        .iter()
+        .find(|(_, e)| e["event"] == "step" && is_mount_step(e))
+        .map(|(t, e)| (*t, e["step"].clone()))
+        .expect("the mounted RUN started");
+    let run_done = events
+        .iter()
+        .find(|(_, e)| e["event"] == "done" && e["step"] == mount_no)
+        .map(|(t, _)| *t)
+        .expect("the mounted RUN done");
+    let span = run_done.saturating_sub(run_start);
+    let want = run_build(&mut build_cmd(&m, first.path(), ctx.path(), &out, &extra))
+        .assert_ok("uninterrupted")
+        .digests()
+        .1;
+    let tmp = std::env::temp_dir();
+
+    let n = kills();
+    let (mut survived, mut landed) = (0, 0);
+    for i in 0..n {
+        let root = common::tempdir();
+        let out = root.path().join("out.tar");
+        let after = span.mul_f64((i as f64 + 0.5) / n as f64);
+        let mut run = Running::spawn(&mut build_cmd(&m, root.path(), ctx.path(), &out, &extra));
+        let mut started = None;
+        let killed = run.kill_when(|t, seen| {
+            if started.is_none() {
+                started = seen
+                    .iter()
+                    .find(|s| {
+                        s.event()
+                            .is_some_and(|e| e["event"] == "step" && is_mount_step(&e))
+                    })
+                    .map(|s| s.at);
+            }
+            started.is_some_and(|s| t >= s + after)
+        });
+        let in_run = !run.seen.iter().any(|s| {
+            s.event()
+                .is_some_and(|e| e["event"] == "done" && e["step"] == mount_no)
+        });
+        landed += (killed && in_run) as usize;
+        if !killed {
+            let lines: Vec<&str> = run.seen.iter().map(|s| s.line.as_str()).collect();
+            eprintln!("not killed; it printed:\n{}", lines.join("\n"));
+        }
+        let what = format!("mounts kill {i} at RUN+{after:?} (killed: {killed}, in RUN: {in_run})");
+        assert!(
+            m.strays().is_empty(),
+            "{what}: processes left: {:?}",
+            m.strays()
+        );
+        let stray = mounts_under(&[root.path(), ctx.path(), secret_dir.path()]);
+        assert!(stray.is_empty(), "{what}: mounts left: {stray:?}");
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !info.contains(&m.name) && !info.contains(&*root.path().to_string_lossy()),
+            "{what}: a mount names the build: {info}"
+        );
+        let hits = files_containing(
+            &[root.path(), &tmp, Path::new("/var/tmp")],
+            &secret,
+            secret_dir.path(),
+        );
+        assert!(hits.is_empty(), "{what}: the secret is on disk: {hits:?}");
+        assert_verify_clean(&m, root.path(), &what);
+        let next = run_build(&mut build_cmd(&m, root.path(), ctx.path(), &out, &extra));
+        assert_eq!(
+            next.assert_ok(&what).digests().1,
+            want,
+            "{what}: next build"
+        );
+        assert!(
+            !next.stderr.contains(&secret),
+            "{what}: the secret in the log"
+        );
+        let hits = files_containing(&[root.path()], &secret, secret_dir.path());
+        assert!(
+            hits.is_empty(),
+            "{what}: the secret is in the store: {hits:?}"
+        );
+        survived += 1;
+        eprintln!("{what}: survived");
+    }
+    eprintln!("RELIABILITY mounts-sigkill tries={n} killed-in-run={landed} survived={survived}");
+    assert!(
+        landed * 2 >= n,
+        "only {landed} of {n} kills landed inside the RUN"
+    );
+}

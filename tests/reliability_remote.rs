@@ -18,6 +18,7 @@ use reliability_support::{
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Kill points per fault.
@@ -143,9 +144,18 @@ fn assert_every_tag_complete(addr: &str, repo: &str, what: &str) -> usize {
 /// A proxy in front of `upstream` that answers every blob `HEAD` with 200 ("I have it")
 /// and forwards the rest.
 fn lying_proxy(upstream: &str) -> TinyServer {
+    proxy(upstream, true, Arc::default())
+}
+
+/// A proxy in front of `upstream` that notes each request's method and path in `log`
+/// and, when `lie`, answers every blob `HEAD` with 200 itself.
+fn proxy(upstream: &str, lie: bool, log: Arc<Mutex<Vec<String>>>) -> TinyServer {
     let up = upstream.to_string();
     TinyServer::start(move |req| {
-        if req.method == "HEAD" && req.path.contains("/blobs/sha256:") {
+        log.lock()
+            .unwrap()
+            .push(format!("{} {}", req.method, req.path));
+        if lie && req.method == "HEAD" && req.path.contains("/blobs/sha256:") {
             let d = req.path.rsplit('/').next().unwrap_or("").to_string();
             return Reply::Full {
                 status: 200,
@@ -497,6 +507,85 @@ fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
         }
     }
     check("layer bytes do not match their digest");
+}
+
+/// `--cache-from` only reads: a build from an empty store through a recording proxy, a hit
+/// for every step and then (a changed Dockerfile) misses, sends nothing but `GET` and
+/// `HEAD` to the cache ref, and the cache's tags and manifests are unchanged after.
+#[test]
+fn cache_from_only_reads() {
+    common::require_root();
+    let m = Marker::new("readonly");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let ctx = common::tempdir();
+    let df = dockerfile(&format!("{}/base/busybox:1", reg.addr), &m.name);
+    write_ctx(ctx.path(), &df);
+    let to = format!("type=registry,ref={}/cache/ro,mode=max", reg.addr);
+    let a = common::tempdir();
+    let out = a.path().join("out.tar");
+    let want = run_build(&mut build_cmd(
+        &m,
+        a.path(),
+        ctx.path(),
+        &out,
+        &["--cache-to", &to],
+    ))
+    .assert_ok("export")
+    .digests()
+    .1;
+    let before: Vec<_> = tags(&reg.addr, "cache/ro")
+        .into_iter()
+        .map(|t| (tag_digest(&reg.addr, "cache/ro", &t), t))
+        .collect();
+
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let p = proxy(&reg.addr, false, log.clone());
+    let from = format!("type=registry,ref={}/cache/ro", p.addr);
+    let b = common::tempdir();
+    let out = b.path().join("out.tar");
+    let got = run_build(&mut build_cmd(
+        &m,
+        b.path(),
+        ctx.path(),
+        &out,
+        &["--cache-from", &from],
+    ));
+    assert_eq!(got.assert_ok("from cache").digests().1, want);
+    assert!(
+        !log.lock().unwrap().is_empty(),
+        "the cache was read through the proxy"
+    );
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        df.replace("seq 1 3000", "seq 1 3001"),
+    )
+    .unwrap();
+    let c = common::tempdir();
+    let out = c.path().join("out.tar");
+    run_build(&mut build_cmd(
+        &m,
+        c.path(),
+        ctx.path(),
+        &out,
+        &["--cache-from", &from],
+    ))
+    .assert_ok("partial hit");
+    let seen = log.lock().unwrap().clone();
+    let writes: Vec<&String> = seen
+        .iter()
+        .filter(|l| !l.starts_with("GET ") && !l.starts_with("HEAD "))
+        .collect();
+    assert!(writes.is_empty(), "--cache-from wrote: {writes:?}");
+    let after: Vec<_> = tags(&reg.addr, "cache/ro")
+        .into_iter()
+        .map(|t| (tag_digest(&reg.addr, "cache/ro", &t), t))
+        .collect();
+    assert_eq!(before, after, "the cache changed");
+    eprintln!(
+        "RELIABILITY cache-from read-only: {} requests, all GET/HEAD",
+        seen.len()
+    );
 }
 
 fn find_key_mut<'a>(v: &'a mut serde_json::Value, key: &str) -> Option<&'a mut serde_json::Value> {

@@ -144,18 +144,28 @@ fn assert_every_tag_complete(addr: &str, repo: &str, what: &str) -> usize {
 /// A proxy in front of `upstream` that answers every blob `HEAD` with 200 ("I have it")
 /// and forwards the rest.
 fn lying_proxy(upstream: &str) -> TinyServer {
-    proxy(upstream, true, Arc::default())
+    proxy(upstream, Lie::BlobHead, Arc::default())
+}
+
+/// What [`proxy`] lies about.
+#[derive(Clone, Copy, PartialEq)]
+enum Lie {
+    Nothing,
+    /// Every blob `HEAD` answered 200 by the proxy.
+    BlobHead,
+    /// A manifest `PUT`'s `Docker-Content-Digest` replaced by another digest.
+    ManifestDigest,
 }
 
 /// A proxy in front of `upstream` that notes each request's method and path in `log`
-/// and, when `lie`, answers every blob `HEAD` with 200 itself.
-fn proxy(upstream: &str, lie: bool, log: Arc<Mutex<Vec<String>>>) -> TinyServer {
+/// and lies as `lie` says.
+fn proxy(upstream: &str, lie: Lie, log: Arc<Mutex<Vec<String>>>) -> TinyServer {
     let up = upstream.to_string();
     TinyServer::start(move |req| {
         log.lock()
             .unwrap()
             .push(format!("{} {}", req.method, req.path));
-        if lie && req.method == "HEAD" && req.path.contains("/blobs/sha256:") {
+        if lie == Lie::BlobHead && req.method == "HEAD" && req.path.contains("/blobs/sha256:") {
             let d = req.path.rsplit('/').next().unwrap_or("").to_string();
             return Reply::Full {
                 status: 200,
@@ -181,6 +191,21 @@ fn proxy(upstream: &str, lie: bool, log: Arc<Mutex<Vec<String>>>) -> TinyServer 
         s.write_all(&req.body).unwrap();
         let mut raw = Vec::new();
         let _ = s.read_to_end(&mut raw);
+        if lie == Lie::ManifestDigest && req.method == "PUT" && req.path.contains("/manifests/") {
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            let bogus = format!("sha256:{}", "0".repeat(64));
+            let out: Vec<String> = text
+                .split("\r\n")
+                .map(|l| {
+                    if l.to_ascii_lowercase().starts_with("docker-content-digest:") {
+                        format!("Docker-Content-Digest: {bogus}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+            return Reply::Raw(out.join("\r\n").into_bytes());
+        }
         Reply::Raw(raw)
     })
 }
@@ -212,7 +237,7 @@ RUN cat /app.txt > /copy # {marker}
     )
 }
 
-/// 1. A registry that claims to have every blob: the push fails (exit 4, naming the
+/// Fault 1: a registry that claims to have every blob: the push fails (exit 4, naming the
 /// registry, the reference and the status), no tag appears, the local store stays clean,
 /// and a push to the honest registry then completes.
 #[test]
@@ -247,7 +272,10 @@ fn a_registry_that_lies_about_blobs_gets_no_tag() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "push to a lying registry: {err}");
     assert!(
-        err.contains(&liar.addr) && err.contains("app/web") && err.contains("400"),
+        err.contains(&liar.addr)
+            && err.contains("app/web")
+            && err.contains("400")
+            && err.contains("MANIFEST_BLOB_UNKNOWN"),
         "the error names registry, reference and status: {err}"
     );
     assert!(
@@ -255,6 +283,33 @@ fn a_registry_that_lies_about_blobs_gets_no_tag() {
         "the registry holds a tag whose blobs were never sent"
     );
     assert_verify_clean(&m, root.path(), "after the lying push");
+    // No blob is remembered as living in the liar's repository (a mount hint).
+    let hints: Vec<String> =
+        files_containing(&[root.path()], &liar.addr, Path::new("/nonexistent"))
+            .into_iter()
+            .filter(|f| f.contains("blob-repos"))
+            .collect();
+    assert!(hints.is_empty(), "the lie was recorded: {hints:?}");
+    eprintln!(
+        "RELIABILITY liar blob HEAD: exit 4: {}",
+        err.lines().last().unwrap_or("")
+    );
+
+    // A registry that reports another digest for the manifest it stored: a failure too.
+    let wrong = proxy(&reg.addr, Lie::ManifestDigest, Arc::default());
+    let o = m
+        .cairn(root.path())
+        .args(["push", &local, &format!("{}/app/wrong:1", wrong.addr)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "wrong manifest digest: {err}");
+    assert!(
+        err.contains(&wrong.addr) && err.contains("app/wrong") && err.contains("sha256:0000"),
+        "the error names the reference and the digest the registry gave: {err}"
+    );
+    assert_verify_clean(&m, root.path(), "after the wrong-digest push");
+    eprintln!("RELIABILITY liar manifest digest: exit 4: {}", err.trim());
 
     let honest = format!("{}/app/web:1", reg.addr);
     let o = m
@@ -336,7 +391,7 @@ fn put_manifest(addr: &str, repo: &str, tag: &str, m: &serde_json::Value) {
     );
 }
 
-/// 2. Poisoned shared-cache entries — layer bytes that do not match their digest, a state
+/// Fault 2: poisoned shared-cache entries — layer bytes that do not match their digest, a state
 /// whose layers disagree with its manifest, a state blob swapped for one with another
 /// config — never give a wrong image: the build with `--cache-from` fails clearly or builds
 /// the step, the local store verifies clean, and the digest is the one built without cache
@@ -540,7 +595,7 @@ fn cache_from_only_reads() {
         .collect();
 
     let log = Arc::new(Mutex::new(Vec::new()));
-    let p = proxy(&reg.addr, false, log.clone());
+    let p = proxy(&reg.addr, Lie::Nothing, log.clone());
     let from = format!("type=registry,ref={}/cache/ro", p.addr);
     let b = common::tempdir();
     let out = b.path().join("out.tar");
@@ -615,7 +670,7 @@ fn last_step_done(seen: &[reliability_support::Seen]) -> Option<Duration> {
     None
 }
 
-/// 3a. SIGKILL during a push: the registry never holds a tag whose blobs are missing, the
+/// Fault 3a: SIGKILL during a push: the registry never holds a tag whose blobs are missing, the
 /// store verifies clean, the next push completes with the image's digest.
 #[test]
 fn sigkill_during_push_leaves_no_tag_without_blobs() {
@@ -700,7 +755,7 @@ fn sigkill_during_push_leaves_no_tag_without_blobs() {
     );
 }
 
-/// 3b. SIGKILL during a build with `--cache-to` (spread over the build and its export):
+/// Fault 3b: SIGKILL during a build with `--cache-to` (spread over the build and its export):
 /// every tag of the cache ref names blobs the registry has, the store verifies clean, the
 /// next build exports, and a fresh store reading the cache gets the uninterrupted digest.
 #[test]
@@ -826,7 +881,7 @@ fn files_containing(dirs: &[&Path], needle: &str, except: &Path) -> Vec<String> 
         .collect()
 }
 
-/// 4. SIGKILL during a RUN with cache, bind and secret mounts: no mount and no process
+/// Fault 4: SIGKILL during a RUN with cache, bind and secret mounts: no mount and no process
 /// left, the secret's bytes nowhere on disk (store, /tmp, /var/tmp), the store verifies
 /// clean, and the next build gives the uninterrupted digest.
 #[test]

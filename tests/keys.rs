@@ -174,6 +174,7 @@ fn keys_of(dir: &Path) -> Result<String, String> {
         no_cache: false,
         pull: PullPolicy::Never,
         network: case.network,
+        limits: Default::default(),
         compression: Compression::Gzip,
         source_date_epoch: None,
         registry: RegistryOptions {

@@ -364,6 +364,8 @@ fn stdin_workdir_and_exec_form() {
         user: "bob:staff".into(),
         workdir: "/srv/app".into(),
         network: Network::Host,
+        security: Default::default(),
+        limits: Default::default(),
         hostname: "h".into(),
         stdin: Some(b"from stdin\n".to_vec()),
         mounts: Vec::new(),

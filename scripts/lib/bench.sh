@@ -227,13 +227,13 @@ tool_cmd() {
         cairn)
             # shellcheck disable=SC2206
             CMD=(env "CAIRN_ROOT=$W/cairn-store" "$CAIRN" build "$ctx" -t "$image"
-                --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" --progress=json $CAIRN_FLAGS) ;;
+                --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" --progress=json --network=host $CAIRN_FLAGS) ;;
         cairn-tar)
             # cairn with uncompressed layers: what the layer commit and docker load cost
             # without a compressor (and without zstd→gzip for an engine older than 23).
             # shellcheck disable=SC2206
             CMD=(env "CAIRN_ROOT=$W/cairn-tar-store" "$CAIRN" build "$ctx" -t "$image"
-                --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" --progress=json $CAIRN_FLAGS
+                --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" --progress=json --network=host $CAIRN_FLAGS
                 --compression none) ;;
         buildah)
             CMD=(buildah --root "$W/buildah/root" --runroot "$W/buildah/run" bud --layers

@@ -235,8 +235,10 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         pull: cli.pull_policy(args.pull),
         network: match args.network {
             NetworkArg::None => Network::None,
-            NetworkArg::Default | NetworkArg::Host => Network::Host,
+            NetworkArg::Default => Network::Default,
+            NetworkArg::Host => Network::Host,
         },
+        limits: limits(args)?,
         compression: match args.compression {
             CompressionArg::Gzip => Compression::Gzip,
             CompressionArg::Zstd => Compression::Zstd,
@@ -253,6 +255,105 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         // Decided once here: every step, layer and unpack of the build uses this one.
         privilege: crate::userns::Privilege::detect(),
         mounts: mount_options(args)?,
+    })
+}
+
+/// The resource flags, as `docker build` takes them.
+fn limits(args: &BuildArgs) -> Result<crate::sandbox::Limits> {
+    let memory_swap = match args.memory_swap.as_deref() {
+        Some("-1") => Some(-1),
+        Some(v) => Some(size("--memory-swap", v)? as i64),
+        None => None,
+    };
+    let memory = args
+        .memory
+        .as_deref()
+        .map(|v| size("--memory", v))
+        .transpose()?;
+    if let (Some(m), Some(s)) = (memory, memory_swap) {
+        if s >= 0 && (s as u64) < m {
+            return Err(Error::Usage(format!(
+                "--memory-swap {s} is smaller than --memory {m}: it counts memory plus swap"
+            )));
+        }
+    }
+    if memory_swap.is_some() && memory.is_none() {
+        return Err(Error::Usage("--memory-swap needs --memory".into()));
+    }
+    Ok(crate::sandbox::Limits {
+        memory,
+        memory_swap,
+        cpu_quota: args.cpu_quota,
+        cpu_period: args.cpu_period,
+        cpu_shares: args.cpu_shares,
+        cpuset_cpus: args.cpuset_cpus.clone(),
+        pids: None,
+        shm_size: args
+            .shm_size
+            .as_deref()
+            .map(|v| size("--shm-size", v))
+            .transpose()?,
+        ulimits: args
+            .ulimit
+            .iter()
+            .map(|u| ulimit(u))
+            .collect::<Result<_>>()?,
+    })
+}
+
+/// A size as Docker writes it: bytes, or a number with `b`, `k`, `m`, `g`, `t` (powers of
+/// 1024, case-insensitive, an optional trailing `b` as in `mb`).
+fn size(flag: &str, text: &str) -> Result<u64> {
+    let bad = || {
+        Error::Usage(format!(
+            "{flag} {text:?}: expected a size such as 512m or 2g"
+        ))
+    };
+    let t = text.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix('b')
+        .filter(|r| !r.is_empty() && !r.ends_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or(&t);
+    let (num, shift) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 10),
+        Some('m') => (&t[..t.len() - 1], 20),
+        Some('g') => (&t[..t.len() - 1], 30),
+        Some('t') => (&t[..t.len() - 1], 40),
+        Some('b') => (&t[..t.len() - 1], 0),
+        _ => (t, 0),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    if !(n.is_finite() && n > 0.0) {
+        return Err(bad());
+    }
+    Ok((n * (1u64 << shift) as f64) as u64)
+}
+
+/// `NAME=SOFT[:HARD]`, as `docker build --ulimit`.
+fn ulimit(text: &str) -> Result<crate::sandbox::Ulimit> {
+    let bad = || {
+        Error::Usage(format!(
+            "--ulimit {text:?}: expected NAME=SOFT[:HARD], e.g. nofile=1024:2048"
+        ))
+    };
+    let (name, values) = text.split_once('=').ok_or_else(bad)?;
+    let (soft, hard) = values.split_once(':').unwrap_or((values, values));
+    let num = |v: &str| -> Result<u64> {
+        match v {
+            "-1" | "unlimited" => Ok(u64::MAX),
+            _ => v.parse().map_err(|_| bad()),
+        }
+    };
+    let (soft, hard) = (num(soft)?, num(hard)?);
+    if soft > hard {
+        return Err(Error::Usage(format!(
+            "--ulimit {text:?}: the soft limit exceeds the hard one"
+        )));
+    }
+    Ok(crate::sandbox::Ulimit {
+        name: name.to_string(),
+        soft,
+        hard,
     })
 }
 
@@ -601,6 +702,25 @@ pub fn key(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_ulimits_as_docker_writes_them() {
+        assert_eq!(size("--memory", "128m").unwrap(), 128 << 20);
+        assert_eq!(size("--memory", "2G").unwrap(), 2 << 30);
+        assert_eq!(size("--memory", "512kb").unwrap(), 512 << 10);
+        assert_eq!(size("--memory", "1000").unwrap(), 1000);
+        assert_eq!(size("--memory", "1000b").unwrap(), 1000);
+        for bad in ["", "lots", "-1m", "0", "m"] {
+            let e = size("--shm-size", bad).unwrap_err().to_string();
+            assert!(e.contains("--shm-size"), "{bad}: {e}");
+        }
+        let u = ulimit("nofile=1024:2048").unwrap();
+        assert_eq!((u.name.as_str(), u.soft, u.hard), ("nofile", 1024, 2048));
+        assert_eq!(ulimit("nproc=64").unwrap().hard, 64);
+        assert_eq!(ulimit("core=-1").unwrap().soft, u64::MAX);
+        assert!(ulimit("nofile=10:5").is_err());
+        assert!(ulimit("nofile").is_err());
+    }
 
     #[test]
     fn output_specs() {

@@ -149,6 +149,30 @@ pub struct BuildArgs {
     /// Network mode for RUN steps.
     #[arg(long, value_enum, default_value_t = NetworkArg::Default)]
     pub network: NetworkArg,
+    /// Memory limit of each RUN step (e.g. 512m, 2g).
+    #[arg(short = 'm', long, value_name = "BYTES")]
+    pub memory: Option<String>,
+    /// Memory plus swap limit of each RUN step; -1 for unlimited swap (default: twice --memory).
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// CPU CFS quota of each RUN step, in microseconds per period.
+    #[arg(long, value_name = "USEC", allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// CPU CFS period of each RUN step, in microseconds.
+    #[arg(long, value_name = "USEC")]
+    pub cpu_period: Option<u64>,
+    /// CPU shares (relative weight) of each RUN step.
+    #[arg(short = 'c', long, value_name = "N")]
+    pub cpu_shares: Option<u64>,
+    /// CPUs RUN steps may use (0-3, 0,1).
+    #[arg(long, value_name = "CPUS")]
+    pub cpuset_cpus: Option<String>,
+    /// Size of /dev/shm in RUN steps (default 64m).
+    #[arg(long, value_name = "BYTES")]
+    pub shm_size: Option<String>,
+    /// Ulimit of RUN steps, `NAME=SOFT[:HARD]` (repeatable).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,

@@ -26,6 +26,8 @@ pub(super) struct StepEnv<'a> {
     pub df_name: &'a str,
     /// The network a RUN gets without `--network`.
     pub network: Network,
+    /// Resource limits of every RUN.
+    pub limits: &'a crate::sandbox::Limits,
     pub compression: Compression,
     pub source_date_epoch: Option<i64>,
     /// For ADD's downloads.

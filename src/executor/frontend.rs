@@ -97,6 +97,7 @@ mod tests {
             no_cache: false,
             pull: Default::default(),
             network: crate::sandbox::Network::None,
+            limits: Default::default(),
             compression: crate::layer::Compression::None,
             source_date_epoch: None,
             registry: Default::default(),

@@ -51,6 +51,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     pub pull: PullPolicy,
     pub network: Network,
+    /// Resource limits, `/dev/shm` size and rlimits of every RUN (never part of a key).
+    pub limits: crate::sandbox::Limits,
     pub compression: Compression,
     pub source_date_epoch: Option<i64>,
     pub registry: RegistryOptions,
@@ -578,6 +580,7 @@ impl<'a> Builder<'a> {
             context: self.context.as_ref(),
             df_name: &self.df_name,
             network: self.opts.network,
+            limits: &self.opts.limits,
             compression: self.opts.compression,
             source_date_epoch: self.opts.source_date_epoch,
             registry: &self.opts.registry,

@@ -111,7 +111,9 @@ impl Prepared {
 fn network_str(n: Network) -> &'static str {
     match n {
         Network::None => "none",
-        Network::Host => "host",
+        // Cache keys are a promise: the default network had the key name "host" when the
+        // default was the host's network, and keeps it.
+        Network::Default | Network::Host => "host",
     }
 }
 
@@ -501,6 +503,11 @@ fn run_step(
             .clone()
             .unwrap_or_else(|| "/".into()),
         network,
+        security: match run.security {
+            crate::dockerfile::Security::Insecure => crate::sandbox::Security::Insecure,
+            crate::dockerfile::Security::Sandbox => crate::sandbox::Security::Sandbox,
+        },
+        limits: env.limits.clone(),
         hostname: "cairn".into(),
         stdin: None,
         mounts: mount_set.mounts.clone(),
@@ -518,7 +525,8 @@ fn run_step(
             });
         }
     };
-    let code = sandbox::run(&spec, env.privilege, &mut emit, &mut env.warn())?;
+    let outcome = sandbox::run_outcome(&spec, env.privilege, &mut emit, &mut env.warn())?;
+    let code = outcome.code;
     env.cancel.check()?;
     if !pending.is_empty() {
         let text = String::from_utf8_lossy(&pending).into_owned();
@@ -532,9 +540,15 @@ fn run_step(
         return Err(Error::StepFailed {
             location: env.location(step),
             code,
-            command: match cmd {
-                ShellOrExec::Shell(s) => s.clone(),
-                ShellOrExec::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
+            command: {
+                let command = match cmd {
+                    ShellOrExec::Shell(s) => s.clone(),
+                    ShellOrExec::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
+                };
+                match outcome.limit {
+                    Some(why) => format!("{command} ({why})"),
+                    None => command,
+                }
             },
         });
     }
@@ -872,6 +886,11 @@ mod tests {
                 context,
                 df_name: "Dockerfile",
                 network: Network::Host,
+                limits: {
+                    static NONE: std::sync::OnceLock<crate::sandbox::Limits> =
+                        std::sync::OnceLock::new();
+                    NONE.get_or_init(Default::default)
+                },
                 compression: crate::layer::Compression::None,
                 source_date_epoch: Some(0),
                 registry: &self.registry,

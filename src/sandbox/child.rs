@@ -44,7 +44,7 @@ impl Job for RunJob {
             pid: true,
             uts: true,
             ipc: true,
-            net: self.0.run.network == Network::None,
+            net: self.0.run.network != Network::Host,
         }
     }
 

@@ -6,7 +6,7 @@
 
 use super::child::ChildSpec;
 use super::mounts::{build_root, RootPlan, RootSource};
-use super::{caps, sys, Network, DEFAULT_PATH};
+use super::{caps, seccomp, sys, Network, Security, DEFAULT_PATH};
 use crate::userns::{send, Report};
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid};
@@ -40,7 +40,7 @@ fn setup(spec: &ChildSpec) -> Result<(), Setup> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(errno("set pdeathsig"))?;
     nix::unistd::setsid().map_err(errno("setsid"))?;
     nix::unistd::sethostname(&spec.run.hostname).map_err(errno("set hostname"))?;
-    if spec.run.network == Network::None {
+    if spec.run.network != Network::Host {
         sys::loopback_up().map_err(fail("bring loopback up"))?;
     }
     // The overlay options name lowers relative to the staging directory.
@@ -49,6 +49,7 @@ fn setup(spec: &ChildSpec) -> Result<(), Setup> {
         root: &spec.root,
         source: spec.source.clone(),
         etc_files: &spec.etc_files,
+        shm_size: spec.run.limits.shm_size,
         step_mounts: &spec.run.mounts,
     };
     build_root(&sys::Linux, &plan).map_err(|e| match (&spec.source, e.raw_os_error()) {
@@ -90,6 +91,9 @@ fn redirect_stdin(bytes: Option<&[u8]>) -> io::Result<()> {
 /// privileges each step needs until it is done.
 fn drop_privileges(spec: &ChildSpec) -> Result<(), Setup> {
     let errno = |what: &'static str| move |e: nix::Error| Setup::Failed(format!("{what}: {e}"));
+    for u in &spec.run.limits.ulimits {
+        set_ulimit(u).map_err(Setup::Failed)?;
+    }
     let mask = caps::default_mask();
     sys::drop_bounding_caps(mask, caps::last_cap()).map_err(fail("drop capabilities"))?;
     let groups: Vec<Gid> = spec.groups.iter().map(|&g| Gid::from_raw(g)).collect();
@@ -105,7 +109,37 @@ fn drop_privileges(spec: &ChildSpec) -> Result<(), Setup> {
     if spec.uid == 0 {
         sys::set_caps(mask).map_err(fail("set capabilities"))?;
     }
-    nix::sys::prctl::set_no_new_privs().map_err(errno("set no_new_privs"))
+    nix::sys::prctl::set_no_new_privs().map_err(errno("set no_new_privs"))?;
+    if spec.run.security == Security::Sandbox {
+        seccomp::install().map_err(Setup::Failed)?;
+    }
+    Ok(())
+}
+
+/// Applies one `--ulimit` (names as Docker's: `nofile`, `nproc`, `core`, …).
+fn set_ulimit(u: &super::Ulimit) -> Result<(), String> {
+    use nix::sys::resource::{setrlimit, Resource};
+    let resource = match u.name.as_str() {
+        "as" => Resource::RLIMIT_AS,
+        "core" => Resource::RLIMIT_CORE,
+        "cpu" => Resource::RLIMIT_CPU,
+        "data" => Resource::RLIMIT_DATA,
+        "fsize" => Resource::RLIMIT_FSIZE,
+        "locks" => Resource::RLIMIT_LOCKS,
+        "memlock" => Resource::RLIMIT_MEMLOCK,
+        "msgqueue" => Resource::RLIMIT_MSGQUEUE,
+        "nice" => Resource::RLIMIT_NICE,
+        "nofile" => Resource::RLIMIT_NOFILE,
+        "nproc" => Resource::RLIMIT_NPROC,
+        "rss" => Resource::RLIMIT_RSS,
+        "rtprio" => Resource::RLIMIT_RTPRIO,
+        "rttime" => Resource::RLIMIT_RTTIME,
+        "sigpending" => Resource::RLIMIT_SIGPENDING,
+        "stack" => Resource::RLIMIT_STACK,
+        other => return Err(format!("--ulimit {other}: unknown limit")),
+    };
+    setrlimit(resource, u.soft, u.hard)
+        .map_err(|e| format!("--ulimit {}={}:{}: {e}", u.name, u.soft, u.hard))
 }
 
 /// The step's environment: exactly what it was given, plus a default PATH and, as runc

@@ -1,6 +1,7 @@
 //! The RUN sandbox: [`run`] executes one step's command in fresh user, mount, PID, UTS and
-//! IPC namespaces (and an empty network namespace for [`Network::None`]) on an overlay of
-//! the image's unpacked layers, with no runc, crun or daemon.
+//! IPC namespaces (and a network namespace of its own unless [`Network::Host`]: empty for
+//! [`Network::None`], connected to the outside through `slirp4netns` for [`Network::Default`],
+//! `net.rs`) on an overlay of the image's unpacked layers, with no runc, crun or daemon.
 //!
 //! A step is a [`RunJob`] of the privilege broker (`crate::userns`): its helper (this
 //! binary re-executed) unshares the namespaces, lets the parent write the id maps of the
@@ -14,12 +15,15 @@
 //! lives in `sys.rs`.
 
 mod caps;
+mod cgroup;
 mod child;
 mod copyroot;
 pub mod fallback;
 mod init;
 mod mounts;
+mod net;
 mod parent;
+mod seccomp;
 mod staging;
 mod stepmounts;
 mod sys;
@@ -28,9 +32,10 @@ mod user;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+pub use cgroup::{Limits, Ulimit, DEFAULT_PIDS};
 pub use child::{ChildSpec, RunJob};
 pub use copyroot::{CopyChangesJob, CopyRootJob};
-pub use parent::{kill_running, run, run_with, RootMode};
+pub use parent::{kill_running, run, run_outcome, run_with, run_with_outcome, Outcome, RootMode};
 pub use stepmounts::{resolve_in_root, SecretBytes, StepMount, StepMountKind};
 pub use user::resolve_user;
 
@@ -51,11 +56,25 @@ pub enum Error {
 /// A step's network.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
-    /// The host's network namespace (so `apt-get` works).
+    /// A network namespace of its own with outbound access through a user-mode stack
+    /// (`slirp4netns`): the host's loopback services and interfaces are out of reach.
     #[default]
+    Default,
+    /// The host's network namespace.
     Host,
     /// An empty network namespace with only loopback, up.
     None,
+}
+
+/// A step's security mode (`RUN --security`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Security {
+    /// Docker's default capabilities and seccomp profile.
+    #[default]
+    Sandbox,
+    /// No seccomp filter (`--security=insecure`, which the caller allows only with the
+    /// `security.insecure` entitlement).
+    Insecure,
 }
 
 /// One `RUN` step, fully resolved by the executor.
@@ -76,6 +95,9 @@ pub struct RunSpec {
     /// Absolute; created when missing.
     pub workdir: String,
     pub network: Network,
+    pub security: Security,
+    /// Cgroup limits, `/dev/shm` size and rlimits.
+    pub limits: Limits,
     pub hostname: String,
     /// Bytes for the command's stdin (else `/dev/null`).
     pub stdin: Option<Vec<u8>>,

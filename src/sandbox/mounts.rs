@@ -27,6 +27,8 @@ pub struct RootPlan<'a> {
     pub source: RootSource,
     /// A directory holding `resolv.conf`, `hosts` and `hostname` for the step.
     pub etc_files: &'a Path,
+    /// The size of `/dev/shm` in bytes (`--shm-size`; Docker's 64 MiB when `None`).
+    pub shm_size: Option<u64>,
     /// The step's own mounts (`RUN --mount`), mounted last.
     pub step_mounts: &'a [super::stepmounts::StepMount],
 }
@@ -72,7 +74,7 @@ pub fn build_root(sys: &dyn Syscall, plan: &RootPlan) -> io::Result<()> {
         )?,
     }
     mount_proc(sys, root)?;
-    mount_dev(sys, root)?;
+    mount_dev(sys, root, plan.shm_size)?;
     mount_sys(sys, root)?;
     for name in ETC_FILES {
         let target = root.join("etc").join(name);
@@ -113,7 +115,7 @@ fn mount_proc(sys: &dyn Syscall, root: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn mount_dev(sys: &dyn Syscall, root: &Path) -> io::Result<()> {
+fn mount_dev(sys: &dyn Syscall, root: &Path, shm_size: Option<u64>) -> io::Result<()> {
     let dev = root.join("dev");
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME;
     sys.mount(
@@ -153,7 +155,20 @@ fn mount_dev(sys: &dyn Syscall, root: &Path) -> io::Result<()> {
         &shm,
         Some("tmpfs"),
         flags,
-        Some("mode=1777,size=65536k"),
+        Some(&format!(
+            "mode=1777,size={}k",
+            shm_size.unwrap_or(64 << 20).div_ceil(1024)
+        )),
+    )?;
+    // POSIX message queues of the step's own IPC namespace, as Docker mounts them.
+    let mqueue = dev.join("mqueue");
+    sys.mkdir_all(&mqueue)?;
+    sys.mount(
+        Some(Path::new("mqueue")),
+        &mqueue,
+        Some("mqueue"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
     )?;
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -283,6 +298,7 @@ mod tests {
             root: Path::new("/nonexistent/r"),
             source,
             etc_files: Path::new("/nonexistent/f"),
+            shm_size: None,
             step_mounts: &[],
         }
     }

@@ -5,18 +5,22 @@
 //! ([`super::fallback`]), so callers see the same result either way. Warnings go to the
 //! caller's `warn` sink.
 
+use super::cgroup::Cgroup;
 use super::child::{ChildSpec, RunJob};
 use super::copyroot;
 use super::mounts::RootSource;
+use super::net::UserNet;
 use super::staging::Staging;
+use super::Network;
 use super::{resolve_user, Error, RunSpec};
 use crate::overlay;
-use crate::userns::{answer_userns, Helper, Privilege, Report};
+use crate::userns::{write_maps, Helper, Privilege, Report, GO};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Write};
 use std::process::ChildStdin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Running steps: `(helper pid, the step's PID 1 once known)`, for [`kill_running`].
 static RUNNING: Mutex<Vec<(i32, Option<i32>)>> = Mutex::new(Vec::new());
@@ -54,11 +58,30 @@ pub fn run(
     output: &mut dyn FnMut(&[u8]),
     warn: &mut dyn FnMut(&str),
 ) -> Result<i32, Error> {
+    run_outcome(spec, privilege, output, warn).map(|o| o.code)
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The exit code (128 + signal when killed).
+    pub code: i32,
+    /// The resource limit that stopped the step, in words naming its flag, if one did.
+    pub limit: Option<String>,
+}
+
+/// [`run`], also saying which resource limit stopped the step (if one did).
+pub fn run_outcome(
+    spec: &RunSpec,
+    privilege: &Privilege,
+    output: &mut dyn FnMut(&[u8]),
+    warn: &mut dyn FnMut(&str),
+) -> Result<Outcome, Error> {
     let mode = match std::env::var_os("CAIRN_NO_OVERLAY") {
         Some(v) if !v.is_empty() && v != "0" => RootMode::Copy,
         _ => RootMode::Auto,
     };
-    run_with(spec, privilege, mode, output, warn)
+    run_with_outcome(spec, privilege, mode, output, warn)
 }
 
 /// [`run`] with the root's assembly chosen explicitly.
@@ -69,13 +92,25 @@ pub fn run_with(
     output: &mut dyn FnMut(&[u8]),
     warn: &mut dyn FnMut(&str),
 ) -> Result<i32, Error> {
+    run_with_outcome(spec, privilege, mode, output, warn).map(|o| o.code)
+}
+
+/// [`run_with`], also saying which resource limit stopped the step (if one did).
+pub fn run_with_outcome(
+    spec: &RunSpec,
+    privilege: &Privilege,
+    mode: RootMode,
+    output: &mut dyn FnMut(&[u8]),
+    warn: &mut dyn FnMut(&str),
+) -> Result<Outcome, Error> {
     if let Some(w) = privilege.warning() {
         static WARN: std::sync::Once = std::sync::Once::new();
         WARN.call_once(|| warn(w));
     }
-    let result = run_once(spec, privilege, mode, output, warn);
+    let mut limit = None;
+    let result = run_once(spec, privilege, mode, output, warn, &mut limit);
     open_work_dir(&spec.work);
-    result
+    result.map(|code| Outcome { code, limit })
 }
 
 /// Overlayfs leaves `work/work` with mode 000; the owner may open it again, so that a
@@ -98,6 +133,7 @@ fn run_once(
     mode: RootMode,
     output: &mut dyn FnMut(&[u8]),
     warn: &mut dyn FnMut(&str),
+    limit: &mut Option<String>,
 ) -> Result<i32, Error> {
     if spec.argv.is_empty() {
         return Err(Error::Message("empty command".into()));
@@ -127,7 +163,7 @@ fn run_once(
         home: super::user::home_of(&spec.lowers, uid),
     };
     if mode != RootMode::Copy {
-        match attempt(&child, privilege, output, warn)? {
+        match attempt(&child, privilege, output, warn, limit)? {
             Report::NoOverlay(why) if mode == RootMode::Overlay => {
                 return Err(Error::Message(format!("sandbox: {why}")))
             }
@@ -151,7 +187,7 @@ fn run_once(
     let snapshot = staging.path().join("snapshot.json");
     copyroot::make_as_owner(privilege, &lowers, &copy, &snapshot)?;
     child.source = RootSource::Bind(copy.clone());
-    let report = attempt(&child, privilege, output, warn)?;
+    let report = attempt(&child, privilege, output, warn, limit)?;
     copyroot::changes_as_owner(privilege, &snapshot, &copy, &spec.upper)?;
     match report {
         Report::Exit(code) => Ok(code),
@@ -161,18 +197,64 @@ fn run_once(
     }
 }
 
-/// Runs the helper once; returns `Exit` or `NoOverlay`, or the failure as an error.
+/// The step's cgroup, or `None` with a warning (once per process) saying why its limits
+/// cannot be applied here.
+fn step_cgroup(spec: &ChildSpec, warn: &mut dyn FnMut(&str)) -> Option<Arc<Cgroup>> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "cairn-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    match Cgroup::create(&name, &spec.run.limits) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(why) => {
+            static WARN: std::sync::Once = std::sync::Once::new();
+            WARN.call_once(|| {
+                warn(&format!(
+                    "RUN steps run without resource limits (memory, CPU, pids): {why} (limits need root, or a cgroup v2 tree delegated to this user)"
+                ))
+            });
+            None
+        }
+    }
+}
+
+/// Runs the helper once; returns `Exit` or `NoOverlay`, or the failure as an error. A
+/// resource limit that stopped the step is put in `limit` and told in its output.
 fn attempt(
     spec: &ChildSpec,
     privilege: &Privilege,
     output: &mut dyn FnMut(&[u8]),
     warn: &mut dyn FnMut(&str),
+    limit: &mut Option<String>,
 ) -> Result<Report, Error> {
-    let mut helper = Helper::spawn(&RunJob(Box::new(spec.clone())), true)?;
+    let cgroup = step_cgroup(spec, warn);
+    let helper = Helper::spawn(&RunJob(Box::new(spec.clone())), true);
+    let mut helper = match helper {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(c) = cgroup.and_then(|c| Arc::try_unwrap(c).ok()) {
+                c.remove();
+            }
+            return Err(e.into());
+        }
+    };
     let _registered = Registered::new(helper.pid() as i32);
     let (stderr, stdin, pid) = (helper.stderr, helper.stdin, helper.child.id());
     let privilege = privilege.clone();
-    let control = std::thread::spawn(move || control_loop(stderr, stdin, pid, &privilege));
+    let net = (spec.run.network == Network::Default).then(|| spec.staging.clone());
+    let cg = cgroup.clone();
+    let control = std::thread::spawn(move || {
+        control_loop(
+            stderr,
+            stdin,
+            pid,
+            &privilege,
+            net.as_deref(),
+            cg.as_deref(),
+        )
+    });
     let mut stdout = helper.stdout.take().expect("captured stdout");
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -186,13 +268,23 @@ fn attempt(
     let mut reports = control
         .join()
         .unwrap_or_else(|_| vec![Report::Failed("control thread panicked".into())]);
-    reports.retain(|r| match r {
-        Report::Warning(w) => {
-            warn(w);
-            false
+    if let Some(cg) = cgroup.and_then(|c| Arc::try_unwrap(c).ok()) {
+        *limit = cg.verdict();
+        if let Some(why) = limit.as_deref() {
+            output(format!("cairn: {why}\n").as_bytes());
         }
-        _ => true,
-    });
+        if reports.iter().any(|r| matches!(r, Report::Exit(_))) {
+            // The step's PID 1 is reaped: the helper leaves the cgroups (its exit, tearing
+            // down the mount namespace, is slow), which go now; it is reaped below.
+            cg.release(pid);
+            cg.remove();
+        } else {
+            let status = helper.child.wait()?;
+            cg.remove();
+            return conclude(reports_without_warnings(reports, warn), Some(status));
+        }
+    }
+    reports = reports_without_warnings(reports, warn);
     if reports.iter().any(|r| matches!(r, Report::Exit(_))) {
         // The step is over (its PID 1 is reaped, so is everything it started) but the
         // helper's exit still tears down its mount namespace, which costs tens of
@@ -205,21 +297,55 @@ fn attempt(
     conclude(reports, Some(status))
 }
 
-/// Reads the helper's reports, answering the user-namespace one with the maps.
+/// Passes the warnings among `reports` on to `warn`.
+fn reports_without_warnings(mut reports: Vec<Report>, warn: &mut dyn FnMut(&str)) -> Vec<Report> {
+    reports.retain(|r| match r {
+        Report::Warning(w) => {
+            warn(w);
+            false
+        }
+        _ => true,
+    });
+    reports
+}
+
+/// Reads the helper's reports, answering the user-namespace one with the maps (and, when
+/// `net` names the staging directory, connecting the step's network before it goes on).
+/// The step's network stays up until the helper closes its end.
 fn control_loop(
     stderr: impl BufRead,
     mut stdin: ChildStdin,
     pid: u32,
     privilege: &Privilege,
+    net: Option<&std::path::Path>,
+    cgroup: Option<&Cgroup>,
 ) -> Vec<Report> {
     let mut reports = Vec::new();
+    let mut _user_net = None;
     for line in stderr.lines() {
         let Ok(line) = line else { break };
         let report = Report::parse(&line);
         match &report {
             Report::Userns => {
-                if let Err(e) = answer_userns(&mut stdin, pid, privilege) {
-                    reports.push(Report::Failed(e.to_string()));
+                let answer = write_maps(pid, privilege).map_err(|e| e.to_string());
+                let answer = answer.and_then(|()| cgroup.map_or(Ok(()), |c| c.add(pid)));
+                let answer = answer.and_then(|()| match net {
+                    Some(dir) => UserNet::start(pid, dir)
+                        .map(|n| {
+                            // In the step's cgroup, a network stack that outlives a killed
+                            // cairn is swept with it by the next run.
+                            if let Some(c) = cgroup {
+                                let _ = c.add(n.pid());
+                            }
+                            _user_net = Some(n)
+                        })
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                });
+                let go = if answer.is_ok() { GO } else { "abort" };
+                let _ = writeln!(stdin, "{go}");
+                if let Err(e) = answer {
+                    reports.push(Report::Failed(e));
                 }
             }
             Report::Init(p) => {

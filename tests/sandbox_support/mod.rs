@@ -2,7 +2,7 @@
 //! cached Debian minbase, a step runner, and tar fixtures.
 #![allow(dead_code)]
 
-use cairn::sandbox::{run_with, Network, RootMode, RunSpec};
+use cairn::sandbox::{run_with, Limits, Network, RootMode, RunSpec, Security};
 use cairn::userns::Privilege;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,8 @@ pub struct Step {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub network: Network,
+    pub security: Security,
+    pub limits: Limits,
     pub user: String,
     pub env: Vec<String>,
     pub mode: RootMode,
@@ -62,6 +64,8 @@ impl Step {
             upper,
             work,
             network: Network::Host,
+            security: Security::Sandbox,
+            limits: Limits::default(),
             user: String::new(),
             env: vec![],
             mode: RootMode::Auto,
@@ -92,6 +96,8 @@ impl Step {
             user: self.user.clone(),
             workdir: "/".into(),
             network: self.network,
+            security: self.security,
+            limits: self.limits.clone(),
             hostname: "cairn-test".into(),
             stdin: None,
             mounts: Vec::new(),

@@ -10,7 +10,7 @@
 //! out depends on the umask).
 //!
 //! A case may have an `options` file, one setting per line: `build-arg K=V`, `target NAME`,
-//! `network none|host`, `context DIR` (a directory of the repository used as the context
+//! `network none|host|default`, `context DIR` (a directory of the repository used as the context
 //! instead of the case's `context/`; its `Dockerfile` is used when the case has none).
 //!
 //! An intended key change (never a side effect) is regenerated with `UPDATE_GOLDEN=1 cargo
@@ -112,7 +112,7 @@ fn read_case(dir: &Path) -> Case {
         context: dir.join("context"),
         build_args: BTreeMap::new(),
         target: None,
-        network: Network::Host,
+        network: Network::Default,
     };
     if let Ok(text) = fs::read_to_string(dir.join("options")) {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -127,6 +127,7 @@ fn read_case(dir: &Path) -> Case {
                     case.network = match value {
                         "none" => Network::None,
                         "host" => Network::Host,
+                        "default" => Network::Default,
                         other => panic!("network {other}?"),
                     }
                 }
@@ -185,7 +186,11 @@ fn keys_of(dir: &Path) -> Result<String, String> {
         remote_cache: None,
         // Keys never depend on who builds: no step runs here.
         privilege: cairn::userns::Privilege::Root,
-        mounts: Default::default(),
+        // Entitlements gate steps, they never reach a key: allow what the cases use.
+        mounts: cairn::mounts::MountOptions {
+            allow_network_host: true,
+            ..Default::default()
+        },
     };
     let steps = executor::step_keys(&store, &opts, &Reporter::new(Mode::Quiet, false))
         .map_err(|e| format!("cannot key: {e}"))?;

@@ -588,6 +588,11 @@ fn entitlements_are_required() {
     );
     b.ok();
     assert!(b.stderr.contains("on-host"), "{}", b.stderr);
+    // Now cached: a cache hit is no way around the entitlement (checked before the key, as
+    // BuildKit checks before solving).
+    let b = build(root.path(), ctx.path(), &["-o", &dest]);
+    assert_eq!(b.code, Some(2), "{}", b.stderr);
+    assert!(b.stderr.contains("--allow network.host"), "{}", b.stderr);
     let ctx = context(&format!(
         "FROM {}/mounts/busybox:7\nRUN --security=insecure true\n",
         reg.addr

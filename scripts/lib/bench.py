@@ -12,7 +12,7 @@ import os
 import statistics
 import sys
 
-PEERS = ["cairn-tar", "buildkit", "buildah", "buildah+load", "docker", "podman"]
+PEERS = ["cairn-tar", "cairn-containerd", "buildkit", "buildah", "buildah+load", "docker", "podman"]
 STAGES = ["pull", "unpack", "copy", "run", "layer", "load", "other"]
 # Which cairn step produced each limits tree (matched on the step's text).
 TREE_STEP = {"small": ("synthetic", "/data/small"), "large": ("synthetic", "/data/large"),
@@ -433,7 +433,7 @@ def plot(res, workloads, scenarios, tools, out):
         return
     colors = {"pull": "#8172b3", "unpack": "#4c72b0", "copy": "#55a868", "run": "#dd8452",
               "layer": "#c44e52", "load": "#937860", "other": "#8c8c8c"}
-    markers = {"cairn-tar": "v", "buildkit": "P", "buildah": "o", "buildah+load": "s", "docker": "D", "podman": "^"}
+    markers = {"cairn-tar": "v", "cairn-containerd": "X", "buildkit": "P", "buildah": "o", "buildah+load": "s", "docker": "D", "podman": "^"}
     # One panel per scenario, each on its own linear scale: a stacked bar is only honest on
     # a linear axis, and cold builds and no-ops differ by orders of magnitude.
     fig, axes = plt.subplots(len(scenarios), 1, figsize=(10, 2.2 * len(scenarios) + 1.2))

@@ -16,7 +16,7 @@ measure() {
     shift 6
     local tf=$log.time rc=0 t0 t1
     t0=$(date +%s.%N)
-    if [ "${name#*/}" = cairn ] || [ "${name#*/}" = cairn-tar ]; then
+    if [ "${name#*/}" = cairn ] || [ "${name#*/}" = cairn-tar ] || [ "${name#*/}" = cairn-containerd ]; then
         # cairn's events carry no clock: stamp each stderr line on arrival, so the time to
         # the first step (resolve + pull) and around "loading the image" can be told apart.
         /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$log.out" \
@@ -191,6 +191,10 @@ reset_tool() {
     local tool=$1 image=$2
     case $tool in
         cairn|cairn-tar) rm -rf "$W/$tool-store" ;;
+        cairn-containerd)
+            rm -rf "$W/$tool-store"
+            DOCKER_HOST=$ENGINE26 docker image rm -f "$image" >/dev/null 2>&1 || true
+            ;;
         buildah)
             if [ -d "$W/buildah" ]; then
                 buildah_ rm -a >/dev/null 2>&1 || true
@@ -235,6 +239,13 @@ tool_cmd() {
             CMD=(env "CAIRN_ROOT=$W/cairn-tar-store" "$CAIRN" build "$ctx" -t "$image"
                 --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" --progress=json --network=host $CAIRN_FLAGS
                 --compression none) ;;
+        cairn-containerd)
+            # cairn loading into Docker 26 with the containerd image store (scripts/engines),
+            # to compare its no-op with the classic store's in the same run.
+            # shellcheck disable=SC2206
+            CMD=(env "CAIRN_ROOT=$W/cairn-containerd-store" "DOCKER_HOST=$ENGINE26" "$CAIRN" build "$ctx"
+                -t "$image" --build-arg "BASE=$BASE_REF" "${SIZE_ARGS[@]}" --progress=json --network=host
+                $CAIRN_FLAGS) ;;
         buildah)
             CMD=(buildah --root "$W/buildah/root" --runroot "$W/buildah/run" bud --layers
                 --isolation "$BUILDAH_ISOLATION" --tls-verify=false --network host

@@ -112,8 +112,11 @@ fn network_str(n: Network) -> &'static str {
     match n {
         Network::None => "none",
         // Cache keys are a promise: the default network had the key name "host" when the
-        // default was the host's network, and keeps it.
-        Network::Default | Network::Host => "host",
+        // default was the host's network, and keeps it, so no default build rebuilds.
+        Network::Default => "host",
+        // The host's own network is now a different mode from the default (a RUN there can
+        // reach the host's loopback services), so it must not share the default's keys.
+        Network::Host => "host-shared",
     }
 }
 
@@ -154,6 +157,17 @@ pub(super) fn prepare(
         {
             Err(Error::Usage(format!(
                 "{}: RUN --security=insecure needs the entitlement: cairn build --allow security.insecure",
+                env.location(step)
+            )))
+        }
+        // Entitlements are checked before the key, as BuildKit checks them before solving:
+        // a cached step is no way around them.
+        Expanded::Run(run)
+            if run.network == crate::dockerfile::Network::Host
+                && !env.mounts.allow_network_host =>
+        {
+            Err(Error::Usage(format!(
+                "{}: RUN --network=host needs the entitlement: cairn build --allow network.host",
                 env.location(step)
             )))
         }
@@ -461,12 +475,6 @@ fn run_step(
     timings: &mut Vec<(String, f64)>,
 ) -> Result<Option<layer::Layer>> {
     let (state, cmd) = (step.state, &run.cmd);
-    if run.network == crate::dockerfile::Network::Host && !env.mounts.allow_network_host {
-        return Err(Error::Usage(format!(
-            "{}: RUN --network=host needs the entitlement: cairn build --allow network.host",
-            env.location(step)
-        )));
-    }
     let t = Instant::now();
     let lowers = lowers(env, &state.layers)?;
     timings.push(("unpack".into(), progress::secs(t.elapsed())));
@@ -1007,7 +1015,8 @@ mod tests {
             binds: Vec::new(),
         };
         assert_eq!(run.network_name(Network::Host), "none");
-        assert_eq!(Prepared::Plain.network_name(Network::Host), "host");
+        assert_eq!(Prepared::Plain.network_name(Network::Default), "host");
+        assert_eq!(Prepared::Plain.network_name(Network::Host), "host-shared");
         assert!(Prepared::Plain.inputs_digest().is_none());
         assert!(Prepared::Plain.input_files().is_empty());
     }

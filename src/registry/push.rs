@@ -582,6 +582,31 @@ fn file_stream(
     })
 }
 
+/// The `errors[].code` (with `detail` when it is a string) of an OCI distribution error
+/// body, `; `-joined; empty when the body is not one.
+fn registry_error_codes(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return String::new();
+    };
+    let Some(errors) = v["errors"].as_array() else {
+        return String::new();
+    };
+    let errors = errors
+        .iter()
+        .filter_map(|e| {
+            let code = e["code"].as_str()?;
+            Some(match e["detail"].as_str() {
+                Some(d) => format!("{code}: {d}"),
+                None => code.to_string(),
+            })
+        })
+        .collect::<Vec<_>>();
+    match errors.len() {
+        0..=3 => errors.join("; "),
+        n => format!("{}; and {} more", errors[..3].join("; "), n - 3),
+    }
+}
+
 /// `PUT /manifests/<tag or digest>`; the registry's digest must be ours.
 async fn put_manifest(
     client: &Client,
@@ -622,7 +647,16 @@ async fn put_manifest(
         .await?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(client.http_error("manifest PUT", status));
+        // The registry's own error codes say why (MANIFEST_BLOB_UNKNOWN: a blob it claimed
+        // to have, or lost, is missing), so the message carries them.
+        let body = read_limited(resp, 64 << 10).await.unwrap_or_default();
+        let codes = registry_error_codes(&body);
+        let what = if codes.is_empty() {
+            "manifest PUT".to_string()
+        } else {
+            format!("manifest PUT (the registry says {codes})")
+        };
+        return Err(client.http_error(&what, status));
     }
     let reported = resp
         .headers()
@@ -641,6 +675,16 @@ async fn put_manifest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_error_codes_name_why_a_manifest_was_refused() {
+        let body = br#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:ab"},{"code":"DENIED","detail":{"x":1}}]}"#;
+        assert_eq!(
+            registry_error_codes(body),
+            "MANIFEST_BLOB_UNKNOWN: sha256:ab; DENIED"
+        );
+        assert_eq!(registry_error_codes(b"<html>oops</html>"), "");
+    }
 
     #[test]
     fn which_layers_are_recompressed() {

@@ -1,0 +1,1016 @@
+//! Faults on the remote paths (issue 18): a registry that lies during a push, a poisoned
+//! shared-cache entry, SIGKILL during a push and during a cache export, SIGKILL during a RUN
+//! with cache, bind and secret mounts. After each: never a wrong image (a clear error or a
+//! fall back to building), `cairn cache verify` clean, no stray mount or process, no secret
+//! left on disk, the registry never holding a tag whose blobs are missing, and the next
+//! push, export or build completing with the uninterrupted digest.
+//!
+//! The short form (default, `scripts/test`) tries 4 kill points per fault;
+//! `CAIRN_RELIABILITY_KILLS=N` (or `CAIRN_RELIABILITY_FULL=1`, 16) tries more.
+
+mod common;
+mod reliability_support;
+
+use common::registry::{Registry, Reply, TinyServer};
+use reliability_support::{
+    assert_verify_clean, build_cmd, full, mounts_under, run_build, Marker, Running,
+};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Kill points per fault.
+fn kills() -> usize {
+    std::env::var("CAIRN_RELIABILITY_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full() { 16 } else { 4 })
+}
+
+/// One plain HTTP/1.1 request to `addr` (Connection: close); (status, headers, body).
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply3 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Reply3 {
+        status,
+        head,
+        body: raw[split..].to_vec(),
+    }
+}
+
+struct Reply3 {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Reply3 {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// The digest the registry gives `repo:tag`.
+fn tag_digest(addr: &str, repo: &str, tag: &str) -> Option<String> {
+    let r = http(
+        addr,
+        "HEAD",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Accept", MANIFEST_ACCEPT)],
+        b"",
+    );
+    (r.status == 200).then(|| r.header("Docker-Content-Digest").unwrap())
+}
+
+/// The manifest `repo:tag` in the registry at `addr`, if there is one.
+fn manifest(addr: &str, repo: &str, tag: &str) -> Option<serde_json::Value> {
+    let r = http(
+        addr,
+        "GET",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Accept", MANIFEST_ACCEPT)],
+        b"",
+    );
+    (r.status == 200).then(|| serde_json::from_slice(&r.body).unwrap())
+}
+
+fn tags(addr: &str, repo: &str) -> Vec<String> {
+    let r = http(addr, "GET", &format!("/v2/{repo}/tags/list"), &[], b"");
+    if r.status != 200 {
+        return vec![];
+    }
+    let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    j["tags"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Every tag of `repo` names a manifest whose config and layers the registry has
+/// (asked with `GET`, which reads the bytes, not only the link).
+fn assert_every_tag_complete(addr: &str, repo: &str, what: &str) -> usize {
+    let all = tags(addr, repo);
+    for t in &all {
+        let m =
+            manifest(addr, repo, t).unwrap_or_else(|| panic!("{what}: tag {t} lists no manifest"));
+        let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_string()];
+        for l in m["layers"].as_array().unwrap() {
+            blobs.push(l["digest"].as_str().unwrap().to_string());
+        }
+        for b in blobs {
+            let r = http(addr, "GET", &format!("/v2/{repo}/blobs/{b}"), &[], b"");
+            assert_eq!(
+                r.status, 200,
+                "{what}: {repo}:{t} names blob {b} the registry lacks"
+            );
+            assert_eq!(
+                format!("sha256:{}", cairn::Digest::of_bytes(&r.body).hex()),
+                b,
+                "{what}: blob {b} of {repo}:{t} has other bytes"
+            );
+        }
+    }
+    all.len()
+}
+
+/// A proxy in front of `upstream` that answers every blob `HEAD` with 200 ("I have it")
+/// and forwards the rest.
+fn lying_proxy(upstream: &str) -> TinyServer {
+    proxy(upstream, Lie::BlobHead, Arc::default())
+}
+
+/// What [`proxy`] lies about.
+#[derive(Clone, Copy, PartialEq)]
+enum Lie {
+    Nothing,
+    /// Every blob `HEAD` answered 200 by the proxy.
+    BlobHead,
+    /// A manifest `PUT`'s `Docker-Content-Digest` replaced by another digest.
+    ManifestDigest,
+}
+
+/// A proxy in front of `upstream` that notes each request's method and path in `log`
+/// and lies as `lie` says.
+fn proxy(upstream: &str, lie: Lie, log: Arc<Mutex<Vec<String>>>) -> TinyServer {
+    let up = upstream.to_string();
+    TinyServer::start(move |req| {
+        log.lock()
+            .unwrap()
+            .push(format!("{} {}", req.method, req.path));
+        if lie == Lie::BlobHead && req.method == "HEAD" && req.path.contains("/blobs/sha256:") {
+            let d = req.path.rsplit('/').next().unwrap_or("").to_string();
+            return Reply::Full {
+                status: 200,
+                headers: vec![
+                    ("Content-Length".into(), "1234".into()),
+                    ("Docker-Content-Digest".into(), d),
+                ],
+                body: vec![],
+            };
+        }
+        let mut s = TcpStream::connect(&up).unwrap();
+        let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
+        for (k, v) in &req.headers {
+            if k != "connection" && k != "content-length" {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+        }
+        head.push_str(&format!(
+            "Connection: close\r\nContent-Length: {}\r\n\r\n",
+            req.body.len()
+        ));
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&req.body).unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        if lie == Lie::ManifestDigest && req.method == "PUT" && req.path.contains("/manifests/") {
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            let bogus = format!("sha256:{}", "0".repeat(64));
+            let out: Vec<String> = text
+                .split("\r\n")
+                .map(|l| {
+                    if l.to_ascii_lowercase().starts_with("docker-content-digest:") {
+                        format!("Docker-Content-Digest: {bogus}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect();
+            return Reply::Raw(out.join("\r\n").into_bytes());
+        }
+        Reply::Raw(raw)
+    })
+}
+
+fn write_ctx(dir: &Path, dockerfile: &str) {
+    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    std::fs::write(dir.join("app.txt"), "hello from the context\n").unwrap();
+    // Bytes gzip cannot shrink, so a push and an export take a moment.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let big: Vec<u8> = (0..(8usize << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.join("big.bin"), big).unwrap();
+}
+
+fn dockerfile(base: &str, marker: &str) -> String {
+    format!(
+        "FROM {base}
+COPY big.bin /big.bin
+RUN echo step > /step; seq 1 3000 > /seq # {marker}
+COPY app.txt /app.txt
+RUN cat /app.txt > /copy # {marker}
+"
+    )
+}
+
+/// Fault 1: a registry that claims to have every blob: the push fails (exit 4, naming the
+/// registry, the reference and the status), no tag appears, the local store stays clean,
+/// and a push to the honest registry then completes.
+#[test]
+fn a_registry_that_lies_about_blobs_gets_no_tag() {
+    common::require_root();
+    let m = Marker::new("liar");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let liar = lying_proxy(&reg.addr);
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    write_ctx(
+        ctx.path(),
+        &dockerfile(&format!("{}/base/busybox:1", reg.addr), &m.name),
+    );
+    let out = ctx.path().join("out.tar");
+    let local = format!("{}/app/web:1", liar.addr);
+    let built = run_build(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &out,
+        &["-t", &local],
+    ));
+    built.assert_ok("build");
+
+    let o = m
+        .cairn(root.path())
+        .args(["push", &local])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "push to a lying registry: {err}");
+    assert!(
+        err.contains(&liar.addr)
+            && err.contains("app/web")
+            && err.contains("400")
+            && err.contains("MANIFEST_BLOB_UNKNOWN"),
+        "the error names registry, reference and status: {err}"
+    );
+    assert!(
+        manifest(&reg.addr, "app/web", "1").is_none(),
+        "the registry holds a tag whose blobs were never sent"
+    );
+    assert_verify_clean(&m, root.path(), "after the lying push");
+    // No blob is remembered as living in the liar's repository (a mount hint).
+    let hints: Vec<String> =
+        files_containing(&[root.path()], &liar.addr, Path::new("/nonexistent"))
+            .into_iter()
+            .filter(|f| f.contains("blob-repos"))
+            .collect();
+    assert!(hints.is_empty(), "the lie was recorded: {hints:?}");
+    eprintln!(
+        "RELIABILITY liar blob HEAD: exit 4: {}",
+        err.lines().last().unwrap_or("")
+    );
+
+    // A registry that reports another digest for the manifest it stored: a failure too.
+    let wrong = proxy(&reg.addr, Lie::ManifestDigest, Arc::default());
+    let o = m
+        .cairn(root.path())
+        .args(["push", &local, &format!("{}/app/wrong:1", wrong.addr)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "wrong manifest digest: {err}");
+    assert!(
+        err.contains(&wrong.addr) && err.contains("app/wrong") && err.contains("sha256:0000"),
+        "the error names the reference and the digest the registry gave: {err}"
+    );
+    assert_verify_clean(&m, root.path(), "after the wrong-digest push");
+    eprintln!("RELIABILITY liar manifest digest: exit 4: {}", err.trim());
+
+    let honest = format!("{}/app/web:1", reg.addr);
+    let o = m
+        .cairn(root.path())
+        .args(["push", "--format=json", &local, &honest])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "honest push: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        Some(j["digest"].as_str().unwrap().to_string()),
+        tag_digest(&reg.addr, "app/web", "1")
+    );
+    assert_eq!(
+        assert_every_tag_complete(&reg.addr, "app/web", "honest push"),
+        1
+    );
+    assert_verify_clean(&m, root.path(), "after the honest push");
+}
+
+/// The registry's file for blob `d` (the filesystem storage driver's layout).
+fn blob_file(reg: &Registry, d: &str) -> PathBuf {
+    let hex = d.trim_start_matches("sha256:");
+    reg.scratch("x")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+/// Uploads `bytes` as a blob of `repo`; its digest.
+fn put_blob(addr: &str, repo: &str, bytes: &[u8]) -> String {
+    let d = format!("sha256:{}", cairn::Digest::of_bytes(bytes).hex());
+    let r = http(
+        addr,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 202);
+    let loc = r.header("Location").unwrap();
+    let loc = loc
+        .split_once(addr)
+        .map(|(_, p)| p.to_string())
+        .unwrap_or(loc);
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = http(addr, "PUT", &format!("{loc}{sep}digest={d}"), &[], bytes);
+    assert_eq!(r.status, 201, "blob PUT: {}", r.head);
+    d
+}
+
+fn put_manifest(addr: &str, repo: &str, tag: &str, m: &serde_json::Value) {
+    let body = serde_json::to_vec(m).unwrap();
+    let mt = m["mediaType"]
+        .as_str()
+        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        .to_string();
+    let r = http(
+        addr,
+        "PUT",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Content-Type", &mt)],
+        &body,
+    );
+    assert_eq!(
+        r.status,
+        201,
+        "manifest PUT: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+}
+
+/// Fault 2: poisoned shared-cache entries — layer bytes that do not match their digest, a state
+/// whose layers disagree with its manifest, a state blob swapped for one with another
+/// config — never give a wrong image: the build with `--cache-from` fails clearly or builds
+/// the step, the local store verifies clean, and the digest is the one built without cache
+/// (or the build is refused).
+#[test]
+fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
+    common::require_root();
+    let m = Marker::new("poison");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let ctx = common::tempdir();
+    write_ctx(
+        ctx.path(),
+        &dockerfile(&format!("{}/base/busybox:1", reg.addr), &m.name),
+    );
+    let cache = format!("{}/cache/poison", reg.addr);
+    let to = format!("type=registry,ref={cache},mode=max");
+    let from = format!("type=registry,ref={cache}");
+
+    // The honest digest: built without any cache.
+    let a = common::tempdir();
+    let out = a.path().join("out.tar");
+    let honest = run_build(&mut build_cmd(
+        &m,
+        a.path(),
+        ctx.path(),
+        &out,
+        &["--cache-to", &to],
+    ));
+    let (_, want) = honest.assert_ok("honest build").digests();
+    let entries = tags(&reg.addr, "cache/poison");
+    assert!(entries.len() >= 4, "the export wrote entries: {entries:?}");
+    let base_layers: Vec<String> = manifest(&reg.addr, "base/busybox", "1").unwrap()["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+
+    let check = |what: &str| {
+        let b = common::tempdir();
+        let out = b.path().join("out.tar");
+        let got = run_build(&mut build_cmd(
+            &m,
+            b.path(),
+            ctx.path(),
+            &out,
+            &["--cache-from", &from],
+        ));
+        match got.code {
+            Some(0) => assert_eq!(got.digests().1, want, "{what}: a wrong image"),
+            Some(c) => assert!(
+                !got.error().is_empty() && c != 1,
+                "{what}: exit {c} without a clear error:\n{}",
+                got.stderr
+            ),
+            None => panic!("{what}: killed"),
+        }
+        eprintln!(
+            "RELIABILITY poison {what}: exit {:?} {}; warnings: {:?}",
+            got.code,
+            got.error(),
+            got.stderr
+                .lines()
+                .filter(|l| l.contains("warn"))
+                .collect::<Vec<_>>()
+        );
+        assert_verify_clean(&m, b.path(), what);
+        // The store then builds the honest image (nothing wrong was recorded).
+        let again = run_build(&mut build_cmd(&m, b.path(), ctx.path(), &out, &[]));
+        assert_eq!(
+            again.assert_ok(what).digests().1,
+            want,
+            "{what}: next build"
+        );
+        got.code
+    };
+
+    // (a) A state whose layers are not its manifest's: every entry's manifest loses its
+    // last layer (the registry has all blobs, so it takes the manifest).
+    let originals: Vec<(String, serde_json::Value)> = entries
+        .iter()
+        .map(|t| (t.clone(), manifest(&reg.addr, "cache/poison", t).unwrap()))
+        .collect();
+    for (t, man) in &originals {
+        let mut bad = man.clone();
+        if bad["layers"].as_array().unwrap().len() > 1 {
+            bad["layers"].as_array_mut().unwrap().pop();
+            put_manifest(&reg.addr, "cache/poison", t, &bad);
+        }
+    }
+    check("state disagrees with manifest");
+
+    // (b) A state blob with another config (an env the Dockerfile never set) but the same
+    // layers: a writer of the cache ref can do this (the trust model); cairn's check is
+    // that what it takes agrees with itself. Restore the manifests with the layers and
+    // swap every state for one whose config sets POISON=1.
+    for (t, man) in &originals {
+        let cfg = man["config"]["digest"].as_str().unwrap();
+        let r = http(
+            &reg.addr,
+            "GET",
+            &format!("/v2/cache/poison/blobs/{cfg}"),
+            &[],
+            b"",
+        );
+        let mut state: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let text = serde_json::to_string(&state).unwrap();
+        if let Some(env) = find_key_mut(&mut state, "Env") {
+            env.as_array_mut()
+                .unwrap()
+                .push(serde_json::Value::from("POISON=1"));
+        }
+        assert_ne!(
+            text,
+            serde_json::to_string(&state).unwrap(),
+            "state has an Env"
+        );
+        let bytes = serde_json::to_vec(&state).unwrap();
+        let d = put_blob(&reg.addr, "cache/poison", &bytes);
+        let mut bad = man.clone();
+        bad["config"]["digest"] = d.into();
+        bad["config"]["size"] = bytes.len().into();
+        put_manifest(&reg.addr, "cache/poison", t, &bad);
+    }
+    let b = common::tempdir();
+    let out = b.path().join("out.tar");
+    let got = run_build(&mut build_cmd(
+        &m,
+        b.path(),
+        ctx.path(),
+        &out,
+        &["--cache-from", &from],
+    ));
+    if got.code == Some(0) {
+        // Taken on trust (documented): the result carries what the cache said, so the
+        // image differs — never silently the honest digest with other contents.
+        assert_ne!(
+            got.digests().1,
+            want,
+            "a changed config gives another digest"
+        );
+    }
+    eprintln!(
+        "RELIABILITY poison state with another config: exit {:?} {} digest {:?}",
+        got.code,
+        got.error(),
+        (got.code == Some(0)).then(|| got.digests().1)
+    );
+    assert_verify_clean(&m, b.path(), "state with another config");
+
+    // (c) Layer bytes that do not match their digest: restore the honest manifests, then
+    // overwrite the registry's copy of every layer of ours (not the base's) with other
+    // bytes of the same length.
+    for (t, man) in &originals {
+        put_manifest(&reg.addr, "cache/poison", t, man);
+        for l in man["layers"].as_array().unwrap() {
+            let d = l["digest"].as_str().unwrap();
+            if base_layers.iter().any(|b| b == d) {
+                continue;
+            }
+            let f = blob_file(&reg, d);
+            let mut bytes = std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            for b in bytes.iter_mut().skip(64).step_by(97) {
+                *b ^= 0x5a;
+            }
+            std::fs::write(&f, bytes).unwrap();
+        }
+    }
+    check("layer bytes do not match their digest");
+}
+
+/// `--cache-from` only reads: a build from an empty store through a recording proxy, a hit
+/// for every step and then (a changed Dockerfile) misses, sends nothing but `GET` and
+/// `HEAD` to the cache ref, and the cache's tags and manifests are unchanged after.
+#[test]
+fn cache_from_only_reads() {
+    common::require_root();
+    let m = Marker::new("readonly");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let ctx = common::tempdir();
+    let df = dockerfile(&format!("{}/base/busybox:1", reg.addr), &m.name);
+    write_ctx(ctx.path(), &df);
+    let to = format!("type=registry,ref={}/cache/ro,mode=max", reg.addr);
+    let a = common::tempdir();
+    let out = a.path().join("out.tar");
+    let want = run_build(&mut build_cmd(
+        &m,
+        a.path(),
+        ctx.path(),
+        &out,
+        &["--cache-to", &to],
+    ))
+    .assert_ok("export")
+    .digests()
+    .1;
+    let before: Vec<_> = tags(&reg.addr, "cache/ro")
+        .into_iter()
+        .map(|t| (tag_digest(&reg.addr, "cache/ro", &t), t))
+        .collect();
+
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let p = proxy(&reg.addr, Lie::Nothing, log.clone());
+    let from = format!("type=registry,ref={}/cache/ro", p.addr);
+    let b = common::tempdir();
+    let out = b.path().join("out.tar");
+    let got = run_build(&mut build_cmd(
+        &m,
+        b.path(),
+        ctx.path(),
+        &out,
+        &["--cache-from", &from],
+    ));
+    assert_eq!(got.assert_ok("from cache").digests().1, want);
+    assert!(
+        !log.lock().unwrap().is_empty(),
+        "the cache was read through the proxy"
+    );
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        df.replace("seq 1 3000", "seq 1 3001"),
+    )
+    .unwrap();
+    let c = common::tempdir();
+    let out = c.path().join("out.tar");
+    run_build(&mut build_cmd(
+        &m,
+        c.path(),
+        ctx.path(),
+        &out,
+        &["--cache-from", &from],
+    ))
+    .assert_ok("partial hit");
+    let seen = log.lock().unwrap().clone();
+    let writes: Vec<&String> = seen
+        .iter()
+        .filter(|l| !l.starts_with("GET ") && !l.starts_with("HEAD "))
+        .collect();
+    assert!(writes.is_empty(), "--cache-from wrote: {writes:?}");
+    let after: Vec<_> = tags(&reg.addr, "cache/ro")
+        .into_iter()
+        .map(|t| (tag_digest(&reg.addr, "cache/ro", &t), t))
+        .collect();
+    assert_eq!(before, after, "the cache changed");
+    eprintln!(
+        "RELIABILITY cache-from read-only: {} requests, all GET/HEAD",
+        seen.len()
+    );
+}
+
+fn find_key_mut<'a>(v: &'a mut serde_json::Value, key: &str) -> Option<&'a mut serde_json::Value> {
+    match v {
+        serde_json::Value::Object(o) => {
+            if o.get(key).is_some_and(|x| x.is_array()) {
+                return o.get_mut(key);
+            }
+            o.values_mut().find_map(|x| find_key_mut(x, key))
+        }
+        _ => None,
+    }
+}
+
+/// When the build's last step reported `done` (or came from the cache), if it has.
+fn last_step_done(seen: &[reliability_support::Seen]) -> Option<Duration> {
+    let mut total = None;
+    for s in seen {
+        let Some(e) = s.event() else { continue };
+        if e["event"] == "step" {
+            total = e["total"].as_u64();
+        }
+        if e["event"] == "done" && total.is_some() && e["step"].as_u64() == total {
+            return Some(s.at);
+        }
+    }
+    None
+}
+
+/// Fault 3a: SIGKILL during a push: the registry never holds a tag whose blobs are missing, the
+/// store verifies clean, the next push completes with the image's digest.
+#[test]
+fn sigkill_during_push_leaves_no_tag_without_blobs() {
+    common::require_root();
+    let m = Marker::new("killpush");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    write_ctx(
+        ctx.path(),
+        &dockerfile(&format!("{}/base/busybox:1", reg.addr), &m.name),
+    );
+    let out = ctx.path().join("out.tar");
+    let local = "local/app:1";
+    let built = run_build(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &out,
+        &["-t", local],
+    ));
+    built.assert_ok("build");
+
+    // How long an uninterrupted push into an empty registry takes (the shorter of two,
+    // so the kills land inside a warm push).
+    let mut span = Duration::MAX;
+    let mut want = String::new();
+    for _ in 0..2 {
+        let timing = Registry::start();
+        let t0 = Instant::now();
+        let o = m
+            .cairn(root.path())
+            .args([
+                "push",
+                "--format=json",
+                local,
+                &format!("{}/app/web:1", timing.addr),
+            ])
+            .output()
+            .unwrap();
+        span = span.min(t0.elapsed());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        want = j["digest"].as_str().unwrap().to_string();
+    }
+
+    let n = kills();
+    let (mut survived, mut landed) = (0, 0);
+    for i in 0..n {
+        // A fresh registry per kill, so every blob has to be sent.
+        let target = Registry::start();
+        let dest = format!("{}/app/web:1", target.addr);
+        let at = span.mul_f64((i as f64 + 0.5) / n as f64);
+        let mut run = Running::spawn(m.cairn(root.path()).args(["push", local, &dest]));
+        let killed = run.kill_when(|t, _| t >= at);
+        landed += killed as usize;
+        let what = format!("push kill {i} at {at:?} (killed: {killed})");
+        assert!(m.strays().is_empty(), "{what}: processes left");
+        assert_every_tag_complete(&target.addr, "app/web", &what);
+        assert_verify_clean(&m, root.path(), &what);
+        let o = m
+            .cairn(root.path())
+            .args(["push", "--format=json", local, &dest])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{what}: next push: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["digest"], want.as_str(), "{what}");
+        assert_eq!(assert_every_tag_complete(&target.addr, "app/web", &what), 1);
+        survived += 1;
+        eprintln!("{what}: survived");
+    }
+    eprintln!("RELIABILITY push-sigkill tries={n} killed-mid-push={landed} survived={survived}");
+    assert!(
+        landed * 2 >= n,
+        "only {landed} of {n} kills landed inside a push"
+    );
+}
+
+/// Fault 3b: SIGKILL during a build with `--cache-to` (spread over the build and its export):
+/// every tag of the cache ref names blobs the registry has, the store verifies clean, the
+/// next build exports, and a fresh store reading the cache gets the uninterrupted digest.
+#[test]
+fn sigkill_during_cache_export_leaves_no_entry_without_blobs() {
+    common::require_root();
+    let m = Marker::new("killexport");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let ctx = common::tempdir();
+    write_ctx(
+        ctx.path(),
+        &dockerfile(&format!("{}/base/busybox:1", reg.addr), &m.name),
+    );
+
+    // The uninterrupted build, into a cache of its own: how long its export (from the
+    // last step's `done` to the end) takes.
+    let first = common::tempdir();
+    let out = first.path().join("out.tar");
+    let to0 = format!("type=registry,ref={}/cache/timing,mode=max", reg.addr);
+    let mut run = Running::spawn(&mut build_cmd(
+        &m,
+        first.path(),
+        ctx.path(),
+        &out,
+        &["--cache-to", &to0],
+    ));
+    assert_eq!(run.wait(), Some(0), "uninterrupted build failed");
+    let end = run.started.elapsed();
+    let done = last_step_done(&run.seen).expect("the last step's done event");
+    let span = end.saturating_sub(done);
+    let b = run_build(&mut build_cmd(&m, first.path(), ctx.path(), &out, &[]));
+    let (_, want) = b.assert_ok("uninterrupted").digests();
+
+    let n = kills();
+    let (mut survived, mut landed) = (0, 0);
+    for i in 0..n {
+        let repo = format!("cache/k{i}");
+        let to = format!("type=registry,ref={}/{repo},mode=max", reg.addr);
+        let root = common::tempdir();
+        let out = root.path().join("out.tar");
+        // Spread over the export: after the last step is done.
+        let after = span.mul_f64(i as f64 / n as f64);
+        let mut run = Running::spawn(&mut build_cmd(
+            &m,
+            root.path(),
+            ctx.path(),
+            &out,
+            &["--cache-to", &to],
+        ));
+        let killed = run.kill_when(|t, seen| last_step_done(seen).is_some_and(|d| t >= d + after));
+        landed += killed as usize;
+        let at = after;
+        let what = format!("export kill {i} at done+{at:?} (killed: {killed})");
+        assert!(m.strays().is_empty(), "{what}: processes left");
+        assert!(
+            mounts_under(&[root.path()]).is_empty(),
+            "{what}: mounts left"
+        );
+        let entries = assert_every_tag_complete(&reg.addr, &repo, &what);
+        assert_verify_clean(&m, root.path(), &what);
+        let next = run_build(&mut build_cmd(
+            &m,
+            root.path(),
+            ctx.path(),
+            &out,
+            &["--cache-to", &to],
+        ));
+        assert_eq!(
+            next.assert_ok(&what).digests().1,
+            want,
+            "{what}: next build"
+        );
+        let after = assert_every_tag_complete(&reg.addr, &repo, &what);
+        assert!(
+            after >= 4 && after >= entries,
+            "{what}: export completed ({after} entries)"
+        );
+        // A fresh store reading the cache: the uninterrupted digest.
+        let fresh = common::tempdir();
+        let fout = fresh.path().join("out.tar");
+        let from = format!("type=registry,ref={}/{repo}", reg.addr);
+        let got = run_build(&mut build_cmd(
+            &m,
+            fresh.path(),
+            ctx.path(),
+            &fout,
+            &["--cache-from", &from],
+        ));
+        assert_eq!(
+            got.assert_ok(&what).digests().1,
+            want,
+            "{what}: from the cache"
+        );
+        assert_verify_clean(&m, fresh.path(), &what);
+        survived += 1;
+        eprintln!("{what}: survived ({entries} entries before, {after} after)");
+    }
+    eprintln!(
+        "RELIABILITY export-sigkill tries={n} killed-mid-export={landed} survived={survived}"
+    );
+    assert!(
+        landed * 2 >= n,
+        "only {landed} of {n} kills landed inside an export"
+    );
+}
+
+/// Whether a `step` event is the mounted RUN's.
+fn is_mount_step(e: &serde_json::Value) -> bool {
+    e["text"].as_str().is_some_and(|t| t.contains("--mount"))
+}
+
+/// Files under `dirs` (not `except`) whose bytes contain `needle`.
+fn files_containing(dirs: &[&Path], needle: &str, except: &Path) -> Vec<String> {
+    let out = std::process::Command::new("grep")
+        .args(["-rlsF", "--devices=skip", "--", needle])
+        .args(dirs)
+        .output()
+        .expect("grep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !Path::new(l).starts_with(except))
+        .map(String::from)
+        .collect()
+}
+
+/// Fault 4: SIGKILL during a RUN with cache, bind and secret mounts: no mount and no process
+/// left, the secret's bytes nowhere on disk (store, /tmp, /var/tmp), the store verifies
+/// clean, and the next build gives the uninterrupted digest.
+#[test]
+fn sigkill_during_run_with_mounts_leaves_no_mount_or_secret() {
+    common::require_root();
+    let m = Marker::new("killmounts");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let ctx = common::tempdir();
+    let secret_dir = common::tempdir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let secret = format!("cairn-kill-s3cret-{}-{nanos:x}", std::process::id());
+    let secret_file = secret_dir.path().join("tok");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let secret_arg = format!("id=tok,src={}", secret_file.display());
+    write_ctx(
+        ctx.path(),
+        &format!(
+            "FROM {}/base/busybox:1
+RUN --mount=type=cache,target=/cache,sharing=locked --mount=type=bind,source=app.txt,target=/ctx/app.txt --mount=type=secret,id=tok,required \
+    set -e; cat /ctx/app.txt > /out; test -s /run/secrets/tok && echo has-secret >> /out; \
+    for i in $(seq 1 20); do echo $i >> /cache/log; sleep 0.05; done; echo END # {}
+RUN echo after > /after # {}
+",
+            reg.addr, m.name, m.name
+        ),
+    );
+    let extra = ["--secret", secret_arg.as_str()];
+
+    // The uninterrupted build: its digest, and how long the mounted RUN takes.
+    let first = common::tempdir();
+    let out = first.path().join("out.tar");
+    let mut run = Running::spawn(&mut build_cmd(&m, first.path(), ctx.path(), &out, &extra));
+    assert_eq!(run.wait(), Some(0), "uninterrupted build failed");
+    let events: Vec<(Duration, serde_json::Value)> = run
+        .seen
+        .iter()
+        .filter_map(|s| Some((s.at, s.event()?)))
+        .collect();
+    let (run_start, mount_no) = events
+        .iter()
+        .find(|(_, e)| e["event"] == "step" && is_mount_step(e))
+        .map(|(t, e)| (*t, e["step"].clone()))
+        .expect("the mounted RUN started");
+    let run_done = events
+        .iter()
+        .find(|(_, e)| e["event"] == "done" && e["step"] == mount_no)
+        .map(|(t, _)| *t)
+        .expect("the mounted RUN done");
+    let span = run_done.saturating_sub(run_start);
+    let want = run_build(&mut build_cmd(&m, first.path(), ctx.path(), &out, &extra))
+        .assert_ok("uninterrupted")
+        .digests()
+        .1;
+    let tmp = std::env::temp_dir();
+
+    let n = kills();
+    let (mut survived, mut landed) = (0, 0);
+    for i in 0..n {
+        let root = common::tempdir();
+        let out = root.path().join("out.tar");
+        let after = span.mul_f64((i as f64 + 0.5) / n as f64);
+        let mut run = Running::spawn(&mut build_cmd(&m, root.path(), ctx.path(), &out, &extra));
+        let mut started = None;
+        let killed = run.kill_when(|t, seen| {
+            if started.is_none() {
+                started = seen
+                    .iter()
+                    .find(|s| {
+                        s.event()
+                            .is_some_and(|e| e["event"] == "step" && is_mount_step(&e))
+                    })
+                    .map(|s| s.at);
+            }
+            started.is_some_and(|s| t >= s + after)
+        });
+        let in_run = !run.seen.iter().any(|s| {
+            s.event()
+                .is_some_and(|e| e["event"] == "done" && e["step"] == mount_no)
+        });
+        landed += (killed && in_run) as usize;
+        if !killed {
+            let lines: Vec<&str> = run.seen.iter().map(|s| s.line.as_str()).collect();
+            eprintln!("not killed; it printed:\n{}", lines.join("\n"));
+        }
+        let what = format!("mounts kill {i} at RUN+{after:?} (killed: {killed}, in RUN: {in_run})");
+        assert!(
+            m.strays().is_empty(),
+            "{what}: processes left: {:?}",
+            m.strays()
+        );
+        let stray = mounts_under(&[root.path(), ctx.path(), secret_dir.path()]);
+        assert!(stray.is_empty(), "{what}: mounts left: {stray:?}");
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !info.contains(&m.name) && !info.contains(&*root.path().to_string_lossy()),
+            "{what}: a mount names the build: {info}"
+        );
+        let hits = files_containing(
+            &[root.path(), &tmp, Path::new("/var/tmp")],
+            &secret,
+            secret_dir.path(),
+        );
+        assert!(hits.is_empty(), "{what}: the secret is on disk: {hits:?}");
+        assert_verify_clean(&m, root.path(), &what);
+        let next = run_build(&mut build_cmd(&m, root.path(), ctx.path(), &out, &extra));
+        assert_eq!(
+            next.assert_ok(&what).digests().1,
+            want,
+            "{what}: next build"
+        );
+        assert!(
+            !next.stderr.contains(&secret),
+            "{what}: the secret in the log"
+        );
+        let hits = files_containing(&[root.path()], &secret, secret_dir.path());
+        assert!(
+            hits.is_empty(),
+            "{what}: the secret is in the store: {hits:?}"
+        );
+        survived += 1;
+        eprintln!("{what}: survived");
+    }
+    eprintln!("RELIABILITY mounts-sigkill tries={n} killed-in-run={landed} survived={survived}");
+    assert!(
+        landed * 2 >= n,
+        "only {landed} of {n} kills landed inside the RUN"
+    );
+}

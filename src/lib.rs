@@ -13,6 +13,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod codec;
 pub mod context;
 pub mod digest;
 pub mod dockerfile;

@@ -1,103 +1,20 @@
-//! [`Compression`]: how a layer blob is compressed, with encoders whose output bytes are
-//! pinned (level, header fields, backend, worker count) so a layer's blob digest depends on
-//! nothing but its tar.
+//! The layer writer's encoders for each [`Compression`], whose output bytes are pinned
+//! (level, header fields, backend, worker count) so a layer's blob digest depends on nothing
+//! but its tar. What a compression is, and how to read one back, is the leaf
+//! [`crate::codec`].
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::io::{self, Read, Write};
-use std::str::FromStr;
+use std::io::{self, Write};
 
 use super::pargz::ParGzEncoder;
-
-/// OCI media type of an uncompressed layer.
-pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-/// OCI media type of a gzip layer.
-pub const MEDIA_TYPE_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// OCI media type of a zstd layer.
-pub const MEDIA_TYPE_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-/// Docker schema 2 media type of an uncompressed layer.
-pub const DOCKER_MEDIA_TYPE_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
-/// Docker schema 2 media type of a gzip layer (what most registries serve).
-pub const DOCKER_MEDIA_TYPE_TAR_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub use crate::codec::{
+    decoder, Compression, InvalidCompression, DOCKER_MEDIA_TYPE_TAR, DOCKER_MEDIA_TYPE_TAR_GZIP,
+    MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD,
+};
 
 /// Pinned gzip level (the gzip tool's default); changing it changes every gzip digest.
 pub const GZIP_LEVEL: u32 = 6;
 /// Pinned zstd level (zstd's default).
 pub const ZSTD_LEVEL: i32 = 3;
-
-/// Layer compression, as `--compression` and `LayerOptions` take it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    None,
-    Gzip,
-    #[default]
-    Zstd,
-}
-
-impl Compression {
-    /// The OCI media type of a layer compressed this way.
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Compression::None => MEDIA_TYPE_TAR,
-            Compression::Gzip => MEDIA_TYPE_TAR_GZIP,
-            Compression::Zstd => MEDIA_TYPE_TAR_ZSTD,
-        }
-    }
-
-    /// The compression a layer media type (OCI or Docker, distributable or not) implies.
-    pub fn from_media_type(media_type: &str) -> Option<Compression> {
-        let m = media_type;
-        if m.ends_with("+zstd") || m.ends_with(".zstd") {
-            Some(Compression::Zstd)
-        } else if m.ends_with("+gzip") || m.ends_with(".gzip") {
-            Some(Compression::Gzip)
-        } else if m.ends_with(".tar") {
-            Some(Compression::None)
-        } else {
-            None
-        }
-    }
-
-    /// The compression the first bytes of a blob show (magic numbers), for blobs whose
-    /// media type lies or is missing; anything unrecognised is taken as a plain tar.
-    pub fn sniff(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        })
-    }
-}
-
-/// A `--compression` value that is not `none`, `gzip` or `zstd`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown compression {0:?}: expected none, gzip or zstd")]
-pub struct InvalidCompression(pub String);
-
-impl FromStr for Compression {
-    type Err = InvalidCompression;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "none" | "uncompressed" | "tar" => Ok(Compression::None),
-            "gzip" | "gz" => Ok(Compression::Gzip),
-            "zstd" | "zst" => Ok(Compression::Zstd),
-            _ => Err(InvalidCompression(s.to_string())),
-        }
-    }
-}
 
 /// Compression workers (gzip blocks, zstd jobs): every core, at most 8. Any count ≥ 1 gives the same bytes (zstd's multi-threaded format does not
 /// depend on the number of workers; `zstd_output_independent_of_workers` pins that), while 0
@@ -165,18 +82,10 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
-/// A reader that decompresses `r` (compressed as `c`); for unpacking and recompressing.
-pub fn decoder<'a, R: Read + 'a>(c: Compression, r: R) -> io::Result<Box<dyn Read + 'a>> {
-    Ok(match c {
-        Compression::None => Box::new(r),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        Compression::Zstd => Box::new(zstd::Decoder::new(r)?),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn compress(c: Compression, data: &[u8], workers: u32) -> Vec<u8> {
         let mut e = Encoder::with_workers(c, Vec::new(), workers).unwrap();

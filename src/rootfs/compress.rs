@@ -4,7 +4,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
-pub use crate::layer::Compression;
+pub use crate::codec::Compression;
 
 /// Wraps a blob reader in the decompressor its magic bytes call for.
 pub fn decompressed<'a>(reader: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {

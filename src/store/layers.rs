@@ -10,8 +10,8 @@
 //! files this user cannot read are counted as unchecked rather than reported.
 
 use super::{Error, Store};
+use crate::codec::{decoder, Compression};
 use crate::digest::{Digest, HashingReader};
-use crate::layer::{decoder, Compression};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader};

@@ -9,7 +9,6 @@
 //! ([`UnpackJob`], a job of the privilege broker `crate::userns`), so owners survive.
 //! What could not be reproduced goes to the caller's `warn` sink, never to stderr.
 
-mod compress;
 mod secure;
 mod unpack;
 
@@ -18,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::io::StdinLock;
 use std::path::{Path, PathBuf};
 
-pub use compress::{decompressed, Compression};
+pub use crate::codec::{decompressed, Compression};
 pub use unpack::unpack_tar;
 use unpack::{skipped_summary, unpack_as, Access};
 

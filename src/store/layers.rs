@@ -10,11 +10,11 @@
 //! files this user cannot read are counted as unchecked rather than reported.
 
 use super::{Error, Store};
-use crate::codec::{decoder, Compression};
+use crate::codec::decompressed;
 use crate::digest::{Digest, HashingReader};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
 /// What a layer's tar says a path is.
@@ -104,9 +104,7 @@ pub(crate) fn check_dir(store: &Store, blob: &Digest, dir: &Path) -> Result<DirC
 }
 
 fn read_expectations(file: fs::File) -> io::Result<BTreeMap<PathBuf, Expect>> {
-    let mut buffered = BufReader::with_capacity(256 * 1024, file);
-    let kind = Compression::sniff(buffered.fill_buf()?);
-    let mut archive = tar::Archive::new(decoder(kind, buffered)?);
+    let mut archive = tar::Archive::new(decompressed(file)?);
     let mut out = BTreeMap::new();
     for entry in archive.entries()? {
         let mut entry = entry?;

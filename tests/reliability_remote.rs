@@ -119,8 +119,17 @@ fn tags(addr: &str, repo: &str) -> Vec<String> {
 fn assert_every_tag_complete(addr: &str, repo: &str, what: &str) -> usize {
     let all = tags(addr, repo);
     for t in &all {
-        let m =
-            manifest(addr, repo, t).unwrap_or_else(|| panic!("{what}: tag {t} lists no manifest"));
+        // The client was killed, but the registry may still be handling its last manifest
+        // `PUT`: distribution creates the tag's directory (which `tags/list` reads) before it
+        // writes the link to the manifest. A tag counts once that request has had time to end.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let m = loop {
+            match manifest(addr, repo, t) {
+                Some(m) => break m,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                None => panic!("{what}: tag {t} lists no manifest"),
+            }
+        };
         let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_string()];
         for l in m["layers"].as_array().unwrap() {
             blobs.push(l["digest"].as_str().unwrap().to_string());

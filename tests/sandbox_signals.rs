@@ -45,8 +45,10 @@ fn kill_running_ends_every_process_of_the_step_and_cleans_up() {
     );
 }
 
+/// Twenty sandboxes in a row each run `true` and exit 0; the time each took is printed as a
+/// figure (timing targets live in `scripts/bench`, not in tests).
 #[test]
-fn overhead_of_a_sandbox_for_true() {
+fn twenty_sandboxes_in_a_row_run_true() {
     common::require_root();
     let t = Step::busybox();
     t.run_argv(&["/bin/true"]);
@@ -65,7 +67,6 @@ fn overhead_of_a_sandbox_for_true() {
         "BENCH sandbox for `true`: {each:?} wall, {cpu:.1} ms CPU per step (debug build, mean of {n}, load {})",
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').next().unwrap_or("?")
     );
-    assert!(each < Duration::from_secs(2), "{each:?}");
 }
 
 fn ticks_per_second() -> f64 {

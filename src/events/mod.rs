@@ -172,8 +172,9 @@ pub enum Event<'a> {
         seconds: f64,
         stages: &'a [(String, f64)],
     },
-    /// A running step was stopped because another stage failed or the build was
-    /// interrupted (BuildKit's `CANCELED`); the failure itself is told by `error`.
+    /// A running step was stopped because a step of another stage failed (BuildKit's
+    /// `CANCELED`); that failure is told by `error`. A step the user interrupts is the
+    /// failure itself, and says nothing here.
     Canceled { step: usize },
     /// A general message (resolving a base, waiting for a lock, loading).
     Info { message: &'a str },

@@ -501,3 +501,53 @@ fn push_bounded(q: &mut VecDeque<String>, s: String, cap: usize) {
     }
     q.push_back(s);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step<'a>(step: usize, stage: &'a str) -> Event<'a> {
+        Event::Step {
+            step,
+            total: 9,
+            stage,
+            text: "RUN work",
+            key: "sha256:k",
+            cached: false,
+        }
+    }
+
+    fn running(view: &View) -> Vec<usize> {
+        view.state.lock().unwrap().keys().copied().collect()
+    }
+
+    /// Steps of parallel stages run side by side in the view: a new step ends only an
+    /// unfinished step of its own stage (`cairn key` never says DONE), and a canceled
+    /// sibling leaves the view without being reported as the failure.
+    #[test]
+    fn steps_of_different_stages_stay_on_screen_together() {
+        let view = View::new(
+            TtyOptions {
+                log_lines: 2,
+                color: false,
+            },
+            false,
+        );
+        view.event(&step(1, "a"));
+        view.event(&step(2, "b"));
+        view.event(&Event::Output { step: 1, line: "x" });
+        assert_eq!(running(&view), [1, 2]);
+        // Stage a's next step: its unfinished one is final, b's runs on.
+        view.event(&step(3, "a"));
+        assert_eq!(running(&view), [2, 3]);
+        view.event(&Event::Done {
+            step: 3,
+            seconds: 0.1,
+            stages: &[],
+        });
+        assert_eq!(running(&view), [2]);
+        view.event(&Event::Canceled { step: 2 });
+        assert!(running(&view).is_empty());
+        view.close();
+    }
+}

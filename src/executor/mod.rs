@@ -196,6 +196,8 @@ struct Builder<'a> {
     rep: &'a Reporter,
     /// This build's own token: cancelled with the caller's, and when a stage fails.
     cancel: Cancel,
+    /// The caller's token (the user's Ctrl-C).
+    caller_cancel: &'a Cancel,
     /// The sandbox's kill group of this build's steps (what cancelling kills).
     group: u64,
     key_only: bool,
@@ -224,7 +226,7 @@ impl<'a> Builder<'a> {
         // The sandbox tracks its running steps itself; stopping them is its job. The
         // build's own token stops only this build's steps.
         let group = crate::sandbox::new_group();
-        let cancel = cancel.child();
+        let (caller_cancel, cancel) = (cancel, cancel.child());
         cancel.on_cancel(move || crate::sandbox::kill_group(group));
         let frontend::Frontend {
             df_name,
@@ -241,6 +243,7 @@ impl<'a> Builder<'a> {
             opts,
             rep,
             cancel,
+            caller_cancel,
             group,
             key_only,
             plan,
@@ -602,9 +605,10 @@ impl<'a> Builder<'a> {
                     }
                     let (next, timings) = steps::execute(&self.env(), &mut facts, &step, prepared)
                         .map_err(|e| {
-                            // Stopped because another stage failed (or the user asked):
-                            // said as such, so no view shows this step as the failure.
-                            if self.cancel.is_cancelled() {
+                            // Stopped because another stage failed: said as such, so no
+                            // view shows this step as the failure. (Stopped by the user,
+                            // it is the failure shown, with its output.)
+                            if self.cancel.is_cancelled() && !self.caller_cancel.is_cancelled() {
                                 self.rep.emit(&Event::Canceled { step: step_no });
                             }
                             Error::at_line(&self.df_name, line, e)

@@ -786,3 +786,55 @@ fn add_unpack_true_extracts_a_downloaded_archive() {
     assert!(!layers[0].contains_key("x/t.tar"), "{:?}", layers[0]);
     assert!(layers[1].contains_key("y/t.tar"), "{:?}", layers[1]);
 }
+
+#[test]
+fn workdir_creates_its_directory_owned_by_the_user_in_force() {
+    // BuildKit's dispatchWorkdir: a WORKDIR other than `/` is a mkdir -p (mode 0755) with
+    // its own layer (testWorkdirCreatesDir: `FROM scratch` + `WORKDIR /foo` has `/foo`);
+    // after USER the directories it creates belong to that user (testWorkdirUser); one
+    // that exists is left as it is (testWorkdirExists), so that step adds no layer.
+    common::require_root();
+    let layers = build_layers(
+        &[
+            (
+                "passwd",
+                Some("root:x:0:0::/root:/bin/sh\nuser:x:1000:1001::/home/user:/bin/sh\n"),
+            ),
+            ("group", Some("root:x:0:\nuser:x:1001:\n")),
+            ("owned/keep", Some("k")),
+        ],
+        "FROM scratch\n\
+         COPY passwd group /etc/\n\
+         COPY --chown=5:6 owned /owned\n\
+         WORKDIR /foo\n\
+         WORKDIR /\n\
+         USER user\n\
+         WORKDIR /mydir/sub\n\
+         WORKDIR /owned\n\
+         WORKDIR /foo\n\
+         WORKDIR deeper\n",
+    );
+    type Owned<'a> = Vec<(&'a str, (u64, u64, u32))>;
+    let summary: Vec<Owned> = layers
+        .iter()
+        .skip(2)
+        .map(|l| {
+            l.iter()
+                .map(|(p, e)| (p.as_str(), (e.uid, e.gid, e.mode)))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            vec![("foo", (0, 0, 0o755))],
+            vec![
+                ("mydir", (1000, 1001, 0o755)),
+                ("mydir/sub", (1000, 1001, 0o755))
+            ],
+            // `/foo` exists (root's, and stays so); only `deeper` is new.
+            vec![("foo", (0, 0, 0o755)), ("foo/deeper", (1000, 1001, 0o755))],
+        ],
+        "{layers:?}"
+    );
+}

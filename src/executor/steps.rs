@@ -325,6 +325,15 @@ pub(super) fn execute(
         (Expanded::Add(c), prepared) => {
             copy_step(env, step.state, c, true, prepared, &mut timings)?
         }
+        (Expanded::Workdir(_), _) => {
+            // How WORKDIR changes the config is dispatch's rule; the history entry is
+            // written below, with the layer of the directory it creates.
+            let mut applied = next.config.clone();
+            dispatch::apply(&mut applied, facts, step.exp, history.clone());
+            next.config.config.working_dir = applied.config.working_dir;
+            let dir = next.config.config.working_dir.clone().unwrap_or_default();
+            workdir_step(env, step.state, &dir, &mut timings)?
+        }
         (other, _) => {
             dispatch::apply(&mut next.config, facts, other, history);
             return Ok((next, timings));
@@ -708,6 +717,66 @@ fn copy_step(
     let t = Instant::now();
     let opts = layer_options(env, chown)?;
     let layer = reported_layer(env, &format!("for {dest}"), || {
+        Ok(layer::from_upper(env.store, &root, &opts)?)
+    })?;
+    timings.push(("layer".into(), progress::secs(t.elapsed())));
+    Ok(layer)
+}
+
+/// WORKDIR's directory, as BuildKit's `dispatchWorkdir` makes it: `mkdir -p` with mode
+/// 0755, the directories it creates owned by the USER in force (resolved in the image),
+/// the image's symlinks followed inside its root. A directory that exists (or `/`) is left
+/// alone and the step adds no layer; a file on the way is an error, as mkdir's.
+fn workdir_step(
+    env: &StepEnv<'_>,
+    state: &State,
+    dir: &str,
+    timings: &mut Vec<(String, f64)>,
+) -> Result<Option<layer::Layer>> {
+    let t = Instant::now();
+    let image = lowers(env, &state.layers)?;
+    let Some(first_missing) = super::merge::first_missing_dir(&image, dir)? else {
+        return Ok(None);
+    };
+    let tmp = env.store.temp_dir("workdir-")?;
+    let root = tmp.path().join("root");
+    let rel = dir.trim_start_matches('/');
+    let mut at = root.clone();
+    for comp in std::path::Path::new(rel).components() {
+        at.push(comp);
+        if std::fs::symlink_metadata(&at).is_err() {
+            std::fs::create_dir_all(&at)
+                .and_then(|()| {
+                    std::fs::set_permissions(
+                        &at,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                    )
+                })
+                .map_err(|e| Error::io(format!("WORKDIR: cannot create {}", at.display()), e))?;
+        }
+    }
+    let mut existing = super::merge::inherit_existing_dirs(&image, &root, dir, env.privilege)?;
+    super::merge::follow_image_symlinks(&image, &root, env.privilege, &mut existing)?;
+    let user = state.config.config.user.clone().unwrap_or_default();
+    let chown = if user.is_empty() {
+        None
+    } else {
+        let (uid, gid, _) = sandbox::resolve_user(&image, &user)?;
+        if env.privilege.is_root() {
+            super::merge::chown_created(&root, &existing, uid, gid)?;
+            None
+        } else {
+            Some(Chown {
+                prefix: first_missing,
+                uid,
+                gid,
+            })
+        }
+    };
+    timings.push(("mkdir".into(), progress::secs(t.elapsed())));
+    let t = Instant::now();
+    let opts = layer_options(env, chown)?;
+    let layer = reported_layer(env, &format!("for {dir}"), || {
         Ok(layer::from_upper(env.store, &root, &opts)?)
     })?;
     timings.push(("layer".into(), progress::secs(t.elapsed())));

@@ -161,8 +161,10 @@ impl Expanded {
             Expanded::Copy(c) | Expanded::Add(c) => copy_json(c),
             Expanded::Env(kv) | Expanded::Label(kv) => pairs_json(kv),
             Expanded::Arg(a) => a.iter().map(|(k, v)| json!([k, v])).collect(),
-            Expanded::Workdir(s)
-            | Expanded::User(s)
+            // Marked as the step that creates its directory: cache entries made when
+            // WORKDIR only changed the config must not be hits.
+            Expanded::Workdir(s) => json!({ "path": s, "mkdir": true }),
+            Expanded::User(s)
             | Expanded::StopSignal(s)
             | Expanded::Onbuild(s)
             | Expanded::Maintainer(s) => json!(s),

@@ -503,10 +503,20 @@ fn build_context_layers(
     dir: &std::path::Path,
     ctx: &std::path::Path,
 ) -> Vec<std::collections::BTreeMap<String, Entry>> {
+    build_layers_with(dir, ctx, &["--pull=never"])
+}
+
+/// [`build_context_layers`] with `args` instead of `--pull=never`.
+fn build_layers_with(
+    dir: &std::path::Path,
+    ctx: &std::path::Path,
+    args: &[&str],
+) -> Vec<std::collections::BTreeMap<String, Entry>> {
     let layout = dir.join("oci");
     let out = common::run(
         common::cairn(&dir.join("store"))
-            .args(["build", "--pull=never", "--compression=none"])
+            .args(["build", "--compression=none"])
+            .args(args)
             .arg("-o")
             .arg(format!(
                 "type=oci,dest={},compression=uncompressed",
@@ -837,4 +847,56 @@ fn workdir_creates_its_directory_owned_by_the_user_in_force() {
         ],
         "{layers:?}"
     );
+}
+
+#[test]
+fn an_onbuild_copy_from_a_stage_of_the_child_builds_end_to_end() {
+    // BuildKit reads each base's config before it plans the stage graph, so a trigger's
+    // `COPY --from=src` names a stage of the child's Dockerfile (testOnBuildNamedContext,
+    // the "stage src is not part of this build plan" case of issue 14) and that stage is
+    // built first, even though nothing else in the child names it.
+    common::require_root();
+    let reg = common::registry::Registry::start();
+    let dir = common::tempdir();
+    let base_ctx = dir.path().join("base");
+    fs::create_dir_all(&base_ctx).unwrap();
+    fs::write(base_ctx.join("marker"), "base").unwrap();
+    fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY marker /marker\nONBUILD COPY --from=src /out /from-src\n",
+    )
+    .unwrap();
+    let base = format!("{}/onbuild/base:1", reg.addr);
+    let out = common::run(
+        common::cairn(&dir.path().join("store"))
+            .args(["build", "-q", "--push", "-t", &base])
+            .arg(&base_ctx),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let child = dir.path().join("child");
+    fs::create_dir_all(&child).unwrap();
+    fs::write(child.join("f"), "from the child's stage").unwrap();
+    fs::write(
+        child.join("Dockerfile"),
+        format!("FROM scratch AS src\nCOPY f /out/f\nFROM {base} AS child\nENV A=1\n"),
+    )
+    .unwrap();
+    let layers = build_layers_with(dir.path(), &child, &[]);
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    assert!(layers[0].contains_key("marker"), "{layers:?}");
+    assert!(layers[1].contains_key("from-src/f"), "{layers:?}");
+
+    // A stage of the same Dockerfile as the base: its ONBUILD triggers plan the same way.
+    let df = dockerfile::parse(
+        "FROM scratch AS src\nCOPY f /out\nFROM scratch AS base\nONBUILD COPY --from=src /out /out\nFROM base\nENV A=1\n",
+        "Dockerfile",
+    )
+    .unwrap();
+    let p = plan::plan(&df, &opts()).unwrap();
+    let planned: Vec<_> = p.stages.iter().map(|s| s.index).collect();
+    assert_eq!(planned, [0, 1, 2]);
 }

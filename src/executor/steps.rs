@@ -120,15 +120,16 @@ fn network_str(n: Network) -> &'static str {
     }
 }
 
-/// Parses a base image's ONBUILD trigger into an instruction of this stage.
-pub(super) fn parse_trigger(text: &str) -> Result<Spanned<Instruction>> {
+/// Parses a base image's ONBUILD trigger into an instruction of this stage, located at the
+/// stage's FROM line (a trigger has no line of its own).
+pub(super) fn parse_trigger(text: &str, from_line: usize) -> Result<Spanned<Instruction>> {
     let node = crate::dockerfile::parse_instruction_line(text)?;
     Ok(Spanned {
         node,
         span: crate::dockerfile::Span {
-            line: 0,
+            line: from_line,
             col: 1,
-            end_line: 0,
+            end_line: from_line,
         },
         original: format!("ONBUILD {text}"),
     })
@@ -914,7 +915,7 @@ mod tests {
 
     #[test]
     fn an_onbuild_trigger_parses_as_an_instruction_of_the_child() {
-        let t = parse_trigger("RUN make install").unwrap();
+        let t = parse_trigger("RUN make install", 3).unwrap();
         assert!(matches!(t.node, Instruction::Run(_)));
         assert_eq!(t.original, "ONBUILD RUN make install");
         assert_eq!(
@@ -922,7 +923,7 @@ mod tests {
             "ONBUILD RUN make install",
             "the history shows where the step came from"
         );
-        assert!(parse_trigger("NOT-AN-INSTRUCTION x").is_err());
+        assert!(parse_trigger("NOT-AN-INSTRUCTION x", 3).is_err());
     }
 
     /// A step environment built from parts, as any test can: no builder needed.

@@ -900,3 +900,25 @@ fn an_onbuild_copy_from_a_stage_of_the_child_builds_end_to_end() {
     let planned: Vec<_> = p.stages.iter().map(|s| s.index).collect();
     assert_eq!(planned, [0, 1, 2]);
 }
+
+#[test]
+fn add_unpack_true_of_a_url_has_a_key_of_its_own() {
+    // Before `ADD --unpack=true <url>` extracted the download, it copied the archive as a
+    // file under the same key text: such cache entries must not be hits now. Only that
+    // form moves; a local archive's ADD (which always extracted) keeps its key text.
+    let canonical =
+        |line: &str| dispatch(&format!("FROM scratch\n{line}\n"), &opts()).unwrap()[0].canonical();
+    let before_the_fix = r#"ADD {"checksum":null,"chmod":null,"chown":null,"dest":"/x/","exclude":[],"from":null,"heredocs":[],"keep_git_dir":null,"link":false,"parents":false,"sources":["http://h.test/t.tar"],"unpack":true}"#;
+    assert_ne!(
+        canonical("ADD --unpack=true http://h.test/t.tar /x/"),
+        before_the_fix
+    );
+    assert_eq!(
+        canonical("ADD --unpack=true t.tar /x/"),
+        before_the_fix.replace("http://h.test/t.tar", "t.tar")
+    );
+    assert_eq!(
+        canonical("ADD http://h.test/t.tar /x/"),
+        before_the_fix.replace("\"unpack\":true", "\"unpack\":null")
+    );
+}

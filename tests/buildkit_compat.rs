@@ -922,3 +922,157 @@ fn add_unpack_true_of_a_url_has_a_key_of_its_own() {
         before_the_fix.replace("\"unpack\":true", "\"unpack\":null")
     );
 }
+
+#[test]
+fn exclude_patterns_with_wildcard_sources_and_directories_merged_without_a_slash() {
+    // BuildKit (its exclude-patterns integration test): `--exclude` is matched against the
+    // path under each source a wildcard matched; several directories matched by a
+    // wildcard are merged into a destination written without a trailing `/`, and an
+    // exclude that leaves nothing still makes the destination directory.
+    common::require_root();
+    let files = [
+        ("a1/one.png", Some("1")),
+        ("a1/two.txt", Some("2")),
+        ("a2/three.pdf", Some("3")),
+        ("a2/four.png", Some("4")),
+        ("b3/five.mp3", Some("5")),
+        ("b3/six.mpeg", Some("6")),
+    ];
+    let layers = build_layers(
+        &files,
+        "FROM scratch\n\
+         COPY --exclude=*/*.png . /all\n\
+         COPY --exclude=*.png --exclude=*.txt --exclude=*.pdf a* b* /merged/\n\
+         ADD --exclude=*.mp* --exclude=*.png a* b* /noslash\n\
+         COPY --exclude=* a* /empty\n",
+    );
+    let names = |l: usize| -> Vec<String> {
+        layers[l]
+            .iter()
+            .filter(|(_, e)| !e.dir)
+            .map(|(p, _)| p.clone())
+            .collect()
+    };
+    assert_eq!(layers.len(), 4, "{layers:?}");
+    assert_eq!(
+        names(0),
+        [
+            "all/Dockerfile",
+            "all/a1/two.txt",
+            "all/a2/three.pdf",
+            "all/b3/five.mp3",
+            "all/b3/six.mpeg"
+        ]
+    );
+    assert_eq!(names(1), ["merged/five.mp3", "merged/six.mpeg"]);
+    assert_eq!(names(2), ["noslash/three.pdf", "noslash/two.txt"]);
+    assert!(
+        layers[3].get("empty").is_some_and(|e| e.dir),
+        "{:?}",
+        layers[3]
+    );
+    assert_eq!(names(3), Vec::<String>::new());
+}
+
+#[test]
+fn several_files_into_a_destination_without_a_slash_are_refused() {
+    // BuildKit copies each file over the one before (moby/buildkit#1853 and #4550, open
+    // bugs: the last match wins); the Dockerfile reference and the classic builder refuse
+    // it. cairn refuses it with the reference's words and the line, rather than drop files.
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    for f in ["x1.txt", "x2.txt"] {
+        fs::write(ctx.join(f), f).unwrap();
+    }
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY x*.txt /dest\n").unwrap();
+    let out = common::run(
+        common::cairn(&dir.path().join("store"))
+            .args(["key", "--pull=never"])
+            .arg(&ctx),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("Dockerfile:2: When using COPY with more than one source file, the destination must be a directory and end with a /"),
+        "{err}"
+    );
+    // One match is a file named as the destination (BuildKit's `COPY f*.go foo2.go`).
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY x1* /dest\n").unwrap();
+    let layers = build_context_layers(dir.path(), &ctx);
+    assert!(layers[0].get("dest").is_some_and(|e| !e.dir), "{layers:?}");
+}
+
+#[test]
+fn sockets_in_the_context_become_empty_files_and_fifos_stay_fifos() {
+    // BuildKit's context transfer (fsutil) clears a socket's type bit and cannot open it,
+    // so a socket arrives as an empty regular file with the socket's permission bits; a
+    // FIFO is made again as a FIFO, its content never read.
+    common::require_root();
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(ctx.join("d")).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(ctx.join("d/sock")).unwrap();
+    fs::set_permissions(
+        ctx.join("d/sock"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o751),
+    )
+    .unwrap();
+    nix::unistd::mkfifo(
+        &ctx.join("d/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    fs::write(ctx.join("d/plain"), "p").unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY d /d\n").unwrap();
+    let layout = dir.path().join("oci");
+    let out = common::run(
+        common::cairn(&dir.path().join("store"))
+            .args(["build", "--pull=never", "--compression=none"])
+            .arg("-o")
+            .arg(format!(
+                "type=oci,dest={},compression=uncompressed",
+                layout.display()
+            ))
+            .arg(&ctx),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blob = |d: &str| fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let bytes = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+    let mut seen = std::collections::BTreeMap::new();
+    for e in tar::Archive::new(&bytes[..]).entries().unwrap() {
+        let e = e.unwrap();
+        let h = e.header();
+        seen.insert(
+            e.path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string(),
+            (
+                h.entry_type(),
+                h.mode().unwrap() & 0o7777,
+                h.size().unwrap(),
+            ),
+        );
+    }
+    assert_eq!(
+        seen.get("d/sock"),
+        Some(&(tar::EntryType::Regular, 0o751, 0)),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("d/fifo"),
+        Some(&(tar::EntryType::Fifo, 0o640, 0)),
+        "{seen:?}"
+    );
+    assert!(seen.contains_key("d/plain"), "{seen:?}");
+}

@@ -49,10 +49,13 @@ pub(super) struct CopyTarget {
 }
 
 impl CopyTarget {
-    fn new(c: &ExpandedCopy, state: &State) -> Result<CopyTarget> {
+    fn new(c: &ExpandedCopy, state: &State, command: &'static str) -> Result<CopyTarget> {
         Ok(CopyTarget {
             dest: dest_path(&c.dest, state.config.config.working_dir.as_deref()),
-            options: copy_options(c)?,
+            options: CopyOptions {
+                command,
+                ..copy_options(c)?
+            },
         })
     }
 }
@@ -210,7 +213,7 @@ pub(super) fn prepare(
                     )));
                 }
             }
-            let target = CopyTarget::new(c, step.state)?;
+            let target = CopyTarget::new(c, step.state, exp.keyword())?;
             if let Some(FromSource { key, layers }) = from {
                 return Ok(Prepared::CopyFrom {
                     target,
@@ -865,14 +868,14 @@ mod tests {
             layers: vec![],
         };
         state.config.config.working_dir = Some("/srv".into());
-        let t = CopyTarget::new(&copy("app/", Some("750")), &state).unwrap();
+        let t = CopyTarget::new(&copy("app/", Some("750")), &state, "COPY").unwrap();
         assert_eq!(t.dest, "/srv/app/");
         assert_eq!(
             t.options.chmod,
             Some(crate::dockerfile::Chmod::octal(0o750))
         );
         assert_eq!(t.options.exclude, vec!["*.tmp".to_string()]);
-        assert!(CopyTarget::new(&copy("x", None), &state)
+        assert!(CopyTarget::new(&copy("x", None), &state, "COPY")
             .unwrap()
             .options
             .chmod

@@ -400,11 +400,22 @@ fn put_manifest(addr: &str, repo: &str, tag: &str, m: &serde_json::Value) {
     );
 }
 
-/// Fault 2: poisoned shared-cache entries — layer bytes that do not match their digest, a state
-/// whose layers disagree with its manifest, a state blob swapped for one with another
-/// config — never give a wrong image: the build with `--cache-from` fails clearly or builds
-/// the step, the local store verifies clean, and the digest is the one built without cache
-/// (or the build is refused).
+/// The warnings a build printed (`--progress=json` `warning` events).
+fn warnings(f: &reliability_support::Finished) -> Vec<String> {
+    f.stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "warning")
+        .map(|e| e["message"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Fault 2: poisoned shared-cache entries — a state whose layers disagree with its manifest,
+/// a state whose config is not what the step gives (an Env the Dockerfile never set), layers
+/// whose diffID is not what they decompress to, layer bytes that do not match their digest —
+/// never give a wrong image and never fail the build: it falls back to building the steps
+/// (a warning naming the cache entry and what was wrong), the digest is the one built
+/// without cache, the local store verifies clean and its next build is the honest one.
 #[test]
 fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
     common::require_root();
@@ -440,7 +451,9 @@ fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect();
 
-    let check = |what: &str| {
+    // A build from a fresh store reading the poisoned cache: it succeeds with the honest
+    // digest, and some warning contains every one of `named`.
+    let check = |what: &str, named: &[&str]| {
         let b = common::tempdir();
         let out = b.path().join("out.tar");
         let got = run_build(&mut build_cmd(
@@ -450,24 +463,19 @@ fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
             &out,
             &["--cache-from", &from],
         ));
-        match got.code {
-            Some(0) => assert_eq!(got.digests().1, want, "{what}: a wrong image"),
-            Some(c) => assert!(
-                !got.error().is_empty() && c != 1,
-                "{what}: exit {c} without a clear error:\n{}",
-                got.stderr
-            ),
-            None => panic!("{what}: killed"),
-        }
-        eprintln!(
-            "RELIABILITY poison {what}: exit {:?} {}; warnings: {:?}",
+        let warned = warnings(&got);
+        assert_eq!(
             got.code,
-            got.error(),
+            Some(0),
+            "{what}: the build did not fall back to building:\n{}",
             got.stderr
-                .lines()
-                .filter(|l| l.contains("warn"))
-                .collect::<Vec<_>>()
         );
+        assert_eq!(got.digests().1, want, "{what}: a wrong image");
+        assert!(
+            warned.iter().any(|w| named.iter().all(|n| w.contains(n))),
+            "{what}: no warning names {named:?}: {warned:#?}"
+        );
+        eprintln!("RELIABILITY poison {what}: exit 0, honest digest; warnings: {warned:?}");
         assert_verify_clean(&m, b.path(), what);
         // The store then builds the honest image (nothing wrong was recorded).
         let again = run_build(&mut build_cmd(&m, b.path(), ctx.path(), &out, &[]));
@@ -476,7 +484,6 @@ fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
             want,
             "{what}: next build"
         );
-        got.code
     };
 
     // (a) A state whose layers are not its manifest's: every entry's manifest loses its
@@ -492,74 +499,91 @@ fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
             put_manifest(&reg.addr, "cache/poison", t, &bad);
         }
     }
-    check("state disagrees with manifest");
+    check("state disagrees with manifest", &[&cache, "other layers"]);
 
-    // (b) A state blob with another config (an env the Dockerfile never set) but the same
-    // layers: a writer of the cache ref can do this (the trust model); cairn's check is
-    // that what it takes agrees with itself. Restore the manifests with the layers and
-    // swap every state for one whose config sets POISON=1.
-    for (t, man) in &originals {
-        let cfg = man["config"]["digest"].as_str().unwrap();
-        let r = http(
-            &reg.addr,
-            "GET",
-            &format!("/v2/cache/poison/blobs/{cfg}"),
-            &[],
-            b"",
-        );
-        let mut state: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        let text = serde_json::to_string(&state).unwrap();
-        if let Some(env) = find_key_mut(&mut state, "Env") {
-            env.as_array_mut()
-                .unwrap()
-                .push(serde_json::Value::from("POISON=1"));
+    // Every entry's state rewritten by `edit` (a writer of the cache ref can do this: the
+    // trust model), under the honest manifest's layers.
+    let rewrite_states = |edit: &dyn Fn(&mut serde_json::Value)| {
+        for (t, man) in &originals {
+            let cfg = man["config"]["digest"].as_str().unwrap();
+            let r = http(
+                &reg.addr,
+                "GET",
+                &format!("/v2/cache/poison/blobs/{cfg}"),
+                &[],
+                b"",
+            );
+            let mut state: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            let text = serde_json::to_string(&state).unwrap();
+            edit(&mut state);
+            assert_ne!(text, serde_json::to_string(&state).unwrap(), "{t}: edited");
+            let bytes = serde_json::to_vec(&state).unwrap();
+            let d = put_blob(&reg.addr, "cache/poison", &bytes);
+            let mut bad = man.clone();
+            bad["config"]["digest"] = d.into();
+            bad["config"]["size"] = bytes.len().into();
+            put_manifest(&reg.addr, "cache/poison", t, &bad);
         }
-        assert_ne!(
-            text,
-            serde_json::to_string(&state).unwrap(),
-            "state has an Env"
-        );
-        let bytes = serde_json::to_vec(&state).unwrap();
-        let d = put_blob(&reg.addr, "cache/poison", &bytes);
-        let mut bad = man.clone();
-        bad["config"]["digest"] = d.into();
-        bad["config"]["size"] = bytes.len().into();
-        put_manifest(&reg.addr, "cache/poison", t, &bad);
-    }
-    let b = common::tempdir();
-    let out = b.path().join("out.tar");
-    let got = run_build(&mut build_cmd(
-        &m,
-        b.path(),
-        ctx.path(),
-        &out,
-        &["--cache-from", &from],
-    ));
-    if got.code == Some(0) {
-        // Taken on trust (documented): the result carries what the cache said, so the
-        // image differs — never silently the honest digest with other contents.
-        assert_ne!(
-            got.digests().1,
-            want,
-            "a changed config gives another digest"
-        );
-    }
-    eprintln!(
-        "RELIABILITY poison state with another config: exit {:?} {} digest {:?}",
-        got.code,
-        got.error(),
-        (got.code == Some(0)).then(|| got.digests().1)
-    );
-    assert_verify_clean(&m, b.path(), "state with another config");
+    };
 
-    // (c) Layer bytes that do not match their digest: restore the honest manifests, then
+    // (b) A config that disagrees with the step: an Env the Dockerfile never set.
+    rewrite_states(&|state| {
+        let env = find_key_mut(state, "Env").expect("state has an Env");
+        env.as_array_mut()
+            .unwrap()
+            .push(serde_json::Value::from("POISON=1"));
+    });
+    check("state with another config", &[&cache, "disagrees", "Env"]);
+
+    // (c) Layers whose diffID is not what they decompress to (the state's layer list and
+    // its config's diff_ids agree, so only decompressing the bytes shows it).
+    let ours: Vec<(String, String)> = originals
+        .iter()
+        .flat_map(|(_, man)| {
+            let cfg = man["config"]["digest"].as_str().unwrap();
+            let r = http(
+                &reg.addr,
+                "GET",
+                &format!("/v2/cache/poison/blobs/{cfg}"),
+                &[],
+                b"",
+            );
+            let state: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            state["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|l| !base_layers.iter().any(|b| l["digest"] == b.as_str()))
+                .map(|l| {
+                    let diff = l["diff_id"].as_str().unwrap().to_string();
+                    let bogus = format!(
+                        "sha256:{}",
+                        cairn::Digest::of_bytes(format!("poison {diff}").as_bytes()).hex()
+                    );
+                    (diff, bogus)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(!ours.is_empty(), "the entries list layers of ours");
+    rewrite_states(&|state| {
+        let mut text = serde_json::to_string(state).unwrap();
+        for (diff, bogus) in &ours {
+            text = text.replace(diff.as_str(), bogus);
+        }
+        *state = serde_json::from_str(&text).unwrap();
+    });
+    check("diffID does not match the layer", &[&cache, "diffID"]);
+
+    // (d) Layer bytes that do not match their digest: restore the honest manifests, then
     // overwrite the registry's copy of every layer of ours (not the base's) with other
     // bytes of the same length.
+    let mut corrupted = Vec::new();
     for (t, man) in &originals {
         put_manifest(&reg.addr, "cache/poison", t, man);
         for l in man["layers"].as_array().unwrap() {
             let d = l["digest"].as_str().unwrap();
-            if base_layers.iter().any(|b| b == d) {
+            if base_layers.iter().any(|b| b == d) || corrupted.iter().any(|c| c == d) {
                 continue;
             }
             let f = blob_file(&reg, d);
@@ -568,9 +592,13 @@ fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
                 *b ^= 0x5a;
             }
             std::fs::write(&f, bytes).unwrap();
+            corrupted.push(d.to_string());
         }
     }
-    check("layer bytes do not match their digest");
+    check(
+        "layer bytes do not match their digest",
+        &[&cache, &corrupted[0][..20], "hashes to"],
+    );
 }
 
 /// `--cache-from` only reads: a build from an empty store through a recording proxy, a hit

@@ -1051,3 +1051,39 @@ RUN echo after > /after # {}
         "only {landed} of {n} kills landed inside the RUN"
     );
 }
+
+/// A step taken from a cache (local or remote) changes what later steps see as running it
+/// would: an ENTRYPOINT built after a cached CMD keeps that CMD (the stage set it), so the
+/// image is the one a `--no-cache` build gives.
+#[test]
+fn a_cached_cmd_is_kept_by_an_entrypoint_built_after_it() {
+    common::require_root();
+    let m = Marker::new("facts");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let ctx = common::tempdir();
+    let df = |ep: &str| {
+        format!(
+            "FROM {}/base/busybox:1\nCMD [\"serve\"]\nENTRYPOINT [\"{ep}\"]\n",
+            reg.addr
+        )
+    };
+    let root = common::tempdir();
+    let out = root.path().join("out.tar");
+    std::fs::write(ctx.path().join("Dockerfile"), df("/bin/a")).unwrap();
+    run_build(&mut build_cmd(&m, root.path(), ctx.path(), &out, &[])).assert_ok("first");
+    std::fs::write(ctx.path().join("Dockerfile"), df("/bin/b")).unwrap();
+    let cached = run_build(&mut build_cmd(&m, root.path(), ctx.path(), &out, &[]));
+    let uncached = run_build(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &out,
+        &["--no-cache"],
+    ));
+    assert_eq!(
+        cached.assert_ok("CMD cached").digests(),
+        uncached.assert_ok("--no-cache").digests(),
+        "the cached CMD changed the image"
+    );
+}

@@ -13,21 +13,13 @@ mod reliability_support;
 
 use common::registry::{Registry, Reply, TinyServer};
 use reliability_support::{
-    assert_verify_clean, build_cmd, full, mounts_under, run_build, Marker, Running,
+    assert_verify_clean, build_cmd, kills, mounts_under, run_build, Marker, Running,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Kill points per fault.
-fn kills() -> usize {
-    std::env::var("CAIRN_RELIABILITY_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if full() { 16 } else { 4 })
-}
 
 /// One plain HTTP/1.1 request to `addr` (Connection: close); (status, headers, body).
 fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply3 {

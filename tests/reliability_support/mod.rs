@@ -23,6 +23,15 @@ pub fn full() -> bool {
     std::env::var("CAIRN_RELIABILITY_FULL").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
+/// Kill points per fault of the kill loops: 4 in the short form, 16 with
+/// `CAIRN_RELIABILITY_FULL=1`, N with `CAIRN_RELIABILITY_KILLS=N`.
+pub fn kills() -> usize {
+    std::env::var("CAIRN_RELIABILITY_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full() { 16 } else { 4 })
+}
+
 /// A per-test marker and the symlink to cairn that carries it.
 pub struct Marker {
     pub name: String,

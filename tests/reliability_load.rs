@@ -137,7 +137,7 @@ fn kill_during_load(e: &Engine) {
         // The engine may still be reading what cairn sent before it died: whatever it
         // holds under the tag, at any moment, is none or the whole image (it runs). Looked
         // at twice: at once, and after the store's verify.
-        let mut look = |when: &str| {
+        let look = |when: &str| {
             if let Some(id) = e.image_id(&tag) {
                 assert_eq!(id, want_id, "{what} ({when}): another image under the tag");
                 assert_eq!(

@@ -1079,3 +1079,159 @@ fn a_cached_cmd_is_kept_by_an_entrypoint_built_after_it() {
         "the cached CMD changed the image"
     );
 }
+
+/// The registry's storage directory (the filesystem driver's root), for a tmpfs over it.
+fn storage_dir(reg: &Registry) -> PathBuf {
+    reg.scratch("x")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("data")
+}
+
+/// Fault 5: the registry's disk full during a push and during a cache export (its storage
+/// on a small tmpfs, filled): the push fails with exit 4 naming the registry, the reference
+/// and the HTTP status; an export with `ignore-error=false` fails the same way, and by
+/// default is a warning on a build that succeeds; the registry holds no tag whose blobs
+/// are missing, the local store verifies clean with no temp file; once space is back, the
+/// push gives the image's digest and the next build exports every entry, which a fresh
+/// store reads to the same image.
+#[test]
+fn a_full_registry_disk_fails_push_and_export_clearly() {
+    common::require_root();
+    let m = Marker::new("regfull");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    write_ctx(
+        ctx.path(),
+        &dockerfile(&format!("{}/base/busybox:1", reg.addr), &m.name),
+    );
+    let out = root.path().join("out.tar");
+    let local = "local/full:1";
+    let want = run_build(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &out,
+        &["-t", local],
+    ))
+    .assert_ok("build")
+    .digests()
+    .1;
+
+    // The target registry's storage: 24 MiB, filled to leave 2 MiB (the image's own
+    // layer alone is 8 MiB of noise).
+    let target = Registry::start();
+    let small = reliability_support::SmallFs::mount_at(&storage_dir(&target), "24m");
+    let filler = small.fill_leaving(2 << 20);
+    let consistent = |what: &str| {
+        assert_verify_clean(&m, root.path(), what);
+        let temps: Vec<_> = std::fs::read_dir(root.path().join("tmp"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(temps.is_empty(), "{what}: temp files left: {temps:?}");
+    };
+
+    // A push.
+    let dest = format!("{}/app/full:1", target.addr);
+    let o = m
+        .cairn(root.path())
+        .args(["push", local, &dest])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "push to a full registry: {err}");
+    assert!(
+        err.contains(&target.addr) && err.contains("app/full") && err.contains("HTTP 5"),
+        "the error names registry, reference and status: {err}"
+    );
+    assert!(tags(&target.addr, "app/full").is_empty(), "a tag appeared");
+    consistent("after the push to a full registry");
+    eprintln!(
+        "RELIABILITY disk-full push: exit 4: {}",
+        err.lines().last().unwrap_or("")
+    );
+
+    // A cache export that must not fail quietly, then one that may.
+    let to = format!("type=registry,ref={}/cache/full,mode=max", target.addr);
+    let strict = format!("{to},ignore-error=false");
+    let f = run_build(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &out,
+        &["--cache-to", &strict],
+    ));
+    assert_eq!(f.code, Some(4), "strict export:\n{}", f.stderr);
+    let e = f.error();
+    assert!(
+        e.contains(&target.addr) && e.contains("cache/full") && e.contains("HTTP 5"),
+        "the error names registry, reference and status: {e}"
+    );
+    eprintln!("RELIABILITY disk-full strict export: exit 4: {e}");
+    let f = run_build(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &out,
+        &["--cache-to", &to],
+    ));
+    assert_eq!(f.assert_ok("lenient export").digests().1, want);
+    assert!(
+        warnings(&f)
+            .iter()
+            .any(|w| w.contains("cache export") && w.contains("cache/full")),
+        "no warning about the export: {:?}",
+        warnings(&f)
+    );
+    assert_every_tag_complete(&target.addr, "cache/full", "after the full-disk exports");
+    consistent("after the exports to a full registry");
+
+    // Space is back.
+    std::fs::remove_file(&filler).unwrap();
+    let o = m
+        .cairn(root.path())
+        .args(["push", "--format=json", local, &dest])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "push after freeing space: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        Some(j["digest"].as_str().unwrap().to_string()),
+        tag_digest(&target.addr, "app/full", "1")
+    );
+    assert_eq!(
+        assert_every_tag_complete(&target.addr, "app/full", "push"),
+        1
+    );
+    let f = run_build(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &out,
+        &["--cache-to", &strict],
+    ));
+    f.assert_ok("export after freeing space");
+    let entries = assert_every_tag_complete(&target.addr, "cache/full", "export");
+    assert!(entries >= 4, "the export wrote every entry ({entries})");
+    let fresh = common::tempdir();
+    let from = format!("type=registry,ref={}/cache/full", target.addr);
+    let got = run_build(&mut build_cmd(
+        &m,
+        fresh.path(),
+        ctx.path(),
+        &fresh.path().join("out.tar"),
+        &["--cache-from", &from],
+    ));
+    assert_eq!(got.assert_ok("from the cache").digests().1, want);
+    consistent("after space came back");
+    eprintln!("RELIABILITY disk-full recovered: push and {entries} entries exported");
+    drop(small);
+}

@@ -72,16 +72,29 @@ pub struct BuildOptions {
 /// only when needed).
 pub trait RemoteCache: Send + Sync {
     /// The state blob for `key`, now in the store, and where it came from (for `--explain`);
-    /// `None` on a miss; `Err` is a warning (the cache could not be read: the step is built).
+    /// `None` on a miss; `Err` is a warning (the cache could not be read, or its entry
+    /// disagrees with `expect`: the step is built).
     fn lookup(
         &self,
         store: &Store,
         key: &CacheKey,
+        expect: &Expect<'_>,
     ) -> std::result::Result<Option<(Digest, String)>, String>;
     /// Brings the blobs of `layers` that the store lacks into it.
     fn materialize(&self, store: &Store, layers: &[image::LayerDesc]) -> Result<()>;
     /// What a miss adds to its explanation (e.g. which caches were asked).
     fn miss_note(&self) -> String;
+}
+
+/// What a step's result must be, as far as it is known without running the step: the
+/// state before it, and that state with the step's config change applied (its history
+/// entry made at time 0 and marked empty). A remote entry is someone else's claim; one
+/// that disagrees with this is refused.
+pub struct Expect<'a> {
+    pub parent: &'a State,
+    pub config_only: &'a State,
+    /// Whether the step may add a layer (RUN, COPY, ADD).
+    pub may_add_layer: bool,
 }
 
 impl std::fmt::Debug for dyn RemoteCache {
@@ -514,12 +527,27 @@ impl<'a> Builder<'a> {
             } else {
                 None
             };
+            // The step's config change, known without running it: what a hit's config
+            // must show, and the stage facts after it (a hit changes them as a run would).
+            let mut hit_facts = facts;
+            let config_only = steps::simulate(&state, &mut hit_facts, &expanded, inst);
             let remote_hit = match &self.opts.remote_cache {
                 Some(rc) if cached_entry.is_none() && !self.key_only && !self.opts.no_cache => {
-                    rc.lookup(self.store, &new_key).unwrap_or_else(|w| {
-                        self.rep.warn(&w);
-                        None
-                    })
+                    let expect = Expect {
+                        parent: &state,
+                        config_only: &config_only,
+                        may_add_layer: matches!(
+                            expanded,
+                            plan::Expanded::Run(_)
+                                | plan::Expanded::Copy(_)
+                                | plan::Expanded::Add(_)
+                        ),
+                    };
+                    rc.lookup(self.store, &new_key, &expect)
+                        .unwrap_or_else(|w| {
+                            self.rep.warn(&w);
+                            None
+                        })
                 }
                 _ => None,
             };
@@ -567,10 +595,17 @@ impl<'a> Builder<'a> {
             }
             let started = Instant::now();
             state = match (cached_entry, remote_hit) {
-                (Some(entry), _) => State::load(self.store, &entry.state)?,
-                (None, Some((state_digest, _))) => State::load(self.store, &state_digest)?,
+                (Some(entry), _) => {
+                    facts = hit_facts;
+                    State::load(self.store, &entry.state)?
+                }
+                (None, Some((state_digest, _))) => {
+                    facts = hit_facts;
+                    State::load(self.store, &state_digest)?
+                }
                 (None, None) if self.key_only => {
-                    steps::simulate(&state, &mut facts, &expanded, inst)
+                    facts = hit_facts;
+                    config_only
                 }
                 (None, None) => {
                     if let Some(rc) = &self.opts.remote_cache {

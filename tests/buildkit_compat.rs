@@ -529,6 +529,11 @@ fn build_layers_with(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    layout_layers(&layout)
+}
+
+/// The layers' entries of the image in an uncompressed OCI layout, top layer last.
+fn layout_layers(layout: &std::path::Path) -> Vec<std::collections::BTreeMap<String, Entry>> {
     let blob = |d: &str| fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap();
     let json = |d: &str| serde_json::from_slice::<serde_json::Value>(&blob(d)).unwrap();
     let index =
@@ -1131,4 +1136,58 @@ fn copy_parents_keeps_the_source_path_below_its_pivot() {
     assert_eq!(files(3), ["pivot/p2/bar"]);
     assert!(!layers[3].contains_key("pivot/p1"), "{:?}", layers[3]);
     assert_eq!(files(4), ["out/p1/p2/baz"]);
+}
+
+#[test]
+fn workdir_owner_rootless() {
+    // The same rule built by an unprivileged user with subordinate ids: the directories
+    // WORKDIR creates after USER belong to that user in the layer, existing ones keep theirs.
+    common::require_root();
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("passwd"),
+        "root:x:0:0::/root:/bin/sh\nuser:x:1000:1001::/home/user:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY passwd /etc/passwd\nWORKDIR /srv\nUSER user\nWORKDIR /srv/app/data\n",
+    )
+    .unwrap();
+    common::run_ok(
+        std::process::Command::new("chown")
+            .args(["-R", "cairntest"])
+            .arg(dir.path()),
+    );
+    let layout = dir.path().join("oci");
+    let out = common::run(
+        std::process::Command::new("runuser")
+            .args(["-u", "cairntest", "--", "env", "HOME=/home/cairntest"])
+            .arg(format!("CAIRN_ROOT={}", dir.path().join("store").display()))
+            .arg(common::cairn_bin())
+            .args(["build", "--compression=none", "-o"])
+            .arg(format!(
+                "type=oci,dest={},compression=uncompressed",
+                layout.display()
+            ))
+            .arg(&ctx),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layers = layout_layers(&layout);
+    assert_eq!(layers.len(), 3, "{layers:?}");
+    let owner = |l: usize, p: &str| layers[l].get(p).map(|e| (e.uid, e.gid, e.mode));
+    assert_eq!(owner(1, "srv"), Some((0, 0, 0o755)), "{layers:?}");
+    assert_eq!(owner(2, "srv"), Some((0, 0, 0o755)), "{layers:?}");
+    assert_eq!(owner(2, "srv/app"), Some((1000, 1001, 0o755)), "{layers:?}");
+    assert_eq!(
+        owner(2, "srv/app/data"),
+        Some((1000, 1001, 0o755)),
+        "{layers:?}"
+    );
 }

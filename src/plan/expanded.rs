@@ -159,10 +159,9 @@ impl Expanded {
             }),
             Expanded::Cmd(c) | Expanded::Entrypoint(c) => cmd_json(c),
             Expanded::Copy(c) => copy_json(c),
+            // The key's text is kept in the store's records and quoted by `--explain`: a
+            // URL's credentials are masked (the download's content is in the key anyway).
             Expanded::Add(c) => {
-                // The key's text is kept in the store's records and quoted by `--explain`:
-                // a URL's credentials are masked (the download's content is in the key
-                // anyway).
                 let mut v = copy_json(&ExpandedCopy {
                     sources: c.sources.iter().map(|s| crate::redact::url(s)).collect(),
                     ..c.clone()

@@ -514,7 +514,8 @@ fn rootless_cache_secret_and_ssh() {
             .replace(",id=other,target=/agent.sock,required", ",target=/agent.sock")
             + "RUN --mount=type=cache,id=c,target=/c,uid=1234 --mount=type=secret,id=tok,uid=1234,mode=0440 \
                --mount=type=bind,source=ssh,target=/b,rw \
-               stat -c '%u %a' /c /run/secrets/tok && cat /run/secrets/tok | wc -c && touch /c/from-first && ls /c && touch /b/rw-ok && echo bound-rw\n",
+               stat -c '%u %a' /c /run/secrets/tok && cat /run/secrets/tok | wc -c && touch /c/from-first && ls /c && touch /b/rw-ok && echo bound-rw\n\
+               RUN --mount=type=ssh,uid=1234,gid=1235,mode=0660 stat -c 'agent %u %g %a' $SSH_AUTH_SOCK\n",
     )
     .unwrap();
     ssh_add_bundle(&ctx.join("ssh"));
@@ -543,7 +544,7 @@ fn rootless_cache_secret_and_ssh() {
     assert!(o.status.success(), "{log}");
     assert_eq!(log.matches("cairn-test-key (ED25519)").count(), 2, "{log}");
     assert!(
-        log.contains("1234 755") && log.contains("1234 440"),
+        log.contains("1234 755") && log.contains("1234 440") && log.contains("agent 1234 1235 660"),
         "{log}"
     );
     assert!(

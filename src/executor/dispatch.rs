@@ -191,11 +191,15 @@ pub fn created_by(inst: &Spanned<Instruction>) -> String {
         .join(" ")
 }
 
-/// `text` (from `inst`'s source) as cairn shows or keeps it: an `ADD`'s URLs with their
-/// user-info masked ([`crate::redact`]); any other instruction as written.
+/// `text` (from `inst`'s source) as cairn shows or keeps it: an `ADD`'s URLs (also as an
+/// `ONBUILD` trigger, whose config entry keeps them for the child) with their user-info
+/// masked ([`crate::redact`]); any other instruction as written.
 pub fn display_text(inst: &Spanned<Instruction>, text: &str) -> String {
-    match inst.node {
+    match &inst.node {
         Instruction::Add(_) => crate::redact::text(text),
+        Instruction::Onbuild(o) if matches!(*o.inst, Instruction::Add(_)) => {
+            crate::redact::text(text)
+        }
         _ => text.to_string(),
     }
 }
@@ -524,6 +528,26 @@ mod tests {
         assert_eq!(
             shell_argv(Some(&custom), "dir".into()),
             strs(&["cmd", "/S", "/C", "dir"])
+        );
+    }
+
+    /// An ADD URL's credentials (also in an ONBUILD trigger) are masked in the history;
+    /// other instructions are kept as written, as BuildKit keeps them.
+    #[test]
+    fn history_masks_add_url_credentials_only() {
+        let df = crate::dockerfile::parse(
+            "FROM scratch\nADD https://u:pw1@h/f /\nONBUILD ADD http://t@h/g /\nRUN curl https://u:pw2@h/\n",
+            "Dockerfile",
+        )
+        .unwrap();
+        let texts: Vec<String> = df.stages[0].instructions.iter().map(created_by).collect();
+        assert_eq!(
+            texts,
+            [
+                "ADD https://xxxxx:xxxxx@h/f /",
+                "ONBUILD ADD http://xxxxx@h/g /",
+                "RUN curl https://u:pw2@h/"
+            ]
         );
     }
 

@@ -109,7 +109,16 @@ fn tags(addr: &str, repo: &str) -> Vec<String> {
 /// Every tag of `repo` names a manifest whose config and layers the registry has
 /// (asked with `GET`, which reads the bytes, not only the link).
 fn assert_every_tag_complete(addr: &str, repo: &str, what: &str) -> usize {
+    check_tags(addr, repo, what, true)
+}
+
+/// Every tag of `repo` that names a manifest names one whose blobs the registry has; how
+/// many do. With `wait_for_manifest`, a tag without one is waited for (a request may be in
+/// flight) and then an error; without, it is no entry (a registry killed between the
+/// tag's directory and its link leaves such tags, which read as a miss).
+fn check_tags(addr: &str, repo: &str, what: &str, wait_for_manifest: bool) -> usize {
     let all = tags(addr, repo);
+    let mut named = 0;
     for t in &all {
         // The client was killed, but the registry may still be handling its last manifest
         // `PUT`: distribution creates the tag's directory (which `tags/list` reads) before it
@@ -118,10 +127,15 @@ fn assert_every_tag_complete(addr: &str, repo: &str, what: &str) -> usize {
         let m = loop {
             match manifest(addr, repo, t) {
                 Some(m) => break m,
+                None if !wait_for_manifest => break serde_json::Value::Null,
                 None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
                 None => panic!("{what}: tag {t} lists no manifest"),
             }
         };
+        if m.is_null() {
+            continue;
+        }
+        named += 1;
         let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_string()];
         for l in m["layers"].as_array().unwrap() {
             blobs.push(l["digest"].as_str().unwrap().to_string());
@@ -139,7 +153,7 @@ fn assert_every_tag_complete(addr: &str, repo: &str, what: &str) -> usize {
             );
         }
     }
-    all.len()
+    named
 }
 
 /// A proxy in front of `upstream` that answers every blob `HEAD` with 200 ("I have it")
@@ -1234,4 +1248,129 @@ fn a_full_registry_disk_fails_push_and_export_clearly() {
     consistent("after space came back");
     eprintln!("RELIABILITY disk-full recovered: push and {entries} entries exported");
     drop(small);
+}
+
+/// Fault 6: the registry killed (SIGKILL, by the PID of the server this test started) during
+/// a cache export, then restarted on the same storage: the build ends (the export failure is
+/// a warning), no entry of the cache names a blob the registry lacks, the local store
+/// verifies clean, the next build exports every entry, and a fresh store reading the cache
+/// gets the uninterrupted digest.
+#[test]
+fn registry_killed_mid_export_leaves_no_entry_without_blobs() {
+    common::require_root();
+    let m = Marker::new("regkill");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let ctx = common::tempdir();
+    write_ctx(
+        ctx.path(),
+        &dockerfile(&format!("{}/base/busybox:1", reg.addr), &m.name),
+    );
+    let mut cache = Registry::start();
+
+    // The uninterrupted export's span (from the last step's `done` to the end), and the
+    // image's digest.
+    let first = common::tempdir();
+    let out = first.path().join("out.tar");
+    let to0 = format!("type=registry,ref={}/cache/timing,mode=max", cache.addr);
+    let mut run = Running::spawn(&mut build_cmd(
+        &m,
+        first.path(),
+        ctx.path(),
+        &out,
+        &["--cache-to", &to0],
+    ));
+    assert_eq!(run.wait(), Some(0), "uninterrupted build failed");
+    let end = run.started.elapsed();
+    let span = end.saturating_sub(last_step_done(&run.seen).expect("the last step's done"));
+    let want = run_build(&mut build_cmd(&m, first.path(), ctx.path(), &out, &[]))
+        .assert_ok("uninterrupted")
+        .digests()
+        .1;
+
+    let n = kills();
+    let (mut survived, mut landed) = (0, 0);
+    for i in 0..n {
+        let repo = format!("cache/r{i}");
+        let to = format!("type=registry,ref={}/{repo},mode=max", cache.addr);
+        let root = common::tempdir();
+        let out = root.path().join("out.tar");
+        let after = span.mul_f64((i as f64 + 0.5) / n as f64);
+        let mut run = Running::spawn(&mut build_cmd(
+            &m,
+            root.path(),
+            ctx.path(),
+            &out,
+            &["--cache-to", &to],
+        ));
+        // Wait for the moment, then kill the registry (not the build).
+        let mut stopped = false;
+        loop {
+            if let Ok(Some(_)) = run.child.try_wait() {
+                break;
+            }
+            let seen_done = run.wait_for_line("\"done\"", Duration::from_millis(5));
+            if seen_done
+                && last_step_done(&run.seen).is_some_and(|d| run.started.elapsed() >= d + after)
+            {
+                cache.stop();
+                stopped = true;
+                break;
+            }
+        }
+        let code = run.wait();
+        let what = format!("registry kill {i} at done+{after:?} (killed mid-export: {stopped})");
+        landed += stopped as usize;
+        assert_eq!(
+            code,
+            Some(0),
+            "{what}: the build failed for a failed export"
+        );
+        if stopped {
+            cache.restart();
+        }
+        assert!(m.strays().is_empty(), "{what}: processes left");
+        let entries = check_tags(&cache.addr, &repo, &what, false);
+        assert_verify_clean(&m, root.path(), &what);
+        let next = run_build(&mut build_cmd(
+            &m,
+            root.path(),
+            ctx.path(),
+            &out,
+            &["--cache-to", &format!("{to},ignore-error=false")],
+        ));
+        assert_eq!(
+            next.assert_ok(&what).digests().1,
+            want,
+            "{what}: next build"
+        );
+        let after_n = check_tags(&cache.addr, &repo, &what, false);
+        assert!(
+            after_n >= 4,
+            "{what}: the next export wrote every entry ({after_n})"
+        );
+        let fresh = common::tempdir();
+        let from = format!("type=registry,ref={}/{repo}", cache.addr);
+        let got = run_build(&mut build_cmd(
+            &m,
+            fresh.path(),
+            ctx.path(),
+            &fresh.path().join("out.tar"),
+            &["--cache-from", &from],
+        ));
+        assert_eq!(
+            got.assert_ok(&what).digests().1,
+            want,
+            "{what}: from the cache"
+        );
+        survived += 1;
+        eprintln!("{what}: survived ({entries} entries before, {after_n} after)");
+    }
+    eprintln!(
+        "RELIABILITY registry-killed-mid-export tries={n} killed-mid-export={landed} survived={survived}"
+    );
+    assert!(
+        landed * 2 >= n,
+        "only {landed} of {n} registry kills landed inside an export"
+    );
 }

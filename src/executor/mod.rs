@@ -194,6 +194,9 @@ struct Builder<'a> {
     recorded: BTreeMap<String, KeyInputs>,
     steps: Vec<StepReport>,
     total: usize,
+    /// Images resolved in this build (reference and platform → base), so a base read for
+    /// its ONBUILD triggers before planning, or named twice, is resolved once.
+    pulled: std::sync::Mutex<BTreeMap<(String, String), StageResult>>,
 }
 
 impl<'a> Builder<'a> {
@@ -206,31 +209,59 @@ impl<'a> Builder<'a> {
     ) -> Result<Self> {
         // The sandbox tracks its running steps itself; stopping them is its job.
         cancel.on_cancel(crate::sandbox::kill_running);
-        let frontend::Frontend {
-            df_name,
-            plan,
-            context,
-        } = frontend::prepare(opts, rep)?;
+        let mut front = frontend::prepare(opts, rep)?;
+        let context = front.context.take();
         let previous = store
             .record_get(&record_name(&opts.dockerfile_path))?
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let total = plan.stages.iter().map(|s| s.instructions.len()).sum();
-        Ok(Builder {
+        let mut b = Builder {
             store,
             opts,
             rep,
             cancel,
             key_only,
-            plan,
-            df_name,
+            plan: front.plan.clone(),
+            df_name: front.df_name.clone(),
             context,
             stat_cache: std::sync::Mutex::new(None),
             previous,
             recorded: BTreeMap::new(),
             steps: Vec::new(),
-            total,
-        })
+            total: 0,
+            pulled: Default::default(),
+        };
+        b.plan_base_triggers(&mut front)?;
+        b.total = b.plan.stages.iter().map(|s| s.instructions.len()).sum();
+        Ok(b)
+    }
+
+    /// Reads the config of every planned stage's base image and plans again with their
+    /// ONBUILD triggers, as BuildKit reads its bases before it settles the stage graph: a
+    /// trigger's `COPY --from=NAME` names a stage of this Dockerfile, which must then be
+    /// built first. Repeated until no newly planned stage brings new triggers (each round
+    /// only adds stages). The pulls are remembered, so each base is resolved once.
+    fn plan_base_triggers(&mut self, front: &mut frontend::Frontend) -> Result<()> {
+        let mut used = BTreeMap::new();
+        loop {
+            let mut triggers = BTreeMap::new();
+            for stage in &self.plan.stages {
+                if let Base::Image(r) = &stage.base {
+                    let base = self
+                        .pull_image(r, stage.platform.as_ref())
+                        .map_err(|e| Error::at_line(&self.df_name, stage.line, e))?;
+                    if !base.state.config.config.on_build.is_empty() {
+                        triggers.insert(stage.index, base.state.config.config.on_build.clone());
+                    }
+                }
+            }
+            if triggers == used {
+                return Ok(());
+            }
+            front.replan(&triggers)?;
+            self.plan = front.plan.clone();
+            used = triggers;
+        }
     }
 
     fn run(mut self) -> Result<BuildResult> {
@@ -309,10 +340,25 @@ impl<'a> Builder<'a> {
     }
 
     fn pull_image(&self, r: &str, platform: Option<&Platform>) -> Result<StageResult> {
-        let reference = Reference::parse(r)?;
         let platform = platform
             .cloned()
             .unwrap_or_else(|| self.opts.platform.clone());
+        let memo = (r.to_string(), platform.to_string());
+        let pulled = self.pulled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(done) = pulled.get(&memo) {
+            return Ok(done.clone());
+        }
+        drop(pulled);
+        let done = self.pull_image_now(r, platform)?;
+        self.pulled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(memo, done.clone());
+        Ok(done)
+    }
+
+    fn pull_image_now(&self, r: &str, platform: Platform) -> Result<StageResult> {
+        let reference = Reference::parse(r)?;
         self.rep
             .info(&format!("resolving {reference} ({platform})"));
         let pulled = self.pull_via_mirrors(&reference, &platform)?;
@@ -420,7 +466,7 @@ impl<'a> Builder<'a> {
         let triggers = std::mem::take(&mut state.config.config.on_build);
         let mut instructions = Vec::new();
         for t in &triggers {
-            instructions.push(steps::parse_trigger(t)?);
+            instructions.push(steps::parse_trigger(t, from_line)?);
         }
         self.total += instructions.len();
         instructions.extend(stage.instructions.iter().cloned());
@@ -439,12 +485,8 @@ impl<'a> Builder<'a> {
                 state: &state,
                 scope: &scope,
             };
-            // Base-image triggers have no line of their own: they belong to the FROM.
-            let line = if inst.span.line == 0 {
-                from_line
-            } else {
-                inst.span.line
-            };
+            // Base-image triggers are located at the FROM (`steps::parse_trigger`).
+            let line = inst.span.line;
             let at_line = |e| Error::at_line(&self.df_name, line, e);
             let from = self.copy_from(&expanded, done).map_err(at_line)?;
             let mount_froms = self.mount_froms(&expanded, done).map_err(at_line)?;

@@ -158,11 +158,24 @@ impl Expanded {
                 "heredocs": heredocs_json(&r.heredocs),
             }),
             Expanded::Cmd(c) | Expanded::Entrypoint(c) => cmd_json(c),
-            Expanded::Copy(c) | Expanded::Add(c) => copy_json(c),
+            Expanded::Copy(c) => copy_json(c),
+            Expanded::Add(c) => {
+                let mut v = copy_json(c);
+                // `ADD --unpack=true <url>` copied the archive as a file until it learnt to
+                // extract it, under this same text: the mark keeps those entries from
+                // being hits. Every other ADD keeps its text.
+                let url = |s: &String| s.starts_with("http://") || s.starts_with("https://");
+                if c.unpack == Some(true) && c.sources.iter().any(url) {
+                    v["unpack_extracts_url"] = json!(true);
+                }
+                v
+            }
             Expanded::Env(kv) | Expanded::Label(kv) => pairs_json(kv),
             Expanded::Arg(a) => a.iter().map(|(k, v)| json!([k, v])).collect(),
-            Expanded::Workdir(s)
-            | Expanded::User(s)
+            // Marked as the step that creates its directory: cache entries made when
+            // WORKDIR only changed the config must not be hits.
+            Expanded::Workdir(s) => json!({ "path": s, "mkdir": true }),
+            Expanded::User(s)
             | Expanded::StopSignal(s)
             | Expanded::Onbuild(s)
             | Expanded::Maintainer(s) => json!(s),

@@ -180,14 +180,24 @@ pub fn history(inst: &Spanned<Instruction>, created: String) -> History {
     }
 }
 
-/// The history text of a step: its source text on one line, as `docker history` shows it.
+/// The history text of a step: its source text on one line, as `docker history` shows it
+/// ([`display_text`]: an `ADD` URL's credentials masked).
 pub fn created_by(inst: &Spanned<Instruction>) -> String {
-    inst.original
+    display_text(inst, &inst.original)
         .lines()
         .map(|l| l.trim().trim_end_matches('\\').trim())
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `text` (from `inst`'s source) as cairn shows or keeps it: an `ADD`'s URLs with their
+/// user-info masked ([`crate::redact`]); any other instruction as written.
+pub fn display_text(inst: &Spanned<Instruction>, text: &str) -> String {
+    match inst.node {
+        Instruction::Add(_) => crate::redact::text(text),
+        _ => text.to_string(),
+    }
 }
 
 /// A step's time in RFC 3339: `SOURCE_DATE_EPOCH`'s when given, else now.

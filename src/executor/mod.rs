@@ -511,7 +511,8 @@ impl<'a> Builder<'a> {
             } else {
                 self.store.cache_get(&new_key)?
             };
-            let text = inst.original.lines().next().unwrap_or_default().to_string();
+            let text =
+                dispatch::display_text(inst, inst.original.lines().next().unwrap_or_default());
             // Another cairn sharing the store may be computing this very step: wait for it
             // and take its result, so an identical step runs once however many builds
             // overlap (metadata steps are too cheap to wait for). The lock dies with its

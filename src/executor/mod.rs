@@ -105,7 +105,7 @@ pub trait RemoteCache: Send + Sync {
 pub struct Expect<'a> {
     pub parent: &'a State,
     pub config_only: &'a State,
-    /// Whether the step may add a layer (RUN, COPY, ADD).
+    /// Whether the step may add a layer (RUN, COPY, ADD, and WORKDIR making its directory).
     pub may_add_layer: bool,
 }
 
@@ -576,7 +576,8 @@ impl<'a> Builder<'a> {
             } else {
                 self.store.cache_get(&new_key)?
             };
-            let text = inst.original.lines().next().unwrap_or_default().to_string();
+            let text =
+                dispatch::display_text(inst, inst.original.lines().next().unwrap_or_default());
             // Another cairn sharing the store may be computing this very step: wait for it
             // and take its result, so an identical step runs once however many builds
             // overlap (metadata steps are too cheap to wait for). The lock dies with its
@@ -606,6 +607,7 @@ impl<'a> Builder<'a> {
                             plan::Expanded::Run(_)
                                 | plan::Expanded::Copy(_)
                                 | plan::Expanded::Add(_)
+                                | plan::Expanded::Workdir(_)
                         ),
                     };
                     rc.lookup(self.store, &new_key, &expect)

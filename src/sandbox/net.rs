@@ -7,7 +7,9 @@
 //! It is started once the helper's user namespace has its id maps and before the step's
 //! PID 1 is forked, configures the namespace's `eth0` (10.0.2.100, gateway 10.0.2.2),
 //! and says so on its ready pipe; it runs until [`UserNet`] is dropped (killed by PID and
-//! reaped), or cairn dies (its exit pipe closes). `--disable-host-loopback` keeps the
+//! reaped in the background), or cairn dies (its exit pipe closes). It is not in the step's
+//! cgroup: its exit removes the tap device, which takes the kernel tens of milliseconds of
+//! RCU grace periods, and nothing of the step waits for that. `--disable-host-loopback` keeps the
 //! host's `127.0.0.1` services out of reach. `pasta` (passt) was measured first: about
 //! 70 ms to start per step against about 3 ms for slirp4netns. A hand-written launcher:
 //! slirp4netns is a program, not a library, and nothing on crates.io drives it.
@@ -20,6 +22,52 @@ use std::process::{Child, Command, Stdio};
 
 /// The program that connects a step's network namespace.
 pub const SLIRP4NETNS: &str = "slirp4netns";
+
+/// The stack's DNS forwarder inside the namespace (network address + 3): it relays to the
+/// host's own resolver, from the host's network, so it reaches one on loopback too.
+pub const SLIRP_DNS: &str = "10.0.2.3";
+
+/// The step's `resolv.conf` under the default network, from the host's `host` text. A
+/// nameserver on the host's loopback (`127.0.0.53` of systemd-resolved, a local dnsmasq)
+/// is unreachable from the step's namespace, and so is an IPv6 one (the stack gives the
+/// step IPv4 only): they are dropped, as Docker does; the first one dropped becomes
+/// [`SLIRP_DNS`] in its place, and so does an empty list, which is what Podman gives its
+/// slirp4netns containers. Search domains, options and comments are kept; a host whose
+/// nameservers are all reachable keeps its file as it is.
+pub fn resolv_conf(host: &str) -> String {
+    let mut out = String::with_capacity(host.len() + 32);
+    let (mut forwarder, mut servers) = (false, 0);
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        let reachable = match (words.next(), words.next()) {
+            (Some("nameserver"), Some(addr)) => {
+                match addr.parse::<std::net::IpAddr>() {
+                    Ok(std::net::IpAddr::V4(a)) => !a.is_loopback(),
+                    // Also `fe80::1%eth0` and other forms `IpAddr` does not read.
+                    _ => false,
+                }
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+        };
+        if reachable {
+            servers += 1;
+            out.push_str(line);
+            out.push('\n');
+        } else if !forwarder {
+            forwarder = true;
+            servers += 1;
+            out.push_str(&format!("nameserver {SLIRP_DNS}\n"));
+        }
+    }
+    if servers == 0 {
+        out.push_str(&format!("nameserver {SLIRP_DNS}\n"));
+    }
+    out
+}
 
 /// A running `slirp4netns` for one step; killed and reaped when dropped. It also exits by
 /// itself when cairn dies (its exit pipe closes).
@@ -93,11 +141,6 @@ impl UserNet {
             status.map(|s| s.to_string()).unwrap_or_default()
         )))
     }
-
-    /// The stack's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 /// The stack's own messages, one line.
@@ -121,6 +164,33 @@ impl Drop for UserNet {
 
 #[cfg(test)]
 mod tests {
+    use super::resolv_conf;
+
+    #[test]
+    fn a_loopback_resolver_becomes_the_stacks_forwarder() {
+        let systemd = "# stub\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n";
+        assert_eq!(
+            resolv_conf(systemd),
+            "# stub\nnameserver 10.0.2.3\noptions edns0 trust-ad\nsearch lan\n"
+        );
+        let mixed = "nameserver 127.0.0.1\nnameserver 192.0.2.53\nnameserver ::1\nnameserver 2001:db8::53\n";
+        assert_eq!(
+            resolv_conf(mixed),
+            "nameserver 10.0.2.3\nnameserver 192.0.2.53\n"
+        );
+        assert_eq!(resolv_conf(""), "nameserver 10.0.2.3\n");
+        assert_eq!(
+            resolv_conf("search example.org\n"),
+            "search example.org\nnameserver 10.0.2.3\n"
+        );
+    }
+
+    #[test]
+    fn reachable_resolvers_are_kept_as_they_are() {
+        let host = "nameserver 10.255.255.53\n  nameserver\t192.0.2.1 \n;comment\n";
+        assert_eq!(resolv_conf(host), host);
+    }
+
     #[test]
     fn syslog_noise_is_dropped() {
         let t = super::error_text(b"Failed to send 3 bytes to syslog\nNo such netns\n\n");

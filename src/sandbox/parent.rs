@@ -329,16 +329,12 @@ fn control_loop(
             Report::Userns => {
                 let answer = write_maps(pid, privilege).map_err(|e| e.to_string());
                 let answer = answer.and_then(|()| cgroup.map_or(Ok(()), |c| c.add(pid)));
+                // The stack stays out of the step's cgroup: its exit (the tap device's
+                // teardown, tens of milliseconds) would hold up the cgroup's removal, and
+                // it ends by itself when cairn does (its exit pipe).
                 let answer = answer.and_then(|()| match net {
                     Some(dir) => UserNet::start(pid, dir)
-                        .map(|n| {
-                            // In the step's cgroup, a network stack that outlives a killed
-                            // cairn is swept with it by the next run.
-                            if let Some(c) = cgroup {
-                                let _ = c.add(n.pid());
-                            }
-                            _user_net = Some(n)
-                        })
+                        .map(|n| _user_net = Some(n))
                         .map_err(|e| e.to_string()),
                     None => Ok(()),
                 });

@@ -8,61 +8,10 @@ mod common;
 mod reliability_support;
 
 use common::registry::Registry;
-use reliability_support::{assert_verify_clean, build_cmd, run_build, Finished, Marker};
+use reliability_support::{assert_verify_clean, build_cmd, run_build, Finished, Marker, SmallFs};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-/// A tmpfs mounted by the test; unmounted on drop.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> SmallFs {
-        let dir = common::tempdir();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "cairn-reliab"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(st.success(), "cannot mount a tmpfs");
-        SmallFs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn free(&self) -> u64 {
-        let s = nix::sys::statvfs::statvfs(self.path()).unwrap();
-        s.blocks_available() as u64 * s.fragment_size() as u64
-    }
-
-    /// Fills the file system until only `leave` bytes are free.
-    fn fill_leaving(&self, leave: u64) -> PathBuf {
-        let filler = self.path().join(format!("filler-{leave}"));
-        let n = self.free().saturating_sub(leave);
-        let f = fs::File::create(&filler).unwrap();
-        use std::io::Write;
-        let mut w = std::io::BufWriter::new(f);
-        let chunk = vec![0xa5u8; 1 << 20];
-        let mut left = n;
-        while left > 0 {
-            let k = left.min(chunk.len() as u64) as usize;
-            w.write_all(&chunk[..k]).unwrap();
-            left -= k as u64;
-        }
-        w.flush().unwrap();
-        filler
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
 
 /// Bytes gzip cannot shrink.
 fn noise(len: usize, seed: u64) -> Vec<u8> {

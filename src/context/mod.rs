@@ -47,11 +47,10 @@ pub enum Error {
     /// A source pattern Go's `filepath.Match` rejects.
     #[error("copy source {src:?}: syntax error in pattern")]
     BadPattern { src: String },
-    /// Several sources need a directory destination.
-    #[error(
-        "copy with more than one source needs a destination directory ending in /, got {dest:?}"
-    )]
-    DestNotDir { dest: String },
+    /// Several sources, not all directories, need a directory destination (the Dockerfile
+    /// reference's rule, in its words; `command` is COPY or ADD).
+    #[error("When using {command} with more than one source file, the destination must be a directory and end with a / (got {dest:?})")]
+    DestNotDir { command: &'static str, dest: String },
     /// A symlink chain inside the root that does not end.
     #[error("copy source {src:?}: too many levels of symbolic links")]
     SymlinkLoop { src: String },
@@ -94,6 +93,8 @@ pub struct CopyOptions {
     /// `--exclude` patterns (`.dockerignore` syntax, exceptions allowed), matched against
     /// paths relative to each copied directory, or a copied file's name.
     pub exclude: Vec<String>,
+    /// The instruction (`COPY` or `ADD`) as errors name it; `COPY` when empty.
+    pub command: &'static str,
 }
 
 /// A build context: a directory and the ignore rules that hide parts of it.

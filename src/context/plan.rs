@@ -33,6 +33,9 @@ pub enum EntryKind {
         first: Vec<u8>,
     },
     Fifo,
+    /// A socket: copied as an empty regular file with the socket's permission bits, as
+    /// BuildKit's context transfer (fsutil) delivers one. Hashed as that empty file.
+    Socket,
     CharDevice {
         rdev: u64,
     },
@@ -106,8 +109,18 @@ pub fn plan_copy_cached(
         || dest == "."
         || dest.ends_with('/')
         || dest.ends_with("/.");
-    if sources.len() > 1 && !dest_is_dir {
-        return Err(Error::DestNotDir { dest: dest.into() });
+    // Several directories merge into the destination, slash or not, as BuildKit copies
+    // each one's contents there; several files into one path would overwrite each other
+    // (BuildKit's open bug, moby/buildkit#1853): refused, as the reference says.
+    if sources.len() > 1 && !dest_is_dir && !sources.iter().all(Source::is_dir) {
+        return Err(Error::DestNotDir {
+            command: if opts.command.is_empty() {
+                "COPY"
+            } else {
+                opts.command
+            },
+            dest: dest.into(),
+        });
     }
     let base = super::glob::clean(&format!("/{dest}"));
     let base = base.trim_start_matches('/').as_bytes();
@@ -290,7 +303,7 @@ impl Planner<'_> {
         Ok(any)
     }
 
-    /// One entry from a source's metadata; `None` for sockets, which Docker skips.
+    /// One entry from a source's metadata; `None` for a file type it cannot know.
     fn entry(
         &self,
         src: &Source,
@@ -315,6 +328,8 @@ impl Planner<'_> {
             EntryKind::CharDevice { rdev: md.rdev() }
         } else if ft.is_block_device() {
             EntryKind::BlockDevice { rdev: md.rdev() }
+        } else if ft.is_socket() {
+            EntryKind::Socket
         } else {
             return Ok(None);
         };

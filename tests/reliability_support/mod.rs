@@ -23,6 +23,15 @@ pub fn full() -> bool {
     std::env::var("CAIRN_RELIABILITY_FULL").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
+/// Kill points per fault of the kill loops: 4 in the short form, 16 with
+/// `CAIRN_RELIABILITY_FULL=1`, N with `CAIRN_RELIABILITY_KILLS=N`.
+pub fn kills() -> usize {
+    std::env::var("CAIRN_RELIABILITY_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full() { 16 } else { 4 })
+}
+
 /// A per-test marker and the symlink to cairn that carries it.
 pub struct Marker {
     pub name: String,
@@ -316,4 +325,68 @@ impl Running {
 pub fn file_sha256(p: &Path) -> String {
     let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     cairn::Digest::of_bytes(&bytes).hex().to_string()
+}
+
+/// A tmpfs mounted by the test; unmounted on drop.
+pub struct SmallFs {
+    at: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl SmallFs {
+    /// A tmpfs of `size` (as mount(8) takes it) on a new temporary directory.
+    pub fn mount(size: &str) -> SmallFs {
+        let dir = common::tempdir();
+        let mut fs = SmallFs::mount_at(dir.path(), size);
+        fs._dir = Some(dir);
+        fs
+    }
+
+    /// A tmpfs of `size` on directory `at` (created if missing).
+    pub fn mount_at(at: &Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "cairn-reliab"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "cannot mount a tmpfs");
+        SmallFs {
+            at: at.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.at
+    }
+
+    pub fn free(&self) -> u64 {
+        let s = nix::sys::statvfs::statvfs(self.path()).unwrap();
+        s.blocks_available() as u64 * s.fragment_size() as u64
+    }
+
+    /// Fills the file system until only `leave` bytes are free.
+    pub fn fill_leaving(&self, leave: u64) -> PathBuf {
+        let filler = self.path().join(format!("filler-{leave}"));
+        let n = self.free().saturating_sub(leave);
+        let f = std::fs::File::create(&filler).unwrap();
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(f);
+        let chunk = vec![0xa5u8; 1 << 20];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(chunk.len() as u64) as usize;
+            w.write_all(&chunk[..k]).unwrap();
+            left -= k as u64;
+        }
+        w.flush().unwrap();
+        filler
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.at).status();
+    }
 }

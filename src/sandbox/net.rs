@@ -20,6 +20,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+/// The line the parent sends a default-network step's helper once the stack has
+/// configured the namespace (anything else, or none, and the step fails before its exec).
+pub const NET_READY: &str = "net";
+
 /// The program that connects a step's network namespace.
 pub const SLIRP4NETNS: &str = "slirp4netns";
 
@@ -88,9 +92,10 @@ fn close_on_exec(fd: &OwnedFd) {
 }
 
 impl UserNet {
-    /// Connects the network namespace of helper `pid` (whose user namespace owns it),
-    /// logging into `dir`. Returns once the namespace is configured.
-    pub fn start(pid: u32, dir: &Path) -> Result<UserNet, Error> {
+    /// Starts connecting the network namespace of helper `pid` (whose user namespace owns
+    /// it), logging into `dir`; [`UserNet::ready`] says when the namespace is configured.
+    /// The two are apart so that the step's root is built while the stack starts.
+    pub fn spawn(pid: u32, dir: &Path) -> Result<Starting, Error> {
         let (ready_r, ready_w) = pipe()?;
         let (exit_r, exit_w) = pipe()?;
         close_on_exec(&ready_r);
@@ -112,22 +117,47 @@ impl UserNet {
             .spawn();
         drop(ready_w);
         drop(exit_r);
-        let mut child = child.map_err(|e| {
+        let child = child.map_err(|e| {
             Error::Message(format!(
                 "cannot start {SLIRP4NETNS} for the RUN network ({e}): install Debian's slirp4netns package, or build with --network=host"
             ))
         })?;
-        let mut byte = [0u8; 1];
-        let ready = std::fs::File::from(ready_r).read(&mut byte).unwrap_or(0) == 1;
-        if ready {
-            let _ = std::fs::remove_file(&log_path);
-            return Ok(UserNet {
+        Ok(Starting {
+            net: UserNet {
                 child,
                 _exit: exit_w,
-            });
+            },
+            ready: ready_r,
+            log_path,
+        })
+    }
+}
+
+/// A stack that is starting: [`Starting::ready`] waits until it has configured the
+/// namespace (or failed to).
+#[derive(Debug)]
+pub struct Starting {
+    net: UserNet,
+    ready: OwnedFd,
+    log_path: std::path::PathBuf,
+}
+
+impl Starting {
+    /// Waits for the stack's ready signal; the running stack, or why it failed.
+    pub fn ready(self) -> Result<UserNet, Error> {
+        let Starting {
+            mut net,
+            ready,
+            log_path,
+        } = self;
+        let mut byte = [0u8; 1];
+        let ready = std::fs::File::from(ready).read(&mut byte).unwrap_or(0) == 1;
+        if ready {
+            let _ = std::fs::remove_file(&log_path);
+            return Ok(net);
         }
-        let _ = child.kill();
-        let status = child.wait();
+        let _ = net.child.kill();
+        let status = net.child.wait();
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let _ = std::fs::remove_file(&log_path);
         let text = error_text(text.as_bytes());
@@ -156,6 +186,9 @@ impl Drop for UserNet {
     /// Kills the stack; it is reaped in the background (its exit releases the step's
     /// network namespace and tap device, which takes the kernel tens of milliseconds).
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = self.child.kill();
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         std::thread::spawn(move || nix::sys::wait::waitpid(pid, None));

@@ -319,3 +319,49 @@ fn no_stack_or_namespace_outlives_a_build_even_a_killed_one() {
         assert_nothing_left_in(&[outer, step], what);
     }
 }
+
+/// A stack that cannot connect the namespace (here a stand-in `slirp4netns` that fails
+/// after it started, while the step's root is being built) fails the step with the
+/// stack's own message, and the step's command never runs.
+#[test]
+fn a_stack_that_fails_fails_the_step_with_its_message() {
+    common::require_root();
+    let dir = common::tempdir();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("slirp4netns");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'stand-in stack: no tap device' >&2\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    busybox_context(&ctx, &["echo RAN-$((40+2))"]);
+    let store = dir.path().join("store");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = common::run(
+        common::cairn(&store)
+            .env("PATH", path)
+            .args(["build", "--progress=plain", "-o"])
+            .arg(format!(
+                "type=oci,dest={}",
+                dir.path().join("out").display()
+            ))
+            .arg(&ctx),
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("slirp4netns could not connect the RUN network")
+            && text.contains("stand-in stack: no tap device"),
+        "{text}"
+    );
+    assert!(!text.contains("RAN-42"), "{text}");
+}

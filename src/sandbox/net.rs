@@ -102,7 +102,14 @@ impl UserNet {
         close_on_exec(&exit_w);
         let log_path = dir.join("slirp4netns.log");
         let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(SLIRP4NETNS)
+        let mut command = Command::new(SLIRP4NETNS);
+        command.env_clear();
+        // Found on cairn's PATH (without one in its environment, exec would search only
+        // its default /bin:/usr/bin).
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
+        let child = command
             .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
             .arg(format!("--ready-fd={}", ready_w.as_raw_fd()))
             .arg(format!("--exit-fd={}", exit_r.as_raw_fd()))
@@ -110,7 +117,6 @@ impl UserNet {
             .arg(format!("--userns-path=/proc/{pid}/ns/user"))
             .arg(format!("/proc/{pid}/ns/net"))
             .arg("eth0")
-            .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -529,6 +529,11 @@ fn build_layers_with(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    layout_layers(&layout)
+}
+
+/// The layers' entries of the image in an uncompressed OCI layout, top layer last.
+fn layout_layers(layout: &std::path::Path) -> Vec<std::collections::BTreeMap<String, Entry>> {
     let blob = |d: &str| fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap();
     let json = |d: &str| serde_json::from_slice::<serde_json::Value>(&blob(d)).unwrap();
     let index =
@@ -745,12 +750,12 @@ fn a_run_heredoc_with_a_shebang_runs_under_that_interpreter() {
 
 #[test]
 fn copy_and_add_flags_cairn_cannot_honour_are_refused_with_their_line() {
-    // Never silently ignored: `COPY --parents` (not supported yet) and BuildKit's own
-    // checks on `ADD --checksum` (one source, and an HTTP(S) or Git one).
+    // Never silently ignored: `**` in `COPY --parents` (not supported yet) and BuildKit's
+    // own checks on `ADD --checksum` (one source, and an HTTP(S) or Git one).
     for (df, want) in [
         (
-            "FROM scratch\n\nCOPY --parents a/b /d/\n",
-            "Dockerfile:3: COPY --parents is not supported by cairn yet",
+            "FROM scratch\n\nCOPY --parents a/**/b /d/\n",
+            "Dockerfile:3: copy source \"a/**/b\": `**` in COPY --parents is not supported by cairn yet",
         ),
         (
             "FROM scratch\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 a /a\n",
@@ -1075,4 +1080,114 @@ fn sockets_in_the_context_become_empty_files_and_fifos_stay_fifos() {
         "{seen:?}"
     );
     assert!(seen.contains_key("d/plain"), "{seen:?}");
+}
+
+#[test]
+fn copy_parents_keeps_the_source_path_below_its_pivot() {
+    // BuildKit's `COPY --parents` (stable in dockerfile 1.7): each source keeps its path
+    // under the destination, from the context root, or from the `/./` pivot written in it;
+    // the parent directories come with their own modes. Works for `--from` too.
+    common::require_root();
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(ctx.join("p1/p2")).unwrap();
+    fs::write(ctx.join("p1/p2/bar"), "bar").unwrap();
+    fs::write(ctx.join("p1/p2/baz"), "baz").unwrap();
+    fs::set_permissions(
+        ctx.join("p1"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch AS base\n\
+         COPY --parents p1/p2/bar /\n\
+         WORKDIR /test\n\
+         COPY --parents p1/p2/ba* .\n\
+         COPY --parents ./p1/./p2/bar /pivot/\n\
+         FROM base\n\
+         COPY --from=base --parents /test/./p1/*/baz /out/\n",
+    )
+    .unwrap();
+    let layers = build_context_layers(dir.path(), &ctx);
+    let paths = |l: usize| -> Vec<(String, bool, u32)> {
+        layers[l]
+            .iter()
+            .map(|(p, e)| (p.clone(), e.dir, e.mode))
+            .collect()
+    };
+    assert_eq!(layers.len(), 5, "{layers:?}");
+    assert_eq!(
+        paths(0),
+        [
+            ("p1".into(), true, 0o700),
+            ("p1/p2".into(), true, 0o755),
+            ("p1/p2/bar".into(), false, 0o644)
+        ]
+    );
+    let files = |l: usize| -> Vec<String> {
+        paths(l)
+            .into_iter()
+            .filter(|(_, d, _)| !d)
+            .map(|(p, _, _)| p)
+            .collect()
+    };
+    assert_eq!(files(2), ["test/p1/p2/bar", "test/p1/p2/baz"]);
+    assert_eq!(files(3), ["pivot/p2/bar"]);
+    assert!(!layers[3].contains_key("pivot/p1"), "{:?}", layers[3]);
+    assert_eq!(files(4), ["out/p1/p2/baz"]);
+}
+
+#[test]
+fn workdir_owner_rootless() {
+    // The same rule built by an unprivileged user with subordinate ids: the directories
+    // WORKDIR creates after USER belong to that user in the layer, existing ones keep theirs.
+    common::require_root();
+    let dir = common::tempdir();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("passwd"),
+        "root:x:0:0::/root:/bin/sh\nuser:x:1000:1001::/home/user:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY passwd /etc/passwd\nWORKDIR /srv\nUSER user\nWORKDIR /srv/app/data\n",
+    )
+    .unwrap();
+    common::run_ok(
+        std::process::Command::new("chown")
+            .args(["-R", "cairntest"])
+            .arg(dir.path()),
+    );
+    let layout = dir.path().join("oci");
+    let out = common::run(
+        std::process::Command::new("runuser")
+            .args(["-u", "cairntest", "--", "env", "HOME=/home/cairntest"])
+            .arg(format!("CAIRN_ROOT={}", dir.path().join("store").display()))
+            .arg(common::cairn_bin())
+            .args(["build", "--compression=none", "-o"])
+            .arg(format!(
+                "type=oci,dest={},compression=uncompressed",
+                layout.display()
+            ))
+            .arg(&ctx),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layers = layout_layers(&layout);
+    assert_eq!(layers.len(), 3, "{layers:?}");
+    let owner = |l: usize, p: &str| layers[l].get(p).map(|e| (e.uid, e.gid, e.mode));
+    assert_eq!(owner(1, "srv"), Some((0, 0, 0o755)), "{layers:?}");
+    assert_eq!(owner(2, "srv"), Some((0, 0, 0o755)), "{layers:?}");
+    assert_eq!(owner(2, "srv/app"), Some((1000, 1001, 0o755)), "{layers:?}");
+    assert_eq!(
+        owner(2, "srv/app/data"),
+        Some((1000, 1001, 0o755)),
+        "{layers:?}"
+    );
 }

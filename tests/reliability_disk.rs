@@ -159,3 +159,78 @@ fn a_full_disk_fails_clearly_and_leaves_a_usable_store() {
         want.0
     );
 }
+
+/// The local disk full during a push (a gzip push re-compresses the store's zstd layers
+/// into the store first): exit 6 saying the disk is full, no tag in the registry, the store
+/// consistent with no temp file; once space is back the push completes and the registry's
+/// tag names blobs it has.
+#[test]
+fn a_full_disk_during_push_fails_clearly_and_pushes_after() {
+    common::require_root();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "reliab/diskpush:latest");
+    let base = format!("{}/reliab/diskpush:latest", reg.addr);
+    let m = Marker::new("diskpush");
+    let ctx = common::tempdir();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base}\nCOPY big.bin /big.bin\n"),
+    )
+    .unwrap();
+    fs::write(ctx.path().join("big.bin"), noise(6 << 20, 11)).unwrap();
+    let small = SmallFs::mount("64m");
+    let root = small.path().join("store");
+    fs::create_dir(&root).unwrap();
+    let outs = common::tempdir();
+    let local = "local/diskpush:1";
+    run_build(&mut build_cmd(
+        &m,
+        &root,
+        ctx.path(),
+        &outs.path().join("o.tar"),
+        &["-t", local],
+    ))
+    .assert_ok("build");
+
+    let dest = format!("{}/app/diskpush:1", reg.addr);
+    let filler = small.fill_leaving(1 << 20);
+    let o = m
+        .cairn(&root)
+        .args(["push", local, &dest])
+        .output()
+        .unwrap();
+    let f = Finished {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert_disk_full(&f, "push");
+    assert!(
+        reliability_support::tags(&reg.addr, "app/diskpush").is_empty(),
+        "a tag appeared for a failed push"
+    );
+    assert_consistent(&m, &root, "after the failed push");
+    eprintln!(
+        "RELIABILITY local disk full during push: exit 6: {}",
+        f.error()
+    );
+    fs::remove_file(&filler).unwrap();
+
+    let o = m
+        .cairn(&root)
+        .args(["push", "--format=json", local, &dest])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "push after freeing space: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        Some(j["digest"].as_str().unwrap().to_string()),
+        reliability_support::tag_digest(&reg.addr, "app/diskpush", "1")
+    );
+    reliability_support::assert_every_tag_complete(&reg.addr, "app/diskpush", "push");
+    assert_consistent(&m, &root, "after the push");
+}

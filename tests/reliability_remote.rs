@@ -1,6 +1,7 @@
 //! Faults on the remote paths (issue 18): a registry that lies during a push, a poisoned
 //! shared-cache entry, SIGKILL during a push and during a cache export, SIGKILL during a RUN
-//! with cache, bind and secret mounts. After each: never a wrong image (a clear error or a
+//! with cache, bind and secret mounts, the registry's disk full during a push and a cache
+//! export, the cache registry killed mid-export. After each: never a wrong image (a clear error or a
 //! fall back to building), `cairn cache verify` clean, no stray mount or process, no secret
 //! left on disk, the registry never holding a tag whose blobs are missing, and the next
 //! push, export or build completing with the uninterrupted digest.
@@ -13,134 +14,14 @@ mod reliability_support;
 
 use common::registry::{Registry, Reply, TinyServer};
 use reliability_support::{
-    assert_verify_clean, build_cmd, kills, mounts_under, run_build, Marker, Running,
+    assert_every_tag_complete, assert_verify_clean, build_cmd, check_tags, http, kills, manifest,
+    mounts_under, run_build, tag_digest, tags, warnings, Marker, Running,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// One plain HTTP/1.1 request to `addr` (Connection: close); (status, headers, body).
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply3 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .unwrap_or(raw.len());
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Reply3 {
-        status,
-        head,
-        body: raw[split..].to_vec(),
-    }
-}
-
-struct Reply3 {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Reply3 {
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    }
-}
-
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
-
-/// The digest the registry gives `repo:tag`.
-fn tag_digest(addr: &str, repo: &str, tag: &str) -> Option<String> {
-    let r = http(
-        addr,
-        "HEAD",
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[("Accept", MANIFEST_ACCEPT)],
-        b"",
-    );
-    (r.status == 200).then(|| r.header("Docker-Content-Digest").unwrap())
-}
-
-/// The manifest `repo:tag` in the registry at `addr`, if there is one.
-fn manifest(addr: &str, repo: &str, tag: &str) -> Option<serde_json::Value> {
-    let r = http(
-        addr,
-        "GET",
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[("Accept", MANIFEST_ACCEPT)],
-        b"",
-    );
-    (r.status == 200).then(|| serde_json::from_slice(&r.body).unwrap())
-}
-
-fn tags(addr: &str, repo: &str) -> Vec<String> {
-    let r = http(addr, "GET", &format!("/v2/{repo}/tags/list"), &[], b"");
-    if r.status != 200 {
-        return vec![];
-    }
-    let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    j["tags"]
-        .as_array()
-        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
-        .unwrap_or_default()
-}
-
-/// Every tag of `repo` names a manifest whose config and layers the registry has
-/// (asked with `GET`, which reads the bytes, not only the link).
-fn assert_every_tag_complete(addr: &str, repo: &str, what: &str) -> usize {
-    let all = tags(addr, repo);
-    for t in &all {
-        // The client was killed, but the registry may still be handling its last manifest
-        // `PUT`: distribution creates the tag's directory (which `tags/list` reads) before it
-        // writes the link to the manifest. A tag counts once that request has had time to end.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let m = loop {
-            match manifest(addr, repo, t) {
-                Some(m) => break m,
-                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-                None => panic!("{what}: tag {t} lists no manifest"),
-            }
-        };
-        let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_string()];
-        for l in m["layers"].as_array().unwrap() {
-            blobs.push(l["digest"].as_str().unwrap().to_string());
-        }
-        for b in blobs {
-            let r = http(addr, "GET", &format!("/v2/{repo}/blobs/{b}"), &[], b"");
-            assert_eq!(
-                r.status, 200,
-                "{what}: {repo}:{t} names blob {b} the registry lacks"
-            );
-            assert_eq!(
-                format!("sha256:{}", cairn::Digest::of_bytes(&r.body).hex()),
-                b,
-                "{what}: blob {b} of {repo}:{t} has other bytes"
-            );
-        }
-    }
-    all.len()
-}
 
 /// A proxy in front of `upstream` that answers every blob `HEAD` with 200 ("I have it")
 /// and forwards the rest.
@@ -390,16 +271,6 @@ fn put_manifest(addr: &str, repo: &str, tag: &str, m: &serde_json::Value) {
         "manifest PUT: {}",
         String::from_utf8_lossy(&r.body)
     );
-}
-
-/// The warnings a build printed (`--progress=json` `warning` events).
-fn warnings(f: &reliability_support::Finished) -> Vec<String> {
-    f.stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == "warning")
-        .map(|e| e["message"].as_str().unwrap_or("").to_string())
-        .collect()
 }
 
 /// Fault 2: poisoned shared-cache entries — a state whose layers disagree with its manifest,
@@ -1234,4 +1105,129 @@ fn a_full_registry_disk_fails_push_and_export_clearly() {
     consistent("after space came back");
     eprintln!("RELIABILITY disk-full recovered: push and {entries} entries exported");
     drop(small);
+}
+
+/// Fault 6: the registry killed (SIGKILL, by the PID of the server this test started) during
+/// a cache export, then restarted on the same storage: the build ends (the export failure is
+/// a warning), no entry of the cache names a blob the registry lacks, the local store
+/// verifies clean, the next build exports every entry, and a fresh store reading the cache
+/// gets the uninterrupted digest.
+#[test]
+fn registry_killed_mid_export_leaves_no_entry_without_blobs() {
+    common::require_root();
+    let m = Marker::new("regkill");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let ctx = common::tempdir();
+    write_ctx(
+        ctx.path(),
+        &dockerfile(&format!("{}/base/busybox:1", reg.addr), &m.name),
+    );
+    let mut cache = Registry::start();
+
+    // The uninterrupted export's span (from the last step's `done` to the end), and the
+    // image's digest.
+    let first = common::tempdir();
+    let out = first.path().join("out.tar");
+    let to0 = format!("type=registry,ref={}/cache/timing,mode=max", cache.addr);
+    let mut run = Running::spawn(&mut build_cmd(
+        &m,
+        first.path(),
+        ctx.path(),
+        &out,
+        &["--cache-to", &to0],
+    ));
+    assert_eq!(run.wait(), Some(0), "uninterrupted build failed");
+    let end = run.started.elapsed();
+    let span = end.saturating_sub(last_step_done(&run.seen).expect("the last step's done"));
+    let want = run_build(&mut build_cmd(&m, first.path(), ctx.path(), &out, &[]))
+        .assert_ok("uninterrupted")
+        .digests()
+        .1;
+
+    let n = kills();
+    let (mut survived, mut landed) = (0, 0);
+    for i in 0..n {
+        let repo = format!("cache/r{i}");
+        let to = format!("type=registry,ref={}/{repo},mode=max", cache.addr);
+        let root = common::tempdir();
+        let out = root.path().join("out.tar");
+        let after = span.mul_f64((i as f64 + 0.5) / n as f64);
+        let mut run = Running::spawn(&mut build_cmd(
+            &m,
+            root.path(),
+            ctx.path(),
+            &out,
+            &["--cache-to", &to],
+        ));
+        // Wait for the moment, then kill the registry (not the build).
+        let mut stopped = false;
+        loop {
+            if let Ok(Some(_)) = run.child.try_wait() {
+                break;
+            }
+            let seen_done = run.wait_for_line("\"done\"", Duration::from_millis(5));
+            if seen_done
+                && last_step_done(&run.seen).is_some_and(|d| run.started.elapsed() >= d + after)
+            {
+                cache.stop();
+                stopped = true;
+                break;
+            }
+        }
+        let code = run.wait();
+        let what = format!("registry kill {i} at done+{after:?} (killed mid-export: {stopped})");
+        landed += stopped as usize;
+        assert_eq!(
+            code,
+            Some(0),
+            "{what}: the build failed for a failed export"
+        );
+        if stopped {
+            cache.restart();
+        }
+        assert!(m.strays().is_empty(), "{what}: processes left");
+        let entries = check_tags(&cache.addr, &repo, &what, false);
+        assert_verify_clean(&m, root.path(), &what);
+        let next = run_build(&mut build_cmd(
+            &m,
+            root.path(),
+            ctx.path(),
+            &out,
+            &["--cache-to", &format!("{to},ignore-error=false")],
+        ));
+        assert_eq!(
+            next.assert_ok(&what).digests().1,
+            want,
+            "{what}: next build"
+        );
+        let after_n = check_tags(&cache.addr, &repo, &what, false);
+        assert!(
+            after_n >= 4,
+            "{what}: the next export wrote every entry ({after_n})"
+        );
+        let fresh = common::tempdir();
+        let from = format!("type=registry,ref={}/{repo}", cache.addr);
+        let got = run_build(&mut build_cmd(
+            &m,
+            fresh.path(),
+            ctx.path(),
+            &fresh.path().join("out.tar"),
+            &["--cache-from", &from],
+        ));
+        assert_eq!(
+            got.assert_ok(&what).digests().1,
+            want,
+            "{what}: from the cache"
+        );
+        survived += 1;
+        eprintln!("{what}: survived ({entries} entries before, {after_n} after)");
+    }
+    eprintln!(
+        "RELIABILITY registry-killed-mid-export tries={n} killed-mid-export={landed} survived={survived}"
+    );
+    assert!(
+        landed * 2 >= n,
+        "only {landed} of {n} registry kills landed inside an export"
+    );
 }

@@ -47,6 +47,10 @@ pub enum Error {
     /// A source pattern Go's `filepath.Match` rejects.
     #[error("copy source {src:?}: syntax error in pattern")]
     BadPattern { src: String },
+    /// `**` in a `COPY --parents` source: BuildKit matches it at any depth; cairn's
+    /// matcher does not, so it is refused rather than matched as `*`.
+    #[error("copy source {src:?}: `**` in COPY --parents is not supported by cairn yet")]
+    ParentsDoubleStar { src: String },
     /// Several sources, not all directories, need a directory destination (the Dockerfile
     /// reference's rule, in its words; `command` is COPY or ADD).
     #[error("When using {command} with more than one source file, the destination must be a directory and end with a / (got {dest:?})")]
@@ -137,6 +141,12 @@ impl Context {
     /// as a whole matches something (`COPY package.json yarn.lock* ./`).
     pub fn resolve(&self, srcs: &[String]) -> Result<Vec<Source>, Error> {
         resolve::resolve(&self.root, Some(&self.ignore), false, srcs)
+    }
+
+    /// [`Self::resolve`] for `COPY --parents`: each match keeps its path below the
+    /// context root, or below the `/./` pivot written in the source.
+    pub fn resolve_parents(&self, srcs: &[String]) -> Result<Vec<Source>, Error> {
+        resolve::resolve_parents(&self.root, Some(&self.ignore), false, srcs)
     }
 
     /// Every path the context holds under its ignore rules, slash-separated and sorted (what

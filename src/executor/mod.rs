@@ -93,7 +93,7 @@ pub trait RemoteCache: Send + Sync {
 pub struct Expect<'a> {
     pub parent: &'a State,
     pub config_only: &'a State,
-    /// Whether the step may add a layer (RUN, COPY, ADD).
+    /// Whether the step may add a layer (RUN, COPY, ADD, and WORKDIR making its directory).
     pub may_add_layer: bool,
 }
 
@@ -542,6 +542,7 @@ impl<'a> Builder<'a> {
                             plan::Expanded::Run(_)
                                 | plan::Expanded::Copy(_)
                                 | plan::Expanded::Add(_)
+                                | plan::Expanded::Workdir(_)
                         ),
                     };
                     rc.lookup(self.store, &new_key, &expect)

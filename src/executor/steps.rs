@@ -190,13 +190,6 @@ pub(super) fn prepare(
             },
         }),
         Expanded::Copy(c) | Expanded::Add(c) => {
-            if c.parents {
-                return Err(Error::Usage(format!(
-                    "{}: {} --parents is not supported by cairn yet (copy each directory to its own destination)",
-                    env.location(step),
-                    exp.keyword()
-                )));
-            }
             // BuildKit's checks, with its wording (`--checksum` is ADD's alone: the parser
             // refuses it on COPY).
             if c.checksum.is_some() {
@@ -269,7 +262,11 @@ pub(super) fn prepare(
                         exp.keyword()
                     ))
                 })?;
-                CopySources::Context(ctx.resolve(&c.sources)?)
+                CopySources::Context(if c.parents {
+                    ctx.resolve_parents(&c.sources)?
+                } else {
+                    ctx.resolve(&c.sources)?
+                })
             };
             let hash = match &sources {
                 CopySources::Context(s) => {
@@ -689,7 +686,12 @@ fn copy_step(
             let lowers = lowers(env, &layers)?;
             let patterns = super::merge::resolve_patterns(&lowers, &c.sources);
             super::merge::materialize(&lowers, &patterns, view.path())?;
-            let sources = context::resolve_in(view.path(), &patterns)?;
+            let from_root = context::SourceRoot::new(view.path());
+            let sources = if c.parents {
+                from_root.resolve_parents(&patterns)?
+            } else {
+                from_root.resolve(&patterns)?
+            };
             context::stage(&sources, &target.dest, &target.options, &root)?;
             target.dest
         }

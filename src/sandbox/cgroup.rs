@@ -294,8 +294,8 @@ impl Cgroup {
 }
 
 /// Removes the step cgroups under `parent` of cairn processes that are gone (killed
-/// before they could clean up), with whatever they hold: a step's stragglers or its
-/// network stack.
+/// before they could clean up), with whatever they hold: a step's stragglers. (A step's
+/// network stack is not in it; it ends by itself with cairn, `net.rs`.)
 fn sweep(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;

@@ -5,12 +5,13 @@
 //! The helper must stay single-threaded up to the fork (see the module docs of `sandbox`).
 
 use super::mounts::RootSource;
+use super::net::NET_READY;
 use super::{init, sys, Network, RunSpec};
 use crate::userns::{send, Job, Namespaces, Report};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::ForkResult;
 use serde::{Deserialize, Serialize};
-use std::io::StdinLock;
+use std::io::{BufRead, StdinLock};
 use std::path::PathBuf;
 
 /// Everything the helper needs to run a step, resolved by the parent.
@@ -56,10 +57,28 @@ impl Job for RunJob {
 }
 
 fn run_step(spec: &ChildSpec) -> Result<Report, String> {
+    // Under the default network the stack is still starting: PID 1 builds the root
+    // meanwhile and waits on this pipe before it drops its privileges (`init.rs`).
+    let net_ready = match spec.run.network {
+        Network::Default => Some(
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| format!("pipe for the network's readiness: {e}"))?,
+        ),
+        Network::Host | Network::None => None,
+    };
     match sys::fork().map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Child => init::main(spec),
+        ForkResult::Child => init::main(spec, net_ready.map(|(r, _)| r)),
         ForkResult::Parent { child } => {
             send(&Report::Init(child.as_raw()));
+            if let Some((_, ready_w)) = net_ready {
+                // The parent's line once the stack has configured the namespace; anything
+                // else closes the pipe unwritten, and PID 1 fails before its exec.
+                let mut line = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut line);
+                if line.trim_end() == NET_READY {
+                    let _ = nix::unistd::write(&ready_w, b"1");
+                }
+            }
             wait_for(child)
         }
     }

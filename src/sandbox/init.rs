@@ -12,12 +12,12 @@ use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid};
 use std::ffi::CString;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 /// Sets up and execs; never returns.
-pub fn main(spec: &ChildSpec) -> ! {
-    let err = match setup(spec) {
+pub fn main(spec: &ChildSpec, net_ready: Option<OwnedFd>) -> ! {
+    let err = match setup(spec, net_ready) {
         Err(Setup::NoOverlay(why)) => Report::NoOverlay(why),
         Err(Setup::Failed(why)) => Report::Failed(why),
         Ok(()) => exec(&spec.run.argv, &environment(&spec.run.env, &spec.home)),
@@ -35,7 +35,7 @@ fn fail(what: &str) -> impl FnOnce(io::Error) -> Setup + '_ {
     move |e| Setup::Failed(format!("{what}: {e}"))
 }
 
-fn setup(spec: &ChildSpec) -> Result<(), Setup> {
+fn setup(spec: &ChildSpec, net_ready: Option<OwnedFd>) -> Result<(), Setup> {
     let errno = |what: &'static str| move |e: nix::Error| Setup::Failed(format!("{what}: {e}"));
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(errno("set pdeathsig"))?;
     nix::unistd::setsid().map_err(errno("setsid"))?;
@@ -61,11 +61,27 @@ fn setup(spec: &ChildSpec) -> Result<(), Setup> {
     let workdir = Path::new(&spec.run.workdir);
     std::fs::create_dir_all(workdir).map_err(fail("create the working directory"))?;
     redirect_stdin(spec.run.stdin.as_deref()).map_err(fail("stdin"))?;
+    if let Some(fd) = net_ready {
+        wait_for_network(fd)?;
+    }
     drop_privileges(spec)?;
     nix::unistd::chdir(workdir).map_err(errno("enter the working directory"))?;
     // From here on, stderr is the step's output like stdout.
     nix::unistd::dup2(1, 2).map_err(errno("redirect stderr"))?;
     Ok(())
+}
+
+/// Waits until the helper says the stack has configured the step's network (one byte on
+/// `fd`); end of file means it could not, and the parent reports why.
+fn wait_for_network(fd: OwnedFd) -> Result<(), Setup> {
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), &mut byte) {
+            Ok(1) => return Ok(()),
+            Err(nix::Error::EINTR) => continue,
+            _ => return Err(Setup::Failed("the RUN network was not connected".into())),
+        }
+    }
 }
 
 /// Gives the step its stdin: the bytes it was given (in a memfd), else `/dev/null`.

@@ -9,7 +9,7 @@ use super::cgroup::Cgroup;
 use super::child::{ChildSpec, RunJob};
 use super::copyroot;
 use super::mounts::RootSource;
-use super::net::UserNet;
+use super::net::{UserNet, NET_READY};
 use super::staging::Staging;
 use super::Network;
 use super::{resolve_user, Error, RunSpec};
@@ -374,23 +374,34 @@ fn control_loop(
             Report::Userns => {
                 let answer = write_maps(pid, privilege).map_err(|e| e.to_string());
                 let answer = answer.and_then(|()| cgroup.map_or(Ok(()), |c| c.add(pid)));
-                let answer = answer.and_then(|()| match net {
-                    Some(dir) => UserNet::start(pid, dir)
-                        .map(|n| {
-                            // In the step's cgroup, a network stack that outlives a killed
-                            // cairn is swept with it by the next run.
-                            if let Some(c) = cgroup {
-                                let _ = c.add(n.pid());
-                            }
-                            _user_net = Some(n)
-                        })
-                        .map_err(|e| e.to_string()),
-                    None => Ok(()),
-                });
+                // The stack starts while the helper forks the step's PID 1 and builds its
+                // root; PID 1 waits for NET_READY before it drops its privileges. The stack
+                // stays out of the step's cgroup: its exit (the tap device's teardown, tens
+                // of milliseconds) would hold up the cgroup's removal, and it ends by itself
+                // when cairn does (its exit pipe).
+                let (answer, starting) = match (answer, net) {
+                    (Ok(()), Some(dir)) => match UserNet::spawn(pid, dir) {
+                        Ok(s) => (Ok(()), Some(s)),
+                        Err(e) => (Err(e.to_string()), None),
+                    },
+                    (answer, _) => (answer, None),
+                };
                 let go = if answer.is_ok() { GO } else { "abort" };
                 let _ = writeln!(stdin, "{go}");
                 if let Err(e) = answer {
                     reports.push(Report::Failed(e));
+                }
+                if let Some(starting) = starting {
+                    match starting.ready() {
+                        Ok(n) => {
+                            _user_net = Some(n);
+                            let _ = writeln!(stdin, "{NET_READY}");
+                        }
+                        Err(e) => {
+                            reports.push(Report::Failed(e.to_string()));
+                            let _ = writeln!(stdin, "abort");
+                        }
+                    }
                 }
             }
             Report::Init(p) => {

@@ -6,7 +6,7 @@
 //! `/etc` records the image's metadata, not ours.
 
 use super::mounts::ETC_FILES;
-use super::RunSpec;
+use super::{Network, RunSpec};
 use crate::stack::LayerStack;
 use crate::userns::{remove_as_root, Privilege};
 use std::fs;
@@ -79,6 +79,10 @@ impl Staging {
         let dir = self.etc_files();
         fs::create_dir(&dir)?;
         let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
+        let resolv = match spec.network {
+            Network::Default => super::net::resolv_conf(&String::from_utf8_lossy(&resolv)).into(),
+            Network::Host | Network::None => resolv,
+        };
         fs::write(dir.join("resolv.conf"), resolv)?;
         let hosts = format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",

@@ -5,7 +5,7 @@
 //! Every step — metadata ones too — gets a cache entry pointing at the [`State`] it produced,
 //! so a fully cached build reproduces the same config bytes and thus the same image ID.
 //!
-//! Independent stages run at the same time ([`schedule`]): each stage has a thread, steps
+//! Independent stages run at the same time (`schedule.rs`): each stage has a thread, steps
 //! are numbered in the order they start (as BuildKit numbers its vertices), and what the
 //! build returns — step reports, the recorded key inputs — is gathered in plan order, so
 //! it is the same however the stages interleaved.

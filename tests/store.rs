@@ -10,7 +10,7 @@ use cairn::store::{CacheEntry, Store};
 use cairn::Digest;
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 fn tmp_entries(root: &Path) -> Vec<String> {
@@ -196,19 +196,9 @@ fn locks_exclude_and_die_with_their_holder() {
     drop(held);
     assert!(store.try_lock("build").unwrap().is_some());
 
-    let mut child = std::process::Command::new("flock")
-        .arg("-o")
-        .arg(dir.path().join("locks/pull"))
-        .args(["sleep", "30"])
-        .spawn()
-        .expect("flock(1) from util-linux is needed");
-    let deadline = SystemTime::now() + Duration::from_secs(5);
-    while store.try_lock("pull").unwrap().is_some() {
-        assert!(SystemTime::now() < deadline, "flock(1) never took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let other = OtherHolder::lock(&dir.path().join("locks/pull"));
+    assert!(store.try_lock("pull").unwrap().is_none());
+    other.end();
     assert!(store.try_lock("pull").unwrap().is_some());
 }
 
@@ -484,34 +474,55 @@ fn a_lease_in_another_process_protects_its_blobs() {
         format!("{held}\n"),
     )
     .unwrap();
-    // `cat` ends when its stdin closes, so nothing outlives the test.
-    let mut child = std::process::Command::new("flock")
-        .arg("-o")
-        .arg(&owner)
-        .arg("cat")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("flock(1) from util-linux is needed");
-    let deadline = SystemTime::now() + Duration::from_secs(5);
-    while lockable(&owner) {
-        assert!(SystemTime::now() < deadline, "flock(1) never took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let other = OtherHolder::lock(&owner);
     maintain::prune(&store, &capped(0)).unwrap();
     assert!(store.has_blob(&held), "a live process's pin was ignored");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    drop(child.stdin.take());
-    // flock(1) forks `cat` and only then closes its copy of the locked descriptor: on a
-    // loaded machine the lock can outlive flock(1) by a moment. The owner is gone once
-    // nothing holds its lock.
-    let deadline = SystemTime::now() + Duration::from_secs(10);
-    while !lockable(&owner) {
-        assert!(SystemTime::now() < deadline, "the lock outlived flock(1)");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    other.end();
     maintain::prune(&store, &capped(0)).unwrap();
     assert!(!store.has_blob(&held), "a dead process's pin was honoured");
+}
+
+/// Another process holding the lock on a file: flock(1) running `cat` (which ends when
+/// its stdin closes, so nothing outlives the test).
+struct OtherHolder {
+    child: std::process::Child,
+    path: PathBuf,
+}
+
+impl OtherHolder {
+    /// Starts the holder and waits until it holds the lock.
+    fn lock(path: &Path) -> Self {
+        let child = std::process::Command::new("flock")
+            .arg("-o")
+            .arg(path)
+            .arg("cat")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("flock(1) from util-linux is needed");
+        let deadline = SystemTime::now() + Duration::from_secs(60);
+        while lockable(path) {
+            assert!(SystemTime::now() < deadline, "flock(1) never took the lock");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OtherHolder {
+            child,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Kills the holder and waits until its lock is free: flock(1) forks `cat` and only
+    /// then closes that child's copy of the locked descriptor, so on a loaded machine the
+    /// lock can outlive flock(1) by a moment. The holder is gone once nothing holds it.
+    fn end(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        drop(self.child.stdin.take());
+        let deadline = SystemTime::now() + Duration::from_secs(60);
+        while !lockable(&self.path) {
+            assert!(SystemTime::now() < deadline, "the lock outlived flock(1)");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// Whether `path` could be locked now, by another open file (released at once).

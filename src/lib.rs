@@ -8,8 +8,8 @@
 //! manifests, [`export`] hands the result to Docker or a file, [`remote_cache`] shares step
 //! results through a registry, and [`executor`] walks the plan, keyed on [`cache`] keys
 //! that depend on nothing but a step's inputs. Below them, [`userns`] (the privilege
-//! broker), [`overlay`] and [`stack`] are shared vocabulary. Everything the user is told on
-//! the way goes through one sink, [`events`].
+//! broker), [`overlay`], [`stack`] and [`redact`] (credentials in URLs) are shared
+//! vocabulary. Everything the user is told on the way goes through one sink, [`events`].
 
 pub mod cache;
 pub mod cli;
@@ -29,6 +29,7 @@ pub mod mounts;
 pub mod overlay;
 pub mod plan;
 pub mod platform;
+pub mod redact;
 pub mod registry;
 pub mod remote_cache;
 pub mod rootfs;

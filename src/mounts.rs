@@ -150,6 +150,97 @@ pub fn parse_ssh(
     Ok((id.to_string(), PathBuf::from(path)))
 }
 
+/// An `--ssh` agent offered to one step on a socket of its own, as BuildKit's SSH
+/// forwarding does: `RUN --mount=type=ssh,mode=…,uid=…,gid=…` gives *that* socket the mode
+/// and owner (default 0600, 0:0), which the user's own agent socket must never get. Each
+/// connection to it is relayed to the agent by two copying threads; the listener polls a
+/// stop flag, because once the socket belongs to the step's uid this process may no longer
+/// be allowed to connect to it to wake an `accept`. Stopped and removed when dropped.
+///
+/// Hand-written because the relay is a few lines of `std::os::unix::net`; an async
+/// runtime or a proxy process per step would cost more than it does.
+pub struct AgentProxy {
+    dir: tempfile::TempDir,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AgentProxy {
+    /// Listens on a new socket (in a short directory of the system's temporary one: a
+    /// socket path has at most 107 bytes) that relays to the agent at `agent`.
+    pub fn start(agent: &Path) -> Result<AgentProxy> {
+        use std::os::unix::net::UnixListener;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-ssh-")
+            .tempdir()
+            .map_err(|e| Error::io("cannot create a directory for the SSH agent socket", e))?;
+        let path = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&path)
+            .and_then(|l| l.set_nonblocking(true).map(|_| l))
+            .map_err(|e| Error::io(format!("cannot listen on {}", path.display()), e))?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (flag, agent) = (stop.clone(), agent.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => relay(client, &agent),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(20))
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        Ok(AgentProxy {
+            dir,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The socket to mount into the step.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("agent.sock")
+    }
+}
+
+/// Copies bytes both ways between a step's connection and a new one to the agent, each
+/// direction on its own thread, closing the other side's writing half at the end. An
+/// agent that cannot be reached closes the step's connection (ssh-add then says so).
+fn relay(client: std::os::unix::net::UnixStream, agent: &Path) {
+    use std::net::Shutdown;
+    let Ok(upstream) = std::os::unix::net::UnixStream::connect(agent) else {
+        return;
+    };
+    let _ = client.set_nonblocking(false);
+    let pump = |mut from: std::os::unix::net::UnixStream,
+                mut to: std::os::unix::net::UnixStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+        });
+    };
+    match (client.try_clone(), upstream.try_clone()) {
+        (Ok(c2), Ok(u2)) => {
+            pump(client, upstream);
+            pump(u2, c2);
+        }
+        _ => {
+            let _ = client.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for AgentProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Parses `--allow` entitlements.
 pub fn parse_allow(values: &[String], opts: &mut MountOptions) -> Result<()> {
     for v in values.iter().flat_map(|v| v.split(',')) {
@@ -283,6 +374,38 @@ mod tests {
         assert!(parse_ssh("default", None).is_err());
         assert!(parse_ssh("=x", None).is_err());
         assert!(parse_ssh("a=/k1,/k2", None).is_err());
+    }
+
+    /// The proxy relays a request to the agent and its answer back, several times, and its
+    /// socket is gone once it is dropped.
+    #[test]
+    fn the_agent_proxy_relays_both_ways() {
+        use std::io::{Read, Write};
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let dir = tempfile::tempdir().unwrap();
+        let agent_path = dir.path().join("agent");
+        let agent = UnixListener::bind(&agent_path).unwrap();
+        // A fake agent: answers each connection's bytes upper-cased, then closes.
+        std::thread::spawn(move || {
+            for conn in agent.incoming() {
+                let mut conn = conn.unwrap();
+                let mut buf = Vec::new();
+                conn.read_to_end(&mut buf).unwrap();
+                conn.write_all(&buf.to_ascii_uppercase()).unwrap();
+            }
+        });
+        let proxy = AgentProxy::start(&agent_path).unwrap();
+        let path = proxy.path();
+        for word in ["hello", "again"] {
+            let mut c = UnixStream::connect(&path).unwrap();
+            c.write_all(word.as_bytes()).unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).unwrap();
+            assert_eq!(answer, word.to_ascii_uppercase());
+        }
+        drop(proxy);
+        assert!(!path.exists());
     }
 
     #[test]

@@ -311,7 +311,23 @@ pub fn plan_with_triggers(
             _ if image.eq_ignore_ascii_case("scratch") => Base::Scratch,
             _ => Base::Image(image),
         };
-        let onbuild = trigger_instructions(triggers.get(&i), line)?;
+        let mut onbuild = trigger_instructions(triggers.get(&i), line)?;
+        // A base stage of this Dockerfile carries its own ONBUILD lines as triggers.
+        if let Base::Stage(j) = &base {
+            onbuild.extend(
+                df.stages[*j]
+                    .instructions
+                    .iter()
+                    .filter_map(|inst| match &inst.node {
+                        Instruction::Onbuild(o) => Some(Spanned {
+                            node: (*o.inst).clone(),
+                            span: inst.span,
+                            original: inst.original.clone(),
+                        }),
+                        _ => None,
+                    }),
+            );
+        }
         for (from, line) in from_refs(&st.instructions)
             .into_iter()
             .chain(from_refs(&onbuild))

@@ -155,3 +155,118 @@ fn add_downloads_retry_and_fail_like_registry_requests() {
     assert_eq!(mismatch.status.code(), Some(2), "{err}");
     assert!(err.contains("checksum mismatch"), "{err}");
 }
+
+/// Every regular file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| fs::read(e.path()).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
+/// `ADD https://user:password@host/file` downloads with those credentials (HTTP Basic),
+/// and the password shows nowhere: not in plain or json progress, `--explain`, errors, the
+/// store's files, the image's config and history. The user name is masked too, as
+/// BuildKit's `RedactCredentials` does (`https://xxxxx:xxxxx@host/...`).
+#[test]
+fn url_credentials_download_but_never_show() {
+    use base64::Engine as _;
+    let (user, pw, wrong) = ("cairn-url-user", "pw-4f8a0c2e91", "pw-wrong-77d3b1");
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+    );
+    let expected = basic.clone();
+    let web = TinyServer::start(move |req| {
+        if req.headers.get("authorization") != Some(&expected) {
+            return Reply::Full {
+                status: 401,
+                headers: vec![("WWW-Authenticate".into(), "Basic realm=\"t\"".into())],
+                body: vec![],
+            };
+        }
+        let body = format!("payload of {}\n", req.path).into_bytes();
+        Reply::ok("application/octet-stream", body)
+    });
+    let ctx = common::tempdir();
+    let root = common::tempdir();
+    let out_dir = common::tempdir();
+    let build = |df: String, extra: &[&str]| {
+        fs::write(ctx.path().join("Dockerfile"), df).unwrap();
+        let dest = out_dir.path().join("oci");
+        let _ = fs::remove_dir_all(&dest);
+        common::run(
+            common::cairn(root.path())
+                .arg("build")
+                .arg(ctx.path())
+                .arg("-o")
+                .arg(format!("type=oci,dest={}", dest.display()))
+                .arg("--explain")
+                .args(extra),
+        )
+    };
+    // Shell form and JSON form. (A build argument is no way to pass a password: its value
+    // is part of the step's environment, as in BuildKit.)
+    let df = |path: &str| {
+        format!(
+            "FROM scratch\nADD http://{user}:{pw}@{a}/{path}/one.txt /dl/\n\
+             ADD [\"http://{user}:{pw}@{a}/{path}/two.txt\", \"/dl/\"]\n",
+            a = web.addr
+        )
+    };
+    let mut logs = String::new();
+    let o = build(df("v1"), &["--progress=plain"]);
+    let log = String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "ADD http://xxxxx:xxxxx@{}/v1/one.txt /dl/",
+            web.addr
+        )),
+        "the step header shows the URL masked: {log}"
+    );
+    logs += &log;
+    // Another path: a miss whose --explain quotes the old and new instruction; json events.
+    let o = build(df("v2"), &["--progress=json"]);
+    let log = String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("instruction changed"), "{log}");
+    assert!(log.contains("xxxxx:xxxxx@"), "{log}");
+    logs += &log;
+    // The image has both files, and its history shows the URL masked.
+    let oci = out_dir.path().join("oci");
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(oci.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| {
+        oci.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let config = fs::read_to_string(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    assert!(config.contains("xxxxx:xxxxx@"), "{config}");
+    assert_eq!(
+        manifest["layers"].as_array().unwrap().len(),
+        2,
+        "{manifest}"
+    );
+    // A wrong password: the server's 401 is the error, the password is not in it.
+    let o = build(df("v3").replace(pw, wrong), &["--progress=plain"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("401"), "{err}");
+    assert!(err.contains("xxxxx:xxxxx@"), "{err}");
+    logs += &err;
+    for secret in [pw, wrong, user, basic.trim_start_matches("Basic ")] {
+        assert!(!logs.contains(secret), "{secret} in the output:\n{logs}");
+        for dir in [root.path(), out_dir.path()] {
+            let hits = files_containing(dir, secret.as_bytes());
+            assert!(hits.is_empty(), "{secret} in {hits:?}");
+        }
+    }
+}

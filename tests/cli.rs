@@ -37,6 +37,60 @@ fn doctor_passes_where_builds_work() {
     assert!(out.contains("a build can work here"), "{out}");
 }
 
+/// `doctor` asks Docker over the Engine API a load uses (read only: `GET /info`), so it
+/// reports the same engine with or without a docker CLI on PATH: its version, endpoint,
+/// storage driver and image store, as the system engine's own CLI shows them. A
+/// `DOCKER_HOST` that leads nowhere is named as missing.
+#[test]
+fn doctor_reports_the_engine_through_its_api() {
+    common::require_root();
+    common::require_docker();
+    let docker = |f: &str| {
+        common::run_ok(Command::new("docker").args(["info", "--format", f]))
+            .trim()
+            .to_string()
+    };
+    let (version, driver) = (docker("{{.ServerVersion}}"), docker("{{.Driver}}"));
+    let store = if docker("{{json .DriverStatus}}").contains("io.containerd.snapshotter") {
+        "containerd"
+    } else {
+        "classic"
+    };
+    let want = format!(
+        "ok  docker: Docker {version} at unix:///var/run/docker.sock: storage driver {driver}, {store} image store"
+    );
+    // A PATH with `unshare true` (the user-namespace check) but no docker CLI.
+    let bin = common::tempdir();
+    for tool in ["unshare", "true"] {
+        std::os::unix::fs::symlink(common::which(tool), bin.path().join(tool)).unwrap();
+    }
+    let store_dir = common::tempdir();
+    for path in [
+        std::env::var("PATH").unwrap(),
+        bin.path().display().to_string(),
+    ] {
+        let out = common::run_ok(
+            common::cairn(store_dir.path())
+                .env_remove("DOCKER_HOST")
+                .env_remove("DOCKER_CONTEXT")
+                .env("PATH", &path)
+                .arg("doctor"),
+        );
+        assert!(out.contains(&want), "PATH={path}: want {want:?} in\n{out}");
+    }
+    let out = common::run(
+        common::cairn(store_dir.path())
+            .env("DOCKER_HOST", "unix:///nonexistent/cairn-doctor.sock")
+            .arg("doctor"),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("MISSING  docker") && text.contains("/nonexistent/cairn-doctor.sock"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+}
+
 #[test]
 fn completions_and_man_page_are_generated() {
     for shell in ["bash", "zsh", "fish"] {

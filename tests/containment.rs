@@ -64,10 +64,21 @@ fn leftover_cgroups() -> Vec<String> {
             let dir = std::path::Path::new("/sys/fs/cgroup")
                 .join(c)
                 .join(path.trim_start_matches('/'));
-            // This binary's steps and the cairn processes it starts (one test at a time).
-            let prefix = "cairn-";
+            // Step cgroups are named `cairn-<pid of the cairn process>-<n>`. Left over are
+            // this binary's own and those of cairn processes that have ended (every one this
+            // test started); a cairn process still running elsewhere on the machine is not
+            // this test's business.
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if e.file_name().to_string_lossy().starts_with(prefix) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(pid) = name
+                    .strip_prefix("cairn-")
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|p| p.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let ended = !std::path::Path::new(&format!("/proc/{pid}")).exists();
+                if ended || pid == std::process::id() {
                     left.push(e.path().display().to_string());
                 }
             }

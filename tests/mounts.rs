@@ -442,6 +442,60 @@ fn ssh_agent_is_forwarded_into_the_step() {
     assert!(b.stderr.contains("is gone"), "{}", b.stderr);
 }
 
+/// `type=ssh` and `type=secret` with `mode`, `uid` and `gid`: the step sees its agent socket
+/// and secret file with them (BuildKit's defaults: 0600 and 0400, owner 0:0), a step running
+/// as that uid can use the agent, and the agent's own socket keeps its mode and owner.
+#[test]
+fn ssh_and_secret_mounts_get_the_mode_and_owner_asked_for() {
+    common::require_root();
+    common::require_docker();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "mounts/busybox:9");
+    let root = common::tempdir();
+    let ctx = context(&format!(
+        "FROM {}/mounts/busybox:9\n\
+         COPY ssh /opt/ssh\n\
+         RUN --mount=type=ssh --mount=type=secret,id=tok \
+             stat -c 'default-ssh %a %u %g %F' $SSH_AUTH_SOCK && stat -c 'default-secret %a %u %g' /run/secrets/tok\n\
+         RUN --mount=type=ssh,mode=0660,uid=1000,gid=1001 --mount=type=secret,id=tok,mode=0440,uid=1002,gid=1003 \
+             stat -c 'asked-ssh %a %u %g %F' $SSH_AUTH_SOCK && stat -c 'asked-secret %a %u %g' /run/secrets/tok\n\
+         USER 1000:1000\n\
+         RUN --mount=type=ssh,uid=1000 /opt/ssh/ld.so --library-path /opt/ssh /opt/ssh/ssh-add -l && echo as-1000-ok\n",
+        reg.addr
+    ));
+    ssh_add_bundle(&ctx.path().join("ssh"));
+    let agent_dir = common::tempdir();
+    let (sock, _agent) = start_agent(agent_dir.path(), None);
+    let before = common::run_ok(Command::new("stat").args(["-c", "%a %u %g"]).arg(&sock));
+    let secret = agent_dir.path().join("tok");
+    fs::write(&secret, "mode-owner-secret").unwrap();
+    let mut c = common::cairn(root.path());
+    c.env("SSH_AUTH_SOCK", &sock)
+        .arg("build")
+        .arg(ctx.path())
+        .args(["--progress=plain", "-o"])
+        .arg(format!(
+            "type=oci,dest={}",
+            agent_dir.path().join("oci").display()
+        ))
+        .args(["--ssh", "default", "--secret"])
+        .arg(format!("id=tok,src={}", secret.display()));
+    let b = out(c.output().unwrap());
+    b.ok();
+    for line in [
+        "default-ssh 600 0 0 socket",
+        "default-secret 400 0 0",
+        "asked-ssh 660 1000 1001 socket",
+        "asked-secret 440 1002 1003",
+        "cairn-test-key (ED25519)",
+        "as-1000-ok",
+    ] {
+        assert!(b.stderr.contains(line), "{line:?} missing:\n{}", b.stderr);
+    }
+    let after = common::run_ok(Command::new("stat").args(["-c", "%a %u %g"]).arg(&sock));
+    assert_eq!(before, after, "the agent's socket kept its mode and owner");
+}
+
 /// Rootless (an unprivileged user with subordinate ids): a cache mount owned by a
 /// subordinate uid, a secret and an SSH agent all work, and nothing is left behind.
 #[test]
@@ -460,7 +514,8 @@ fn rootless_cache_secret_and_ssh() {
             .replace(",id=other,target=/agent.sock,required", ",target=/agent.sock")
             + "RUN --mount=type=cache,id=c,target=/c,uid=1234 --mount=type=secret,id=tok,uid=1234,mode=0440 \
                --mount=type=bind,source=ssh,target=/b,rw \
-               stat -c '%u %a' /c /run/secrets/tok && cat /run/secrets/tok | wc -c && touch /c/from-first && ls /c && touch /b/rw-ok && echo bound-rw\n",
+               stat -c '%u %a' /c /run/secrets/tok && cat /run/secrets/tok | wc -c && touch /c/from-first && ls /c && touch /b/rw-ok && echo bound-rw\n\
+               RUN --mount=type=ssh,uid=1234,gid=1235,mode=0660 stat -c 'agent %u %g %a' $SSH_AUTH_SOCK\n",
     )
     .unwrap();
     ssh_add_bundle(&ctx.join("ssh"));
@@ -489,7 +544,7 @@ fn rootless_cache_secret_and_ssh() {
     assert!(o.status.success(), "{log}");
     assert_eq!(log.matches("cairn-test-key (ED25519)").count(), 2, "{log}");
     assert!(
-        log.contains("1234 755") && log.contains("1234 440"),
+        log.contains("1234 755") && log.contains("1234 440") && log.contains("agent 1234 1235 660"),
         "{log}"
     );
     assert!(

@@ -1,6 +1,8 @@
 //! Several cairn processes sharing one store: overlapping builds started together all
 //! succeed, each blob is downloaded once, a step they share is computed once, and a lock
-//! never outlives a killed holder (the next process proceeds).
+//! never outlives a killed holder (the next process proceeds). Eight builds at once on
+//! shared and locked cache mounts and one registry cache ref give the serial digests, and
+//! a locked mount is never inside two steps at once.
 //!
 //! A counting proxy stands between cairn and the real registry, so blob GETs are counted
 //! where they happen; it can also hang the first GET of a blob to hold a download open.
@@ -327,4 +329,115 @@ fn a_killed_holder_never_blocks_the_next_build() {
     );
     assert_verify_clean(&m, root.path(), "after the killed download holder");
     eprintln!("blob lock: X killed mid-download, Y fetched the blob and finished");
+}
+
+/// Build `i` of the eight: a shared COPY, a RUN on a `sharing=shared` cache mount, a RUN on
+/// a `sharing=locked` one that fails (exit 17) if it finds another step inside the mount
+/// (a marker file it creates on entry and removes on exit), and a shared last step. Each
+/// build's mounted RUNs differ (`i`), so all eight run them rather than wait for one.
+fn eight_dockerfile(base: &str, marker: &str, i: usize) -> String {
+    format!(
+        "FROM {base}
+COPY app.txt /app.txt
+RUN --mount=type=cache,id=conc-shared,target=/shared,sharing=shared set -e; echo {i} > /shared/w{i}; cat /app.txt > /s{i} # {marker}
+RUN --mount=type=cache,id=conc-locked,target=/locked,sharing=locked set -e; if [ -e /locked/busy ]; then echo \"overlap: build {i} found build $(cat /locked/busy) in the locked mount\"; exit 17; fi; echo {i} > /locked/busy; sleep 0.2; echo {i} >> /locked/log; rm /locked/busy; echo {i} > /l # {marker}
+RUN echo tail > /t # {marker}
+"
+    )
+}
+
+/// Eight builds at once on one store, sharing cache mounts (`shared` and `locked`) and one
+/// registry cache ref (`--cache-to` and `--cache-from`): all succeed with the digests the
+/// same Dockerfiles give built one after another on a store of their own, the locked mount
+/// is never inside two steps at once, the store verifies clean with nothing left behind,
+/// every cache entry names blobs the registry has, and a fresh store reading the cache
+/// builds without running a step.
+#[test]
+fn eight_builds_share_cache_mounts_and_a_registry_cache() {
+    common::require_root();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let m = Marker::new("eight");
+    let base = format!("{}/base/busybox:1", reg.addr);
+    let ctxs: Vec<_> = (0..8)
+        .map(|i| context(&eight_dockerfile(&base, &m.name, i)))
+        .collect();
+    let outs = common::tempdir();
+
+    // One after another, on a store of their own, without the registry cache.
+    let serial = common::tempdir();
+    let want: Vec<String> = ctxs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let out = outs.path().join(format!("serial-{i}.tar"));
+            run_build(&mut build_cmd(&m, serial.path(), c.path(), &out, &[]))
+                .assert_ok("serial")
+                .digests()
+                .1
+        })
+        .collect();
+
+    // All at once.
+    let cache = format!("type=registry,ref={}/cache/eight", reg.addr);
+    let to = format!("{cache},mode=max,ignore-error=false");
+    let root = common::tempdir();
+    let threads: Vec<_> = ctxs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let out = outs.path().join(format!("{i}.tar"));
+            let mut cmd = build_cmd(
+                &m,
+                root.path(),
+                c.path(),
+                &out,
+                &["--cache-to", &to, "--cache-from", &cache],
+            );
+            std::thread::spawn(move || run_build(&mut cmd))
+        })
+        .collect();
+    let results: Vec<Finished> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.code, Some(0), "build {i} failed:\n{}", r.stderr);
+        assert_eq!(
+            r.digests().1,
+            want[i],
+            "build {i} differs from its serial build"
+        );
+    }
+    let waited = results
+        .iter()
+        .filter(|r| r.stderr.contains("being built by another cairn process"))
+        .count();
+    assert_verify_clean(&m, root.path(), "after 8 concurrent builds");
+    assert!(m.strays().is_empty(), "processes left");
+    assert!(mounts_under(&[root.path()]).is_empty(), "mounts left");
+    let temps: Vec<_> = fs::read_dir(root.path().join("tmp")).unwrap().collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    let entries = reliability_support::assert_every_tag_complete(
+        &reg.addr,
+        "cache/eight",
+        "after 8 concurrent exports",
+    );
+    // 1 COPY + 8 × 2 mounted RUNs + 8 last steps (on different parents).
+    assert!(entries >= 17, "the exports wrote the entries ({entries})");
+
+    // A fresh store reading the cache: every step a hit, the same images.
+    for i in [0, 7] {
+        let fresh = common::tempdir();
+        let got = run_build(&mut build_cmd(
+            &m,
+            fresh.path(),
+            ctxs[i].path(),
+            &fresh.path().join("out.tar"),
+            &["--cache-from", &cache],
+        ));
+        assert_eq!(got.assert_ok("from the cache").digests().1, want[i]);
+        assert_eq!(got.json()["all_cached"], "true", "build {i} ran a step");
+        assert_verify_clean(&m, fresh.path(), "fresh store from the cache");
+    }
+    eprintln!(
+        "RELIABILITY 8 concurrent builds (cache mounts shared+locked, one registry cache ref): 8/8 succeeded, serial digests, no locked overlap, {entries} entries complete, {waited} waited for a shared step"
+    );
 }

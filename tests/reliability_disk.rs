@@ -8,61 +8,10 @@ mod common;
 mod reliability_support;
 
 use common::registry::Registry;
-use reliability_support::{assert_verify_clean, build_cmd, run_build, Finished, Marker};
+use reliability_support::{assert_verify_clean, build_cmd, run_build, Finished, Marker, SmallFs};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-/// A tmpfs mounted by the test; unmounted on drop.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> SmallFs {
-        let dir = common::tempdir();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "cairn-reliab"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(st.success(), "cannot mount a tmpfs");
-        SmallFs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn free(&self) -> u64 {
-        let s = nix::sys::statvfs::statvfs(self.path()).unwrap();
-        s.blocks_available() as u64 * s.fragment_size() as u64
-    }
-
-    /// Fills the file system until only `leave` bytes are free.
-    fn fill_leaving(&self, leave: u64) -> PathBuf {
-        let filler = self.path().join(format!("filler-{leave}"));
-        let n = self.free().saturating_sub(leave);
-        let f = fs::File::create(&filler).unwrap();
-        use std::io::Write;
-        let mut w = std::io::BufWriter::new(f);
-        let chunk = vec![0xa5u8; 1 << 20];
-        let mut left = n;
-        while left > 0 {
-            let k = left.min(chunk.len() as u64) as usize;
-            w.write_all(&chunk[..k]).unwrap();
-            left -= k as u64;
-        }
-        w.flush().unwrap();
-        filler
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
 
 /// Bytes gzip cannot shrink.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -209,4 +158,79 @@ fn a_full_disk_fails_clearly_and_leaves_a_usable_store() {
         "disk full: pull, COPY and RUN each failed cleanly; store verified; rebuild matched {}",
         want.0
     );
+}
+
+/// The local disk full during a push (a gzip push re-compresses the store's zstd layers
+/// into the store first): exit 6 saying the disk is full, no tag in the registry, the store
+/// consistent with no temp file; once space is back the push completes and the registry's
+/// tag names blobs it has.
+#[test]
+fn a_full_disk_during_push_fails_clearly_and_pushes_after() {
+    common::require_root();
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "reliab/diskpush:latest");
+    let base = format!("{}/reliab/diskpush:latest", reg.addr);
+    let m = Marker::new("diskpush");
+    let ctx = common::tempdir();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base}\nCOPY big.bin /big.bin\n"),
+    )
+    .unwrap();
+    fs::write(ctx.path().join("big.bin"), noise(6 << 20, 11)).unwrap();
+    let small = SmallFs::mount("64m");
+    let root = small.path().join("store");
+    fs::create_dir(&root).unwrap();
+    let outs = common::tempdir();
+    let local = "local/diskpush:1";
+    run_build(&mut build_cmd(
+        &m,
+        &root,
+        ctx.path(),
+        &outs.path().join("o.tar"),
+        &["-t", local],
+    ))
+    .assert_ok("build");
+
+    let dest = format!("{}/app/diskpush:1", reg.addr);
+    let filler = small.fill_leaving(1 << 20);
+    let o = m
+        .cairn(&root)
+        .args(["push", local, &dest])
+        .output()
+        .unwrap();
+    let f = Finished {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert_disk_full(&f, "push");
+    assert!(
+        reliability_support::tags(&reg.addr, "app/diskpush").is_empty(),
+        "a tag appeared for a failed push"
+    );
+    assert_consistent(&m, &root, "after the failed push");
+    eprintln!(
+        "RELIABILITY local disk full during push: exit 6: {}",
+        f.error()
+    );
+    fs::remove_file(&filler).unwrap();
+
+    let o = m
+        .cairn(&root)
+        .args(["push", "--format=json", local, &dest])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "push after freeing space: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        Some(j["digest"].as_str().unwrap().to_string()),
+        reliability_support::tag_digest(&reg.addr, "app/diskpush", "1")
+    );
+    reliability_support::assert_every_tag_complete(&reg.addr, "app/diskpush", "push");
+    assert_consistent(&m, &root, "after the push");
 }

@@ -1,6 +1,7 @@
 //! Faults on the remote paths (issue 18): a registry that lies during a push, a poisoned
 //! shared-cache entry, SIGKILL during a push and during a cache export, SIGKILL during a RUN
-//! with cache, bind and secret mounts. After each: never a wrong image (a clear error or a
+//! with cache, bind and secret mounts, the registry's disk full during a push and a cache
+//! export, the cache registry killed mid-export. After each: never a wrong image (a clear error or a
 //! fall back to building), `cairn cache verify` clean, no stray mount or process, no secret
 //! left on disk, the registry never holding a tag whose blobs are missing, and the next
 //! push, export or build completing with the uninterrupted digest.
@@ -13,142 +14,14 @@ mod reliability_support;
 
 use common::registry::{Registry, Reply, TinyServer};
 use reliability_support::{
-    assert_verify_clean, build_cmd, full, mounts_under, run_build, Marker, Running,
+    assert_every_tag_complete, assert_verify_clean, build_cmd, check_tags, http, kills, manifest,
+    mounts_under, run_build, tag_digest, tags, warnings, Marker, Running,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Kill points per fault.
-fn kills() -> usize {
-    std::env::var("CAIRN_RELIABILITY_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if full() { 16 } else { 4 })
-}
-
-/// One plain HTTP/1.1 request to `addr` (Connection: close); (status, headers, body).
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply3 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .unwrap_or(raw.len());
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Reply3 {
-        status,
-        head,
-        body: raw[split..].to_vec(),
-    }
-}
-
-struct Reply3 {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Reply3 {
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    }
-}
-
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
-
-/// The digest the registry gives `repo:tag`.
-fn tag_digest(addr: &str, repo: &str, tag: &str) -> Option<String> {
-    let r = http(
-        addr,
-        "HEAD",
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[("Accept", MANIFEST_ACCEPT)],
-        b"",
-    );
-    (r.status == 200).then(|| r.header("Docker-Content-Digest").unwrap())
-}
-
-/// The manifest `repo:tag` in the registry at `addr`, if there is one.
-fn manifest(addr: &str, repo: &str, tag: &str) -> Option<serde_json::Value> {
-    let r = http(
-        addr,
-        "GET",
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[("Accept", MANIFEST_ACCEPT)],
-        b"",
-    );
-    (r.status == 200).then(|| serde_json::from_slice(&r.body).unwrap())
-}
-
-fn tags(addr: &str, repo: &str) -> Vec<String> {
-    let r = http(addr, "GET", &format!("/v2/{repo}/tags/list"), &[], b"");
-    if r.status != 200 {
-        return vec![];
-    }
-    let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    j["tags"]
-        .as_array()
-        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
-        .unwrap_or_default()
-}
-
-/// Every tag of `repo` names a manifest whose config and layers the registry has
-/// (asked with `GET`, which reads the bytes, not only the link).
-fn assert_every_tag_complete(addr: &str, repo: &str, what: &str) -> usize {
-    let all = tags(addr, repo);
-    for t in &all {
-        // The client was killed, but the registry may still be handling its last manifest
-        // `PUT`: distribution creates the tag's directory (which `tags/list` reads) before it
-        // writes the link to the manifest. A tag counts once that request has had time to end.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let m = loop {
-            match manifest(addr, repo, t) {
-                Some(m) => break m,
-                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-                None => panic!("{what}: tag {t} lists no manifest"),
-            }
-        };
-        let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_string()];
-        for l in m["layers"].as_array().unwrap() {
-            blobs.push(l["digest"].as_str().unwrap().to_string());
-        }
-        for b in blobs {
-            let r = http(addr, "GET", &format!("/v2/{repo}/blobs/{b}"), &[], b"");
-            assert_eq!(
-                r.status, 200,
-                "{what}: {repo}:{t} names blob {b} the registry lacks"
-            );
-            assert_eq!(
-                format!("sha256:{}", cairn::Digest::of_bytes(&r.body).hex()),
-                b,
-                "{what}: blob {b} of {repo}:{t} has other bytes"
-            );
-        }
-    }
-    all.len()
-}
 
 /// A proxy in front of `upstream` that answers every blob `HEAD` with 200 ("I have it")
 /// and forwards the rest.
@@ -400,11 +273,12 @@ fn put_manifest(addr: &str, repo: &str, tag: &str, m: &serde_json::Value) {
     );
 }
 
-/// Fault 2: poisoned shared-cache entries — layer bytes that do not match their digest, a state
-/// whose layers disagree with its manifest, a state blob swapped for one with another
-/// config — never give a wrong image: the build with `--cache-from` fails clearly or builds
-/// the step, the local store verifies clean, and the digest is the one built without cache
-/// (or the build is refused).
+/// Fault 2: poisoned shared-cache entries — a state whose layers disagree with its manifest,
+/// a state whose config is not what the step gives (an Env the Dockerfile never set), layers
+/// whose diffID is not what they decompress to, layer bytes that do not match their digest —
+/// never give a wrong image and never fail the build: it falls back to building the steps
+/// (a warning naming the cache entry and what was wrong), the digest is the one built
+/// without cache, the local store verifies clean and its next build is the honest one.
 #[test]
 fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
     common::require_root();
@@ -440,7 +314,9 @@ fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect();
 
-    let check = |what: &str| {
+    // A build from a fresh store reading the poisoned cache: it succeeds with the honest
+    // digest, and some warning contains every one of `named`.
+    let check = |what: &str, named: &[&str]| {
         let b = common::tempdir();
         let out = b.path().join("out.tar");
         let got = run_build(&mut build_cmd(
@@ -450,24 +326,19 @@ fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
             &out,
             &["--cache-from", &from],
         ));
-        match got.code {
-            Some(0) => assert_eq!(got.digests().1, want, "{what}: a wrong image"),
-            Some(c) => assert!(
-                !got.error().is_empty() && c != 1,
-                "{what}: exit {c} without a clear error:\n{}",
-                got.stderr
-            ),
-            None => panic!("{what}: killed"),
-        }
-        eprintln!(
-            "RELIABILITY poison {what}: exit {:?} {}; warnings: {:?}",
+        let warned = warnings(&got);
+        assert_eq!(
             got.code,
-            got.error(),
+            Some(0),
+            "{what}: the build did not fall back to building:\n{}",
             got.stderr
-                .lines()
-                .filter(|l| l.contains("warn"))
-                .collect::<Vec<_>>()
         );
+        assert_eq!(got.digests().1, want, "{what}: a wrong image");
+        assert!(
+            warned.iter().any(|w| named.iter().all(|n| w.contains(n))),
+            "{what}: no warning names {named:?}: {warned:#?}"
+        );
+        eprintln!("RELIABILITY poison {what}: exit 0, honest digest; warnings: {warned:?}");
         assert_verify_clean(&m, b.path(), what);
         // The store then builds the honest image (nothing wrong was recorded).
         let again = run_build(&mut build_cmd(&m, b.path(), ctx.path(), &out, &[]));
@@ -476,7 +347,6 @@ fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
             want,
             "{what}: next build"
         );
-        got.code
     };
 
     // (a) A state whose layers are not its manifest's: every entry's manifest loses its
@@ -492,74 +362,91 @@ fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
             put_manifest(&reg.addr, "cache/poison", t, &bad);
         }
     }
-    check("state disagrees with manifest");
+    check("state disagrees with manifest", &[&cache, "other layers"]);
 
-    // (b) A state blob with another config (an env the Dockerfile never set) but the same
-    // layers: a writer of the cache ref can do this (the trust model); cairn's check is
-    // that what it takes agrees with itself. Restore the manifests with the layers and
-    // swap every state for one whose config sets POISON=1.
-    for (t, man) in &originals {
-        let cfg = man["config"]["digest"].as_str().unwrap();
-        let r = http(
-            &reg.addr,
-            "GET",
-            &format!("/v2/cache/poison/blobs/{cfg}"),
-            &[],
-            b"",
-        );
-        let mut state: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        let text = serde_json::to_string(&state).unwrap();
-        if let Some(env) = find_key_mut(&mut state, "Env") {
-            env.as_array_mut()
-                .unwrap()
-                .push(serde_json::Value::from("POISON=1"));
+    // Every entry's state rewritten by `edit` (a writer of the cache ref can do this: the
+    // trust model), under the honest manifest's layers.
+    let rewrite_states = |edit: &dyn Fn(&mut serde_json::Value)| {
+        for (t, man) in &originals {
+            let cfg = man["config"]["digest"].as_str().unwrap();
+            let r = http(
+                &reg.addr,
+                "GET",
+                &format!("/v2/cache/poison/blobs/{cfg}"),
+                &[],
+                b"",
+            );
+            let mut state: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            let text = serde_json::to_string(&state).unwrap();
+            edit(&mut state);
+            assert_ne!(text, serde_json::to_string(&state).unwrap(), "{t}: edited");
+            let bytes = serde_json::to_vec(&state).unwrap();
+            let d = put_blob(&reg.addr, "cache/poison", &bytes);
+            let mut bad = man.clone();
+            bad["config"]["digest"] = d.into();
+            bad["config"]["size"] = bytes.len().into();
+            put_manifest(&reg.addr, "cache/poison", t, &bad);
         }
-        assert_ne!(
-            text,
-            serde_json::to_string(&state).unwrap(),
-            "state has an Env"
-        );
-        let bytes = serde_json::to_vec(&state).unwrap();
-        let d = put_blob(&reg.addr, "cache/poison", &bytes);
-        let mut bad = man.clone();
-        bad["config"]["digest"] = d.into();
-        bad["config"]["size"] = bytes.len().into();
-        put_manifest(&reg.addr, "cache/poison", t, &bad);
-    }
-    let b = common::tempdir();
-    let out = b.path().join("out.tar");
-    let got = run_build(&mut build_cmd(
-        &m,
-        b.path(),
-        ctx.path(),
-        &out,
-        &["--cache-from", &from],
-    ));
-    if got.code == Some(0) {
-        // Taken on trust (documented): the result carries what the cache said, so the
-        // image differs — never silently the honest digest with other contents.
-        assert_ne!(
-            got.digests().1,
-            want,
-            "a changed config gives another digest"
-        );
-    }
-    eprintln!(
-        "RELIABILITY poison state with another config: exit {:?} {} digest {:?}",
-        got.code,
-        got.error(),
-        (got.code == Some(0)).then(|| got.digests().1)
-    );
-    assert_verify_clean(&m, b.path(), "state with another config");
+    };
 
-    // (c) Layer bytes that do not match their digest: restore the honest manifests, then
+    // (b) A config that disagrees with the step: an Env the Dockerfile never set.
+    rewrite_states(&|state| {
+        let env = find_key_mut(state, "Env").expect("state has an Env");
+        env.as_array_mut()
+            .unwrap()
+            .push(serde_json::Value::from("POISON=1"));
+    });
+    check("state with another config", &[&cache, "disagrees", "Env"]);
+
+    // (c) Layers whose diffID is not what they decompress to (the state's layer list and
+    // its config's diff_ids agree, so only decompressing the bytes shows it).
+    let ours: Vec<(String, String)> = originals
+        .iter()
+        .flat_map(|(_, man)| {
+            let cfg = man["config"]["digest"].as_str().unwrap();
+            let r = http(
+                &reg.addr,
+                "GET",
+                &format!("/v2/cache/poison/blobs/{cfg}"),
+                &[],
+                b"",
+            );
+            let state: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            state["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|l| !base_layers.iter().any(|b| l["digest"] == b.as_str()))
+                .map(|l| {
+                    let diff = l["diff_id"].as_str().unwrap().to_string();
+                    let bogus = format!(
+                        "sha256:{}",
+                        cairn::Digest::of_bytes(format!("poison {diff}").as_bytes()).hex()
+                    );
+                    (diff, bogus)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(!ours.is_empty(), "the entries list layers of ours");
+    rewrite_states(&|state| {
+        let mut text = serde_json::to_string(state).unwrap();
+        for (diff, bogus) in &ours {
+            text = text.replace(diff.as_str(), bogus);
+        }
+        *state = serde_json::from_str(&text).unwrap();
+    });
+    check("diffID does not match the layer", &[&cache, "diffID"]);
+
+    // (d) Layer bytes that do not match their digest: restore the honest manifests, then
     // overwrite the registry's copy of every layer of ours (not the base's) with other
     // bytes of the same length.
+    let mut corrupted = Vec::new();
     for (t, man) in &originals {
         put_manifest(&reg.addr, "cache/poison", t, man);
         for l in man["layers"].as_array().unwrap() {
             let d = l["digest"].as_str().unwrap();
-            if base_layers.iter().any(|b| b == d) {
+            if base_layers.iter().any(|b| b == d) || corrupted.iter().any(|c| c == d) {
                 continue;
             }
             let f = blob_file(&reg, d);
@@ -568,9 +455,13 @@ fn a_poisoned_cache_entry_never_gives_a_wrong_image() {
                 *b ^= 0x5a;
             }
             std::fs::write(&f, bytes).unwrap();
+            corrupted.push(d.to_string());
         }
     }
-    check("layer bytes do not match their digest");
+    check(
+        "layer bytes do not match their digest",
+        &[&cache, &corrupted[0][..20], "hashes to"],
+    );
 }
 
 /// `--cache-from` only reads: a build from an empty store through a recording proxy, a hit
@@ -1021,5 +912,322 @@ RUN echo after > /after # {}
     assert!(
         landed * 2 >= n,
         "only {landed} of {n} kills landed inside the RUN"
+    );
+}
+
+/// A step taken from a cache (local or remote) changes what later steps see as running it
+/// would: an ENTRYPOINT built after a cached CMD keeps that CMD (the stage set it), so the
+/// image is the one a `--no-cache` build gives.
+#[test]
+fn a_cached_cmd_is_kept_by_an_entrypoint_built_after_it() {
+    common::require_root();
+    let m = Marker::new("facts");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let ctx = common::tempdir();
+    let df = |ep: &str| {
+        format!(
+            "FROM {}/base/busybox:1\nCMD [\"serve\"]\nENTRYPOINT [\"{ep}\"]\n",
+            reg.addr
+        )
+    };
+    let root = common::tempdir();
+    let out = root.path().join("out.tar");
+    std::fs::write(ctx.path().join("Dockerfile"), df("/bin/a")).unwrap();
+    run_build(&mut build_cmd(&m, root.path(), ctx.path(), &out, &[])).assert_ok("first");
+    std::fs::write(ctx.path().join("Dockerfile"), df("/bin/b")).unwrap();
+    let cached = run_build(&mut build_cmd(&m, root.path(), ctx.path(), &out, &[]));
+    let uncached = run_build(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &out,
+        &["--no-cache"],
+    ));
+    assert_eq!(
+        cached.assert_ok("CMD cached").digests(),
+        uncached.assert_ok("--no-cache").digests(),
+        "the cached CMD changed the image"
+    );
+}
+
+/// The registry's storage directory (the filesystem driver's root), for a tmpfs over it.
+fn storage_dir(reg: &Registry) -> PathBuf {
+    reg.scratch("x")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("data")
+}
+
+/// Fault 5: the registry's disk full during a push and during a cache export (its storage
+/// on a small tmpfs, filled): the push fails with exit 4 naming the registry, the reference
+/// and the HTTP status; an export with `ignore-error=false` fails the same way, and by
+/// default is a warning on a build that succeeds; the registry holds no tag whose blobs
+/// are missing, the local store verifies clean with no temp file; once space is back, the
+/// push gives the image's digest and the next build exports every entry, which a fresh
+/// store reads to the same image.
+#[test]
+fn a_full_registry_disk_fails_push_and_export_clearly() {
+    common::require_root();
+    let m = Marker::new("regfull");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    write_ctx(
+        ctx.path(),
+        &dockerfile(&format!("{}/base/busybox:1", reg.addr), &m.name),
+    );
+    let out = root.path().join("out.tar");
+    let local = "local/full:1";
+    let want = run_build(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &out,
+        &["-t", local],
+    ))
+    .assert_ok("build")
+    .digests()
+    .1;
+
+    // The target registry's storage: 24 MiB, filled to leave 2 MiB (the image's own
+    // layer alone is 8 MiB of noise).
+    let target = Registry::start();
+    let small = reliability_support::SmallFs::mount_at(&storage_dir(&target), "24m");
+    let filler = small.fill_leaving(2 << 20);
+    let consistent = |what: &str| {
+        assert_verify_clean(&m, root.path(), what);
+        let temps: Vec<_> = std::fs::read_dir(root.path().join("tmp"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(temps.is_empty(), "{what}: temp files left: {temps:?}");
+    };
+
+    // A push.
+    let dest = format!("{}/app/full:1", target.addr);
+    let o = m
+        .cairn(root.path())
+        .args(["push", local, &dest])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "push to a full registry: {err}");
+    assert!(
+        err.contains(&target.addr) && err.contains("app/full") && err.contains("HTTP 5"),
+        "the error names registry, reference and status: {err}"
+    );
+    assert!(tags(&target.addr, "app/full").is_empty(), "a tag appeared");
+    consistent("after the push to a full registry");
+    eprintln!(
+        "RELIABILITY disk-full push: exit 4: {}",
+        err.lines().last().unwrap_or("")
+    );
+
+    // A cache export that must not fail quietly, then one that may.
+    let to = format!("type=registry,ref={}/cache/full,mode=max", target.addr);
+    let strict = format!("{to},ignore-error=false");
+    let f = run_build(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &out,
+        &["--cache-to", &strict],
+    ));
+    assert_eq!(f.code, Some(4), "strict export:\n{}", f.stderr);
+    let e = f.error();
+    assert!(
+        e.contains(&target.addr) && e.contains("cache/full") && e.contains("HTTP 5"),
+        "the error names registry, reference and status: {e}"
+    );
+    eprintln!("RELIABILITY disk-full strict export: exit 4: {e}");
+    let f = run_build(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &out,
+        &["--cache-to", &to],
+    ));
+    assert_eq!(f.assert_ok("lenient export").digests().1, want);
+    assert!(
+        warnings(&f)
+            .iter()
+            .any(|w| w.contains("cache export") && w.contains("cache/full")),
+        "no warning about the export: {:?}",
+        warnings(&f)
+    );
+    assert_every_tag_complete(&target.addr, "cache/full", "after the full-disk exports");
+    consistent("after the exports to a full registry");
+
+    // Space is back.
+    std::fs::remove_file(&filler).unwrap();
+    let o = m
+        .cairn(root.path())
+        .args(["push", "--format=json", local, &dest])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "push after freeing space: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        Some(j["digest"].as_str().unwrap().to_string()),
+        tag_digest(&target.addr, "app/full", "1")
+    );
+    assert_eq!(
+        assert_every_tag_complete(&target.addr, "app/full", "push"),
+        1
+    );
+    let f = run_build(&mut build_cmd(
+        &m,
+        root.path(),
+        ctx.path(),
+        &out,
+        &["--cache-to", &strict],
+    ));
+    f.assert_ok("export after freeing space");
+    let entries = assert_every_tag_complete(&target.addr, "cache/full", "export");
+    assert!(entries >= 4, "the export wrote every entry ({entries})");
+    let fresh = common::tempdir();
+    let from = format!("type=registry,ref={}/cache/full", target.addr);
+    let got = run_build(&mut build_cmd(
+        &m,
+        fresh.path(),
+        ctx.path(),
+        &fresh.path().join("out.tar"),
+        &["--cache-from", &from],
+    ));
+    assert_eq!(got.assert_ok("from the cache").digests().1, want);
+    consistent("after space came back");
+    eprintln!("RELIABILITY disk-full recovered: push and {entries} entries exported");
+    drop(small);
+}
+
+/// Fault 6: the registry killed (SIGKILL, by the PID of the server this test started) during
+/// a cache export, then restarted on the same storage: the build ends (the export failure is
+/// a warning), no entry of the cache names a blob the registry lacks, the local store
+/// verifies clean, the next build exports every entry, and a fresh store reading the cache
+/// gets the uninterrupted digest.
+#[test]
+fn registry_killed_mid_export_leaves_no_entry_without_blobs() {
+    common::require_root();
+    let m = Marker::new("regkill");
+    let reg = Registry::start();
+    common::images::push_busybox(&reg, "base/busybox:1");
+    let ctx = common::tempdir();
+    write_ctx(
+        ctx.path(),
+        &dockerfile(&format!("{}/base/busybox:1", reg.addr), &m.name),
+    );
+    let mut cache = Registry::start();
+
+    // The uninterrupted export's span (from the last step's `done` to the end), and the
+    // image's digest.
+    let first = common::tempdir();
+    let out = first.path().join("out.tar");
+    let to0 = format!("type=registry,ref={}/cache/timing,mode=max", cache.addr);
+    let mut run = Running::spawn(&mut build_cmd(
+        &m,
+        first.path(),
+        ctx.path(),
+        &out,
+        &["--cache-to", &to0],
+    ));
+    assert_eq!(run.wait(), Some(0), "uninterrupted build failed");
+    let end = run.started.elapsed();
+    let span = end.saturating_sub(last_step_done(&run.seen).expect("the last step's done"));
+    let want = run_build(&mut build_cmd(&m, first.path(), ctx.path(), &out, &[]))
+        .assert_ok("uninterrupted")
+        .digests()
+        .1;
+
+    let n = kills();
+    let (mut survived, mut landed) = (0, 0);
+    for i in 0..n {
+        let repo = format!("cache/r{i}");
+        let to = format!("type=registry,ref={}/{repo},mode=max", cache.addr);
+        let root = common::tempdir();
+        let out = root.path().join("out.tar");
+        let after = span.mul_f64((i as f64 + 0.5) / n as f64);
+        let mut run = Running::spawn(&mut build_cmd(
+            &m,
+            root.path(),
+            ctx.path(),
+            &out,
+            &["--cache-to", &to],
+        ));
+        // Wait for the moment, then kill the registry (not the build).
+        let mut stopped = false;
+        loop {
+            if let Ok(Some(_)) = run.child.try_wait() {
+                break;
+            }
+            let seen_done = run.wait_for_line("\"done\"", Duration::from_millis(5));
+            if seen_done
+                && last_step_done(&run.seen).is_some_and(|d| run.started.elapsed() >= d + after)
+            {
+                cache.stop();
+                stopped = true;
+                break;
+            }
+        }
+        let code = run.wait();
+        let what = format!("registry kill {i} at done+{after:?} (killed mid-export: {stopped})");
+        landed += stopped as usize;
+        assert_eq!(
+            code,
+            Some(0),
+            "{what}: the build failed for a failed export"
+        );
+        if stopped {
+            cache.restart();
+        }
+        assert!(m.strays().is_empty(), "{what}: processes left");
+        let entries = check_tags(&cache.addr, &repo, &what, false);
+        assert_verify_clean(&m, root.path(), &what);
+        let next = run_build(&mut build_cmd(
+            &m,
+            root.path(),
+            ctx.path(),
+            &out,
+            &["--cache-to", &format!("{to},ignore-error=false")],
+        ));
+        assert_eq!(
+            next.assert_ok(&what).digests().1,
+            want,
+            "{what}: next build"
+        );
+        let after_n = check_tags(&cache.addr, &repo, &what, false);
+        assert!(
+            after_n >= 4,
+            "{what}: the next export wrote every entry ({after_n})"
+        );
+        let fresh = common::tempdir();
+        let from = format!("type=registry,ref={}/{repo}", cache.addr);
+        let got = run_build(&mut build_cmd(
+            &m,
+            fresh.path(),
+            ctx.path(),
+            &fresh.path().join("out.tar"),
+            &["--cache-from", &from],
+        ));
+        assert_eq!(
+            got.assert_ok(&what).digests().1,
+            want,
+            "{what}: from the cache"
+        );
+        survived += 1;
+        eprintln!("{what}: survived ({entries} entries before, {after_n} after)");
+    }
+    eprintln!(
+        "RELIABILITY registry-killed-mid-export tries={n} killed-mid-export={landed} survived={survived}"
+    );
+    assert!(
+        landed * 2 >= n,
+        "only {landed} of {n} registry kills landed inside an export"
     );
 }

@@ -9,9 +9,13 @@ mod support;
 use std::time::{Duration, Instant};
 use support::*;
 
+/// `kill_running` kills every step of this process: the tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn kill_running_ends_every_process_of_the_step_and_cleans_up() {
     common::require_root();
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let t = Step::busybox();
     let started = Instant::now();
     let killer = std::thread::spawn(|| {
@@ -50,6 +54,7 @@ fn kill_running_ends_every_process_of_the_step_and_cleans_up() {
 #[test]
 fn twenty_sandboxes_in_a_row_run_true() {
     common::require_root();
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let t = Step::busybox();
     t.run_argv(&["/bin/true"]);
     std::thread::sleep(Duration::from_millis(300));

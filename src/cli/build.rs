@@ -429,12 +429,26 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Re
     let plain = Store::open(&cli.store_root())?;
     // Everything this build uses stays pinned against collections until it is done.
     let store = plain.leased();
-    let result = executor::build(&store, &opts, rep, cancel)?;
-    if let Some(c) = &imported {
-        // A remote hit brought only the step's state: fetch the layers the outputs read.
-        let needed = layers_to_fetch(&store, &outputs, &push_targets, &result.image.layers);
-        executor::RemoteCache::materialize(c.as_ref(), &store, &needed)?;
-    }
+    let result = loop {
+        let bad = imported.as_ref().map_or(0, |c| c.bad_layers());
+        let attempt = executor::build(&store, &opts, rep, cancel).and_then(|result| {
+            if let Some(c) = &imported {
+                // A remote hit brought only the step's state: fetch the layers the outputs read.
+                let needed = layers_to_fetch(&store, &outputs, &push_targets, &result.image.layers);
+                executor::RemoteCache::materialize(c.as_ref(), &store, &needed)?;
+            }
+            Ok(result)
+        });
+        match attempt {
+            // A layer of the registry cache failed its check (and each such failure adds to
+            // the bad ones, so this ends): the entries listing it are refused now, and the
+            // build runs again, taking what it built already from the local store.
+            Err(e) if imported.as_ref().is_some_and(|c| c.bad_layers() > bad) => {
+                rep.warn(&format!("{e}; building those steps instead"));
+            }
+            attempt => break attempt?,
+        }
+    };
     for to in &exports {
         match remote_cache::export(&store, to, &result, imported.as_deref(), &opts.registry) {
             Ok(x) => rep.info(&format!(

@@ -1,5 +1,8 @@
 //! `cairn doctor`: checks what a build needs on this machine, for the user running it, and
-//! says how to fix what is missing. Exits 0 only when a build can work.
+//! says how to fix what is missing. Exits 0 only when a build can work. Docker is checked
+//! over the Engine API path `--load` uses (`DOCKER_HOST`, the docker context, the default
+//! socket), never through a docker CLI, and its version, storage driver and image store
+//! (classic or containerd) are reported.
 
 use crate::error::{Error, Result};
 use crate::registry::human;
@@ -131,34 +134,17 @@ fn checks(store_root: &Path) -> Vec<Check> {
         ),
     });
 
-    let cli = which("docker").is_some();
-    let docker = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output();
-    let (ok, detail) = match docker {
-        Ok(o) if o.status.success() => (
+    // Asked as a load asks it: the Engine API at DOCKER_HOST, the docker context or the
+    // default socket, whether or not a docker CLI is installed.
+    let (ok, detail) = match crate::export::engine_report() {
+        Ok(r) => (
             true,
-            format!("engine {}", String::from_utf8_lossy(&o.stdout).trim()),
+            format!(
+                "{} at {}: storage driver {}, {} image store",
+                r.version, r.endpoint, r.driver, r.image_store
+            ),
         ),
-        Ok(o) => (
-            false,
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-                .to_string(),
-        ),
-        Err(_) => {
-            let sock = Path::new("/var/run/docker.sock").exists();
-            (
-                sock && !cli,
-                if sock {
-                    "no docker CLI; socket present (Engine API is used)".into()
-                } else {
-                    "no docker CLI and no /var/run/docker.sock".into()
-                },
-            )
-        }
+        Err(e) => (false, e.to_string()),
     };
     out.push(Check {
         name: "docker",

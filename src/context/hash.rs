@@ -52,6 +52,7 @@ pub fn hash_sources_cached(
 pub fn hash_plan(plan: &[PlannedEntry]) -> Result<InputsHash, Error> {
     combine_with(plan, |e| match e.kind {
         EntryKind::File { .. } => content_digest(e).map(Some),
+        EntryKind::Socket => Ok(Some(Digest::of_bytes(b""))),
         _ => Ok(None),
     })
 }
@@ -70,6 +71,7 @@ pub fn hash_plan_cached(plan: &[PlannedEntry], cache: &mut StatCache) -> Result<
             Ok(Some(d))
         }
         (EntryKind::File { .. }, None) => content_digest(e).map(Some),
+        (EntryKind::Socket, _) => Ok(Some(Digest::of_bytes(b""))),
         _ => Ok(None),
     })
 }
@@ -114,7 +116,8 @@ fn entry_digest(e: &PlannedEntry, content: Option<&Digest>) -> Digest {
     f.u64(u64::from(e.gid));
     match &e.kind {
         EntryKind::Dir => f.field(b"dir"),
-        EntryKind::File { .. } => {
+        // A socket lands as an empty file: the same entry as one.
+        EntryKind::File { .. } | EntryKind::Socket => {
             f.field(b"file");
             f.field(content.map_or("", Digest::as_str).as_bytes());
         }

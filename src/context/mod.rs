@@ -47,11 +47,14 @@ pub enum Error {
     /// A source pattern Go's `filepath.Match` rejects.
     #[error("copy source {src:?}: syntax error in pattern")]
     BadPattern { src: String },
-    /// Several sources need a directory destination.
-    #[error(
-        "copy with more than one source needs a destination directory ending in /, got {dest:?}"
-    )]
-    DestNotDir { dest: String },
+    /// `**` in a `COPY --parents` source: BuildKit matches it at any depth; cairn's
+    /// matcher does not, so it is refused rather than matched as `*`.
+    #[error("copy source {src:?}: `**` in COPY --parents is not supported by cairn yet")]
+    ParentsDoubleStar { src: String },
+    /// Several sources, not all directories, need a directory destination (the Dockerfile
+    /// reference's rule, in its words; `command` is COPY or ADD).
+    #[error("When using {command} with more than one source file, the destination must be a directory and end with a / (got {dest:?})")]
+    DestNotDir { command: &'static str, dest: String },
     /// A symlink chain inside the root that does not end.
     #[error("copy source {src:?}: too many levels of symbolic links")]
     SymlinkLoop { src: String },
@@ -94,6 +97,8 @@ pub struct CopyOptions {
     /// `--exclude` patterns (`.dockerignore` syntax, exceptions allowed), matched against
     /// paths relative to each copied directory, or a copied file's name.
     pub exclude: Vec<String>,
+    /// The instruction (`COPY` or `ADD`) as errors name it; `COPY` when empty.
+    pub command: &'static str,
 }
 
 /// A build context: a directory and the ignore rules that hide parts of it.
@@ -136,6 +141,12 @@ impl Context {
     /// as a whole matches something (`COPY package.json yarn.lock* ./`).
     pub fn resolve(&self, srcs: &[String]) -> Result<Vec<Source>, Error> {
         resolve::resolve(&self.root, Some(&self.ignore), false, srcs)
+    }
+
+    /// [`Self::resolve`] for `COPY --parents`: each match keeps its path below the
+    /// context root, or below the `/./` pivot written in the source.
+    pub fn resolve_parents(&self, srcs: &[String]) -> Result<Vec<Source>, Error> {
+        resolve::resolve_parents(&self.root, Some(&self.ignore), false, srcs)
     }
 
     /// Every path the context holds under its ignore rules, slash-separated and sorted (what

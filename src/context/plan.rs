@@ -33,6 +33,9 @@ pub enum EntryKind {
         first: Vec<u8>,
     },
     Fifo,
+    /// A socket: copied as an empty regular file with the socket's permission bits, as
+    /// BuildKit's context transfer (fsutil) delivers one. Hashed as that empty file.
+    Socket,
     CharDevice {
         rdev: u64,
     },
@@ -106,8 +109,20 @@ pub fn plan_copy_cached(
         || dest == "."
         || dest.ends_with('/')
         || dest.ends_with("/.");
-    if sources.len() > 1 && !dest_is_dir {
-        return Err(Error::DestNotDir { dest: dest.into() });
+    // Several directories merge into the destination, slash or not, as BuildKit copies
+    // each one's contents there; several files into one path would overwrite each other
+    // (BuildKit's open bug, moby/buildkit#1853): refused, as the reference says.
+    let parents = sources.iter().any(|s| s.parents.is_some());
+    let dest_is_dir = dest_is_dir || parents;
+    if sources.len() > 1 && !dest_is_dir && !sources.iter().all(Source::is_dir) {
+        return Err(Error::DestNotDir {
+            command: if opts.command.is_empty() {
+                "COPY"
+            } else {
+                opts.command
+            },
+            dest: dest.into(),
+        });
     }
     let base = super::glob::clean(&format!("/{dest}"));
     let base = base.trim_start_matches('/').as_bytes();
@@ -133,12 +148,21 @@ pub fn plan_copy_cached(
     for src in sources {
         let abs = src.path();
         let md = fs::metadata(&abs).map_err(read_err(&abs))?;
+        // `COPY --parents`: the source lands at its path below the pivot, and the
+        // directories on that path come with their own metadata.
+        let at_dest = match &src.parents {
+            Some(below) => {
+                planner.plan_parents(src, base, below)?;
+                join(base, below)
+            }
+            None => base.to_vec(),
+        };
         if src.is_dir {
             let at = At {
                 abs,
                 rel: src.rel.clone(),
                 local: Vec::new(),
-                dest: base.to_vec(),
+                dest: at_dest,
             };
             planner.walk_dir(src, &at, &md)?;
         } else {
@@ -149,7 +173,9 @@ pub fn plan_copy_cached(
             if excluded {
                 continue;
             }
-            let target = if dest_is_dir {
+            let target = if src.parents.is_some() {
+                at_dest
+            } else if dest_is_dir {
                 join(base, &src.name)
             } else {
                 base.to_vec()
@@ -262,6 +288,24 @@ struct Planner<'o> {
 }
 
 impl Planner<'_> {
+    /// The directories between the destination and a `--parents` source (`below`: its path
+    /// under the pivot), each planned from the source directory it stands for.
+    fn plan_parents(&mut self, src: &Source, base: &[u8], below: &[u8]) -> Result<(), Error> {
+        let pivot = &src.matched[..src.matched.len().saturating_sub(below.len())];
+        let mut rel = Vec::new();
+        let parts: Vec<&[u8]> = below.split(|b| *b == b'/').collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            rel = join(&rel, part);
+            let from = [pivot, &rel[..]].concat();
+            let abs = src.root.join(OsStr::from_bytes(&from));
+            let md = fs::metadata(&abs).map_err(read_err(&abs))?;
+            if let Some(e) = self.entry(src, abs, &from, join(base, &rel), &md)? {
+                self.walked.push(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Plans a directory and, recursively, what it holds under the ignore rules and
     /// `--exclude`. Returns whether anything was planned (an excluded directory appears only
     /// for the exceptions below it).
@@ -319,7 +363,7 @@ impl Planner<'_> {
         Ok(any)
     }
 
-    /// One entry from a source's metadata; `None` for sockets, which Docker skips.
+    /// One entry from a source's metadata; `None` for a file type it cannot know.
     fn entry(
         &self,
         src: &Source,
@@ -344,6 +388,8 @@ impl Planner<'_> {
             EntryKind::CharDevice { rdev: md.rdev() }
         } else if ft.is_block_device() {
             EntryKind::BlockDevice { rdev: md.rdev() }
+        } else if ft.is_socket() {
+            EntryKind::Socket
         } else {
             return Ok(None);
         };

@@ -31,6 +31,11 @@ pub struct Source {
     pub(crate) ignore: Option<Arc<IgnoreMatcher>>,
     /// Whether copied files keep their owners (`COPY --from`) or become 0:0 (context).
     pub(crate) keep_owner: bool,
+    /// `COPY --parents`: the matched path below its pivot (the root, or the `/./` written
+    /// in the source), which the source keeps under the destination.
+    pub(crate) parents: Option<Vec<u8>>,
+    /// The path as matched, inside the root, before symlinks were followed.
+    pub(crate) matched: Vec<u8>,
 }
 
 impl Source {
@@ -87,6 +92,11 @@ impl<'a> SourceRoot<'a> {
     pub fn resolve(&self, srcs: &[String]) -> Result<Vec<Source>, Error> {
         resolve(self.root, None, self.keep_owner, srcs)
     }
+
+    /// [`Self::resolve`] for `COPY --parents` (see [`resolve_parents`]).
+    pub fn resolve_parents(&self, srcs: &[String]) -> Result<Vec<Source>, Error> {
+        resolve_parents(self.root, None, self.keep_owner, srcs)
+    }
 }
 
 /// Writes the bodies of `COPY <<NAME` heredocs into `dir` (an empty directory the caller
@@ -111,6 +121,62 @@ pub fn heredoc_sources(dir: &Path, docs: &[(String, String)]) -> Result<Vec<Sour
 /// Resolves sources in a plain directory (see [`SourceRoot`]).
 pub fn resolve_in(root: &Path, srcs: &[String]) -> Result<Vec<Source>, Error> {
     SourceRoot::new(root).resolve(srcs)
+}
+
+/// `COPY --parents` as BuildKit reads a source: the part before the first `/./` is the
+/// pivot (the root when there is none) and each match keeps its path below it. A `**`
+/// (any depth, in BuildKit's include patterns) is refused rather than matched as `*`.
+pub(crate) fn resolve_parents(
+    root: &Path,
+    ignore: Option<&Arc<IgnoreMatcher>>,
+    keep_owner: bool,
+    srcs: &[String],
+) -> Result<Vec<Source>, Error> {
+    let mut out = Vec::new();
+    let mut unmatched = Vec::new();
+    for src in srcs {
+        if src.contains("**") {
+            return Err(Error::ParentsDoubleStar { src: src.clone() });
+        }
+        let (pivot, whole) = match src.split_once("/./") {
+            Some((pivot, below)) => (pivot, format!("{pivot}/{below}")),
+            None => ("", src.clone()),
+        };
+        let pivot = super::glob::clean(&format!("/{pivot}"));
+        let pivot = pivot.trim_start_matches('/').as_bytes().to_vec();
+        let found = match resolve(root, ignore, keep_owner, std::slice::from_ref(&whole)) {
+            Err(Error::NoMatch { .. }) => {
+                unmatched.push(src.clone());
+                continue;
+            }
+            other => other?,
+        };
+        for mut s in found {
+            let matched = s.matched.clone();
+            let below = if pivot.is_empty() {
+                matched
+            } else {
+                matched
+                    .strip_prefix(&pivot[..])
+                    .and_then(|r| r.strip_prefix(b"/"))
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or(matched)
+            };
+            s.parents = Some(below);
+            s.written = src.clone();
+            out.push(s);
+        }
+    }
+    if out.is_empty() && !unmatched.is_empty() {
+        return Err(Error::NoMatch {
+            srcs: unmatched,
+            place: match ignore {
+                Some(_) => "build context".to_string(),
+                None => root.display().to_string(),
+            },
+        });
+    }
+    Ok(out)
 }
 
 /// Symlinks followed per lookup before giving up, as Linux's `MAXSYMLINKS`.
@@ -153,6 +219,8 @@ pub(crate) fn resolve(
                     is_dir,
                     ignore: ignore.cloned(),
                     keep_owner,
+                    parents: None,
+                    matched: cand.clone(),
                 }),
                 None if wildcard => {}
                 None => {

@@ -141,6 +141,14 @@ fn write_entry(e: &PlannedEntry, path: &Path, layer_root: &Path) -> io::Result<O
         EntryKind::Hardlink { first } => {
             fs::hard_link(layer_root.join(OsStr::from_bytes(first)), path)?;
         }
+        EntryKind::Socket => {
+            let to = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            content = Some(HashingWriter::new(to).finish().1);
+        }
         EntryKind::Fifo => mknod(path, SFlag::S_IFIFO, e.mode, 0)?,
         EntryKind::CharDevice { rdev } => mknod(path, SFlag::S_IFCHR, e.mode, *rdev)?,
         EntryKind::BlockDevice { rdev } => mknod(path, SFlag::S_IFBLK, e.mode, *rdev)?,

@@ -56,7 +56,8 @@ pub fn download(
         if let Some(want) = &expected {
             if &got != want {
                 return Err(Error::Usage(format!(
-                    "ADD {url}: checksum mismatch: expected {want}, got {got}"
+                    "ADD {}: checksum mismatch: expected {want}, got {got}",
+                    crate::redact::url(url)
                 )));
             }
         }

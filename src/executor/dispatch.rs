@@ -180,14 +180,28 @@ pub fn history(inst: &Spanned<Instruction>, created: String) -> History {
     }
 }
 
-/// The history text of a step: its source text on one line, as `docker history` shows it.
+/// The history text of a step: its source text on one line, as `docker history` shows it
+/// ([`display_text`]: an `ADD` URL's credentials masked).
 pub fn created_by(inst: &Spanned<Instruction>) -> String {
-    inst.original
+    display_text(inst, &inst.original)
         .lines()
         .map(|l| l.trim().trim_end_matches('\\').trim())
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `text` (from `inst`'s source) as cairn shows or keeps it: an `ADD`'s URLs (also as an
+/// `ONBUILD` trigger, whose config entry keeps them for the child) with their user-info
+/// masked ([`crate::redact`]); any other instruction as written.
+pub fn display_text(inst: &Spanned<Instruction>, text: &str) -> String {
+    match &inst.node {
+        Instruction::Add(_) => crate::redact::text(text),
+        Instruction::Onbuild(o) if matches!(*o.inst, Instruction::Add(_)) => {
+            crate::redact::text(text)
+        }
+        _ => text.to_string(),
+    }
 }
 
 /// A step's time in RFC 3339: `SOURCE_DATE_EPOCH`'s when given, else now.
@@ -514,6 +528,26 @@ mod tests {
         assert_eq!(
             shell_argv(Some(&custom), "dir".into()),
             strs(&["cmd", "/S", "/C", "dir"])
+        );
+    }
+
+    /// An ADD URL's credentials (also in an ONBUILD trigger) are masked in the history;
+    /// other instructions are kept as written, as BuildKit keeps them.
+    #[test]
+    fn history_masks_add_url_credentials_only() {
+        let df = crate::dockerfile::parse(
+            "FROM scratch\nADD https://u:pw1@h/f /\nONBUILD ADD http://t@h/g /\nRUN curl https://u:pw2@h/\n",
+            "Dockerfile",
+        )
+        .unwrap();
+        let texts: Vec<String> = df.stages[0].instructions.iter().map(created_by).collect();
+        assert_eq!(
+            texts,
+            [
+                "ADD https://xxxxx:xxxxx@h/f /",
+                "ONBUILD ADD http://xxxxx@h/g /",
+                "RUN curl https://u:pw2@h/"
+            ]
         );
     }
 

@@ -19,6 +19,23 @@ pub struct Frontend {
     pub plan: Plan,
     /// `None` when the Dockerfile came from stdin.
     pub context: Option<Context>,
+    /// The parsed Dockerfile and the options it was planned with, to plan it again once
+    /// the bases' ONBUILD triggers are known ([`Frontend::replan`]).
+    pub dockerfile: Dockerfile,
+    pub plan_options: PlanOptions,
+}
+
+impl Frontend {
+    /// Plans the Dockerfile again with its bases' ONBUILD triggers (Dockerfile stage index
+    /// → trigger texts), so a stage that only a trigger names is part of the plan.
+    pub fn replan(
+        &mut self,
+        triggers: &std::collections::BTreeMap<usize, Vec<String>>,
+    ) -> Result<()> {
+        self.plan = plan::plan_with_triggers(&self.dockerfile, &self.plan_options, triggers)
+            .map_err(|e| located(&self.df_name, e))?;
+        Ok(())
+    }
 }
 
 /// Reads a Dockerfile; an unreadable one is bad usage naming the file.
@@ -39,16 +56,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Dockerfile> {
 pub fn prepare(opts: &BuildOptions, rep: &Reporter) -> Result<Frontend> {
     let df_name = opts.dockerfile_path.display().to_string();
     let df = parse(&opts.dockerfile_path, &opts.dockerfile_text)?;
-    let plan = plan::plan(
-        &df,
-        &PlanOptions {
-            build_args: opts.build_args.clone(),
-            target: opts.target.clone(),
-            target_platform: opts.platform.clone(),
-            build_platform: Platform::host(),
-        },
-    )
-    .map_err(|e| located(&df_name, e))?;
+    let plan_options = PlanOptions {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        target_platform: opts.platform.clone(),
+        build_platform: Platform::host(),
+    };
+    let plan = plan::plan(&df, &plan_options).map_err(|e| located(&df_name, e))?;
     for (line, w) in &plan.warnings {
         rep.info(&format!("warning: {df_name}:{line}: {w}"));
     }
@@ -68,6 +82,8 @@ pub fn prepare(opts: &BuildOptions, rep: &Reporter) -> Result<Frontend> {
         df_name,
         plan,
         context,
+        dockerfile: df,
+        plan_options,
     })
 }
 

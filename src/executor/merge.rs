@@ -269,6 +269,31 @@ fn resolve_in_stack(stack: &LayerStack<'_>, rel: &Path) -> Option<PathBuf> {
     Some(at)
 }
 
+/// The first directory of the absolute path `dir` (relative, as written) that the image
+/// lacks, its symlinks followed inside its root; `None` when the whole path exists. A
+/// non-directory on the way is mkdir's "not a directory".
+pub fn first_missing_dir(lowers: &[PathBuf], dir: &str) -> Result<Option<PathBuf>> {
+    let stack = LayerStack::new(lowers);
+    let mut rel = PathBuf::new();
+    for comp in Path::new(dir.trim_start_matches('/')).components() {
+        rel.push(comp);
+        let Some(resolved) = resolve_in_stack(&stack, &rel) else {
+            return Ok(Some(rel));
+        };
+        match stack.metadata(&resolved) {
+            None => return Ok(Some(rel)),
+            Some(md) if md.is_dir() => {}
+            Some(_) => {
+                return Err(Error::Usage(format!(
+                    "mkdir {dir}: /{} is not a directory",
+                    rel.display()
+                )))
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Moves the children of directory `from` into directory `to`, merging directories.
 fn move_into(from: &Path, to: &Path) -> Result<()> {
     for entry in fs::read_dir(from).map_err(|e| io_err("list", from, e))? {

@@ -72,16 +72,29 @@ pub struct BuildOptions {
 /// only when needed).
 pub trait RemoteCache: Send + Sync {
     /// The state blob for `key`, now in the store, and where it came from (for `--explain`);
-    /// `None` on a miss; `Err` is a warning (the cache could not be read: the step is built).
+    /// `None` on a miss; `Err` is a warning (the cache could not be read, or its entry
+    /// disagrees with `expect`: the step is built).
     fn lookup(
         &self,
         store: &Store,
         key: &CacheKey,
+        expect: &Expect<'_>,
     ) -> std::result::Result<Option<(Digest, String)>, String>;
     /// Brings the blobs of `layers` that the store lacks into it.
     fn materialize(&self, store: &Store, layers: &[image::LayerDesc]) -> Result<()>;
     /// What a miss adds to its explanation (e.g. which caches were asked).
     fn miss_note(&self) -> String;
+}
+
+/// What a step's result must be, as far as it is known without running the step: the
+/// state before it, and that state with the step's config change applied (its history
+/// entry made at time 0 and marked empty). A remote entry is someone else's claim; one
+/// that disagrees with this is refused.
+pub struct Expect<'a> {
+    pub parent: &'a State,
+    pub config_only: &'a State,
+    /// Whether the step may add a layer (RUN, COPY, ADD, and WORKDIR making its directory).
+    pub may_add_layer: bool,
 }
 
 impl std::fmt::Debug for dyn RemoteCache {
@@ -181,6 +194,9 @@ struct Builder<'a> {
     recorded: BTreeMap<String, KeyInputs>,
     steps: Vec<StepReport>,
     total: usize,
+    /// Images resolved in this build (reference and platform → base), so a base read for
+    /// its ONBUILD triggers before planning, or named twice, is resolved once.
+    pulled: std::sync::Mutex<BTreeMap<(String, String), StageResult>>,
 }
 
 impl<'a> Builder<'a> {
@@ -193,31 +209,59 @@ impl<'a> Builder<'a> {
     ) -> Result<Self> {
         // The sandbox tracks its running steps itself; stopping them is its job.
         cancel.on_cancel(crate::sandbox::kill_running);
-        let frontend::Frontend {
-            df_name,
-            plan,
-            context,
-        } = frontend::prepare(opts, rep)?;
+        let mut front = frontend::prepare(opts, rep)?;
+        let context = front.context.take();
         let previous = store
             .record_get(&record_name(&opts.dockerfile_path))?
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let total = plan.stages.iter().map(|s| s.instructions.len()).sum();
-        Ok(Builder {
+        let mut b = Builder {
             store,
             opts,
             rep,
             cancel,
             key_only,
-            plan,
-            df_name,
+            plan: front.plan.clone(),
+            df_name: front.df_name.clone(),
             context,
             stat_cache: std::sync::Mutex::new(None),
             previous,
             recorded: BTreeMap::new(),
             steps: Vec::new(),
-            total,
-        })
+            total: 0,
+            pulled: Default::default(),
+        };
+        b.plan_base_triggers(&mut front)?;
+        b.total = b.plan.stages.iter().map(|s| s.instructions.len()).sum();
+        Ok(b)
+    }
+
+    /// Reads the config of every planned stage's base image and plans again with their
+    /// ONBUILD triggers, as BuildKit reads its bases before it settles the stage graph: a
+    /// trigger's `COPY --from=NAME` names a stage of this Dockerfile, which must then be
+    /// built first. Repeated until no newly planned stage brings new triggers (each round
+    /// only adds stages). The pulls are remembered, so each base is resolved once.
+    fn plan_base_triggers(&mut self, front: &mut frontend::Frontend) -> Result<()> {
+        let mut used = BTreeMap::new();
+        loop {
+            let mut triggers = BTreeMap::new();
+            for stage in &self.plan.stages {
+                if let Base::Image(r) = &stage.base {
+                    let base = self
+                        .pull_image(r, stage.platform.as_ref())
+                        .map_err(|e| Error::at_line(&self.df_name, stage.line, e))?;
+                    if !base.state.config.config.on_build.is_empty() {
+                        triggers.insert(stage.index, base.state.config.config.on_build.clone());
+                    }
+                }
+            }
+            if triggers == used {
+                return Ok(());
+            }
+            front.replan(&triggers)?;
+            self.plan = front.plan.clone();
+            used = triggers;
+        }
     }
 
     fn run(mut self) -> Result<BuildResult> {
@@ -296,10 +340,25 @@ impl<'a> Builder<'a> {
     }
 
     fn pull_image(&self, r: &str, platform: Option<&Platform>) -> Result<StageResult> {
-        let reference = Reference::parse(r)?;
         let platform = platform
             .cloned()
             .unwrap_or_else(|| self.opts.platform.clone());
+        let memo = (r.to_string(), platform.to_string());
+        let pulled = self.pulled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(done) = pulled.get(&memo) {
+            return Ok(done.clone());
+        }
+        drop(pulled);
+        let done = self.pull_image_now(r, platform)?;
+        self.pulled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(memo, done.clone());
+        Ok(done)
+    }
+
+    fn pull_image_now(&self, r: &str, platform: Platform) -> Result<StageResult> {
+        let reference = Reference::parse(r)?;
         self.rep
             .info(&format!("resolving {reference} ({platform})"));
         let pulled = self.pull_via_mirrors(&reference, &platform)?;
@@ -407,7 +466,7 @@ impl<'a> Builder<'a> {
         let triggers = std::mem::take(&mut state.config.config.on_build);
         let mut instructions = Vec::new();
         for t in &triggers {
-            instructions.push(steps::parse_trigger(t)?);
+            instructions.push(steps::parse_trigger(t, from_line)?);
         }
         self.total += instructions.len();
         instructions.extend(stage.instructions.iter().cloned());
@@ -426,12 +485,8 @@ impl<'a> Builder<'a> {
                 state: &state,
                 scope: &scope,
             };
-            // Base-image triggers have no line of their own: they belong to the FROM.
-            let line = if inst.span.line == 0 {
-                from_line
-            } else {
-                inst.span.line
-            };
+            // Base-image triggers are located at the FROM (`steps::parse_trigger`).
+            let line = inst.span.line;
             let at_line = |e| Error::at_line(&self.df_name, line, e);
             let from = self.copy_from(&expanded, done).map_err(at_line)?;
             let mount_froms = self.mount_froms(&expanded, done).map_err(at_line)?;
@@ -456,7 +511,8 @@ impl<'a> Builder<'a> {
             } else {
                 self.store.cache_get(&new_key)?
             };
-            let text = inst.original.lines().next().unwrap_or_default().to_string();
+            let text =
+                dispatch::display_text(inst, inst.original.lines().next().unwrap_or_default());
             // Another cairn sharing the store may be computing this very step: wait for it
             // and take its result, so an identical step runs once however many builds
             // overlap (metadata steps are too cheap to wait for). The lock dies with its
@@ -472,12 +528,28 @@ impl<'a> Builder<'a> {
             } else {
                 None
             };
+            // The step's config change, known without running it: what a hit's config
+            // must show, and the stage facts after it (a hit changes them as a run would).
+            let mut hit_facts = facts;
+            let config_only = steps::simulate(&state, &mut hit_facts, &expanded, inst);
             let remote_hit = match &self.opts.remote_cache {
                 Some(rc) if cached_entry.is_none() && !self.key_only && !self.opts.no_cache => {
-                    rc.lookup(self.store, &new_key).unwrap_or_else(|w| {
-                        self.rep.warn(&w);
-                        None
-                    })
+                    let expect = Expect {
+                        parent: &state,
+                        config_only: &config_only,
+                        may_add_layer: matches!(
+                            expanded,
+                            plan::Expanded::Run(_)
+                                | plan::Expanded::Copy(_)
+                                | plan::Expanded::Add(_)
+                                | plan::Expanded::Workdir(_)
+                        ),
+                    };
+                    rc.lookup(self.store, &new_key, &expect)
+                        .unwrap_or_else(|w| {
+                            self.rep.warn(&w);
+                            None
+                        })
                 }
                 _ => None,
             };
@@ -525,10 +597,17 @@ impl<'a> Builder<'a> {
             }
             let started = Instant::now();
             state = match (cached_entry, remote_hit) {
-                (Some(entry), _) => State::load(self.store, &entry.state)?,
-                (None, Some((state_digest, _))) => State::load(self.store, &state_digest)?,
+                (Some(entry), _) => {
+                    facts = hit_facts;
+                    State::load(self.store, &entry.state)?
+                }
+                (None, Some((state_digest, _))) => {
+                    facts = hit_facts;
+                    State::load(self.store, &state_digest)?
+                }
                 (None, None) if self.key_only => {
-                    steps::simulate(&state, &mut facts, &expanded, inst)
+                    facts = hit_facts;
+                    config_only
                 }
                 (None, None) => {
                     if let Some(rc) = &self.opts.remote_cache {

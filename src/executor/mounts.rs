@@ -10,8 +10,10 @@
 //! - `secret`: the value read (from `--secret`'s file or variable) when the step runs, handed
 //!   to the sandbox in the job message and mounted from memory, or put in the step's
 //!   environment (`env=`). Never in the store, a key, a layer, the config or a message.
-//! - `ssh`: the agent socket of `--ssh ID` bind-mounted (default target
-//!   `/run/buildkit/ssh_agent.N`), `SSH_AUTH_SOCK` pointing at the first.
+//! - `ssh`: a socket of the step's own relaying to the agent of `--ssh ID`
+//!   ([`crate::mounts::AgentProxy`]), with the mount's `mode`, `uid` and `gid` (default
+//!   0600, 0:0, as BuildKit), bind-mounted (default target `/run/buildkit/ssh_agent.N`),
+//!   `SSH_AUTH_SOCK` pointing at the first.
 //!
 //! - `bind` (the default type; `source` default `.`, `rw`): a path of the build context,
 //!   resolved and hashed into the step's key by [`bind_inputs`] exactly as COPY sources are
@@ -178,6 +180,8 @@ pub(super) struct MountSet {
     /// `K=V` for `type=secret,env=` and `SSH_AUTH_SOCK`.
     pub env: Vec<String>,
     _locks: Vec<Lock>,
+    /// The step's own sockets relaying to `--ssh` agents.
+    _agents: Vec<crate::mounts::AgentProxy>,
 }
 
 fn get<'a>(m: &'a ExpandedMount, key: &str) -> Option<&'a str> {
@@ -244,6 +248,7 @@ pub(super) fn prepare(
         mounts: Vec::new(),
         env: Vec::new(),
         _locks: Vec::new(),
+        _agents: Vec::new(),
     };
     let mut ssh_count = 0;
     for (i, m) in run.mounts.iter().enumerate() {
@@ -390,15 +395,24 @@ pub(super) fn prepare(
                     set.env.push(format!("SSH_AUTH_SOCK={target}"));
                 }
                 ssh_count += 1;
+                // A socket of the step's own with the mode and owner asked for (BuildKit's
+                // defaults 0600, 0:0), relaying to the agent: the agent's socket is the
+                // user's, and keeps its mode and owner.
+                let proxy = crate::mounts::AgentProxy::start(socket)?;
                 set.mounts.push(StepMount {
                     target,
                     kind: StepMountKind::Bind {
-                        source: socket.clone(),
+                        source: proxy.path(),
                         readonly: false,
-                        init: None,
+                        init: Some((
+                            number(m, "mode", 0o600, 8),
+                            number(m, "uid", 0, 10),
+                            number(m, "gid", 0, 10),
+                        )),
                         file: true,
                     },
                 });
+                set._agents.push(proxy);
             }
             MountType::Bind => {
                 let b = binds

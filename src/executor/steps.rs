@@ -49,10 +49,13 @@ pub(super) struct CopyTarget {
 }
 
 impl CopyTarget {
-    fn new(c: &ExpandedCopy, state: &State) -> Result<CopyTarget> {
+    fn new(c: &ExpandedCopy, state: &State, command: &'static str) -> Result<CopyTarget> {
         Ok(CopyTarget {
             dest: dest_path(&c.dest, state.config.config.working_dir.as_deref()),
-            options: copy_options(c)?,
+            options: CopyOptions {
+                command,
+                ..copy_options(c)?
+            },
         })
     }
 }
@@ -120,15 +123,16 @@ fn network_str(n: Network) -> &'static str {
     }
 }
 
-/// Parses a base image's ONBUILD trigger into an instruction of this stage.
-pub(super) fn parse_trigger(text: &str) -> Result<Spanned<Instruction>> {
+/// Parses a base image's ONBUILD trigger into an instruction of this stage, located at the
+/// stage's FROM line (a trigger has no line of its own).
+pub(super) fn parse_trigger(text: &str, from_line: usize) -> Result<Spanned<Instruction>> {
     let node = crate::dockerfile::parse_instruction_line(text)?;
     Ok(Spanned {
         node,
         span: crate::dockerfile::Span {
-            line: 0,
+            line: from_line,
             col: 1,
-            end_line: 0,
+            end_line: from_line,
         },
         original: format!("ONBUILD {text}"),
     })
@@ -186,13 +190,6 @@ pub(super) fn prepare(
             },
         }),
         Expanded::Copy(c) | Expanded::Add(c) => {
-            if c.parents {
-                return Err(Error::Usage(format!(
-                    "{}: {} --parents is not supported by cairn yet (copy each directory to its own destination)",
-                    env.location(step),
-                    exp.keyword()
-                )));
-            }
             // BuildKit's checks, with its wording (`--checksum` is ADD's alone: the parser
             // refuses it on COPY).
             if c.checksum.is_some() {
@@ -209,7 +206,7 @@ pub(super) fn prepare(
                     )));
                 }
             }
-            let target = CopyTarget::new(c, step.state)?;
+            let target = CopyTarget::new(c, step.state, exp.keyword())?;
             if let Some(FromSource { key, layers }) = from {
                 return Ok(Prepared::CopyFrom {
                     target,
@@ -265,7 +262,11 @@ pub(super) fn prepare(
                         exp.keyword()
                     ))
                 })?;
-                CopySources::Context(ctx.resolve(&c.sources)?)
+                CopySources::Context(if c.parents {
+                    ctx.resolve_parents(&c.sources)?
+                } else {
+                    ctx.resolve(&c.sources)?
+                })
             };
             let hash = match &sources {
                 CopySources::Context(s) => {
@@ -324,6 +325,15 @@ pub(super) fn execute(
         }
         (Expanded::Add(c), prepared) => {
             copy_step(env, step.state, c, true, prepared, &mut timings)?
+        }
+        (Expanded::Workdir(_), _) => {
+            // How WORKDIR changes the config is dispatch's rule; the history entry is
+            // written below, with the layer of the directory it creates.
+            let mut applied = next.config.clone();
+            dispatch::apply(&mut applied, facts, step.exp, history.clone());
+            next.config.config.working_dir = applied.config.working_dir;
+            let dir = next.config.config.working_dir.clone().unwrap_or_default();
+            workdir_step(env, step.state, &dir, &mut timings)?
         }
         (other, _) => {
             dispatch::apply(&mut next.config, facts, other, history);
@@ -676,7 +686,12 @@ fn copy_step(
             let lowers = lowers(env, &layers)?;
             let patterns = super::merge::resolve_patterns(&lowers, &c.sources);
             super::merge::materialize(&lowers, &patterns, view.path())?;
-            let sources = context::resolve_in(view.path(), &patterns)?;
+            let from_root = context::SourceRoot::new(view.path());
+            let sources = if c.parents {
+                from_root.resolve_parents(&patterns)?
+            } else {
+                from_root.resolve(&patterns)?
+            };
             context::stage(&sources, &target.dest, &target.options, &root)?;
             target.dest
         }
@@ -720,6 +735,66 @@ fn copy_step(
             adopt_as_lower(env, &l.diff_id, &root);
         }
     }
+    Ok(layer)
+}
+
+/// WORKDIR's directory, as BuildKit's `dispatchWorkdir` makes it: `mkdir -p` with mode
+/// 0755, the directories it creates owned by the USER in force (resolved in the image),
+/// the image's symlinks followed inside its root. A directory that exists (or `/`) is left
+/// alone and the step adds no layer; a file on the way is an error, as mkdir's.
+fn workdir_step(
+    env: &StepEnv<'_>,
+    state: &State,
+    dir: &str,
+    timings: &mut Vec<(String, f64)>,
+) -> Result<Option<layer::Layer>> {
+    let t = Instant::now();
+    let image = lowers(env, &state.layers)?;
+    let Some(first_missing) = super::merge::first_missing_dir(&image, dir)? else {
+        return Ok(None);
+    };
+    let tmp = env.store.temp_dir("workdir-")?;
+    let root = tmp.path().join("root");
+    let rel = dir.trim_start_matches('/');
+    let mut at = root.clone();
+    for comp in std::path::Path::new(rel).components() {
+        at.push(comp);
+        if std::fs::symlink_metadata(&at).is_err() {
+            std::fs::create_dir_all(&at)
+                .and_then(|()| {
+                    std::fs::set_permissions(
+                        &at,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                    )
+                })
+                .map_err(|e| Error::io(format!("WORKDIR: cannot create {}", at.display()), e))?;
+        }
+    }
+    let mut existing = super::merge::inherit_existing_dirs(&image, &root, dir, env.privilege)?;
+    super::merge::follow_image_symlinks(&image, &root, env.privilege, &mut existing)?;
+    let user = state.config.config.user.clone().unwrap_or_default();
+    let chown = if user.is_empty() {
+        None
+    } else {
+        let (uid, gid, _) = sandbox::resolve_user(&image, &user)?;
+        if env.privilege.is_root() {
+            super::merge::chown_created(&root, &existing, uid, gid)?;
+            None
+        } else {
+            Some(Chown {
+                prefix: first_missing,
+                uid,
+                gid,
+            })
+        }
+    };
+    timings.push(("mkdir".into(), progress::secs(t.elapsed())));
+    let t = Instant::now();
+    let opts = layer_options(env, chown)?;
+    let layer = reported_layer(env, &format!("for {dir}"), || {
+        Ok(layer::from_upper(env.store, &root, &opts)?)
+    })?;
+    timings.push(("layer".into(), progress::secs(t.elapsed())));
     Ok(layer)
 }
 
@@ -804,14 +879,14 @@ mod tests {
             layers: vec![],
         };
         state.config.config.working_dir = Some("/srv".into());
-        let t = CopyTarget::new(&copy("app/", Some("750")), &state).unwrap();
+        let t = CopyTarget::new(&copy("app/", Some("750")), &state, "COPY").unwrap();
         assert_eq!(t.dest, "/srv/app/");
         assert_eq!(
             t.options.chmod,
             Some(crate::dockerfile::Chmod::octal(0o750))
         );
         assert_eq!(t.options.exclude, vec!["*.tmp".to_string()]);
-        assert!(CopyTarget::new(&copy("x", None), &state)
+        assert!(CopyTarget::new(&copy("x", None), &state, "COPY")
             .unwrap()
             .options
             .chmod
@@ -854,7 +929,7 @@ mod tests {
 
     #[test]
     fn an_onbuild_trigger_parses_as_an_instruction_of_the_child() {
-        let t = parse_trigger("RUN make install").unwrap();
+        let t = parse_trigger("RUN make install", 3).unwrap();
         assert!(matches!(t.node, Instruction::Run(_)));
         assert_eq!(t.original, "ONBUILD RUN make install");
         assert_eq!(
@@ -862,7 +937,7 @@ mod tests {
             "ONBUILD RUN make install",
             "the history shows where the step came from"
         );
-        assert!(parse_trigger("NOT-AN-INSTRUCTION x").is_err());
+        assert!(parse_trigger("NOT-AN-INSTRUCTION x", 3).is_err());
     }
 
     /// A step environment built from parts, as any test can: no builder needed.

@@ -307,6 +307,55 @@ pub fn docker_load_reporting(
     load_with(&reporting, store, img, &tags)
 }
 
+/// The engine a load would reach, as `cairn doctor` reports it: asked over the same Engine
+/// API path ([`LoadVia::detect`]) a load takes, never through a docker CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineReport {
+    /// `unix:///var/run/docker.sock`, `tcp://host:port`, `ssh …`.
+    pub endpoint: String,
+    /// `Docker 20.10.24`, `Podman 4.3.1`.
+    pub version: String,
+    /// The storage driver `GET /info` names (`overlay2`, `overlayfs`, …).
+    pub driver: String,
+    /// `classic`, `containerd` or `podman`: which image store a load writes into.
+    pub image_store: &'static str,
+}
+
+impl EngineReport {
+    fn from_info(endpoint: String, v: &serde_json::Value) -> EngineReport {
+        let info = Info::from_json(v);
+        let version = v["ServerVersion"].as_str().unwrap_or("unknown");
+        // As `Info::from_json` tells them: Docker's versions are 17.03 and later.
+        let (product, image_store) = match (info.containerd_store, info.classic_store) {
+            (true, _) => ("Docker", "containerd"),
+            (_, true) => ("Docker", "classic"),
+            _ if version
+                .split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok())
+                >= Some(17) =>
+            {
+                ("Docker", "unknown")
+            }
+            _ => ("Podman", "podman"),
+        };
+        EngineReport {
+            endpoint,
+            version: format!("{product} {version}"),
+            driver: v["Driver"].as_str().unwrap_or("").to_string(),
+            image_store,
+        }
+    }
+}
+
+/// Asks the engine [`LoadVia::detect`] finds (`DOCKER_HOST`, the docker context, or the
+/// default socket) what it is.
+pub fn engine_report() -> Result<EngineReport, Error> {
+    let engine = Engine::new(LoadVia::detect()?.transport()?);
+    let info = engine.info_json()?;
+    Ok(EngineReport::from_info(engine.describe(), &info))
+}
+
 /// Writes the docker-archive into the writer it is given (run on a second thread).
 pub(crate) type WriteArchive<'a> = dyn FnMut(&mut dyn Write) -> Result<(), Error> + Send + 'a;
 
@@ -590,6 +639,36 @@ mod tests {
             cert_path: Some(PathBuf::from("/certs")),
             config_dir: None,
         }
+    }
+
+    #[test]
+    fn engine_reports_name_the_version_driver_and_image_store() {
+        let r = |v: serde_json::Value| EngineReport::from_info("unix:///s".into(), &v);
+        let classic = r(
+            serde_json::json!({"ServerVersion": "20.10.24", "Driver": "overlay2",
+            "DriverStatus": [["Backing Filesystem", "extfs"]]}),
+        );
+        assert_eq!(
+            (
+                classic.version.as_str(),
+                classic.driver.as_str(),
+                classic.image_store
+            ),
+            ("Docker 20.10.24", "overlay2", "classic")
+        );
+        let containerd = r(
+            serde_json::json!({"ServerVersion": "26.1.5", "Driver": "overlayfs",
+            "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]}),
+        );
+        assert_eq!(
+            (containerd.version.as_str(), containerd.image_store),
+            ("Docker 26.1.5", "containerd")
+        );
+        let podman = r(serde_json::json!({"ServerVersion": "4.3.1", "Driver": "overlay"}));
+        assert_eq!(
+            (podman.version.as_str(), podman.image_store),
+            ("Podman 4.3.1", "podman")
+        );
     }
 
     #[test]

@@ -153,7 +153,18 @@ impl Engine {
         read_response(&mut s)
     }
 
-    fn describe(&self) -> String {
+    /// `GET /info` as the engine answers it.
+    pub(crate) fn info_json(&self) -> Result<serde_json::Value, Error> {
+        let r = self.request("GET", "/info", None)?;
+        if r.status != 200 {
+            return Err(fail("info", &r));
+        }
+        serde_json::from_slice(&r.body)
+            .map_err(|e| Error::Message(format!("docker info: bad answer: {e}")))
+    }
+
+    /// Where the engine is, for messages.
+    pub(crate) fn describe(&self) -> String {
         match &self.transport {
             Transport::Unix(p) => format!("unix://{}", p.display()),
             Transport::Tcp { addr, .. } => format!("tcp://{addr}"),
@@ -271,13 +282,7 @@ impl EngineOps for Engine {
     }
 
     fn info(&self) -> Result<Info, Error> {
-        let r = self.request("GET", "/info", None)?;
-        if r.status != 200 {
-            return Err(fail("info", &r));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&r.body)
-            .map_err(|e| Error::Message(format!("docker info: bad answer: {e}")))?;
-        Ok(Info::from_json(&v))
+        Ok(Info::from_json(&self.info_json()?))
     }
 
     fn tag(&self, id: &str, tag: &str) -> Result<(), Error> {

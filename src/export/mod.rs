@@ -27,7 +27,10 @@ pub use archive::{
 };
 pub use compat::docker_compatible;
 pub use convert::{recompressed, OutputCompression};
-pub use docker::{docker_load, docker_load_reporting, docker_load_via, LoadVia, TlsFiles};
+pub use docker::{
+    docker_load, docker_load_reporting, docker_load_via, engine_report, EngineReport, LoadVia,
+    TlsFiles,
+};
 pub use tags::{full_name, normalize_tag};
 
 use crate::digest::Digest;

@@ -79,7 +79,7 @@ impl fmt::Debug for GitUrl {
         // The remote may hold a password: show it redacted, like everywhere else.
         f.debug_struct("GitUrl")
             .field("scheme", &self.scheme)
-            .field("remote", &redact(&self.remote))
+            .field("remote", &crate::redact::url(&self.remote))
             .field("git_ref", &self.git_ref)
             .field("subdir", &self.subdir)
             .field("checksum", &self.checksum)
@@ -99,7 +99,7 @@ impl GitUrl {
             return None;
         }
         let err = |reason: String| UrlError {
-            url: redact(src),
+            url: crate::redact::url(src),
             reason,
         };
         let (rest, fragment) = match src.split_once('#') {
@@ -246,7 +246,7 @@ impl GitUrl {
 
     /// The remote with any password replaced, for messages and keys.
     pub fn redacted_remote(&self) -> String {
-        redact(&self.remote)
+        crate::redact::url(&self.remote)
     }
 
     /// The repository's directory name (`bar` for `…/bar.git`), as BuildKit's `ShortName`.
@@ -302,29 +302,6 @@ fn parse_go_bool(s: &str) -> Option<bool> {
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
         _ => None,
     }
-}
-
-/// `scheme://user:password@host/…` with the user and password each replaced by `xxxxx`, as
-/// BuildKit's `urlutil.RedactCredentials` shows it (a token is often the user name).
-/// SCP-like sources carry no password and are shown as written.
-pub fn redact(s: &str) -> String {
-    let Some(start) = s.find("://").map(|i| i + 3) else {
-        return s.to_string();
-    };
-    let authority_end = s[start..]
-        .find(['/', '?', '#'])
-        .map_or(s.len(), |i| start + i);
-    let authority = &s[start..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return s.to_string();
-    };
-    let masked = match authority[..at].split_once(':') {
-        Some(("", _)) => ":xxxxx",
-        Some(_) => "xxxxx:xxxxx",
-        None if at == 0 => "",
-        None => "xxxxx",
-    };
-    format!("{}{masked}{}", &s[..start], &s[start + at..])
 }
 
 #[cfg(test)]
@@ -444,11 +421,11 @@ mod tests {
             .unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "{e}");
         assert_eq!(
-            redact("https://tok@h/r.git#a@b"),
+            crate::redact::url("https://tok@h/r.git#a@b"),
             "https://xxxxx@h/r.git#a@b"
         );
-        assert_eq!(redact("ssh://git@h/r"), "ssh://xxxxx@h/r");
-        assert_eq!(redact("git@h:r"), "git@h:r");
+        assert_eq!(crate::redact::url("ssh://git@h/r"), "ssh://xxxxx@h/r");
+        assert_eq!(crate::redact::url("git@h:r"), "git@h:r");
     }
 
     proptest::proptest! {
@@ -458,8 +435,8 @@ mod tests {
         fn any_source_classifies_cleanly(
             src in "(https?|git|ssh|GIT|ftp)?(://)?([a-z:@_-]{0,6}@)?[a-z0-9.:\\[\\]-]{0,10}/?[a-z./-]{0,10}(\\.git)?(\\?[a-z=&-]{0,16})?(#[a-z0-9/.:-]{0,12})?"
         ) {
-            let shown = redact(&src);
-            proptest::prop_assert_eq!(redact(&shown), shown.clone());
+            let shown = crate::redact::url(&src);
+            proptest::prop_assert_eq!(crate::redact::url(&shown), shown.clone());
             if let Some(Ok(u)) = GitUrl::classify(&src) {
                 let base = src.split('#').next().unwrap();
                 let base = base.split('?').next().unwrap();

@@ -158,11 +158,29 @@ impl Expanded {
                 "heredocs": heredocs_json(&r.heredocs),
             }),
             Expanded::Cmd(c) | Expanded::Entrypoint(c) => cmd_json(c),
-            Expanded::Copy(c) | Expanded::Add(c) => copy_json(c),
+            Expanded::Copy(c) => copy_json(c),
+            // The key's text is kept in the store's records and quoted by `--explain`: a
+            // URL's credentials are masked (the download's content is in the key anyway).
+            Expanded::Add(c) => {
+                let mut v = copy_json(&ExpandedCopy {
+                    sources: c.sources.iter().map(|s| crate::redact::url(s)).collect(),
+                    ..c.clone()
+                });
+                // `ADD --unpack=true <url>` copied the archive as a file until it learnt to
+                // extract it, under this same text: the mark keeps those entries from
+                // being hits. Every other ADD keeps its text.
+                let url = |s: &String| s.starts_with("http://") || s.starts_with("https://");
+                if c.unpack == Some(true) && c.sources.iter().any(url) {
+                    v["unpack_extracts_url"] = json!(true);
+                }
+                v
+            }
             Expanded::Env(kv) | Expanded::Label(kv) => pairs_json(kv),
             Expanded::Arg(a) => a.iter().map(|(k, v)| json!([k, v])).collect(),
-            Expanded::Workdir(s)
-            | Expanded::User(s)
+            // Marked as the step that creates its directory: cache entries made when
+            // WORKDIR only changed the config must not be hits.
+            Expanded::Workdir(s) => json!({ "path": s, "mkdir": true }),
+            Expanded::User(s)
             | Expanded::StopSignal(s)
             | Expanded::Onbuild(s)
             | Expanded::Maintainer(s) => json!(s),
@@ -238,5 +256,29 @@ mod tests {
         assert_ne!(copy(&["a b"], ""), copy(&["a", "b"], ""));
         assert_ne!(copy(&["a"], "1\n"), copy(&["a"], "2\n"));
         assert!(copy(&["a"], "").starts_with("COPY {"));
+    }
+
+    /// An ADD URL's credentials never reach the key's text (kept in the store, quoted by
+    /// `--explain`); the rest of the URL does.
+    #[test]
+    fn add_url_credentials_are_masked_in_the_key_text() {
+        let add = |src: &str| {
+            Expanded::Add(ExpandedCopy {
+                sources: vec![src.to_string()],
+                dest: "/d/".into(),
+                ..ExpandedCopy::default()
+            })
+            .canonical()
+        };
+        let text = add("https://u:hunter2@h/p/f.txt");
+        assert!(!text.contains("hunter2") && !text.contains("u:"), "{text}");
+        assert!(text.contains("https://xxxxx:xxxxx@h/p/f.txt"), "{text}");
+        assert_eq!(
+            add("https://h/p/f.txt")
+                .matches("https://h/p/f.txt")
+                .count(),
+            1
+        );
+        assert_ne!(add("https://u:p@h/a"), add("https://u:p@h/b"));
     }
 }

@@ -21,7 +21,8 @@ use std::path::Path;
 pub fn download(url: &str, path: &Path, opts: &RegistryOptions) -> Result<Digest, Error> {
     let http = http_client(opts)?;
     let progress = super::progress::Progress::new(opts);
-    let t = progress.transfer(TransferKind::Download, url);
+    // The transfer's name and every error show the URL with its credentials masked.
+    let t = progress.transfer(TransferKind::Download, &crate::redact::url(url));
     let digest = block_on(get_to_file(&http, url, path, opts.retries, &t))?;
     t.finish();
     Ok(digest)
@@ -41,11 +42,11 @@ async fn get_to_file(
     progress: &Transfer,
 ) -> Result<Digest, Error> {
     let unreachable = |msg: String| Error::DownloadFailed {
-        url: url.to_string(),
-        msg,
+        url: crate::redact::url(url),
+        msg: crate::redact::text(&msg),
     };
     let http_error = |status: StatusCode| Error::DownloadHttp {
-        url: url.to_string(),
+        url: crate::redact::url(url),
         status: status.as_u16(),
         reason: status.canonical_reason().unwrap_or("").to_string(),
     };

@@ -12,7 +12,7 @@ use super::pull::block_on;
 use super::{Error, Reference, RegistryOptions};
 use crate::digest::Digest;
 use crate::store::Store;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, ACCEPT};
 use reqwest::{Method, StatusCode};
 
@@ -102,33 +102,44 @@ pub fn fetch_entry(
     })
 }
 
-/// Fetches the `blobs` the store lacks from `r`'s repository, several at once.
+/// One blob [`fetch_blobs`] was asked for, and whether it came.
+pub type Fetched = (Digest, Result<(), Error>);
+
+/// Fetches the `blobs` the store lacks from `r`'s repository, several at once, and says
+/// for each whether it came: a registry cache keeps going past a bad blob to learn every
+/// entry it must refuse in one pass. An error that is not about the blob itself (the
+/// client cannot be made) is returned as a whole.
 pub fn fetch_blobs(
     store: &Store,
     r: &Reference,
     blobs: &[(Digest, u64)],
     opts: &RegistryOptions,
-) -> Result<(), Error> {
+) -> Result<Vec<Fetched>, Error> {
     let missing: Vec<&(Digest, u64)> = blobs.iter().filter(|(d, _)| !store.has_blob(d)).collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let client = Client::new(r, opts)?;
     let progress = Progress::new(opts);
     let mut jobs = Vec::new();
     for (d, size) in missing {
-        jobs.push(fetch_one(&client, store, d, *size, &progress));
+        jobs.push(async {
+            let got = fetch_one(&client, store, d, *size, &progress).await;
+            (d.clone(), got)
+        });
     }
-    block_on(async {
+    let results = block_on(async {
         futures_util::stream::iter(jobs)
             .buffer_unordered(opts.parallel.max(1))
-            .try_collect::<Vec<()>>()
+            .collect::<Vec<_>>()
             .await
-    })?;
-    for (d, _) in blobs {
-        super::push::remember(store, d, &r.registry, &r.repository);
+    });
+    for (d, got) in &results {
+        if got.is_ok() {
+            super::push::remember(store, d, &r.registry, &r.repository);
+        }
     }
-    Ok(())
+    Ok(results)
 }
 
 async fn fetch_one(

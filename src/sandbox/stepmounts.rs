@@ -33,8 +33,9 @@ pub enum StepMountKind {
     Bind {
         source: PathBuf,
         readonly: bool,
-        /// Mode, uid and gid the source gets first (a cache directory just created), set
-        /// inside the user namespace so rootless ids are the step's.
+        /// Mode, uid and gid the source gets first (a cache directory just created, a
+        /// step's own agent socket), set inside the user namespace so rootless ids are
+        /// the step's.
         init: Option<(u32, u32, u32)>,
         /// The source is a file or socket, not a directory (the stub is a file).
         file: bool,

@@ -379,6 +379,9 @@ pub fn rootless_inner_as(user: &str, name: &str) -> bool {
         nix::unistd::geteuid().is_root(),
         "this test needs root to become cairntest (run scripts/test)"
     );
+    // The cached Debian root lives in a directory only root writes: it is made here, as
+    // root, so an inner run never has to make it (nor races a root test making it).
+    debian_minbase_tar();
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("runuser")
         .args(["-u", user, "--", "env"])

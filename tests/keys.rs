@@ -191,6 +191,7 @@ fn keys_of(dir: &Path) -> Result<String, String> {
             allow_network_host: true,
             ..Default::default()
         },
+        jobs: 0,
     };
     let steps = executor::step_keys(&store, &opts, &Reporter::new(Mode::Quiet, false))
         .map_err(|e| format!("cannot key: {e}"))?;

@@ -255,7 +255,23 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         // Decided once here: every step, layer and unpack of the build uses this one.
         privilege: crate::userns::Privilege::detect(),
         mounts: mount_options(args)?,
+        jobs: jobs(std::env::var(crate::executor::JOBS_ENV).ok().as_deref())?,
     })
+}
+
+/// `CAIRN_JOBS`: how many steps may work at once (`1` builds one stage after the other);
+/// unset or empty for the default.
+fn jobs(value: Option<&str>) -> Result<usize> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(0),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(Error::Usage(format!(
+                "{}={v:?}: expected a number of steps at once, at least 1",
+                crate::executor::JOBS_ENV
+            ))),
+        },
+    }
 }
 
 /// The resource flags, as `docker build` takes them.
@@ -716,6 +732,19 @@ pub fn key(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cairn_jobs_is_a_positive_number_or_unset() {
+        assert_eq!(jobs(None).unwrap(), 0);
+        assert_eq!(jobs(Some("")).unwrap(), 0);
+        assert_eq!(jobs(Some("1")).unwrap(), 1);
+        assert_eq!(jobs(Some(" 8 ")).unwrap(), 8);
+        for bad in ["0", "-1", "many"] {
+            let e = jobs(Some(bad)).unwrap_err();
+            assert!(matches!(e, Error::Usage(_)), "{bad}: {e}");
+            assert!(e.to_string().contains("CAIRN_JOBS"), "{e}");
+        }
+    }
 
     #[test]
     fn sizes_and_ulimits_as_docker_writes_them() {

@@ -93,7 +93,7 @@ impl<'a> SourceRoot<'a> {
         resolve(self.root, None, self.keep_owner, srcs)
     }
 
-    /// [`Self::resolve`] for `COPY --parents` (see [`resolve_parents`]).
+    /// [`Self::resolve`] for `COPY --parents`: each source keeps its path below the root or its `/./` pivot.
     pub fn resolve_parents(&self, srcs: &[String]) -> Result<Vec<Source>, Error> {
         resolve_parents(self.root, None, self.keep_owner, srcs)
     }

@@ -51,6 +51,7 @@ pub(super) fn write(
                 writeln!(w, "#{step} DONE {seconds:.1}s")
             }
         }
+        Event::Canceled { step } => writeln!(w, "#{step} CANCELED"),
         Event::Info { message } => writeln!(w, "{message}"),
         Event::Warning { message } => writeln!(w, "warning: {message}"),
         Event::Transfer {

@@ -172,6 +172,10 @@ pub enum Event<'a> {
         seconds: f64,
         stages: &'a [(String, f64)],
     },
+    /// A running step was stopped because a step of another stage failed (BuildKit's
+    /// `CANCELED`); that failure is told by `error`. A step the user interrupts is the
+    /// failure itself, and says nothing here.
+    Canceled { step: usize },
     /// A general message (resolving a base, waiting for a lock, loading).
     Info { message: &'a str },
     /// Something the user should know that does not stop the build.
@@ -316,7 +320,7 @@ impl Reporter {
         // A closed stderr must not fail the build; the result is on stdout.
         let _ = match self.inner.mode {
             Mode::Quiet => Ok(()),
-            Mode::Json => json_line(&mut *out, ev),
+            Mode::Json => json_line(&mut *out, ev, self.inner.started.elapsed()),
             Mode::Plain | Mode::Tty => human::write(
                 &mut *out,
                 ev,
@@ -325,7 +329,11 @@ impl Reporter {
             ),
         };
         if let (Mode::Json, Event::Finished { .. }) = (self.inner.mode, ev) {
-            let _ = json_line(&mut *out, &self.summary_event());
+            let _ = json_line(
+                &mut *out,
+                &self.summary_event(),
+                self.inner.started.elapsed(),
+            );
         }
     }
 
@@ -423,8 +431,21 @@ impl Reporter {
     }
 }
 
-fn json_line(w: &mut dyn Write, ev: &Event<'_>) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(ev).map_err(std::io::Error::from)?;
+/// An event as a JSON line carries when it happened: seconds since the reporter started
+/// (steps of parallel stages interleave; this says which overlapped).
+#[derive(Serialize)]
+struct Stamped<'e, 'a> {
+    #[serde(flatten)]
+    event: &'e Event<'a>,
+    time: f64,
+}
+
+fn json_line(w: &mut dyn Write, ev: &Event<'_>, time: Duration) -> std::io::Result<()> {
+    let stamped = Stamped {
+        event: ev,
+        time: secs(time),
+    };
+    let mut line = serde_json::to_vec(&stamped).map_err(std::io::Error::from)?;
     line.push(b'\n');
     // One write per line, so lines from several threads never interleave.
     w.write_all(&line)

@@ -229,3 +229,56 @@ fn sizes_are_iec_as_every_command_prints_them() {
     assert_eq!(human_size(5 << 20), "5.0 MiB");
     assert_eq!(human_size(3 << 30), "3.0 GiB");
 }
+
+/// Steps of parallel stages interleave: each line still names its step, a stopped sibling
+/// says CANCELED, and every JSON event says when it happened, in order.
+#[test]
+fn interleaved_steps_keep_their_numbers_and_json_events_their_times() {
+    let interleaved = |rep: &Reporter| {
+        for (step, stage) in [(1, "a"), (2, "b")] {
+            rep.emit(&Event::Step {
+                step,
+                total: 2,
+                stage,
+                text: "RUN work",
+                key: "sha256:k",
+                cached: false,
+            });
+        }
+        rep.emit(&Event::Output { step: 2, line: "b" });
+        rep.emit(&Event::Output { step: 1, line: "a" });
+        rep.emit(&Event::Done {
+            step: 2,
+            seconds: 0.5,
+            stages: &[],
+        });
+        rep.emit(&Event::Canceled { step: 1 });
+    };
+    let (rep, buf) = reporter(Mode::Plain);
+    interleaved(&rep);
+    assert_eq!(
+        buf.text().lines().collect::<Vec<_>>(),
+        [
+            "#1 [a 1/2] RUN work",
+            "#2 [b 2/2] RUN work",
+            "#2 b",
+            "#1 a",
+            "#2 DONE 0.5s",
+            "#1 CANCELED",
+        ]
+    );
+    let (rep, buf) = reporter(Mode::Json);
+    interleaved(&rep);
+    let events: Vec<serde_json::Value> = buf
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events[5]["event"], "canceled");
+    assert_eq!(events[5]["step"], 1);
+    let times: Vec<f64> = events
+        .iter()
+        .map(|e| e["time"].as_f64().expect("a time on every event"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+}

@@ -51,6 +51,8 @@ pub(super) struct View {
 struct Running {
     /// `[stage-0 3/9] RUN …`
     title: String,
+    /// The stage it belongs to: steps of parallel stages run side by side.
+    stage: String,
     started: Instant,
     header: ProgressBar,
     window: Vec<ProgressBar>,
@@ -99,15 +101,23 @@ impl View {
                 key,
                 cached,
             } => {
-                // A step that never said DONE (keyed only, not run) is final now.
-                for (n, r) in std::mem::take(&mut *running) {
-                    self.collapse(r, &format!("#{n}"));
+                // A step of this stage that never said DONE (keyed only, not run) is
+                // final now; other stages' steps run on beside it.
+                let ended: Vec<usize> = running
+                    .iter()
+                    .filter(|(_, r)| r.stage == *stage)
+                    .map(|(n, _)| *n)
+                    .collect();
+                for n in ended {
+                    if let Some(r) = running.remove(&n) {
+                        self.collapse(r, &format!("#{n}"));
+                    }
                 }
                 let title = format!("[{stage} {step}/{total}] {text}");
                 if *cached {
                     self.println(&format!("#{step} {} {title}", self.paint("CACHED", "cyan")));
                 } else {
-                    running.insert(*step, self.start(*step, title));
+                    running.insert(*step, self.start(*step, title, stage));
                 }
                 if self.explain {
                     self.println(&format!("#{step} key {key}"));
@@ -133,6 +143,13 @@ impl View {
                     None => self.println(&done),
                 }
             }
+            Event::Canceled { step } => {
+                let canceled = format!("#{step} {}", self.paint("CANCELED", "yellow"));
+                match running.remove(step) {
+                    Some(r) => self.collapse(r, &canceled),
+                    None => self.println(&canceled),
+                }
+            }
             Event::Info { message } => self.println(message),
             Event::Warning { message } => {
                 self.println(&self.paint(&format!("warning: {message}"), "yellow"))
@@ -152,7 +169,7 @@ impl View {
     }
 
     /// The header line of a new running step: spinner, number, title, live timer.
-    fn start(&self, step: usize, title: String) -> Running {
+    fn start(&self, step: usize, title: String, stage: &str) -> Running {
         let style = ProgressStyle::with_template("{spinner:.cyan} #{prefix} {wide_msg} {secs}")
             .expect("static template")
             .with_key("secs", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
@@ -165,6 +182,7 @@ impl View {
         header.enable_steady_tick(Duration::from_millis(100));
         Running {
             title,
+            stage: stage.to_string(),
             started: Instant::now(),
             header,
             window: Vec::new(),
@@ -482,4 +500,54 @@ fn push_bounded(q: &mut VecDeque<String>, s: String, cap: usize) {
         q.pop_front();
     }
     q.push_back(s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step<'a>(step: usize, stage: &'a str) -> Event<'a> {
+        Event::Step {
+            step,
+            total: 9,
+            stage,
+            text: "RUN work",
+            key: "sha256:k",
+            cached: false,
+        }
+    }
+
+    fn running(view: &View) -> Vec<usize> {
+        view.state.lock().unwrap().keys().copied().collect()
+    }
+
+    /// Steps of parallel stages run side by side in the view: a new step ends only an
+    /// unfinished step of its own stage (`cairn key` never says DONE), and a canceled
+    /// sibling leaves the view without being reported as the failure.
+    #[test]
+    fn steps_of_different_stages_stay_on_screen_together() {
+        let view = View::new(
+            TtyOptions {
+                log_lines: 2,
+                color: false,
+            },
+            false,
+        );
+        view.event(&step(1, "a"));
+        view.event(&step(2, "b"));
+        view.event(&Event::Output { step: 1, line: "x" });
+        assert_eq!(running(&view), [1, 2]);
+        // Stage a's next step: its unfinished one is final, b's runs on.
+        view.event(&step(3, "a"));
+        assert_eq!(running(&view), [2, 3]);
+        view.event(&Event::Done {
+            step: 3,
+            seconds: 0.1,
+            stages: &[],
+        });
+        assert_eq!(running(&view), [2]);
+        view.event(&Event::Canceled { step: 2 });
+        assert!(running(&view).is_empty());
+        view.close();
+    }
 }

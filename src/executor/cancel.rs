@@ -60,6 +60,20 @@ impl Cancel {
         }
     }
 
+    /// A token cancelled with this one that can also be cancelled alone: a build cancels
+    /// its own when a stage fails, which stops the sibling stages and leaves the caller's
+    /// token (and any other build sharing it) alone. The parent keeps only a weak handle.
+    pub fn child(&self) -> Cancel {
+        let child = Cancel::new();
+        let weak = Arc::downgrade(&child.0);
+        self.on_cancel(move || {
+            if let Some(inner) = weak.upgrade() {
+                Cancel(inner).cancel();
+            }
+        });
+        child
+    }
+
     /// Runs `hook` on every later [`Cancel::cancel`], and at once if already cancelled.
     pub fn on_cancel(&self, hook: impl Fn() + Send + Sync + 'static) {
         let mut hooks = self.0.hooks.lock().unwrap_or_else(|p| p.into_inner());
@@ -110,5 +124,36 @@ mod tests {
             n2.fetch_add(10, Ordering::SeqCst);
         });
         assert_eq!(n.load(Ordering::SeqCst), 11);
+    }
+
+    #[test]
+    fn a_child_follows_its_parent_but_not_the_other_way() {
+        let parent = Cancel::new();
+        let child = parent.child();
+        let n = Arc::new(AtomicUsize::new(0));
+        let n1 = n.clone();
+        child.on_cancel(move || {
+            n1.fetch_add(1, Ordering::SeqCst);
+        });
+        let sibling = parent.child();
+        child.cancel();
+        assert!(child.is_cancelled());
+        assert!(!parent.is_cancelled(), "a child cancelled its parent");
+        assert!(!sibling.is_cancelled(), "a child cancelled its sibling");
+        parent.cancel();
+        assert!(sibling.is_cancelled());
+        assert_eq!(n.load(Ordering::SeqCst), 2, "hooks run on each cancel");
+        // A dropped child leaves the parent nothing to keep alive.
+        let dropped = parent.child();
+        let weak = Arc::downgrade(&dropped.0);
+        drop(dropped);
+        assert!(weak.upgrade().is_none());
+    }
+
+    #[test]
+    fn a_child_of_a_cancelled_token_starts_cancelled() {
+        let parent = Cancel::new();
+        parent.cancel();
+        assert!(parent.child().is_cancelled());
     }
 }

@@ -121,6 +121,7 @@ mod tests {
             remote_cache: None,
             privilege: crate::userns::Privilege::Root,
             mounts: Default::default(),
+            jobs: 0,
         }
     }
 

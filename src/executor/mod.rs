@@ -4,6 +4,11 @@
 //!
 //! Every step — metadata ones too — gets a cache entry pointing at the [`State`] it produced,
 //! so a fully cached build reproduces the same config bytes and thus the same image ID.
+//!
+//! Independent stages run at the same time ([`schedule`]): each stage has a thread, steps
+//! are numbered in the order they start (as BuildKit numbers its vertices), and what the
+//! build returns — step reports, the recorded key inputs — is gathered in plan order, so
+//! it is the same however the stages interleaved.
 
 mod add;
 mod cancel;
@@ -13,11 +18,13 @@ pub mod frontend;
 mod merge;
 mod mounts;
 pub mod progress;
+mod schedule;
 mod state;
 mod steps;
 
 pub use cancel::Cancel;
 pub use progress::{Event, Mode, Reporter};
+pub use schedule::{default_jobs, JOBS_ENV};
 pub use state::State;
 
 use crate::cache::{self, CacheKey, KeyInputs};
@@ -33,6 +40,8 @@ use crate::store::{CacheEntry, Store};
 use crate::Platform;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Everything a build needs, validated by the CLI.
@@ -64,6 +73,9 @@ pub struct BuildOptions {
     pub privilege: crate::userns::Privilege,
     /// `--secret`, `--ssh` and `--allow`.
     pub mounts: crate::mounts::MountOptions,
+    /// How many steps may work at once (independent stages run in parallel): 0 for
+    /// [`default_jobs`], 1 for one stage after the other. Never part of a key.
+    pub jobs: usize,
 }
 
 /// The executor's one hook into a cache shared between machines (`crate::remote_cache`):
@@ -179,11 +191,28 @@ struct StageResult {
     key: CacheKey,
 }
 
+/// What a stage hands back: its result (which later stages read) and its share of the
+/// build's reports and records, in step order.
+#[derive(Clone)]
+struct StageOut {
+    result: StageResult,
+    steps: Vec<StepReport>,
+    recorded: Vec<(String, KeyInputs)>,
+}
+
+/// The other stages, as a stage sees them while it runs.
+type Stages<'s> = schedule::Stages<'s, StageOut>;
+
 struct Builder<'a> {
     store: &'a Store,
     opts: &'a BuildOptions,
     rep: &'a Reporter,
-    cancel: &'a Cancel,
+    /// This build's own token: cancelled with the caller's, and when a stage fails.
+    cancel: Cancel,
+    /// The caller's token (the user's Ctrl-C).
+    caller_cancel: &'a Cancel,
+    /// The sandbox's kill group of this build's steps (what cancelling kills).
+    group: u64,
     key_only: bool,
     plan: Plan,
     df_name: String,
@@ -193,7 +222,10 @@ struct Builder<'a> {
     previous: BTreeMap<String, KeyInputs>,
     recorded: BTreeMap<String, KeyInputs>,
     steps: Vec<StepReport>,
-    total: usize,
+    /// Steps known so far (base images' ONBUILD triggers add theirs as they are read).
+    total: AtomicUsize,
+    /// The number of the last step started.
+    started: AtomicUsize,
     /// Images resolved in this build (reference and platform → base), so a base read for
     /// its ONBUILD triggers before planning, or named twice, is resolved once.
     pulled: std::sync::Mutex<BTreeMap<(String, String), StageResult>>,
@@ -207,8 +239,11 @@ impl<'a> Builder<'a> {
         cancel: &'a Cancel,
         key_only: bool,
     ) -> Result<Self> {
-        // The sandbox tracks its running steps itself; stopping them is its job.
-        cancel.on_cancel(crate::sandbox::kill_running);
+        // The sandbox tracks its running steps itself; stopping them is its job. The
+        // build's own token stops only this build's steps.
+        let group = crate::sandbox::new_group();
+        let (caller_cancel, cancel) = (cancel, cancel.child());
+        cancel.on_cancel(move || crate::sandbox::kill_group(group));
         let mut front = frontend::prepare(opts, rep)?;
         let context = front.context.take();
         let previous = store
@@ -220,6 +255,8 @@ impl<'a> Builder<'a> {
             opts,
             rep,
             cancel,
+            caller_cancel,
+            group,
             key_only,
             plan: front.plan.clone(),
             df_name: front.df_name.clone(),
@@ -228,11 +265,12 @@ impl<'a> Builder<'a> {
             previous,
             recorded: BTreeMap::new(),
             steps: Vec::new(),
-            total: 0,
+            total: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
             pulled: Default::default(),
         };
         b.plan_base_triggers(&mut front)?;
-        b.total = b.plan.stages.iter().map(|s| s.instructions.len()).sum();
+        *b.total.get_mut() = b.plan.stages.iter().map(|s| s.instructions.len()).sum();
         Ok(b)
     }
 
@@ -265,14 +303,29 @@ impl<'a> Builder<'a> {
     }
 
     fn run(mut self) -> Result<BuildResult> {
-        let mut done: Vec<StageResult> = Vec::new();
-        for si in 0..self.plan.stages.len() {
-            let r = self.build_stage(si, &done)?;
-            done.push(r);
+        // `cairn key` pulls and hashes only: it keeps to plan order.
+        let jobs = match self.opts.jobs {
+            _ if self.key_only => 1,
+            0 => default_jobs(),
+            n => n,
+        };
+        let outs = {
+            let this = &self;
+            // Serial stages run on this thread, parallel ones on their own.
+            let _group = crate::sandbox::enter_group(this.group);
+            schedule::run_stages(this.plan.stages.len(), jobs, &this.cancel, |si, st| {
+                let _group = crate::sandbox::enter_group(this.group);
+                this.build_stage(si, st)
+            })?
+        };
+        let mut last = None;
+        for out in outs {
+            let out = Arc::try_unwrap(out).unwrap_or_else(|shared| (*shared).clone());
+            self.steps.extend(out.steps);
+            self.recorded.extend(out.recorded);
+            last = Some(out.result);
         }
-        let last = done
-            .pop()
-            .ok_or_else(|| Error::Internal("the plan has no stage".into()))?;
+        let last = last.ok_or_else(|| Error::Internal("the plan has no stage".into()))?;
         // Unchanged on a no-op: not rewritten (it holds every COPY source's digest, which
         // is megabytes for a large context).
         if !self.key_only && self.recorded != self.previous {
@@ -317,8 +370,8 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// The base of a stage: its starting state and key.
-    fn base(&self, si: usize, done: &[StageResult]) -> Result<StageResult> {
+    /// The base of a stage: its starting state and key (an image pulled under a job token).
+    fn base(&self, si: usize, done: &Stages<'_>) -> Result<StageResult> {
         let stage = &self.plan.stages[si];
         match &stage.base {
             Base::Scratch => {
@@ -334,8 +387,11 @@ impl<'a> Builder<'a> {
                     key: cache::scratch_key(&platform),
                 })
             }
-            Base::Stage(i) => Ok(done[*i].clone()),
-            Base::Image(r) => self.pull_image(r, stage.platform.as_ref()),
+            Base::Stage(i) => Ok(done.get(*i)?.result.clone()),
+            Base::Image(r) => {
+                let _job = done.job();
+                self.pull_image(r, stage.platform.as_ref())
+            }
         }
     }
 
@@ -452,7 +508,7 @@ impl<'a> Builder<'a> {
         )?)
     }
 
-    fn build_stage(&mut self, si: usize, done: &[StageResult]) -> Result<StageResult> {
+    fn build_stage(&self, si: usize, done: &Stages<'_>) -> Result<StageOut> {
         let from_line = self.plan.stages[si].line;
         let StageResult { mut state, mut key } = self
             .base(si, done)
@@ -468,8 +524,9 @@ impl<'a> Builder<'a> {
         for t in &triggers {
             instructions.push(steps::parse_trigger(t, from_line)?);
         }
-        self.total += instructions.len();
+        self.total.fetch_add(instructions.len(), Ordering::SeqCst);
         instructions.extend(stage.instructions.iter().cloned());
+        let (mut reports, mut recorded) = (Vec::new(), Vec::new());
 
         let mut scope = plan::Scope::new(&self.plan, &stage, &state.config.config.env);
         let mut facts = dispatch::StageFacts::default();
@@ -478,18 +535,26 @@ impl<'a> Builder<'a> {
             let expanded = scope
                 .apply(inst)
                 .map_err(|e| frontend::located(&self.df_name, e))?;
+            // Base-image triggers are located at the FROM (`steps::parse_trigger`).
+            let line = inst.span.line;
+            let at_line = |e| Error::at_line(&self.df_name, line, e);
+            // The stages this step reads are waited for before it takes a job token.
+            let from = self.copy_from(&expanded, done).map_err(at_line)?;
+            let mount_froms = self.mount_froms(&expanded, done).map_err(at_line)?;
+            let _job = done.job();
+            self.cancel.check()?;
+            let read_layers: Vec<image::LayerDesc> = from
+                .iter()
+                .chain(mount_froms.iter().flatten())
+                .flat_map(|f| f.layers.iter().cloned())
+                .collect();
             let step = env::Step {
-                no: self.steps.len() + 1,
+                no: self.started.fetch_add(1, Ordering::SeqCst) + 1,
                 inst,
                 exp: &expanded,
                 state: &state,
                 scope: &scope,
             };
-            // Base-image triggers are located at the FROM (`steps::parse_trigger`).
-            let line = inst.span.line;
-            let at_line = |e| Error::at_line(&self.df_name, line, e);
-            let from = self.copy_from(&expanded, done).map_err(at_line)?;
-            let mount_froms = self.mount_froms(&expanded, done).map_err(at_line)?;
             let prepared =
                 steps::prepare(&self.env(), &step, from, mount_froms).map_err(at_line)?;
             let inputs = KeyInputs {
@@ -557,7 +622,7 @@ impl<'a> Builder<'a> {
             let hit = cached_entry.is_some() || remote_hit.is_some();
             self.rep.emit(&Event::Step {
                 step: step_no,
-                total: self.total,
+                total: self.total.load(Ordering::SeqCst),
                 stage: &stage_label,
                 text: &text,
                 key: &key_text,
@@ -614,11 +679,19 @@ impl<'a> Builder<'a> {
                         // A remote hit brought only its state: the layers this step reads
                         // (its own stage's and any stage a COPY --from names) come now.
                         let mut needed = state.layers.clone();
-                        needed.extend(done.iter().flat_map(|d| d.state.layers.iter().cloned()));
+                        needed.extend(read_layers);
                         rc.materialize(self.store, &needed)?;
                     }
                     let (next, timings) = steps::execute(&self.env(), &mut facts, &step, prepared)
-                        .map_err(|e| Error::at_line(&self.df_name, line, e))?;
+                        .map_err(|e| {
+                            // Stopped because another stage failed: said as such, so no
+                            // view shows this step as the failure. (Stopped by the user,
+                            // it is the failure shown, with its output.)
+                            if self.cancel.is_cancelled() && !self.caller_cancel.is_cancelled() {
+                                self.rep.emit(&Event::Canceled { step: step_no });
+                            }
+                            Error::at_line(&self.df_name, line, e)
+                        })?;
                     let (digest, refs) = next.save(self.store)?;
                     self.store.cache_put(
                         &new_key,
@@ -636,8 +709,8 @@ impl<'a> Builder<'a> {
                     next
                 }
             };
-            self.recorded.insert(rec_name, inputs);
-            self.steps.push(StepReport {
+            recorded.push((rec_name, inputs));
+            reports.push(StepReport {
                 stage: stage.index,
                 text,
                 key: new_key.clone(),
@@ -646,7 +719,11 @@ impl<'a> Builder<'a> {
             });
             key = new_key;
         }
-        Ok(StageResult { state, key })
+        Ok(StageOut {
+            result: StageResult { state, key },
+            steps: reports,
+            recorded,
+        })
     }
 
     /// What step code may use of this build.
@@ -654,7 +731,7 @@ impl<'a> Builder<'a> {
         env::StepEnv {
             store: self.store,
             rep: self.rep,
-            cancel: self.cancel,
+            cancel: &self.cancel,
             privilege: &self.opts.privilege,
             context: self.context.as_ref(),
             df_name: &self.df_name,
@@ -673,7 +750,7 @@ impl<'a> Builder<'a> {
     fn mount_froms(
         &self,
         exp: &plan::Expanded,
-        done: &[StageResult],
+        done: &Stages<'_>,
     ) -> Result<Vec<Option<steps::FromSource>>> {
         let plan::Expanded::Run(run) = exp else {
             return Ok(Vec::new());
@@ -682,10 +759,13 @@ impl<'a> Builder<'a> {
             .iter()
             .map(|m| match &m.from {
                 None => Ok(None),
-                Some(plan::CopySource::Stage(i)) => Ok(Some(steps::FromSource {
-                    key: done[*i].key.clone(),
-                    layers: done[*i].state.layers.clone(),
-                })),
+                Some(plan::CopySource::Stage(i)) => {
+                    let r = &done.get(*i)?.result;
+                    Ok(Some(steps::FromSource {
+                        key: r.key.clone(),
+                        layers: r.state.layers.clone(),
+                    }))
+                }
                 Some(plan::CopySource::Image(r)) => {
                     let img = self.pull_image(r, None)?;
                     Ok(Some(steps::FromSource {
@@ -701,7 +781,7 @@ impl<'a> Builder<'a> {
     fn copy_from(
         &self,
         exp: &plan::Expanded,
-        done: &[StageResult],
+        done: &Stages<'_>,
     ) -> Result<Option<steps::FromSource>> {
         let from = match exp {
             plan::Expanded::Copy(c) | plan::Expanded::Add(c) => c.from.as_ref(),
@@ -709,10 +789,13 @@ impl<'a> Builder<'a> {
         };
         Ok(match from {
             None => None,
-            Some(plan::CopySource::Stage(i)) => Some(steps::FromSource {
-                key: done[*i].key.clone(),
-                layers: done[*i].state.layers.clone(),
-            }),
+            Some(plan::CopySource::Stage(i)) => {
+                let r = &done.get(*i)?.result;
+                Some(steps::FromSource {
+                    key: r.key.clone(),
+                    layers: r.state.layers.clone(),
+                })
+            }
             Some(plan::CopySource::Image(r)) => {
                 let img = self.pull_image(r, None)?;
                 Some(steps::FromSource {

@@ -35,7 +35,10 @@ use std::path::PathBuf;
 pub use cgroup::{Limits, Ulimit, DEFAULT_PIDS};
 pub use child::{ChildSpec, RunJob};
 pub use copyroot::{CopyChangesJob, CopyRootJob};
-pub use parent::{kill_running, run, run_outcome, run_with, run_with_outcome, Outcome, RootMode};
+pub use parent::{
+    enter_group, kill_group, kill_running, new_group, run, run_outcome, run_with, run_with_outcome,
+    GroupGuard, Outcome, RootMode,
+};
 pub use stepmounts::{resolve_in_root, SecretBytes, StepMount, StepMountKind};
 pub use user::resolve_user;
 

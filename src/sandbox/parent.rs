@@ -22,16 +22,61 @@ use std::process::ChildStdin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Running steps: `(helper pid, the step's PID 1 once known)`, for [`kill_running`].
-static RUNNING: Mutex<Vec<(i32, Option<i32>)>> = Mutex::new(Vec::new());
+/// Running steps: `(helper pid, the step's PID 1 once known, its kill group)`, for
+/// [`kill_running`] and [`kill_group`].
+static RUNNING: Mutex<Vec<(i32, Option<i32>, u64)>> = Mutex::new(Vec::new());
+
+/// Kill groups that [`kill_group`] ended: a step of one registering later is killed at once.
+static KILLED_GROUPS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// The kill group of the steps this thread starts (0: none), set by [`enter_group`].
+    static GROUP: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 /// Kills every running step: its PID 1, so that the kernel kills everything else in its
 /// PID namespace and the helper reports `128 + 9`; a step still being set up loses its
 /// helper instead (then `run` fails). For the CLI's SIGINT/SIGTERM handler.
 pub fn kill_running() {
     let running = RUNNING.lock().map(|p| p.clone()).unwrap_or_default();
-    for (helper, init) in running {
+    for (helper, init, _) in running {
         let _ = kill(Pid::from_raw(init.unwrap_or(helper)), Signal::SIGKILL);
+    }
+}
+
+/// A fresh kill group: one build's steps, which [`kill_group`] stops without touching the
+/// steps of another build in the same process (builds run their stages on several threads).
+pub fn new_group() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Steps this thread starts while the guard lives belong to `group`.
+pub fn enter_group(group: u64) -> GroupGuard {
+    GroupGuard(GROUP.with(|g| g.replace(group)))
+}
+
+/// Puts the thread's previous kill group back on drop.
+pub struct GroupGuard(u64);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        GROUP.with(|g| g.set(self.0));
+    }
+}
+
+/// Kills the running steps of `group` as [`kill_running`] kills all, and every step of it
+/// that starts later (a thread between its last check and its step must not run it).
+pub fn kill_group(group: u64) {
+    let running = match RUNNING.lock() {
+        Ok(r) => r,
+        Err(p) => p.into_inner(),
+    };
+    if let Ok(mut k) = KILLED_GROUPS.lock() {
+        k.push(group);
+    }
+    for (helper, init, _) in running.iter().filter(|e| e.2 == group) {
+        let _ = kill(Pid::from_raw(init.unwrap_or(*helper)), Signal::SIGKILL);
     }
 }
 
@@ -388,8 +433,14 @@ struct Registered(i32);
 
 impl Registered {
     fn new(helper: i32) -> Registered {
+        let group = GROUP.with(|g| g.get());
         if let Ok(mut p) = RUNNING.lock() {
-            p.push((helper, None));
+            p.push((helper, None, group));
+            // Under the lock [`kill_group`] holds: it either saw this step or is done.
+            let killed = group != 0 && KILLED_GROUPS.lock().is_ok_and(|k| k.contains(&group));
+            if killed {
+                let _ = kill(Pid::from_raw(helper), Signal::SIGKILL);
+            }
         }
         Registered(helper)
     }

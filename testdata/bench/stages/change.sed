@@ -1,0 +1,1 @@
+s/echo three > \/out/echo three, changed > \/out/

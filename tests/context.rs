@@ -675,3 +675,61 @@ fn stat_cache_catches_an_xattr_change_on_a_settled_file() {
     assert_eq!(after, hash(&c, &["."], "/app/", &CopyOptions::default()));
     assert_eq!(warm.misses, 1);
 }
+
+#[test]
+fn stat_cache_rereads_a_touched_file_and_the_key_does_not_move() {
+    // `touch` moves mtime and ctime but not the bytes: the file is read again (its stat
+    // data no longer matches), the key stays, and the new stat data is what is remembered.
+    let dir = sample();
+    let c = ctx(dir.path());
+    let mut cache = settled_cache(b"");
+    let before = hash_cached(&c, &mut cache);
+    let main = dir.path().join("app/main.py");
+    let old = fs::symlink_metadata(&main).unwrap().modified().unwrap();
+    let f = fs::File::options().write(true).open(&main).unwrap();
+    f.set_modified(old - std::time::Duration::from_secs(60))
+        .unwrap();
+    let mut warm = settled_cache(&cache.to_bytes());
+    assert_eq!(hash_cached(&c, &mut warm), before);
+    assert_eq!(warm.misses, 1);
+    assert!(warm.is_changed());
+    let mut again = settled_cache(&warm.to_bytes());
+    assert_eq!(hash_cached(&c, &mut again), before);
+    assert_eq!((again.hits, again.misses), (4, 0));
+}
+
+#[test]
+fn a_directory_plan_is_in_destination_byte_order_whatever_the_walk_order() {
+    // A walk visits `a/` then its children then `a.txt`; the plan (and so the key and the
+    // layer) is sorted by path bytes, where `a.txt` < `a/b` ('.' < '/').
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    for f in ["a/b", "a/c/d", "a.txt", "a-b", "a0", "b"] {
+        write(r, f, f);
+    }
+    let c = Context::open(r, IgnoreMatcher::empty()).unwrap();
+    let srcs = c.resolve(&s(&["."])).unwrap();
+    let plan = plan_copy(&srcs, "/x/", &CopyOptions::default()).unwrap();
+    let dests: Vec<String> = plan
+        .iter()
+        .map(|e| String::from_utf8(e.dest.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        dests,
+        s(&["x", "x/a", "x/a-b", "x/a.txt", "x/a/b", "x/a/c", "x/a/c/d", "x/a0", "x/b"])
+    );
+    // Two sources copied to one place: still one sorted list, the later file winning.
+    write(r, "other/a.txt", "new");
+    let srcs = c.resolve(&s(&[".", "other/"])).unwrap();
+    let plan = plan_copy(&srcs, "/x/", &CopyOptions::default()).unwrap();
+    let mut sorted = plan.clone();
+    sorted.sort_by(|a, b| a.dest.cmp(&b.dest));
+    assert_eq!(plan, sorted);
+    let txt: Vec<_> = plan.iter().filter(|e| e.dest == b"x/a.txt").collect();
+    assert_eq!(txt.len(), 1);
+    assert!(
+        txt[0].source.ends_with("other/a.txt"),
+        "{:?}",
+        txt[0].source
+    );
+}

@@ -136,9 +136,15 @@ pub fn plan_copy_cached(
     let mut planner = Planner {
         opts,
         exclude,
-        entries: BTreeMap::new(),
+        walked: Vec::new(),
         cache,
     };
+    // Each source is walked into a list of its own (a walk never yields one path twice);
+    // one source — nearly every COPY — is then just sorted, several are merged in order with
+    // Docker's overwrite rules.
+    let mut merged: Option<BTreeMap<Vec<u8>, PlannedEntry>> =
+        (sources.len() > 1).then(BTreeMap::new);
+    let mut plan = Vec::new();
     for src in sources {
         let abs = src.path();
         let md = fs::metadata(&abs).map_err(read_err(&abs))?;
@@ -153,7 +159,7 @@ pub fn plan_copy_cached(
         };
         if src.is_dir {
             let at = At {
-                abs: abs.clone(),
+                abs,
                 rel: src.rel.clone(),
                 local: Vec::new(),
                 dest: at_dest,
@@ -174,14 +180,45 @@ pub fn plan_copy_cached(
             } else {
                 base.to_vec()
             };
-            if let Some(e) = planner.entry(src, &abs, &src.rel, target, &md)? {
-                planner.insert(e);
+            if let Some(e) = planner.entry(src, abs, &src.rel, target, &md)? {
+                planner.walked.push(e);
             }
         }
+        let walked = std::mem::take(&mut planner.walked);
+        match merged.as_mut() {
+            Some(map) => walked.into_iter().for_each(|e| insert(map, e)),
+            None => plan = walked,
+        }
     }
-    let mut plan: Vec<PlannedEntry> = planner.entries.into_values().collect();
+    match merged {
+        Some(map) => plan = map.into_values().collect(),
+        None => plan.sort_unstable_by(|a, b| a.dest.cmp(&b.dest)),
+    }
     link_hardlinks(&mut plan);
     Ok(plan)
+}
+
+/// Adds an entry of a later source; a non-directory replaces whatever was at its path,
+/// subtree included, and a directory keeps an existing directory's metadata (as BuildKit).
+fn insert(entries: &mut BTreeMap<Vec<u8>, PlannedEntry>, e: PlannedEntry) {
+    if e.kind == EntryKind::Dir {
+        if let Some(old) = entries.get(&e.dest) {
+            if old.kind == EntryKind::Dir {
+                return;
+            }
+        }
+    } else {
+        let below = [&e.dest[..], b"/"].concat();
+        let doomed: Vec<Vec<u8>> = entries
+            .range(below.clone()..)
+            .take_while(|(k, _)| k.starts_with(&below))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            entries.remove(&k);
+        }
+    }
+    entries.insert(e.dest.clone(), e);
 }
 
 fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
@@ -202,11 +239,16 @@ struct At {
 }
 
 impl At {
-    fn child(&self, name: &[u8]) -> At {
+    /// `local` only matters to `--exclude`: without it, it is not built.
+    fn child(&self, name: &[u8], with_local: bool) -> At {
         At {
             abs: self.abs.join(OsStr::from_bytes(name)),
             rel: join(&self.rel, name),
-            local: join(&self.local, name),
+            local: if with_local {
+                join(&self.local, name)
+            } else {
+                Vec::new()
+            },
             dest: join(&self.dest, name),
         }
     }
@@ -223,6 +265,9 @@ enum Hidden {
 }
 
 fn hidden(m: &IgnoreMatcher, path: &[u8], is_dir: bool) -> Hidden {
+    if m.is_empty() {
+        return Hidden::No;
+    }
     let s = String::from_utf8_lossy(path);
     if !m.is_excluded(&s) {
         Hidden::No
@@ -237,7 +282,8 @@ struct Planner<'o> {
     opts: &'o CopyOptions,
     /// `--exclude` patterns, relative to each copied directory.
     exclude: Option<IgnoreMatcher>,
-    entries: BTreeMap<Vec<u8>, PlannedEntry>,
+    /// The entries of the source being walked, in walk order.
+    walked: Vec<PlannedEntry>,
     cache: Option<&'o super::StatCache>,
 }
 
@@ -253,48 +299,27 @@ impl Planner<'_> {
             let from = [pivot, &rel[..]].concat();
             let abs = src.root.join(OsStr::from_bytes(&from));
             let md = fs::metadata(&abs).map_err(read_err(&abs))?;
-            if let Some(e) = self.entry(src, &abs, &from, join(base, &rel), &md)? {
-                self.insert(e);
+            if let Some(e) = self.entry(src, abs, &from, join(base, &rel), &md)? {
+                self.walked.push(e);
             }
         }
         Ok(())
-    }
-
-    /// Adds an entry; a non-directory replaces whatever was at its path, subtree included.
-    fn insert(&mut self, e: PlannedEntry) {
-        if e.kind == EntryKind::Dir {
-            if let Some(old) = self.entries.get(&e.dest) {
-                if old.kind == EntryKind::Dir {
-                    return; // an existing directory keeps its metadata, as in BuildKit
-                }
-            }
-        } else {
-            let below = [&e.dest[..], b"/"].concat();
-            let doomed: Vec<Vec<u8>> = self
-                .entries
-                .range(below.clone()..)
-                .take_while(|(k, _)| k.starts_with(&below))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in doomed {
-                self.entries.remove(&k);
-            }
-        }
-        self.entries.insert(e.dest.clone(), e);
     }
 
     /// Plans a directory and, recursively, what it holds under the ignore rules and
     /// `--exclude`. Returns whether anything was planned (an excluded directory appears only
     /// for the exceptions below it).
     fn walk_dir(&mut self, src: &Source, at: &At, md: &fs::Metadata) -> Result<bool, Error> {
+        let mark = self.walked.len();
         if !at.dest.is_empty() {
-            if let Some(mut e) = self.entry(src, &at.abs, &at.rel, at.dest.clone(), md)? {
+            let e = self.entry(src, at.abs.clone(), &at.rel, at.dest.clone(), md)?;
+            if let Some(mut e) = e {
                 if at.local.is_empty() && self.opts.chown.is_none() {
                     // The directory a COPY creates for a directory source is root's, as
                     // in BuildKit; only what is inside keeps its owner.
                     (e.uid, e.gid) = (0, 0);
                 }
-                self.insert(e);
+                self.walked.push(e);
             }
         }
         let mut names = Vec::new();
@@ -302,10 +327,11 @@ impl Planner<'_> {
             let entry = entry.map_err(read_err(&at.abs))?;
             names.push((entry.file_name(), entry));
         }
-        names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let with_local = self.exclude.is_some();
         let mut any = false;
         for (name, dirent) in names {
-            let child = at.child(name.as_bytes());
+            let child = at.child(name.as_bytes(), with_local);
             // lstat relative to the open directory: no walk of the whole path per entry.
             let md = dirent.metadata().map_err(read_err(&child.abs))?;
             let is_dir = md.is_dir();
@@ -320,17 +346,20 @@ impl Planner<'_> {
             }
             let only_for_exceptions = verdicts.iter().flatten().any(|v| *v == Hidden::Descend);
             if is_dir {
+                let at_child = self.walked.len();
                 let found = self.walk_dir(src, &child, &md)?;
                 if only_for_exceptions && !found {
-                    self.entries.remove(&child.dest);
+                    // Nothing below came back: the directory itself goes too.
+                    self.walked.truncate(at_child);
                 } else {
                     any = true;
                 }
-            } else if let Some(e) = self.entry(src, &child.abs, &child.rel, child.dest, &md)? {
-                self.insert(e);
+            } else if let Some(e) = self.entry(src, child.abs, &child.rel, child.dest, &md)? {
+                self.walked.push(e);
                 any = true;
             }
         }
+        debug_assert!(any || self.walked.len() <= mark + 1);
         Ok(any)
     }
 
@@ -338,7 +367,7 @@ impl Planner<'_> {
     fn entry(
         &self,
         src: &Source,
-        abs: &Path,
+        abs: PathBuf,
         rel: &[u8],
         dest: Vec<u8>,
         md: &fs::Metadata,
@@ -349,7 +378,7 @@ impl Planner<'_> {
         } else if ft.is_file() {
             EntryKind::File { size: md.len() }
         } else if ft.is_symlink() {
-            let target = fs::read_link(abs).map_err(read_err(abs))?;
+            let target = fs::read_link(&abs).map_err(read_err(&abs))?;
             EntryKind::Symlink {
                 target: target.as_os_str().as_bytes().to_vec(),
             }
@@ -375,28 +404,30 @@ impl Planner<'_> {
             None if src.keep_owner => (md.uid(), md.gid()),
             None => (0, 0),
         };
+        let stat = ft.is_file().then(|| super::StatKey::of(md));
+        let xattrs = match (self.cache, &stat) {
+            (Some(c), Some(key)) => match c.xattrs(&abs, key) {
+                Some(x) => x.clone(),
+                None => read_xattrs(&abs)?,
+            },
+            _ => read_xattrs(&abs)?,
+        };
         Ok(Some(PlannedEntry {
             dest,
-            source: abs.to_path_buf(),
+            source: abs,
             source_rel: if rel.is_empty() {
                 ".".into()
             } else {
                 String::from_utf8_lossy(rel).into_owned()
             },
-            xattrs: match ft.is_file().then_some(self.cache).flatten() {
-                Some(c) => match c.xattrs(abs, &super::StatKey::of(md)) {
-                    Some(x) => x.clone(),
-                    None => read_xattrs(abs)?,
-                },
-                None => read_xattrs(abs)?,
-            },
+            xattrs,
             kind,
             mode,
             uid,
             gid,
             mtime: (md.mtime(), md.mtime_nsec()),
             inode: (ft.is_file() && md.nlink() > 1).then(|| (md.dev(), md.ino())),
-            stat: ft.is_file().then(|| super::StatKey::of(md)),
+            stat,
         }))
     }
 }

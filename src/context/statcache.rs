@@ -62,7 +62,8 @@ impl StatKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     stat: StatKey,
-    digest: Digest,
+    /// The content sha256, raw: parsing 20,000 entries builds no digest strings.
+    sha256: [u8; 32],
     xattrs: Xattrs,
 }
 
@@ -117,7 +118,7 @@ impl StatCache {
         match self.entries.get(path.as_os_str().as_bytes()) {
             Some(e) if &e.stat == key => {
                 self.hits += 1;
-                Some(e.digest.clone())
+                Some(Digest::from_sha256(e.sha256))
             }
             _ => {
                 self.misses += 1;
@@ -140,9 +141,11 @@ impl StatCache {
     pub fn put(&mut self, path: &Path, key: StatKey, digest: Digest, xattrs: &Xattrs) {
         let path = path.as_os_str().as_bytes();
         if key.settled_before(self.cutoff) {
+            let mut sha256 = [0u8; 32];
+            hex::decode_to_slice(digest.hex(), &mut sha256).expect("a digest is 64 hex digits");
             let new = Entry {
                 stat: key,
-                digest,
+                sha256,
                 xattrs: xattrs.clone(),
             };
             if self.entries.get(path) != Some(&new) {
@@ -172,7 +175,7 @@ impl StatCache {
         let mut out = Vec::with_capacity(MAGIC.len() + self.entries.len() * (FIXED + 64));
         out.extend_from_slice(MAGIC);
         for (p, e) in &self.entries {
-            let (k, d) = (&e.stat, &e.digest);
+            let k = &e.stat;
             out.extend_from_slice(&(p.len() as u32).to_le_bytes());
             out.extend_from_slice(p);
             for v in [k.dev, k.ino, k.size] {
@@ -181,7 +184,7 @@ impl StatCache {
             for v in [k.mtime.0, k.mtime.1, k.ctime.0, k.ctime.1] {
                 out.extend_from_slice(&v.to_le_bytes());
             }
-            out.extend_from_slice(&hex::decode(d.hex()).expect("a digest is hex"));
+            out.extend_from_slice(&e.sha256);
             out.extend_from_slice(&(e.xattrs.len() as u32).to_le_bytes());
             for (name, value) in &e.xattrs {
                 for b in [name, value] {
@@ -197,7 +200,9 @@ impl StatCache {
 /// The saved records, in the order written (sorted, so the map is built in one pass).
 fn parse(bytes: &[u8]) -> Option<BTreeMap<Vec<u8>, Entry>> {
     let mut rest = bytes.strip_prefix(MAGIC.as_slice())?;
-    let mut out = Vec::new();
+    // Sized for paths of ~60 bytes up front: growing the list record by record cost more
+    // than parsing it.
+    let mut out = Vec::with_capacity(rest.len() / (4 + 60 + FIXED + 4));
     let u64_at =
         |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
     while !rest.is_empty() {
@@ -223,7 +228,7 @@ fn parse(bytes: &[u8]) -> Option<BTreeMap<Vec<u8>, Entry>> {
             path.to_vec(),
             Entry {
                 stat: key,
-                digest: Digest::from_sha256(sha),
+                sha256: sha,
                 xattrs,
             },
         ));

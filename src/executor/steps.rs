@@ -726,6 +726,15 @@ fn copy_step(
         Ok(layer::from_upper(env.store, &root, &opts)?)
     })?;
     timings.push(("layer".into(), progress::secs(t.elapsed())));
+    // As root, with no owner left to the layer writer and no SOURCE_DATE_EPOCH clamp, the
+    // staged root is what the layer's tar unpacks to (the store's check compares no
+    // mtimes): it becomes the layer's unpacked form, so a following RUN does not unpack
+    // the blob just written, and the staged files are not deleted one by one.
+    if let Some(l) = &layer {
+        if env.privilege.is_root() && opts.chown.is_none() && opts.source_date_epoch.is_none() {
+            adopt_as_lower(env, &l.diff_id, &root);
+        }
+    }
     Ok(layer)
 }
 

@@ -130,7 +130,7 @@ impl Layer {
 /// gives an empty tar (two zero blocks).
 pub fn write_tar(dir: &Path, out: impl Write, opts: &LayerOptions) -> Result<(), Error> {
     let entries = walk::collect(dir, opts)?;
-    write_entries(&entries, out)?;
+    write_entries(dir, &entries, out)?;
     Ok(())
 }
 
@@ -147,16 +147,18 @@ pub fn write_layer<W: Write>(
     }
     let enc = compress::Encoder::new(opts.compression, out).map_err(Error::Write)?;
     let tar = HashingWriter::new(enc);
-    let (enc, diff_id, _) = write_entries(&entries, tar)?.finish();
+    let (enc, diff_id, _) = write_entries(dir, &entries, tar)?.finish();
     let out = enc.finish().map_err(Error::Write)?;
     Ok(Some((out, diff_id)))
 }
 
-fn write_entries<W: Write>(entries: &[walk::Source], out: W) -> Result<W, Error> {
+fn write_entries<W: Write>(root: &Path, entries: &[walk::Source], out: W) -> Result<W, Error> {
+    use std::os::unix::ffi::OsStrExt;
     let mut b = tar::Builder::new(out);
     for s in entries {
-        match &s.data {
-            Some(path) => {
+        match s.data {
+            true => {
+                let path = &root.join(std::ffi::OsStr::from_bytes(&s.entry.path));
                 let size = match s.entry.kind {
                     header::Kind::File { size } => size,
                     _ => 0,
@@ -180,7 +182,7 @@ fn write_entries<W: Write>(entries: &[walk::Source], out: W) -> Result<W, Error>
                     });
                 }
             }
-            None => header::append(&mut b, &s.entry, None).map_err(Error::Write)?,
+            false => header::append(&mut b, &s.entry, None).map_err(Error::Write)?,
         }
     }
     b.into_inner().map_err(Error::Write)

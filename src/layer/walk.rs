@@ -11,18 +11,26 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One entry to write, with where its data comes from.
 #[derive(Debug)]
 pub(crate) struct Source {
     pub entry: TarEntry,
-    /// The file whose bytes are the entry's data (regular files only).
-    pub data: Option<PathBuf>,
-    /// Sort key: the path, except an opaque marker sorts right after its directory.
-    key: Vec<u8>,
+    /// Whether the entry's data is the file at its path under the root (regular files;
+    /// not a hardlink's later names). A flag, not a path: 100,000 entries would otherwise
+    /// hold each path twice more (the writer joins the root when it opens the file).
+    pub data: bool,
+    /// Sort key when it is not the path: an opaque marker sorts right after its directory.
+    key: Option<Vec<u8>>,
     /// `(dev, ino)` of regular files with more than one link.
     inode: Option<(u64, u64)>,
+}
+
+impl Source {
+    fn sort_key(&self) -> &[u8] {
+        self.key.as_deref().unwrap_or(&self.entry.path)
+    }
 }
 
 /// Reads `root` (an overlay upper directory, or any tree) into layer entries, in tar order:
@@ -45,7 +53,7 @@ pub(crate) fn collect(root: &Path, opts: &LayerOptions) -> Result<Vec<Source>, E
         out: &mut out,
     };
     w.dir(root, &[])?;
-    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.sort_by(|a, b| a.sort_key().cmp(b.sort_key()));
     link_hardlinks(&mut out);
     Ok(out)
 }
@@ -86,7 +94,7 @@ impl Walker<'_> {
             mtime,
             xattrs: BTreeMap::new(),
         };
-        let mut data = None;
+        let mut data = false;
         let mut inode = None;
         if crate::overlay::is_whiteout(md) {
             // An overlay whiteout: a regular empty file named `.wh.<name>`, as Docker writes it.
@@ -94,7 +102,7 @@ impl Walker<'_> {
             e.path = join(parent, &[WHITEOUT_PREFIX.as_bytes(), name].concat());
             e.kind = Kind::File { size: 0 };
             e.mode = 0o600;
-            self.push(e, None, None);
+            self.push(e, false, None);
             return Ok(());
         }
         e.xattrs = xattrs(path)?;
@@ -110,14 +118,14 @@ impl Walker<'_> {
                 let key = [rel, b"/"].concat();
                 self.out.push(Source {
                     entry: marker,
-                    data: None,
-                    key,
+                    data: false,
+                    key: Some(key),
                     inode: None,
                 });
             }
         } else if ft.is_file() {
             e.kind = Kind::File { size: md.len() };
-            data = Some(path.to_path_buf());
+            data = true;
             if md.nlink() > 1 {
                 inode = Some((md.dev(), md.ino()));
             }
@@ -143,12 +151,11 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn push(&mut self, entry: TarEntry, data: Option<PathBuf>, inode: Option<(u64, u64)>) {
-        let key = entry.path.clone();
+    fn push(&mut self, entry: TarEntry, data: bool, inode: Option<(u64, u64)>) {
         self.out.push(Source {
             entry,
             data,
-            key,
+            key: None,
             inode,
         });
     }
@@ -179,7 +186,7 @@ fn link_hardlinks(entries: &mut [Source]) {
                 s.entry.kind = Kind::HardLink {
                     target: target.clone(),
                 };
-                s.data = None;
+                s.data = false;
             }
             None => {
                 first.insert(ino, s.entry.path.clone());

@@ -163,6 +163,7 @@ pub fn plan_copy_cached(
                 rel: src.rel.clone(),
                 local: Vec::new(),
                 dest: at_dest,
+                top: true,
             };
             planner.walk_dir(src, &at, &md)?;
         } else {
@@ -236,6 +237,8 @@ struct At {
     rel: Vec<u8>,
     local: Vec<u8>,
     dest: Vec<u8>,
+    /// The directory source itself (not something inside it).
+    top: bool,
 }
 
 impl At {
@@ -250,6 +253,7 @@ impl At {
                 Vec::new()
             },
             dest: join(&self.dest, name),
+            top: false,
         }
     }
 }
@@ -314,7 +318,7 @@ impl Planner<'_> {
         if !at.dest.is_empty() {
             let e = self.entry(src, at.abs.clone(), &at.rel, at.dest.clone(), md)?;
             if let Some(mut e) = e {
-                if at.local.is_empty() && self.opts.chown.is_none() {
+                if at.top && self.opts.chown.is_none() {
                     // The directory a COPY creates for a directory source is root's, as
                     // in BuildKit; only what is inside keeps its owner.
                     (e.uid, e.gid) = (0, 0);

@@ -3,6 +3,8 @@
 //! exit codes and output streams (results on stdout, logs on stderr).
 
 mod build;
+/// The `--output` spec parser, public for the fuzz targets.
+pub use build::{parse_output, Output};
 pub mod config;
 mod doctor;
 pub mod helper;

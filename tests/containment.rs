@@ -69,11 +69,7 @@ fn leftover_cgroups() -> Vec<String> {
             // test started); a cairn process still running elsewhere on the machine is not
             // this test's business.
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let Some(pid) = name
-                    .strip_prefix("cairn-")
-                    .and_then(|r| r.split('-').next())
-                    .and_then(|p| p.parse::<u32>().ok())
+                let Some(pid) = cairn::sandbox::step_cgroup_owner(&e.file_name().to_string_lossy())
                 else {
                     continue;
                 };

@@ -293,6 +293,12 @@ impl Cgroup {
     }
 }
 
+/// The PID of the cairn process a step cgroup named `cairn-<pid>-<n>` belongs to; `None`
+/// for any other name.
+pub fn step_cgroup_owner(name: &str) -> Option<u32> {
+    name.strip_prefix("cairn-")?.split('-').next()?.parse().ok()
+}
+
 /// Removes the step cgroups under `parent` of cairn processes that are gone (killed
 /// before they could clean up), with whatever they hold: a step's stragglers. (A step's
 /// network stack is not in it; it ends by itself with cairn, `net.rs`.)
@@ -301,12 +307,7 @@ fn sweep(parent: &Path) {
         return;
     };
     for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("cairn-")
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+        let Some(pid) = step_cgroup_owner(&e.file_name().to_string_lossy()) else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -341,5 +342,12 @@ mod tests {
         let l = super::Limits::default();
         assert_eq!(l.pids(), super::DEFAULT_PIDS);
         assert!(!l.wants_cpu());
+    }
+
+    #[test]
+    fn a_step_cgroup_names_its_cairn_process() {
+        assert_eq!(super::step_cgroup_owner("cairn-4242-3"), Some(4242));
+        assert_eq!(super::step_cgroup_owner("cairn-x-3"), None);
+        assert_eq!(super::step_cgroup_owner("docker-4242-3"), None);
     }
 }

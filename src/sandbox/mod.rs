@@ -32,7 +32,7 @@ mod user;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-pub use cgroup::{Limits, Ulimit, DEFAULT_PIDS};
+pub use cgroup::{step_cgroup_owner, Limits, Ulimit, DEFAULT_PIDS};
 pub use child::{ChildSpec, RunJob};
 pub use copyroot::{CopyChangesJob, CopyRootJob};
 pub use parent::{

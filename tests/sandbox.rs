@@ -127,6 +127,26 @@ fn user_and_network_none() {
     assert!(out.contains("ping-ok"), "loopback is up: {out}");
 }
 
+/// A step's sync calls succeed at once unless `--keep-fsync` asks for them: one more seccomp
+/// filter (after Docker's profile and the clone3 one) answers them, and `sync` still exits 0.
+fn sync_calls_are_answered_by_a_filter_unless_kept() {
+    let mut t = Step::busybox();
+    let probe = "grep Seccomp_filters /proc/self/status; sync && echo synced";
+    let (code, out) = t.run(probe);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Seccomp_filters:\t3") && out.contains("synced"),
+        "{out}"
+    );
+    t.limits.keep_fsync = true;
+    let (code, out) = t.run(probe);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Seccomp_filters:\t2") && out.contains("synced"),
+        "{out}"
+    );
+}
+
 fn the_copy_based_root_gives_the_same_upper() {
     let script =
         "rm /etc/group && mkdir -p /data/sub && echo x > /data/sub/f && ln /data/sub/f /data/hard \
@@ -252,6 +272,12 @@ mod as_root {
         super::common::require_root();
         super::the_copy_based_root_gives_the_same_upper();
     }
+
+    #[test]
+    fn sync_calls_are_answered_by_a_filter_unless_kept() {
+        super::common::require_root();
+        super::sync_calls_are_answered_by_a_filter_unless_kept();
+    }
 }
 
 #[test]
@@ -267,6 +293,7 @@ fn busybox_checks_rootless() {
         the_copy_based_root_gives_the_same_upper();
         the_layer_tar_is_read_as_container_root();
         a_copy_based_root_leaves_no_staging_behind();
+        sync_calls_are_answered_by_a_filter_unless_kept();
     }
 }
 

@@ -136,6 +136,41 @@ fn tags_and_records_round_trip() {
     );
 }
 
+/// A no-op build writes nothing durable: a record put again with the bytes it holds is left
+/// as it is (same inode, nothing to fsync), while new bytes replace it; a tag resolved again
+/// to the same digest, or to a new one, is still written.
+#[test]
+fn records_holding_the_same_bytes_are_not_rewritten() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = common::tempdir();
+    let store = Store::open(dir.path()).unwrap();
+    let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    store.record_put("last-build", b"one").unwrap();
+    let path = dir.path().join("records/last-build");
+    let first = ino(&path);
+    store.record_put("last-build", b"one").unwrap();
+    assert_eq!(ino(&path), first, "the same bytes were written again");
+    store.record_put("last-build", b"two").unwrap();
+    assert_ne!(ino(&path), first);
+    assert_eq!(fs::read(&path).unwrap(), b"two");
+
+    let r = "127.0.0.1:5000/base:1";
+    let (m1, m2) = (
+        store.put_bytes(b"{}").unwrap(),
+        store.put_bytes(b"[]").unwrap(),
+    );
+    store.tag_set(r, &m1).unwrap();
+    store.tag_set(r, &m1).unwrap();
+    assert_eq!(store.tag_get(r).unwrap().unwrap().digest, m1);
+    store.tag_set(r, &m2).unwrap();
+    assert_eq!(store.tag_get(r).unwrap().unwrap().digest, m2);
+    assert!(
+        tmp_entries(dir.path()).is_empty(),
+        "{:?}",
+        tmp_entries(dir.path())
+    );
+}
+
 #[test]
 fn stale_temps_removed_only_when_their_owner_is_gone() {
     let dir = common::tempdir();

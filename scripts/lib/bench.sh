@@ -145,7 +145,7 @@ warm_acng() {
     prepare_context workspace "$ctx"
     SIZE_ARGS=()
     env "CAIRN_ROOT=$W/warm-store" "$CAIRN" build "$ctx" --build-arg "BASE=$BASE_REF" \
-        -o "type=oci,dest=$W/warm-oci" --progress=plain >"$LOGS/warm-acng.log" 2>&1 ||
+        --network=host -o "type=oci,dest=$W/warm-oci" --progress=plain >"$LOGS/warm-acng.log" 2>&1 ||
         echo "bench: the warm-up build failed, see $LOGS/warm-acng.log" >&2
     rm -rf "$ctx" "$W/warm-store" "$W/warm-oci"
     after=$(find "$ACNG_CACHE" -name '*.deb' | wc -l)

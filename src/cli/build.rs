@@ -314,6 +314,7 @@ fn limits(args: &BuildArgs) -> Result<crate::sandbox::Limits> {
             .iter()
             .map(|u| ulimit(u))
             .collect::<Result<_>>()?,
+        keep_fsync: args.keep_fsync,
     })
 }
 

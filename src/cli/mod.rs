@@ -175,6 +175,12 @@ pub struct BuildArgs {
     /// Ulimit of RUN steps, `NAME=SOFT[:HARD]` (repeatable).
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     pub ulimit: Vec<String>,
+    /// Let RUN steps' fsync, fdatasync, sync, syncfs and sync_file_range reach the disk. By
+    /// default they return success at once: a step's files become a layer that cairn itself
+    /// writes durably, and a step cut short is run again, so per-file syncs (dpkg makes one
+    /// for every file it unpacks) only cost time.
+    #[arg(long, env = "CAIRN_KEEP_FSYNC")]
+    pub keep_fsync: bool,
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,

@@ -316,13 +316,15 @@ impl Reporter {
             }
             return;
         }
-        let mut out = self.inner.out.lock().unwrap_or_else(|p| p.into_inner());
-        // A closed stderr must not fail the build; the result is on stdout.
+        // The event's lines are rendered first and written with one call: stderr is
+        // unbuffered, and a formatted line would otherwise reach it in pieces (a dozen
+        // system calls per line, and lines another writer to the same pipe could split).
+        let mut buf = Vec::with_capacity(128);
         let _ = match self.inner.mode {
             Mode::Quiet => Ok(()),
-            Mode::Json => json_line(&mut *out, ev, self.inner.started.elapsed()),
+            Mode::Json => json_line(&mut buf, ev, self.inner.started.elapsed()),
             Mode::Plain | Mode::Tty => human::write(
-                &mut *out,
+                &mut buf,
                 ev,
                 self.inner.mode == Mode::Tty,
                 self.inner.explain,
@@ -330,11 +332,17 @@ impl Reporter {
         };
         if let (Mode::Json, Event::Finished { .. }) = (self.inner.mode, ev) {
             let _ = json_line(
-                &mut *out,
+                &mut buf,
                 &self.summary_event(),
                 self.inner.started.elapsed(),
             );
         }
+        if buf.is_empty() {
+            return;
+        }
+        let mut out = self.inner.out.lock().unwrap_or_else(|p| p.into_inner());
+        // A closed stderr must not fail the build; the result is on stdout.
+        let _ = out.write_all(&buf).and_then(|()| out.flush());
     }
 
     /// Emits an info line.

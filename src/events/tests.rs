@@ -282,3 +282,35 @@ fn interleaved_steps_keep_their_numbers_and_json_events_their_times() {
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 }
+
+/// Each event reaches the sink in one write that ends its last line: stderr is unbuffered,
+/// so a line written in pieces costs a system call per piece and can be split by another
+/// writer to the same pipe.
+#[test]
+fn each_event_is_one_write_of_whole_lines() {
+    #[derive(Clone, Default)]
+    struct Calls(Arc<Mutex<Vec<Vec<u8>>>>);
+    impl Write for Calls {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().push(b.to_vec());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    for mode in [Mode::Plain, Mode::Json] {
+        let calls = Calls::default();
+        let rep = Reporter::to_writer(mode, true, Box::new(calls.clone()));
+        some_build(&rep);
+        let calls = calls.0.lock().unwrap();
+        assert!(calls.len() >= 5, "{mode:?}: {}", calls.len());
+        for c in calls.iter() {
+            assert!(
+                c.ends_with(b"\n"),
+                "{mode:?}: {:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
+    }
+}

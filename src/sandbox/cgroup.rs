@@ -39,6 +39,10 @@ pub struct Limits {
     pub shm_size: Option<u64>,
     /// `--ulimit NAME=SOFT[:HARD]`.
     pub ulimits: Vec<Ulimit>,
+    /// `--keep-fsync`: the step's sync calls reach the disk. Otherwise a seccomp filter
+    /// makes them succeed at once (see `seccomp.rs`); nothing the step writes differs.
+    #[serde(default)]
+    pub keep_fsync: bool,
 }
 
 /// One `--ulimit`.

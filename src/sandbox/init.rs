@@ -129,6 +129,9 @@ fn drop_privileges(spec: &ChildSpec) -> Result<(), Setup> {
     if spec.run.security == Security::Sandbox {
         seccomp::install().map_err(Setup::Failed)?;
     }
+    if !spec.run.limits.keep_fsync {
+        seccomp::install_no_sync().map_err(Setup::Failed)?;
+    }
     Ok(())
 }
 

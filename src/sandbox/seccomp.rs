@@ -161,6 +161,38 @@ pub fn programs() -> Result<Vec<BpfProgram>, String> {
         .collect()
 }
 
+/// The sync calls a step's [`install_no_sync`] filter answers with success at once.
+const SYNC_CALLS: &[libc::c_long] = &[
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_sync,
+    libc::SYS_syncfs,
+    libc::SYS_sync_file_range,
+];
+
+/// The filter that turns a step's sync calls into no-ops that succeed (`SECCOMP_RET_ERRNO`
+/// with errno 0 returns 0 without running the call), as `systemd-nspawn --suppress-sync`
+/// does. Durability inside a step buys nothing: its upper directory is read back into a
+/// layer that the store writes with its own fsync, and a step cut short by a crash is run
+/// again. dpkg, for one, syncs every file it unpacks; those syncs are most of the time an
+/// `apt-get install` spends on a virtual disk. Cache mounts lose the same durability, as
+/// they hold nothing a build cannot make again.
+pub fn no_sync_program() -> Result<BpfProgram, String> {
+    let arch: TargetArch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|e| format!("seccomp: {e}"))?;
+    let rules = SYNC_CALLS.iter().map(|&nr| (nr, vec![])).collect();
+    SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(0), arch)
+        .map_err(|e| format!("seccomp: {e}"))?
+        .try_into()
+        .map_err(|e| format!("seccomp: {e:?}"))
+}
+
+/// Installs [`no_sync_program`] on the calling thread (needs `no_new_privs`).
+pub fn install_no_sync() -> Result<(), String> {
+    seccompiler::apply_filter(&no_sync_program()?).map_err(|e| format!("install seccomp: {e}"))
+}
+
 /// Installs the profile on the calling thread (needs `no_new_privs`); it is inherited by
 /// the exec and every process the step starts.
 pub fn install() -> Result<(), String> {

@@ -101,13 +101,25 @@ impl Store {
                 blob: digest.clone(),
             });
         }
+        let unchanged = self
+            .tag_get(reference)
+            .ok()
+            .flatten()
+            .is_some_and(|t| &t.digest == digest);
         let f = TagFile {
             reference: reference.to_string(),
             digest: digest.clone(),
             resolved_at: now_rfc3339(),
         };
         let bytes = serde_json::to_vec(&f).expect("tag entry serializes");
-        self.atomic_write(&self.tag_path(reference), &bytes)
+        if unchanged {
+            // Only the time of the check changes: the entry on disk is as true as the new
+            // one, so losing this write to a crash costs nothing, and a no-op build does
+            // not wait for two fsyncs.
+            self.replace_unsynced(&self.tag_path(reference), &bytes)
+        } else {
+            self.atomic_write(&self.tag_path(reference), &bytes)
+        }
     }
 
     /// Every tag entry, sorted by reference.
@@ -183,9 +195,14 @@ impl Store {
         read_opt(&self.record_path(name))
     }
 
-    /// Replaces a named record atomically.
+    /// Replaces a named record atomically; a record that already holds `bytes` is left
+    /// alone (a no-op build writes, and waits for, nothing).
     pub fn record_put(&self, name: &str, bytes: &[u8]) -> Result<(), Error> {
-        self.atomic_write(&self.record_path(name), bytes)
+        let path = self.record_path(name);
+        if read_opt(&path)?.as_deref() == Some(bytes) {
+            return Ok(());
+        }
+        self.atomic_write(&path, bytes)
     }
 
     fn read_dir_json(&self, dir: &str) -> Result<Vec<(PathBuf, Vec<u8>)>, Error> {

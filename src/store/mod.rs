@@ -261,6 +261,21 @@ impl Store {
         })?;
         sync_parent(dest)
     }
+
+    /// Replaces `dest` atomically (a reader sees the old or the new bytes) without waiting
+    /// for the disk: for entries whose old content is as valid as the new.
+    pub(crate) fn replace_unsynced(&self, dest: &Path, bytes: &[u8]) -> Result<(), Error> {
+        let tmp = self.tmp_root();
+        let mut f = tempfile::Builder::new()
+            .prefix(&self.temp_prefix("write"))
+            .tempfile_in(&tmp)
+            .map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(f.path()))?;
+        f.persist(dest).map(drop).map_err(|e| Error::Io {
+            path: dest.to_path_buf(),
+            source: e.error,
+        })
+    }
 }
 
 /// Fsyncs the directory holding `path`, so a rename into it survives a crash.

@@ -252,6 +252,44 @@ fn compressed_blobs_unpack_once_through_the_store_and_check_their_diff_id() {
     assert!(b.join("marker").exists());
 }
 
+/// The stream is decompressed and hashed on a thread of its own, in chunks, ahead of the
+/// unpacker: a file spanning many chunks arrives whole, the bytes after the tar's end
+/// marker (which the unpacker never reads) still count in the diff id, and a truncated
+/// blob fails and leaves no layer.
+#[test]
+fn read_ahead_unpacking_hashes_every_byte_and_fails_on_truncation() {
+    common::require_root();
+    let dir = common::tempdir();
+    let store = cairn::store::Store::open(&dir.path().join("store")).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut t = TarBuilder::default();
+    t.file("big", &big, 0o644, 0, 0);
+    t.file("small", b"after", 0o600, 0, 0);
+    let mut tar = t.finish();
+    tar.extend(std::iter::repeat_n(0u8, 700_000));
+    let diff_id = cairn::Digest::of_bytes(&tar);
+    let digest = store.put_bytes(&gzip(&tar)).unwrap();
+    let layer = ensure_unpacked(&store, &digest, &diff_id, &root_opts(), &mut |_| {}).unwrap();
+    assert!(std::fs::read(layer.join("big")).unwrap() == big);
+    assert_eq!(std::fs::read(layer.join("small")).unwrap(), b"after");
+
+    // The same tar without its trailing zeros has another diff id: the tail was hashed.
+    let short = cairn::Digest::of_bytes(&tar[..tar.len() - 700_000]);
+    let err = ensure_unpacked(&store, &digest, &short, &root_opts(), &mut |_| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("does not match its diff id"),
+        "{err}"
+    );
+    assert!(!store.layer_dir(&short).exists());
+
+    let gz = gzip(&tar);
+    let truncated = store.put_bytes(&gz[..gz.len() / 2]).unwrap();
+    let other = cairn::Digest::of_bytes(b"truncated");
+    let err = ensure_unpacked(&store, &truncated, &other, &root_opts(), &mut |_| {}).unwrap_err();
+    assert!(!err.to_string().contains("does not match"), "{err}");
+    assert!(!store.layer_dir(&other).exists());
+}
+
 #[test]
 fn debian_minbase_unpacks_exactly_like_tar_x() {
     common::require_root();

@@ -443,3 +443,115 @@ fn ssh_engine() {
     assert_eq!(e.loads_between(&id, t0, now() + 0.5), 0, "a no-op loaded");
     e.rmi(&[tag, id]);
 }
+
+/// The diffIDs of `reference` in engine `e`, bottom first.
+fn diff_ids(e: &Engine, reference: &str) -> Vec<String> {
+    let out = common::run_ok(e.docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RootFS.Layers}}",
+        reference,
+    ]));
+    serde_json::from_str(out.trim()).unwrap_or_else(|err| panic!("{err}: {out}"))
+}
+
+/// Untagged images of `e` whose layers are exactly `layers`: a preloaded base left behind.
+fn left_behind(e: &Engine, layers: &[String]) -> Vec<String> {
+    let out = common::run_ok(e.docker().args([
+        "images",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        "dangling=true",
+    ]));
+    out.lines()
+        .filter(|id| {
+            let got = common::run(e.docker().args([
+                "image",
+                "inspect",
+                "--format",
+                "{{json .RootFS.Layers}}",
+                id,
+            ]));
+            serde_json::from_slice::<Vec<String>>(&got.stdout).is_ok_and(|l| l == layers)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// With `--load`, the final stage's base image goes into the engine while the steps run:
+/// the final load sends only the build's own layers (far less than the whole image), and
+/// the untagged image the base went in as is removed again, after a good build and after
+/// a failed one.
+#[test]
+fn the_base_is_loaded_ahead_and_nothing_of_it_stays() {
+    let e = engines::system();
+    let reg = common::registry::Registry::start();
+    common::images::push_multi_layer(&reg, "preload/base:1", 2);
+    let root = common::tempdir();
+    let ctx = common::tempdir();
+    let marker = format!("preload-{}-{}", std::process::id(), now());
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/preload/base:1\nRUN echo {marker} > /marker\nCMD [\"cat\", \"/marker\"]\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let tag = unique_tag("preload");
+    let mut c = common::cairn(root.path());
+    e.env(&mut c)
+        .arg("build")
+        .arg(ctx.path())
+        .args(["--progress=json", "-t", &tag]);
+    let out = common::run(&mut c);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let loaded: u64 = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "transfer" && v["kind"] == "load" && v["phase"] == "done")
+        .and_then(|v| v["bytes"].as_u64())
+        .unwrap_or_else(|| panic!("no load: {stderr}"));
+    assert_eq!(run_cat(&e, &tag).trim(), marker);
+
+    // The whole image as an archive, for scale: the base is nearly all of it.
+    let archive = ctx.path().join("all.tar");
+    common::run_ok(
+        common::cairn(root.path())
+            .arg("build")
+            .arg(ctx.path())
+            .args(["--progress=plain", "-o"])
+            .arg(format!("type=docker,dest={}", archive.display())),
+    );
+    let whole = fs::metadata(&archive).unwrap().len();
+    assert!(
+        loaded * 4 < whole,
+        "loaded {loaded} bytes of a {whole}-byte image"
+    );
+
+    let mut base = diff_ids(&e, &tag);
+    base.pop();
+    assert_eq!(left_behind(&e, &base), Vec::<String>::new());
+
+    // A failing build leaves nothing either.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/preload/base:1\nRUN echo {marker}-2 > /marker && exit 3\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let mut c = common::cairn(root.path());
+    e.env(&mut c)
+        .arg("build")
+        .arg(ctx.path())
+        .args(["--progress=plain", "-t", &tag]);
+    let out = common::run(&mut c);
+    assert!(!out.status.success());
+    assert_eq!(left_behind(&e, &base), Vec::<String>::new());
+    let _ = e.docker().args(["rmi", &tag]).output();
+}

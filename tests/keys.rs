@@ -192,6 +192,7 @@ fn keys_of(dir: &Path) -> Result<String, String> {
             ..Default::default()
         },
         jobs: 0,
+        final_base: None,
     };
     let steps = executor::step_keys(&store, &opts, &Reporter::new(Mode::Quiet, false))
         .map_err(|e| format!("cannot key: {e}"))?;

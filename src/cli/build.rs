@@ -256,7 +256,38 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
         privilege: crate::userns::Privilege::detect(),
         mounts: mount_options(args)?,
         jobs: jobs(std::env::var(crate::executor::JOBS_ENV).ok().as_deref())?,
+        // Set by `build` when the image goes into Docker.
+        final_base: None,
     })
+}
+
+/// The final stage's base image on its way into Docker ([`crate::export::BasePreload`]),
+/// started by the executor once the base is pulled. One that no load took (the build
+/// failed) is waited for and removed when this is dropped.
+#[derive(Default)]
+struct Preload(std::sync::Mutex<Option<crate::export::BasePreload>>);
+
+impl Preload {
+    fn take(&self) -> Option<crate::export::BasePreload> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl executor::FinalBase for Preload {
+    fn pulled(&self, store: &Store, base: &crate::export::BuiltImage) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(crate::export::BasePreload::start(store, base));
+        }
+    }
+}
+
+impl Drop for Preload {
+    fn drop(&mut self) {
+        if let Some(p) = self.take() {
+            p.abandon();
+        }
+    }
 }
 
 /// `CAIRN_JOBS`: how many steps may work at once (`1` builds one stage after the other);
@@ -443,6 +474,12 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Re
     opts.remote_cache = imported
         .clone()
         .map(|c| c as Arc<dyn executor::RemoteCache>);
+    // With --load, the final stage's base goes into Docker while the steps run.
+    let preload = outputs
+        .iter()
+        .any(|o| matches!(o, Output::Load))
+        .then(|| Arc::new(Preload::default()));
+    opts.final_base = preload.clone().map(|p| p as Arc<dyn executor::FinalBase>);
     let plain = Store::open(&cli.store_root())?;
     // Everything this build uses stays pinned against collections until it is done.
     let store = plain.leased();
@@ -494,8 +531,14 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Re
             Output::Load => {
                 // scripts/lib/bench.py times the load from this line.
                 rep.info("loading the image into Docker");
-                image_id =
-                    crate::export::docker_load_reporting(&store, &result.image, &args.tags, rep)?;
+                let ahead = preload.as_ref().and_then(|p| p.take());
+                image_id = crate::export::docker_load_reporting(
+                    &store,
+                    &result.image,
+                    &args.tags,
+                    rep,
+                    ahead,
+                )?;
                 rep.exported(&match args.tags.as_slice() {
                     [] => "docker".to_string(),
                     tags => format!("docker ({})", tags.join(", ")),

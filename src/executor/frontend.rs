@@ -122,6 +122,7 @@ mod tests {
             privilege: crate::userns::Privilege::Root,
             mounts: Default::default(),
             jobs: 0,
+            final_base: None,
         }
     }
 

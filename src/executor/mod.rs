@@ -76,6 +76,21 @@ pub struct BuildOptions {
     /// How many steps may work at once (independent stages run in parallel): 0 for
     /// [`default_jobs`], 1 for one stage after the other. Never part of a key.
     pub jobs: usize,
+    /// Told the final stage's base image as soon as it is pulled (the CLI starts loading it
+    /// into Docker while the steps run). Never part of a key.
+    pub final_base: Option<Arc<dyn FinalBase>>,
+}
+
+/// A hook for the final stage's base image, pulled from a registry and with every blob in
+/// the store, before the stage's first step (not called for `FROM scratch` or a stage).
+pub trait FinalBase: Send + Sync {
+    fn pulled(&self, store: &Store, base: &BuiltImage);
+}
+
+impl std::fmt::Debug for dyn FinalBase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FinalBase")
+    }
 }
 
 /// The executor's one hook into a cache shared between machines (`crate::remote_cache`):
@@ -514,6 +529,19 @@ impl<'a> Builder<'a> {
             .base(si, done)
             .map_err(|e| Error::at_line(&self.df_name, from_line, e))?;
         let stage = self.plan.stages[si].clone();
+        if let (Some(hook), Base::Image(_), false) =
+            (&self.opts.final_base, &stage.base, self.key_only)
+        {
+            if si + 1 == self.plan.stages.len() && !state.layers.is_empty() {
+                let base = StageResult {
+                    state: state.clone(),
+                    key: key.clone(),
+                };
+                if let Ok((image, _)) = self.finish(&base) {
+                    hook.pulled(self.store, &image);
+                }
+            }
+        }
         let stage_label = stage
             .name
             .clone()

@@ -267,17 +267,20 @@ pub fn docker_load_via(
         .map(|t| normalize_tag(t))
         .collect::<Result<_, _>>()?;
     match via {
-        LoadVia::Cli(cli) => load_with(&Cli(cli), store, img, &tags),
-        other => load_with(&Engine::new(other.transport()?), store, img, &tags),
+        LoadVia::Cli(cli) => load_with(&Cli(cli), store, img, &tags, None),
+        other => load_with(&Engine::new(other.transport()?), store, img, &tags, None),
     }
 }
 
-/// [`docker_load`] that reports the bytes it streams to the engine through `rep`.
+/// [`docker_load`] that reports the bytes it streams to the engine through `rep`, and
+/// leaves out the layers a [`BasePreload`] already put in the engine (then removes the
+/// preloaded image, which the new one's layers keep).
 pub fn docker_load_reporting(
     store: &Store,
     img: &BuiltImage,
     tags: &[String],
     rep: &crate::events::Reporter,
+    preload: Option<BasePreload>,
 ) -> Result<String, Error> {
     let tags: Vec<String> = tags
         .iter()
@@ -304,7 +307,117 @@ pub fn docker_load_reporting(
         rep,
         name: &name,
     };
-    load_with(&reporting, store, img, &tags)
+    let preloaded = preload.and_then(|p| p.wait(&mut |w| rep.warn(w)));
+    let loaded = load_with(&reporting, store, img, &tags, preloaded.as_ref());
+    if let Some(p) = preloaded.filter(|p| p.ours) {
+        if loaded.as_ref().is_ok_and(|id| *id != p.id) || loaded.is_err() {
+            if let Err(e) = inner.remove(&p.id) {
+                rep.warn(&format!(
+                    "cannot remove the preloaded base image {}: {e}",
+                    p.id
+                ));
+            }
+        }
+    }
+    loaded
+}
+
+/// The final stage's base image, loaded into the engine on a thread of its own while the
+/// build runs ([`BasePreload::start`]), so that the final load sends only the layers the
+/// build made: a cold build's load is otherwise mostly the base, and it waited for every
+/// step. Only the classic image store (its load never opens the tar of a layer whose chain
+/// it has) and only when the engine lacks the image; the preloaded image is untagged, and
+/// removed again once the build's image holds its layers, so nothing of it stays.
+pub struct BasePreload {
+    thread: std::thread::JoinHandle<Result<Option<Preloaded>, Error>>,
+}
+
+/// What [`BasePreload`] put in (or found in) the engine.
+#[derive(Debug, Clone)]
+pub struct Preloaded {
+    /// The image ID the engine gives it.
+    pub id: String,
+    /// Its diffIDs, bottom first: a chain the engine has.
+    pub layers: Vec<String>,
+    /// Whether the preload loaded it (and so removes it again), rather than found it.
+    pub ours: bool,
+}
+
+impl BasePreload {
+    /// Starts loading `base` (whose blobs are in `store`) into the engine a load would reach.
+    pub fn start(store: &Store, base: &BuiltImage) -> BasePreload {
+        let (store, base) = (store.clone(), base.clone());
+        BasePreload {
+            thread: std::thread::spawn(move || {
+                let via = LoadVia::detect()?;
+                match &via {
+                    LoadVia::Cli(cli) => preload_with(&Cli(cli), &store, &base),
+                    other => preload_with(&Engine::new(other.transport()?), &store, &base),
+                }
+            }),
+        }
+    }
+
+    /// Waits for the preload; a failure is a warning (the final load then sends every
+    /// layer).
+    pub fn wait(self, warn: &mut dyn FnMut(&str)) -> Option<Preloaded> {
+        match self.thread.join() {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                warn(&format!(
+                    "the base image was not loaded ahead of the build: {e}"
+                ));
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Waits for the preload and removes what it loaded: for a build that ends without a
+    /// load (it failed).
+    pub fn abandon(self) {
+        if let Some(p) = self.wait(&mut |_| {}).filter(|p| p.ours) {
+            let _ = LoadVia::detect().and_then(|via| match &via {
+                LoadVia::Cli(cli) => Cli(cli).remove(&p.id),
+                other => Engine::new(other.transport()?).remove(&p.id),
+            });
+        }
+    }
+}
+
+fn preload_with(
+    e: &dyn EngineOps,
+    store: &Store,
+    base: &BuiltImage,
+) -> Result<Option<Preloaded>, Error> {
+    let info = e.info()?;
+    let zstd = base
+        .layers
+        .iter()
+        .any(|l| Compression::from_media_type(&l.media_type) == Some(Compression::Zstd));
+    if !info.classic_store || base.layers.is_empty() || (zstd && !info.reads_zstd) {
+        return Ok(None);
+    }
+    let layers = base.layers.iter().map(|l| l.diff_id.to_string()).collect();
+    let config = base.config.to_string();
+    if let Some(id) = e.image_id(&config)? {
+        return Ok(Some(Preloaded {
+            id,
+            layers,
+            ours: false,
+        }));
+    }
+    let sent = Compat::as_is(base);
+    e.load(&mut |w| write_archive(store, &sent, &[], 0, w))?;
+    let id = e.image_id(&config)?.ok_or_else(|| Error::Docker {
+        action: "load".into(),
+        detail: format!("the engine does not show image {config} after loading it"),
+    })?;
+    Ok(Some(Preloaded {
+        id,
+        layers,
+        ours: true,
+    }))
 }
 
 /// The engine a load would reach, as `cairn doctor` reports it: asked over the same Engine
@@ -373,6 +486,8 @@ pub(crate) trait EngineOps {
     fn tag(&self, id: &str, tag: &str) -> Result<(), Error>;
     /// What kind of engine this is (`GET /info`).
     fn info(&self) -> Result<Info, Error>;
+    /// Removes the untagged image `id` (its layers stay while another image uses them).
+    fn remove(&self, id: &str) -> Result<(), Error>;
 }
 
 /// What a load needs to know of the engine, read from `GET /info`, not guessed.
@@ -416,9 +531,10 @@ pub(crate) struct Inspected {
 
 /// How many of `img`'s bottom layers the engine already has as a chain: the longest prefix
 /// `img` shares with an image its tags name now (`tagged`, usually the previous build).
-fn present_layers(img: &BuiltImage, tagged: &[Option<Inspected>]) -> usize {
+fn present_layers(img: &BuiltImage, tagged: &[Option<Inspected>], known: &[&[String]]) -> usize {
     let mut best = 0;
-    for theirs in tagged.iter().flatten().filter_map(|i| i.layers.as_ref()) {
+    let tagged = tagged.iter().flatten().filter_map(|i| i.layers.as_deref());
+    for theirs in tagged.chain(known.iter().copied()) {
         let shared = img
             .layers
             .iter()
@@ -442,6 +558,7 @@ fn load_with(
     store: &Store,
     img: &BuiltImage,
     tags: &[String],
+    preloaded: Option<&Preloaded>,
 ) -> Result<String, Error> {
     // The usual no-op: every tag already names this image — by its config digest (classic
     // store, Podman) or its manifest digest (containerd store). One inspect per tag and
@@ -486,8 +603,9 @@ fn load_with(
             // by the image the tag still names (the archive carries no names: tags follow
             // once it is in). Podman wants every blob. Should the engine want them after
             // all, send them all.
+            let known: Vec<&[String]> = preloaded.iter().map(|p| &p.layers[..]).collect();
             let present = if info.classic_store || info.containerd_store {
-                present_layers(img, &tagged)
+                present_layers(img, &tagged, &known)
             } else {
                 0
             };
@@ -616,6 +734,10 @@ impl EngineOps for Cli<'_> {
 
     fn tag(&self, id: &str, tag: &str) -> Result<(), Error> {
         self.run("tag", [id, tag]).map(drop)
+    }
+
+    fn remove(&self, id: &str) -> Result<(), Error> {
+        self.run("rmi", [id]).map(drop)
     }
 
     fn info(&self) -> Result<Info, Error> {

@@ -285,6 +285,14 @@ impl EngineOps for Engine {
         Ok(Info::from_json(&self.info_json()?))
     }
 
+    fn remove(&self, id: &str) -> Result<(), Error> {
+        let r = self.request("DELETE", &format!("/images/{}", escape(id)), None)?;
+        match r.status {
+            200 | 404 => Ok(()),
+            _ => Err(fail("remove", &r)),
+        }
+    }
+
     fn tag(&self, id: &str, tag: &str) -> Result<(), Error> {
         let (repo, t) = repo_and_tag(tag);
         let path = format!(

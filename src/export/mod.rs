@@ -28,8 +28,8 @@ pub use archive::{
 pub use compat::docker_compatible;
 pub use convert::{recompressed, OutputCompression};
 pub use docker::{
-    docker_load, docker_load_reporting, docker_load_via, engine_report, EngineReport, LoadVia,
-    TlsFiles,
+    docker_load, docker_load_reporting, docker_load_via, engine_report, BasePreload, EngineReport,
+    LoadVia, Preloaded, TlsFiles,
 };
 pub use tags::{full_name, normalize_tag};
 

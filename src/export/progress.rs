@@ -44,6 +44,10 @@ impl EngineOps for Reporting<'_> {
     fn info(&self) -> Result<Info, Error> {
         self.inner.info()
     }
+
+    fn remove(&self, id: &str) -> Result<(), Error> {
+        self.inner.remove(id)
+    }
 }
 
 /// A writer that counts what passes through it into a [`Transfer`].

@@ -761,12 +761,21 @@ fn a_wide_tree_is_planned_once_per_path_with_the_ignore_exceptions_kept() {
     let ignore = "skip\n!skip/keep.txt\ngone\n!gone/none-such\n";
     let c = Context::open(r, IgnoreMatcher::parse(ignore).unwrap()).unwrap();
     let srcs = c.resolve(&s(&["."])).unwrap();
+    let o = CopyOptions::default();
+    // A clock an hour ahead: the files just written count as settled, so the cache keeps
+    // them and later plans take the threaded walk (a warm cache's).
+    let mut cache = cairn::context::StatCache::default()
+        .with_clock(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+    let serial = hash_sources(&srcs, "/x/", &o).unwrap();
     for _ in 0..3 {
-        let plan = plan_copy(&srcs, "/x/", &CopyOptions::default()).unwrap();
+        let plan = cairn::context::plan_copy_cached(&srcs, "/x/", &o, Some(&cache)).unwrap();
         let dests: Vec<String> = plan
             .iter()
             .map(|e| String::from_utf8(e.dest.clone()).unwrap())
             .collect();
         assert_eq!(dests, want);
+        let cached = cairn::context::hash_sources_cached(&srcs, "/x/", &o, &mut cache).unwrap();
+        assert_eq!(cached, serial);
+        assert!(!cache.is_empty());
     }
 }

@@ -733,3 +733,49 @@ fn a_directory_plan_is_in_destination_byte_order_whatever_the_walk_order() {
         txt[0].source
     );
 }
+
+#[test]
+fn a_wide_tree_is_planned_once_per_path_with_the_ignore_exceptions_kept() {
+    // Enough directories that several walk threads take part (each lists whole
+    // directories): every path is planned once, in byte order, and an excluded directory
+    // comes back only for an exception found below it.
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    let mut want = vec!["x".to_string()];
+    for d in 0..40 {
+        let top = format!("d{d:02}");
+        want.push(format!("x/{top}"));
+        want.push(format!("x/{top}/sub"));
+        for f in 0..5 {
+            write(r, &format!("{top}/f{f}"), "a");
+            write(r, &format!("{top}/sub/g{f}"), "b");
+            want.push(format!("x/{top}/f{f}"));
+            want.push(format!("x/{top}/sub/g{f}"));
+        }
+    }
+    write(r, "skip/keep.txt", "k");
+    write(r, "skip/deep/x", "no");
+    write(r, "gone/deep/y", "no");
+    want.extend(s(&["x/skip", "x/skip/keep.txt"]));
+    want.sort();
+    let ignore = "skip\n!skip/keep.txt\ngone\n!gone/none-such\n";
+    let c = Context::open(r, IgnoreMatcher::parse(ignore).unwrap()).unwrap();
+    let srcs = c.resolve(&s(&["."])).unwrap();
+    let o = CopyOptions::default();
+    // A clock an hour ahead: the files just written count as settled, so the cache keeps
+    // them and later plans take the threaded walk (a warm cache's).
+    let mut cache = cairn::context::StatCache::default()
+        .with_clock(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+    let serial = hash_sources(&srcs, "/x/", &o).unwrap();
+    for _ in 0..3 {
+        let plan = cairn::context::plan_copy_cached(&srcs, "/x/", &o, Some(&cache)).unwrap();
+        let dests: Vec<String> = plan
+            .iter()
+            .map(|e| String::from_utf8(e.dest.clone()).unwrap())
+            .collect();
+        assert_eq!(dests, want);
+        let cached = cairn::context::hash_sources_cached(&srcs, "/x/", &o, &mut cache).unwrap();
+        assert_eq!(cached, serial);
+        assert!(!cache.is_empty());
+    }
+}

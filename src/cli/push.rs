@@ -23,7 +23,7 @@ fn built_record(r: &Reference) -> String {
 pub(super) fn remember_built(store: &Store, tags: &[String], manifest: &Digest) -> Result<()> {
     for t in tags {
         if let Ok(r) = Reference::parse(t) {
-            store.record_put(&built_record(&r), manifest.as_str().as_bytes())?;
+            store.record_put_if_changed(&built_record(&r), manifest.as_str().as_bytes())?;
         }
     }
     Ok(())

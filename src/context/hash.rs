@@ -45,23 +45,16 @@ pub fn hash_sources_cached(
     cache: &mut StatCache,
 ) -> Result<InputsHash, Error> {
     let plan = plan_copy_cached(sources, dest, opts, Some(cache))?;
-    hash_plan_cached(&plan, cache)
-}
-
-/// Hashes a plan: a pure function of the entries' hashed fields and file contents.
-pub fn hash_plan(plan: &[PlannedEntry]) -> Result<InputsHash, Error> {
-    combine_with(plan, |e| match e.kind {
-        EntryKind::File { .. } => content_digest(e).map(Some),
-        EntryKind::Socket => Ok(Some(Digest::of_bytes(b""))),
-        _ => Ok(None),
-    })
-}
-
-/// [`hash_plan`] with file contents taken from `cache` where the stat data the plan saw is
-/// the one recorded, and recorded there after reading otherwise.
-pub fn hash_plan_cached(plan: &[PlannedEntry], cache: &mut StatCache) -> Result<InputsHash, Error> {
+    // The plan is consumed as it is hashed: each entry's paths are freed (its source path
+    // moved into the `--explain` map) as the next is hashed, so a 100,000-file plan and
+    // that map are not both whole in memory.
     cache.begin();
-    combine_with(plan, |e| match (&e.kind, e.stat) {
+    combine_with(plan.len(), plan, |e| cached_content(e, cache))
+}
+
+/// A file's content digest through `cache` (see [`hash_plan_cached`]).
+fn cached_content(e: &PlannedEntry, cache: &mut StatCache) -> Result<Option<Digest>, Error> {
+    match (&e.kind, e.stat) {
         (EntryKind::File { .. }, Some(stat)) => {
             if let Some(d) = cache.get(&e.source, &stat) {
                 return Ok(Some(d));
@@ -73,31 +66,50 @@ pub fn hash_plan_cached(plan: &[PlannedEntry], cache: &mut StatCache) -> Result<
         (EntryKind::File { .. }, None) => content_digest(e).map(Some),
         (EntryKind::Socket, _) => Ok(Some(Digest::of_bytes(b""))),
         _ => Ok(None),
+    }
+}
+
+/// Hashes a plan: a pure function of the entries' hashed fields and file contents.
+pub fn hash_plan(plan: &[PlannedEntry]) -> Result<InputsHash, Error> {
+    combine_with(plan.len(), plan, |e| match e.kind {
+        EntryKind::File { .. } => content_digest(e).map(Some),
+        EntryKind::Socket => Ok(Some(Digest::of_bytes(b""))),
+        _ => Ok(None),
     })
+}
+
+/// [`hash_plan`] with file contents taken from `cache` where the stat data the plan saw is
+/// the one recorded, and recorded there after reading otherwise.
+pub fn hash_plan_cached(plan: &[PlannedEntry], cache: &mut StatCache) -> Result<InputsHash, Error> {
+    cache.begin();
+    combine_with(plan.len(), plan, |e| cached_content(e, cache))
 }
 
 /// The inputs hash of a plan given each file's content digest (`None` for non-files):
 /// shared by [`hash_plan`] and staging, which digests the bytes as it writes them.
 pub(crate) fn combine(plan: &[PlannedEntry], contents: &[Option<Digest>]) -> InputsHash {
     let mut contents = contents.iter();
-    combine_with(plan, |_| Ok::<_, Error>(contents.next().cloned().flatten()))
-        .expect("no error to return")
+    combine_with(plan.len(), plan, |_| {
+        Ok::<_, Error>(contents.next().cloned().flatten())
+    })
+    .expect("no error to return")
 }
 
 /// The inputs hash of a plan, asking `content` for each entry's content digest in plan
 /// order: each is folded in as it comes, so no list of 100,000 digests is held.
-fn combine_with(
-    plan: &[PlannedEntry],
+fn combine_with<E: Planned>(
+    len: usize,
+    plan: impl IntoIterator<Item = E>,
     mut content: impl FnMut(&PlannedEntry) -> Result<Option<Digest>, Error>,
 ) -> Result<InputsHash, Error> {
     let mut top = Framer::new("cairn/copy/v1");
-    top.u64(plan.len() as u64);
-    let mut files = Vec::with_capacity(plan.len());
+    top.u64(len as u64);
+    let mut files = Vec::with_capacity(len);
     for e in plan {
-        let d = entry_digest(e, content(e)?.as_ref());
-        top.field(&e.dest);
+        let d = entry_digest(e.entry(), content(e.entry())?.as_ref());
+        top.field(&e.entry().dest);
         top.field(d.as_str().as_bytes());
-        files.push((e.source_rel.clone(), d));
+        files.push((e.into_source_rel(), d));
     }
     // Collected at once, the map is built in one pass (a stable sort of an almost sorted
     // list, then a bulk build) instead of by 20,000 inserts; of two entries for one source
@@ -106,6 +118,31 @@ fn combine_with(
         digest: top.digest(),
         files: files.into_iter().collect(),
     })
+}
+
+/// A planned entry borrowed or owned: an owned one gives up its source path to the
+/// `--explain` map instead of having it copied.
+trait Planned {
+    fn entry(&self) -> &PlannedEntry;
+    fn into_source_rel(self) -> String;
+}
+
+impl Planned for &PlannedEntry {
+    fn entry(&self) -> &PlannedEntry {
+        self
+    }
+    fn into_source_rel(self) -> String {
+        self.source_rel.clone()
+    }
+}
+
+impl Planned for PlannedEntry {
+    fn entry(&self) -> &PlannedEntry {
+        self
+    }
+    fn into_source_rel(self) -> String {
+        self.source_rel
+    }
 }
 
 fn entry_digest(e: &PlannedEntry, content: Option<&Digest>) -> Digest {

@@ -17,6 +17,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 
 /// What an entry is, with what its type needs beyond mode and owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +194,10 @@ pub fn plan_copy_cached(
     }
     match merged {
         Some(map) => plan = map.into_values().collect(),
+        // A walk in name order is already in byte order unless a name sorts between a
+        // directory and its contents (`a.txt` between `a` and `a/b`): then moving the
+        // 250-byte entries about is paid, not for every plan.
+        None if plan.windows(2).all(|w| w[0].dest <= w[1].dest) => {}
         None => plan.sort_unstable_by(|a, b| a.dest.cmp(&b.dest)),
     }
     link_hardlinks(&mut plan);
@@ -282,6 +287,74 @@ fn hidden(m: &IgnoreMatcher, path: &[u8], is_dir: bool) -> Hidden {
     }
 }
 
+/// A child in a directory's listing.
+enum Listed {
+    Leaf(PlannedEntry),
+    /// A subdirectory: its own entry, the listing job of what it holds, and whether it is
+    /// walked only because an exception could match below it.
+    Dir {
+        entry: Option<PlannedEntry>,
+        id: usize,
+        only_for_exceptions: bool,
+    },
+}
+
+/// The walk threads' shared state: directories to list (last in, first out, so the walk
+/// stays mostly depth-first), how many are being listed, and the listings by job id.
+struct Queue {
+    jobs: Vec<(usize, At)>,
+    busy: usize,
+    next: usize,
+    done: BTreeMap<usize, Result<Vec<Listed>, Error>>,
+}
+
+/// Threads that list and stat a directory source: the machine's cores, at most 4 (the
+/// kernel's stat path, not the disk, is what they share out).
+fn walk_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// Appends the listing of job `id` and, recursively, its subdirectories' in depth-first
+/// name order: the order, and the choices, of a serial walk. Returns whether anything was
+/// planned below (an excluded directory walked only for exceptions goes if nothing came
+/// back). The first error in that order is the walk's.
+fn assemble(
+    id: usize,
+    done: &mut BTreeMap<usize, Result<Vec<Listed>, Error>>,
+    out: &mut Vec<PlannedEntry>,
+) -> Result<bool, Error> {
+    // Every queued directory is listed before the walk threads end (an error ends only
+    // that directory's listing), so each id is there.
+    let children = done
+        .remove(&id)
+        .expect("every queued directory is listed")?;
+    let mut any = false;
+    for child in children {
+        match child {
+            Listed::Leaf(e) => {
+                out.push(e);
+                any = true;
+            }
+            Listed::Dir {
+                entry,
+                id,
+                only_for_exceptions,
+            } => {
+                let at = out.len();
+                out.extend(entry);
+                let found = assemble(id, done, out)?;
+                if only_for_exceptions && !found {
+                    // Nothing below came back: the directory itself goes too.
+                    out.truncate(at);
+                } else {
+                    any = true;
+                }
+            }
+        }
+    }
+    Ok(any)
+}
+
 struct Planner<'o> {
     opts: &'o CopyOptions,
     /// `--exclude` patterns, relative to each copied directory.
@@ -311,10 +384,13 @@ impl Planner<'_> {
     }
 
     /// Plans a directory and, recursively, what it holds under the ignore rules and
-    /// `--exclude`. Returns whether anything was planned (an excluded directory appears only
-    /// for the exceptions below it).
+    /// `--exclude`. Returns whether anything was planned below it.
+    ///
+    /// With a warm stat cache, the directories are listed and their entries stat'ed by
+    /// [`walk_threads`] threads taking directories from one queue (a stat per file is most
+    /// of a large context's no-op); the listings are then put together in the order a serial depth-first walk
+    /// gives, so the result does not depend on which thread listed what.
     fn walk_dir(&mut self, src: &Source, at: &At, md: &fs::Metadata) -> Result<bool, Error> {
-        let mark = self.walked.len();
         if !at.dest.is_empty() {
             let e = self.entry(src, at.abs.clone(), &at.rel, at.dest.clone(), md)?;
             if let Some(mut e) = e {
@@ -326,6 +402,78 @@ impl Planner<'_> {
                 self.walked.push(e);
             }
         }
+        let root = At {
+            abs: at.abs.clone(),
+            rel: at.rel.clone(),
+            local: at.local.clone(),
+            dest: at.dest.clone(),
+            top: at.top,
+        };
+        let queue = Mutex::new(Queue {
+            jobs: vec![(0, root)],
+            busy: 0,
+            next: 1,
+            done: BTreeMap::new(),
+        });
+        let wake = Condvar::new();
+        // Threads only with a warm stat cache, where the stats are most of the work. A cold
+        // COPY reads every file after the walk (and stages it), and what the threads
+        // allocate stays in their own malloc arenas, out of reach of that later work
+        // (+13 MiB peak for a cold 100,000-file COPY).
+        let threads = match self.cache {
+            Some(c) if !c.is_empty() => walk_threads(),
+            _ => 1,
+        };
+        let this: &Planner = self;
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(|| this.list_jobs(src, &queue, &wake));
+            }
+            this.list_jobs(src, &queue, &wake);
+        });
+        let mut done = queue.into_inner().unwrap_or_else(|e| e.into_inner()).done;
+        let total: usize = done.values().map(|l| l.as_ref().map_or(0, Vec::len)).sum();
+        self.walked.reserve(total);
+        assemble(0, &mut done, &mut self.walked)
+    }
+
+    /// A walk thread: lists queued directories until none is queued and none is being
+    /// listed (a listing queues the directories it finds).
+    fn list_jobs(&self, src: &Source, queue: &Mutex<Queue>, wake: &Condvar) {
+        let lock = || queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = lock();
+        loop {
+            if let Some((id, at)) = q.jobs.pop() {
+                q.busy += 1;
+                drop(q);
+                let listed = self.list_dir(src, &at);
+                q = lock();
+                q.busy -= 1;
+                let listed = listed.map(|(mut children, subdirs)| {
+                    for (i, sub) in subdirs {
+                        let job = q.next;
+                        q.next += 1;
+                        if let Listed::Dir { id, .. } = &mut children[i] {
+                            *id = job;
+                        }
+                        q.jobs.push((job, sub));
+                    }
+                    children
+                });
+                q.done.insert(id, listed);
+                wake.notify_all();
+            } else if q.busy == 0 {
+                return;
+            } else {
+                q = wake.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    /// One directory's children in name order, each planned from its own lstat, and the
+    /// subdirectories still to list (by their index among the children).
+    #[allow(clippy::type_complexity)]
+    fn list_dir(&self, src: &Source, at: &At) -> Result<(Vec<Listed>, Vec<(usize, At)>), Error> {
         let mut names = Vec::new();
         for entry in fs::read_dir(&at.abs).map_err(read_err(&at.abs))? {
             let entry = entry.map_err(read_err(&at.abs))?;
@@ -333,7 +481,7 @@ impl Planner<'_> {
         }
         names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let with_local = self.exclude.is_some();
-        let mut any = false;
+        let (mut children, mut subdirs) = (Vec::with_capacity(names.len()), Vec::new());
         for (name, dirent) in names {
             let child = at.child(name.as_bytes(), with_local);
             // lstat relative to the open directory: no walk of the whole path per entry.
@@ -348,23 +496,20 @@ impl Planner<'_> {
             if verdicts.iter().flatten().any(|v| *v == Hidden::Skip) {
                 continue;
             }
-            let only_for_exceptions = verdicts.iter().flatten().any(|v| *v == Hidden::Descend);
             if is_dir {
-                let at_child = self.walked.len();
-                let found = self.walk_dir(src, &child, &md)?;
-                if only_for_exceptions && !found {
-                    // Nothing below came back: the directory itself goes too.
-                    self.walked.truncate(at_child);
-                } else {
-                    any = true;
-                }
+                let entry =
+                    self.entry(src, child.abs.clone(), &child.rel, child.dest.clone(), &md)?;
+                children.push(Listed::Dir {
+                    entry,
+                    id: 0,
+                    only_for_exceptions: verdicts.iter().flatten().any(|v| *v == Hidden::Descend),
+                });
+                subdirs.push((children.len() - 1, child));
             } else if let Some(e) = self.entry(src, child.abs, &child.rel, child.dest, &md)? {
-                self.walked.push(e);
-                any = true;
+                children.push(Listed::Leaf(e));
             }
         }
-        debug_assert!(any || self.walked.len() <= mark + 1);
-        Ok(any)
+        Ok((children, subdirs))
     }
 
     /// One entry from a source's metadata; `None` for a file type it cannot know.

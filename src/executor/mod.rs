@@ -234,7 +234,10 @@ struct Builder<'a> {
     context: Option<crate::context::Context>,
     /// The context's stat cache, loaded from the store at the first COPY that needs it.
     stat_cache: std::sync::Mutex<Option<crate::context::StatCache>>,
-    previous: BTreeMap<String, KeyInputs>,
+    /// The last build's key inputs of this Dockerfile, read only when a step misses (to
+    /// explain it) or the record may need rewriting: on a no-op its megabytes of per-file
+    /// digests are never parsed.
+    previous: std::sync::OnceLock<BTreeMap<String, KeyInputs>>,
     recorded: BTreeMap<String, KeyInputs>,
     steps: Vec<StepReport>,
     /// Steps known so far (base images' ONBUILD triggers add theirs as they are read).
@@ -261,10 +264,6 @@ impl<'a> Builder<'a> {
         cancel.on_cancel(move || crate::sandbox::kill_group(group));
         let mut front = frontend::prepare(opts, rep)?;
         let context = front.context.take();
-        let previous = store
-            .record_get(&record_name(&opts.dockerfile_path))?
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
         let mut b = Builder {
             store,
             opts,
@@ -277,7 +276,7 @@ impl<'a> Builder<'a> {
             df_name: front.df_name.clone(),
             context,
             stat_cache: std::sync::Mutex::new(None),
-            previous,
+            previous: std::sync::OnceLock::new(),
             recorded: BTreeMap::new(),
             steps: Vec::new(),
             total: AtomicUsize::new(0),
@@ -341,13 +340,8 @@ impl<'a> Builder<'a> {
             last = Some(out.result);
         }
         let last = last.ok_or_else(|| Error::Internal("the plan has no stage".into()))?;
-        // Unchanged on a no-op: not rewritten (it holds every COPY source's digest, which
-        // is megabytes for a large context).
-        if !self.key_only && self.recorded != self.previous {
-            let _ = self.store.record_put(
-                &record_name(&self.opts.dockerfile_path),
-                &serde_json::to_vec(&self.recorded).unwrap_or_default(),
-            );
+        if !self.key_only {
+            self.save_record();
         }
         self.save_stat_cache();
         let all_cached = self.steps.iter().all(|s| s.cached);
@@ -370,6 +364,36 @@ impl<'a> Builder<'a> {
             steps: self.steps,
             all_cached,
         })
+    }
+
+    /// The last build's record (see [`Builder::previous`]), read at the first call.
+    fn previous(&self) -> &BTreeMap<String, KeyInputs> {
+        self.previous.get_or_init(|| {
+            let bytes = self
+                .store
+                .record_get(&record_name(&self.opts.dockerfile_path))
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            serde_json::from_slice(record_json(&bytes)).unwrap_or_default()
+        })
+    }
+
+    /// Writes this build's record for `--explain` unless it is the one stored. The record
+    /// opens with its stamp ([`record_stamp`]), so a no-op reads that one line and neither
+    /// parses nor rewrites the record (which holds every COPY source's digest: megabytes
+    /// for a large context). A failure only costs a later explanation, so it is ignored.
+    fn save_record(&self) {
+        let name = record_name(&self.opts.dockerfile_path);
+        let stamp = record_stamp(&self.recorded);
+        let head = self.store.record_head(&name, STAMP_LEN + 1).ok().flatten();
+        if head.as_deref() == Some(stamp.as_bytes()) {
+            return;
+        }
+        let mut bytes = stamp.into_bytes();
+        if serde_json::to_writer(&mut bytes, &self.recorded).is_ok() {
+            let _ = self.store.record_put(&name, &bytes);
+        }
     }
 
     /// Writes the stat cache back (atomically) when this build taught it something. A
@@ -583,9 +607,9 @@ impl<'a> Builder<'a> {
                 state: &state,
                 scope: &scope,
             };
-            let prepared =
+            let mut prepared =
                 steps::prepare(&self.env(), &step, from, mount_froms).map_err(at_line)?;
-            let inputs = KeyInputs {
+            let mut inputs = KeyInputs {
                 parent: key.clone(),
                 instruction: expanded.canonical(),
                 env: scope.key_env(),
@@ -594,7 +618,8 @@ impl<'a> Builder<'a> {
                 shell: state.config.config.shell.clone().unwrap_or_default(),
                 network: prepared.network_name(self.opts.network).to_string(),
                 inputs: prepared.inputs_digest(),
-                input_files: prepared.input_files(),
+                // Filled in once it is known whether the step runs (below).
+                input_files: BTreeMap::new(),
             };
             let new_key = inputs.key();
             let step_no = step.no;
@@ -648,6 +673,13 @@ impl<'a> Builder<'a> {
             };
             let key_text = new_key.to_string();
             let hit = cached_entry.is_some() || remote_hit.is_some();
+            // A step that runs still needs its per-file digests (a staged COPY names the
+            // file that changed under it); a hit's are moved out, not cloned.
+            inputs.input_files = if hit {
+                prepared.take_input_files()
+            } else {
+                prepared.input_files()
+            };
             self.rep.emit(&Event::Step {
                 step: step_no,
                 total: self.total.load(Ordering::SeqCst),
@@ -658,7 +690,7 @@ impl<'a> Builder<'a> {
             });
             let mut explain = Vec::new();
             if !hit {
-                explain = match self.previous.get(&rec_name) {
+                explain = match self.previous().get(&rec_name) {
                     Some(prev) if prev.key() == new_key => {
                         vec!["the cache entry is missing (pruned, or --no-cache)".into()]
                     }
@@ -885,6 +917,37 @@ fn base_text(base: &Base) -> String {
         Base::Scratch => "scratch".into(),
         Base::Image(r) => format!("{r} resolved to a different manifest digest"),
         Base::Stage(i) => format!("its base stage {i} changed"),
+    }
+}
+
+/// The length of a record stamp: a digest, `sha256:` and 64 hex digits.
+const STAMP_LEN: usize = 71;
+
+/// The line an `--explain` record opens with: a digest of each step's record name and cache
+/// key. A key covers every field of [`KeyInputs`] but `input_files`, and those are the
+/// per-file parts of the key's inputs digest, so equal stamps mean equal records.
+fn record_stamp(recorded: &BTreeMap<String, KeyInputs>) -> String {
+    let mut f = cache::Framer::new("cairn/explain-record/v1");
+    f.u64(recorded.len() as u64);
+    for (name, inputs) in recorded {
+        f.field(name.as_bytes());
+        f.field(inputs.key().0.as_str().as_bytes());
+    }
+    let mut line = f.digest().as_str().to_string();
+    debug_assert_eq!(line.len(), STAMP_LEN);
+    line.push('\n');
+    line
+}
+
+/// The JSON of an `--explain` record, after its stamp line (a record written before
+/// stamps is JSON from its first byte).
+fn record_json(bytes: &[u8]) -> &[u8] {
+    match bytes.first() {
+        Some(b'{') | None => bytes,
+        Some(_) => bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(&[][..], |i| &bytes[i + 1..]),
     }
 }
 

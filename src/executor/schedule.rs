@@ -226,13 +226,16 @@ mod tests {
     fn a_stage_gets_what_the_stages_it_reads_made() {
         for jobs in [1, 2, 8] {
             let cancel = Cancel::new();
+            // As the executor does: the stages read are waited for before the job token
+            // is taken (holding it while waiting could starve the stages waited for).
             let out = run_stages(4, jobs, &cancel, |i, st: &Stages<'_, usize>| {
-                let _job = st.job();
-                Ok(match i {
+                let v = match i {
                     0 | 1 => i + 10,
                     2 => *st.get(0)? + *st.get(1)?,
                     _ => *st.get(2)? * 2,
-                })
+                };
+                let _job = st.job();
+                Ok(v)
             })
             .unwrap();
             let got: Vec<usize> = out.iter().map(|v| **v).collect();

@@ -516,6 +516,21 @@ fn the_base_is_loaded_ahead_and_nothing_of_it_stays() {
         .and_then(|v| v["bytes"].as_u64())
         .unwrap_or_else(|| panic!("no load: {stderr}"));
     assert_eq!(run_cat(&e, &tag).trim(), marker);
+    assert!(
+        stderr.contains("loading the base image into Docker"),
+        "{stderr}"
+    );
+
+    // A no-op touches nothing of the base: no step misses, so nothing is preloaded.
+    let mut c = common::cairn(root.path());
+    e.env(&mut c)
+        .arg("build")
+        .arg(ctx.path())
+        .args(["--progress=plain", "-t", &tag]);
+    let out = common::run(&mut c);
+    let noop = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{noop}");
+    assert!(!noop.contains("loading the base image"), "{noop}");
 
     // The whole image as an archive, for scale: the base is nearly all of it.
     let archive = ctx.path().join("all.tar");

@@ -264,20 +264,26 @@ pub fn options(cli: &Cli, args: &BuildArgs) -> Result<BuildOptions> {
 /// The final stage's base image on its way into Docker ([`crate::export::BasePreload`]),
 /// started by the executor once the base is pulled. One that no load took (the build
 /// failed) is waited for and removed when this is dropped.
-#[derive(Default)]
-struct Preload(std::sync::Mutex<Option<crate::export::BasePreload>>);
+struct Preload {
+    slot: std::sync::Mutex<Option<crate::export::BasePreload>>,
+    /// The image's tags: a previous build under them may already hold the base's layers.
+    tags: Vec<String>,
+    rep: crate::events::Reporter,
+}
 
 impl Preload {
     fn take(&self) -> Option<crate::export::BasePreload> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
 impl executor::FinalBase for Preload {
     fn pulled(&self, store: &Store, base: &crate::export::BuiltImage) {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
-            *slot = Some(crate::export::BasePreload::start(store, base));
+            self.rep
+                .info("loading the base image into Docker while the steps run");
+            *slot = Some(crate::export::BasePreload::start(store, base, &self.tags));
         }
     }
 }
@@ -475,10 +481,13 @@ pub fn build(cli: &Cli, args: &BuildArgs, rep: &Reporter, cancel: &Cancel) -> Re
         .clone()
         .map(|c| c as Arc<dyn executor::RemoteCache>);
     // With --load, the final stage's base goes into Docker while the steps run.
-    let preload = outputs
-        .iter()
-        .any(|o| matches!(o, Output::Load))
-        .then(|| Arc::new(Preload::default()));
+    let preload = outputs.iter().any(|o| matches!(o, Output::Load)).then(|| {
+        Arc::new(Preload {
+            slot: Default::default(),
+            tags: args.tags.clone(),
+            rep: rep.clone(),
+        })
+    });
     opts.final_base = preload.clone().map(|p| p as Arc<dyn executor::FinalBase>);
     let plain = Store::open(&cli.store_root())?;
     // Everything this build uses stays pinned against collections until it is done.

@@ -82,7 +82,8 @@ pub struct BuildOptions {
 }
 
 /// A hook for the final stage's base image, pulled from a registry and with every blob in
-/// the store, before the stage's first step (not called for `FROM scratch` or a stage).
+/// the store, called at the stage's first step that is not a cache hit (never for a build
+/// whose steps all hit, for `FROM scratch` or for a stage as base).
 pub trait FinalBase: Send + Sync {
     fn pulled(&self, store: &Store, base: &BuiltImage);
 }
@@ -553,19 +554,23 @@ impl<'a> Builder<'a> {
             .base(si, done)
             .map_err(|e| Error::at_line(&self.df_name, from_line, e))?;
         let stage = self.plan.stages[si].clone();
-        if let (Some(hook), Base::Image(_), false) =
-            (&self.opts.final_base, &stage.base, self.key_only)
-        {
-            if si + 1 == self.plan.stages.len() && !state.layers.is_empty() {
-                let base = StageResult {
-                    state: state.clone(),
-                    key: key.clone(),
-                };
-                if let Ok((image, _)) = self.finish(&base) {
-                    hook.pulled(self.store, &image);
-                }
+        // The final stage's pulled base, for the `final_base` hook at the stage's first
+        // step that is not a cache hit: a build whose steps all hit (a no-op) loads
+        // nothing, so the hook never hears of it.
+        let mut final_base = match (&self.opts.final_base, &stage.base, self.key_only) {
+            (Some(hook), Base::Image(_), false)
+                if si + 1 == self.plan.stages.len() && !state.layers.is_empty() =>
+            {
+                Some((
+                    hook,
+                    StageResult {
+                        state: state.clone(),
+                        key: key.clone(),
+                    },
+                ))
             }
-        }
+            _ => None,
+        };
         let stage_label = stage
             .name
             .clone()
@@ -673,6 +678,13 @@ impl<'a> Builder<'a> {
             };
             let key_text = new_key.to_string();
             let hit = cached_entry.is_some() || remote_hit.is_some();
+            if !hit {
+                if let Some((hook, base)) = final_base.take() {
+                    if let Ok((image, _)) = self.finish(&base) {
+                        hook.pulled(self.store, &image);
+                    }
+                }
+            }
             // A step that runs still needs its per-file digests (a staged COPY names the
             // file that changed under it); a hit's are moved out, not cloned.
             inputs.input_files = if hit {

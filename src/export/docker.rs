@@ -344,15 +344,17 @@ pub struct Preloaded {
 }
 
 impl BasePreload {
-    /// Starts loading `base` (whose blobs are in `store`) into the engine a load would reach.
-    pub fn start(store: &Store, base: &BuiltImage) -> BasePreload {
+    /// Starts loading `base` (whose blobs are in `store`) into the engine a load would reach,
+    /// unless an image `tags` name there (the previous build) already has its layers.
+    pub fn start(store: &Store, base: &BuiltImage, tags: &[String]) -> BasePreload {
         let (store, base) = (store.clone(), base.clone());
+        let tags: Vec<String> = tags.iter().filter_map(|t| normalize_tag(t).ok()).collect();
         BasePreload {
             thread: std::thread::spawn(move || {
                 let via = LoadVia::detect()?;
                 match &via {
-                    LoadVia::Cli(cli) => preload_with(&Cli(cli), &store, &base),
-                    other => preload_with(&Engine::new(other.transport()?), &store, &base),
+                    LoadVia::Cli(cli) => preload_with(&Cli(cli), &store, &base, &tags),
+                    other => preload_with(&Engine::new(other.transport()?), &store, &base, &tags),
                 }
             }),
         }
@@ -389,6 +391,7 @@ fn preload_with(
     e: &dyn EngineOps,
     store: &Store,
     base: &BuiltImage,
+    tags: &[String],
 ) -> Result<Option<Preloaded>, Error> {
     let info = e.info()?;
     let zstd = base
@@ -398,7 +401,19 @@ fn preload_with(
     if !info.classic_store || base.layers.is_empty() || (zstd && !info.reads_zstd) {
         return Ok(None);
     }
-    let layers = base.layers.iter().map(|l| l.diff_id.to_string()).collect();
+    let layers: Vec<String> = base.layers.iter().map(|l| l.diff_id.to_string()).collect();
+    // The previous build under these tags usually starts with this base: nothing to load.
+    for t in tags {
+        if let Some(i) = e.inspect(t)? {
+            if i.layers.as_ref().is_some_and(|l| l.starts_with(&layers)) {
+                return Ok(Some(Preloaded {
+                    id: i.id,
+                    layers,
+                    ours: false,
+                }));
+            }
+        }
+    }
     let config = base.config.to_string();
     if let Some(id) = e.image_id(&config)? {
         return Ok(Some(Preloaded {

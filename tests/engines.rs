@@ -532,6 +532,26 @@ fn the_base_is_loaded_ahead_and_nothing_of_it_stays() {
     assert!(out.status.success(), "{noop}");
     assert!(!noop.contains("loading the base image"), "{noop}");
 
+    // A late change under the same tag: the tagged image has the base, nothing is preloaded.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/preload/base:1\nRUN echo {marker}-late > /marker\nCMD [\"cat\", \"/marker\"]\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let mut c = common::cairn(root.path());
+    e.env(&mut c)
+        .arg("build")
+        .arg(ctx.path())
+        .args(["--progress=plain", "-t", &tag]);
+    let out = common::run(&mut c);
+    let late = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{late}");
+    assert!(!late.contains("loading the base image"), "{late}");
+    assert_eq!(run_cat(&e, &tag).trim(), format!("{marker}-late"));
+
     // The whole image as an archive, for scale: the base is nearly all of it.
     let archive = ctx.path().join("all.tar");
     common::run_ok(

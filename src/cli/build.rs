@@ -281,9 +281,13 @@ impl executor::FinalBase for Preload {
     fn pulled(&self, store: &Store, base: &crate::export::BuiltImage) {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
-            self.rep
-                .info("loading the base image into Docker while the steps run");
-            *slot = Some(crate::export::BasePreload::start(store, base, &self.tags));
+            let rep = self.rep.clone();
+            let loading = Box::new(move || {
+                rep.info("loading the base image into Docker while the steps run")
+            });
+            *slot = Some(crate::export::BasePreload::start(
+                store, base, &self.tags, loading,
+            ));
         }
     }
 }

@@ -346,15 +346,24 @@ pub struct Preloaded {
 impl BasePreload {
     /// Starts loading `base` (whose blobs are in `store`) into the engine a load would reach,
     /// unless an image `tags` name there (the previous build) already has its layers.
-    pub fn start(store: &Store, base: &BuiltImage, tags: &[String]) -> BasePreload {
+    /// `loading` is called once a load is decided on, right before it starts.
+    pub fn start(
+        store: &Store,
+        base: &BuiltImage,
+        tags: &[String],
+        loading: Box<dyn FnOnce() + Send>,
+    ) -> BasePreload {
         let (store, base) = (store.clone(), base.clone());
         let tags: Vec<String> = tags.iter().filter_map(|t| normalize_tag(t).ok()).collect();
         BasePreload {
             thread: std::thread::spawn(move || {
                 let via = LoadVia::detect()?;
                 match &via {
-                    LoadVia::Cli(cli) => preload_with(&Cli(cli), &store, &base, &tags),
-                    other => preload_with(&Engine::new(other.transport()?), &store, &base, &tags),
+                    LoadVia::Cli(cli) => preload_with(&Cli(cli), &store, &base, &tags, loading),
+                    other => {
+                        let e = Engine::new(other.transport()?);
+                        preload_with(&e, &store, &base, &tags, loading)
+                    }
                 }
             }),
         }
@@ -392,6 +401,7 @@ fn preload_with(
     store: &Store,
     base: &BuiltImage,
     tags: &[String],
+    loading: Box<dyn FnOnce() + Send>,
 ) -> Result<Option<Preloaded>, Error> {
     let info = e.info()?;
     let zstd = base
@@ -423,6 +433,7 @@ fn preload_with(
         }));
     }
     let sent = Compat::as_is(base);
+    loading();
     e.load(&mut |w| write_archive(store, &sent, &[], 0, w))?;
     let id = e.image_id(&config)?.ok_or_else(|| Error::Docker {
         action: "load".into(),

@@ -492,23 +492,31 @@ fn the_base_is_loaded_ahead_and_nothing_of_it_stays() {
     let root = common::tempdir();
     let ctx = common::tempdir();
     let marker = format!("preload-{}-{}", std::process::id(), now());
-    fs::write(
-        ctx.path().join("Dockerfile"),
-        format!(
-            "FROM {}/preload/base:1\nRUN echo {marker} > /marker\nCMD [\"cat\", \"/marker\"]\n",
+    // The Dockerfile: the base, then `run` as the one step.
+    let dockerfile = |run: &str| {
+        let df = format!(
+            "FROM {}/preload/base:1\nRUN {run}\nCMD [\"cat\", \"/marker\"]\n",
             reg.addr
-        ),
-    )
-    .unwrap();
+        );
+        fs::write(ctx.path().join("Dockerfile"), df).unwrap();
+    };
     let tag = unique_tag("preload");
-    let mut c = common::cairn(root.path());
-    e.env(&mut c)
-        .arg("build")
-        .arg(ctx.path())
-        .args(["--progress=json", "-t", &tag]);
-    let out = common::run(&mut c);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    // A build into the engine under `tag`: whether it succeeded, and its stderr.
+    let build = |progress: &str| {
+        let mut c = common::cairn(root.path());
+        e.env(&mut c)
+            .arg("build")
+            .arg(ctx.path())
+            .args([progress, "-t", &tag]);
+        let out = common::run(&mut c);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    dockerfile(&format!("echo {marker} > /marker"));
+    let (ok, stderr) = build("--progress=json");
+    assert!(ok, "{stderr}");
     let loaded: u64 = stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -522,33 +530,14 @@ fn the_base_is_loaded_ahead_and_nothing_of_it_stays() {
     );
 
     // A no-op touches nothing of the base: no step misses, so nothing is preloaded.
-    let mut c = common::cairn(root.path());
-    e.env(&mut c)
-        .arg("build")
-        .arg(ctx.path())
-        .args(["--progress=plain", "-t", &tag]);
-    let out = common::run(&mut c);
-    let noop = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{noop}");
+    let (ok, noop) = build("--progress=plain");
+    assert!(ok, "{noop}");
     assert!(!noop.contains("loading the base image"), "{noop}");
 
     // A late change under the same tag: the tagged image has the base, nothing is preloaded.
-    fs::write(
-        ctx.path().join("Dockerfile"),
-        format!(
-            "FROM {}/preload/base:1\nRUN echo {marker}-late > /marker\nCMD [\"cat\", \"/marker\"]\n",
-            reg.addr
-        ),
-    )
-    .unwrap();
-    let mut c = common::cairn(root.path());
-    e.env(&mut c)
-        .arg("build")
-        .arg(ctx.path())
-        .args(["--progress=plain", "-t", &tag]);
-    let out = common::run(&mut c);
-    let late = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{late}");
+    dockerfile(&format!("echo {marker}-late > /marker"));
+    let (ok, late) = build("--progress=plain");
+    assert!(ok, "{late}");
     assert!(!late.contains("loading the base image"), "{late}");
     assert_eq!(run_cat(&e, &tag).trim(), format!("{marker}-late"));
 
@@ -572,21 +561,9 @@ fn the_base_is_loaded_ahead_and_nothing_of_it_stays() {
     assert_eq!(left_behind(&e, &base), Vec::<String>::new());
 
     // A failing build leaves nothing either.
-    fs::write(
-        ctx.path().join("Dockerfile"),
-        format!(
-            "FROM {}/preload/base:1\nRUN echo {marker}-2 > /marker && exit 3\n",
-            reg.addr
-        ),
-    )
-    .unwrap();
-    let mut c = common::cairn(root.path());
-    e.env(&mut c)
-        .arg("build")
-        .arg(ctx.path())
-        .args(["--progress=plain", "-t", &tag]);
-    let out = common::run(&mut c);
-    assert!(!out.status.success());
+    dockerfile(&format!("echo {marker}-2 > /marker && exit 3"));
+    let (ok, _) = build("--progress=plain");
+    assert!(!ok);
     assert_eq!(left_behind(&e, &base), Vec::<String>::new());
     let _ = e.docker().args(["rmi", &tag]).output();
 }

@@ -248,29 +248,27 @@ impl Store {
 
     /// Writes `bytes` to `dest` atomically: temp file, fsync, rename, directory fsync.
     pub(crate) fn atomic_write(&self, dest: &Path, bytes: &[u8]) -> Result<(), Error> {
-        let tmp = self.tmp_root();
-        let mut f = tempfile::Builder::new()
-            .prefix(&self.temp_prefix("write"))
-            .tempfile_in(&tmp)
-            .map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(f.path()))?;
-        f.as_file().sync_all().map_err(io_err(dest))?;
-        f.persist(dest).map_err(|e| Error::Io {
-            path: dest.to_path_buf(),
-            source: e.error,
-        })?;
+        self.replace(dest, bytes, true)?;
         sync_parent(dest)
     }
 
     /// Replaces `dest` atomically (a reader sees the old or the new bytes) without waiting
     /// for the disk: for entries whose old content is as valid as the new.
     pub(crate) fn replace_unsynced(&self, dest: &Path, bytes: &[u8]) -> Result<(), Error> {
+        self.replace(dest, bytes, false)
+    }
+
+    /// `bytes` into a temp file of the store (fsynced when `sync`), renamed over `dest`.
+    fn replace(&self, dest: &Path, bytes: &[u8], sync: bool) -> Result<(), Error> {
         let tmp = self.tmp_root();
         let mut f = tempfile::Builder::new()
             .prefix(&self.temp_prefix("write"))
             .tempfile_in(&tmp)
             .map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(f.path()))?;
+        if sync {
+            f.as_file().sync_all().map_err(io_err(dest))?;
+        }
         f.persist(dest).map(drop).map_err(|e| Error::Io {
             path: dest.to_path_buf(),
             source: e.error,

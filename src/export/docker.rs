@@ -266,9 +266,17 @@ pub fn docker_load_via(
         .iter()
         .map(|t| normalize_tag(t))
         .collect::<Result<_, _>>()?;
+    with_engine(via, |e| load_with(e, store, img, &tags, None))
+}
+
+/// Runs `f` on the way to the engine `via` names: the docker CLI or the Engine API.
+fn with_engine<R>(
+    via: &LoadVia,
+    f: impl FnOnce(&dyn EngineOps) -> Result<R, Error>,
+) -> Result<R, Error> {
     match via {
-        LoadVia::Cli(cli) => load_with(&Cli(cli), store, img, &tags, None),
-        other => load_with(&Engine::new(other.transport()?), store, img, &tags, None),
+        LoadVia::Cli(cli) => f(&Cli(cli)),
+        other => f(&Engine::new(other.transport()?)),
     }
 }
 
@@ -290,36 +298,27 @@ pub fn docker_load_reporting(
         .first()
         .cloned()
         .unwrap_or_else(|| img.config.to_string());
-    let via = LoadVia::detect()?;
-    let (cli, engine);
-    let inner: &dyn EngineOps = match &via {
-        LoadVia::Cli(c) => {
-            cli = Cli(c);
-            &cli
-        }
-        other => {
-            engine = Engine::new(other.transport()?);
-            &engine
-        }
-    };
-    let reporting = super::progress::Reporting {
-        inner,
-        rep,
-        name: &name,
-    };
-    let preloaded = preload.and_then(|p| p.wait(&mut |w| rep.warn(w)));
-    let loaded = load_with(&reporting, store, img, &tags, preloaded.as_ref());
-    if let Some(p) = preloaded.filter(|p| p.ours) {
-        if loaded.as_ref().is_ok_and(|id| *id != p.id) || loaded.is_err() {
-            if let Err(e) = inner.remove(&p.id) {
-                rep.warn(&format!(
-                    "cannot remove the preloaded base image {}: {e}",
-                    p.id
-                ));
+    with_engine(&LoadVia::detect()?, |inner| {
+        let reporting = super::progress::Reporting {
+            inner,
+            rep,
+            name: &name,
+        };
+        let preloaded = preload.and_then(|p| p.wait(&mut |w| rep.warn(w)));
+        let loaded = load_with(&reporting, store, img, &tags, preloaded.as_ref());
+        // Unless the build's image is the preloaded one itself, it goes again.
+        if let Some(p) = preloaded.filter(|p| p.ours) {
+            if !loaded.as_ref().is_ok_and(|id| *id == p.id) {
+                if let Err(e) = inner.remove(&p.id) {
+                    rep.warn(&format!(
+                        "cannot remove the preloaded base image {}: {e}",
+                        p.id
+                    ));
+                }
             }
         }
-    }
-    loaded
+        loaded
+    })
 }
 
 /// The final stage's base image, loaded into the engine on a thread of its own while the
@@ -357,14 +356,9 @@ impl BasePreload {
         let tags: Vec<String> = tags.iter().filter_map(|t| normalize_tag(t).ok()).collect();
         BasePreload {
             thread: std::thread::spawn(move || {
-                let via = LoadVia::detect()?;
-                match &via {
-                    LoadVia::Cli(cli) => preload_with(&Cli(cli), &store, &base, &tags, loading),
-                    other => {
-                        let e = Engine::new(other.transport()?);
-                        preload_with(&e, &store, &base, &tags, loading)
-                    }
-                }
+                with_engine(&LoadVia::detect()?, |e| {
+                    preload_with(e, &store, &base, &tags, loading)
+                })
             }),
         }
     }
@@ -388,10 +382,7 @@ impl BasePreload {
     /// load (it failed).
     pub fn abandon(self) {
         if let Some(p) = self.wait(&mut |_| {}).filter(|p| p.ours) {
-            let _ = LoadVia::detect().and_then(|via| match &via {
-                LoadVia::Cli(cli) => Cli(cli).remove(&p.id),
-                other => Engine::new(other.transport()?).remove(&p.id),
-            });
+            let _ = LoadVia::detect().and_then(|via| with_engine(&via, |e| e.remove(&p.id)));
         }
     }
 }
